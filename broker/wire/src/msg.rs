@@ -1,0 +1,192 @@
+//! Message types carried inside envelopes.
+//!
+//! postcard is not self-describing: changing any of these types changes the wire format, and
+//! must come with a bump of [`crate::PROTOCOL_VERSION`] (receivers accept the previous one too).
+
+use crate::keys::{EncryptionPublic, IdentityPublic};
+use crate::topic::Channel;
+use serde::{Deserialize, Serialize};
+
+/// What a node's machine is, sent at registration and in every hello.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    pub hostname: String,
+    pub cpu_model: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub disk_free_bytes: u64,
+    pub kernel: String,
+    pub arch: String,
+}
+
+/// Live usage, carried by every status (heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Whole-machine CPU busy percent × 100 (0..=10000).
+    pub cpu_percent_x100: u32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    /// 1-minute load average × 100.
+    pub load1_x100: u32,
+    pub uptime_secs: u64,
+}
+
+/// One workload the fleet wants on a node. The runtime issue grows this; for now it names what
+/// to run and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub id: String,
+    pub name: String,
+    /// Image reference pinned by digest.
+    pub image: String,
+    pub command: Vec<String>,
+    /// Environment, including generated secrets: this is why targets are always sealed.
+    pub env: Vec<(String, String)>,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+}
+
+/// What a workload is doing, as the node last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    pub id: String,
+    pub state: String,
+}
+
+/// The revisioned desired state of one node. Always sealed to the node's encryption key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Target {
+    pub revision: u64,
+    pub workloads: Vec<WorkloadSpec>,
+    /// Seconds between heartbeats the fleet asks for.
+    pub heartbeat_secs: u32,
+}
+
+/// Sent by a node after every (re)connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub firmware_version: String,
+    pub inventory: Inventory,
+    /// The target revision the node has applied (0: none yet).
+    pub applied_revision: u64,
+}
+
+/// The heartbeat: what the node has applied and how the machine is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub applied_revision: u64,
+    pub usage: Usage,
+    pub workloads: Vec<WorkloadStatus>,
+}
+
+/// Periodic samples that may be dropped under pressure (events are kept first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Telemetry {
+    pub samples: Vec<(u64, Usage)>,
+}
+
+/// Something that happened on the node, delivered in order even across disconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// The MQTT last will, signed at CONNECT; the broker publishes it on an unclean disconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Will {
+    pub reason: String,
+}
+
+/// The fleet's answer to a registration, sealed to the new node's encryption key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub node_id: String,
+    /// Password for the broker (user name and client id are the node id).
+    pub broker_password: String,
+    /// Broker URLs the node may use, in order of preference (`mqtts://host:port`, `mqtt://…`).
+    pub broker_urls: Vec<String>,
+    pub heartbeat_secs: u32,
+    /// Echo of the keys the fleet registered, so the node can check nothing was swapped.
+    pub identity: IdentityPublic,
+    pub encryption: EncryptionPublic,
+}
+
+/// Every message, tagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Hello(Hello),
+    Status(Status),
+    Telemetry(Telemetry),
+    Event(Event),
+    Will(Will),
+    Target(Target),
+    Registered(Registered),
+}
+
+/// The kind of a message, readable (and signed) before the body is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageKind {
+    Hello,
+    Status,
+    Telemetry,
+    Event,
+    Will,
+    Target,
+    Registered,
+}
+
+impl MessageKind {
+    /// Kinds whose body must be sealed to the recipient (they carry secrets).
+    pub fn requires_sealing(self) -> bool {
+        matches!(self, MessageKind::Target | MessageKind::Registered)
+    }
+
+    /// True for kinds only the fleet may send.
+    pub fn from_fleet(self) -> bool {
+        matches!(self, MessageKind::Target | MessageKind::Registered)
+    }
+
+    /// The MQTT channel this kind travels on (`None`: not sent over MQTT).
+    pub fn channel(self) -> Option<Channel> {
+        match self {
+            MessageKind::Hello => Some(Channel::Hello),
+            MessageKind::Status => Some(Channel::Status),
+            MessageKind::Telemetry => Some(Channel::Telemetry),
+            MessageKind::Event => Some(Channel::Events),
+            MessageKind::Will => Some(Channel::Will),
+            MessageKind::Target => Some(Channel::Target),
+            MessageKind::Registered => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Hello => "hello",
+            MessageKind::Status => "status",
+            MessageKind::Telemetry => "telemetry",
+            MessageKind::Event => "event",
+            MessageKind::Will => "will",
+            MessageKind::Target => "target",
+            MessageKind::Registered => "registered",
+        }
+    }
+}
+
+impl Message {
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Hello(_) => MessageKind::Hello,
+            Message::Status(_) => MessageKind::Status,
+            Message::Telemetry(_) => MessageKind::Telemetry,
+            Message::Event(_) => MessageKind::Event,
+            Message::Will(_) => MessageKind::Will,
+            Message::Target(_) => MessageKind::Target,
+            Message::Registered(_) => MessageKind::Registered,
+        }
+    }
+}
