@@ -24,7 +24,7 @@ pub struct ReplayWindow {
     pub bitmap: u64,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ReplayError {
     #[error("epoch {got} is older than the current epoch {current}")]
     StaleEpoch { got: u64, current: u64 },

@@ -1,0 +1,2 @@
+//! The Lattice fleet manager.
+pub mod store;

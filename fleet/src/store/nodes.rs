@@ -1,0 +1,213 @@
+//! Nodes: registration, lookup, revocation, targets, liveness.
+
+use super::tokens::token_from_row;
+use super::{from_db, to_db, Store, StoreError, TokenProblem};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// What registration stores about a new node.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub id: String,
+    pub identity_key: String,
+    pub encryption_key: String,
+    pub broker_secret_hash: String,
+    /// JSON of `lattice_wire::msg::Inventory`.
+    pub inventory: String,
+}
+
+/// A node as stored. Secrets (the broker credential's hash) are never serialized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct NodeRow {
+    pub id: String,
+    pub owner: Option<String>,
+    pub token_id: String,
+    pub identity_key: String,
+    pub encryption_key: String,
+    #[serde(skip)]
+    pub broker_secret_hash: String,
+    /// JSON text of the node's inventory.
+    pub inventory: String,
+    pub firmware_version: String,
+    pub registered_ms: u64,
+    pub revoked: bool,
+    pub online: bool,
+    pub offline_reason: String,
+    pub conn_epoch: u64,
+    pub last_seen_ms: u64,
+    /// JSON text of the latest usage (empty before the first heartbeat).
+    pub usage: String,
+    pub applied_revision: u64,
+    pub target_revision: u64,
+    /// JSON text of the target's workloads.
+    pub target: String,
+}
+
+fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
+    Ok(NodeRow {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        token_id: r.try_get("token_id")?,
+        identity_key: r.try_get("identity_key")?,
+        encryption_key: r.try_get("encryption_key")?,
+        broker_secret_hash: r.try_get("broker_secret_hash")?,
+        inventory: r.try_get("inventory")?,
+        firmware_version: r.try_get("firmware_version")?,
+        registered_ms: from_db(r.try_get("registered_ms")?),
+        revoked: r.try_get::<i64, _>("revoked")? != 0,
+        online: r.try_get::<i64, _>("online")? != 0,
+        offline_reason: r.try_get("offline_reason")?,
+        conn_epoch: from_db(r.try_get("conn_epoch")?),
+        last_seen_ms: from_db(r.try_get("last_seen_ms")?),
+        usage: r.try_get("usage")?,
+        applied_revision: from_db(r.try_get("applied_revision")?),
+        target_revision: from_db(r.try_get("target_revision")?),
+        target: r.try_get("target")?,
+    })
+}
+
+impl Store {
+    /// Spends one use of the token whose secret hashes to `secret_hash` and stores the node, in
+    /// one transaction: a refused token or a duplicate identity changes nothing.
+    pub async fn register_node(
+        &self,
+        secret_hash: &str,
+        node: &NewNode,
+        now_ms: u64,
+    ) -> Result<NodeRow, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let token = sqlx::query("SELECT * FROM tokens WHERE secret_hash = $1")
+            .bind(secret_hash)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| token_from_row(&r))
+            .transpose()?
+            .ok_or(StoreError::Token(TokenProblem::Unknown))?;
+        token.check(now_ms).map_err(StoreError::Token)?;
+        if let Some(r) = sqlx::query("SELECT id FROM nodes WHERE identity_key = $1")
+            .bind(&node.identity_key)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Err(StoreError::DuplicateIdentity(r.try_get("id")?));
+        }
+        // The use count is re-checked in the UPDATE itself so concurrent registrations on
+        // PostgreSQL cannot overspend a token.
+        let spent =
+            sqlx::query("UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND uses < max_uses")
+                .bind(&token.id)
+                .execute(&mut *tx)
+                .await?;
+        if spent.rows_affected() != 1 {
+            return Err(StoreError::Token(TokenProblem::UsedUp));
+        }
+        sqlx::query(
+            "INSERT INTO nodes (id, owner, token_id, identity_key, encryption_key, \
+             broker_secret_hash, inventory, registered_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&node.id)
+        .bind(token.owner.clone())
+        .bind(&token.id)
+        .bind(&node.identity_key)
+        .bind(&node.encryption_key)
+        .bind(&node.broker_secret_hash)
+        .bind(&node.inventory)
+        .bind(to_db(now_ms))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.node(&node.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("node {} vanished after insert", node.id)))
+    }
+
+    pub async fn node(&self, id: &str) -> Result<Option<NodeRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM nodes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| node_from_row(&r)).transpose()?)
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM nodes ORDER BY registered_ms, id")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(node_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a node: its broker credential stops working and its messages are refused.
+    /// Returns false when there is no such node.
+    pub async fn revoke_node(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE nodes SET revoked = 1, online = 0, offline_reason = 'revoked' WHERE id = $1",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Replaces a node's target workloads (JSON) and bumps its revision; returns the revision.
+    pub async fn set_target(&self, id: &str, workloads_json: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "UPDATE nodes SET target = $1, target_revision = target_revision + 1 WHERE id = $2",
+        )
+        .bind(workloads_json)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT target_revision FROM nodes WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(from_db(row.try_get("target_revision")?))
+    }
+
+    /// Online nodes whose applied revision lags their target: the fleet re-sends to these.
+    pub async fn unacknowledged_targets(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM nodes WHERE online = 1 AND revoked = 0 AND applied_revision < target_revision",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(node_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Marks offline every online node not heard from since `before_ms`; returns their ids.
+    pub async fn mark_silent_offline(&self, before_ms: u64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let rows = sqlx::query("SELECT id FROM nodes WHERE online = 1 AND last_seen_ms < $1")
+            .bind(to_db(before_ms))
+            .fetch_all(&mut *tx)
+            .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        sqlx::query(
+            "UPDATE nodes SET online = 0, offline_reason = 'heartbeat timeout' \
+             WHERE online = 1 AND last_seen_ms < $1",
+        )
+        .bind(to_db(before_ms))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// (online, offline) node counts, revoked nodes excluded.
+    pub async fn node_counts(&self) -> Result<(u64, u64), StoreError> {
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(online), 0) AS BIGINT) AS on_n, COUNT(*) AS all_n FROM nodes WHERE revoked = 0",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let on = from_db(r.try_get("on_n")?);
+        let all = from_db(r.try_get("all_n")?);
+        Ok((on, all.saturating_sub(on)))
+    }
+}
