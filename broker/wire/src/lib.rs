@@ -17,6 +17,7 @@
 pub mod envelope;
 pub mod keys;
 pub mod msg;
+pub mod register;
 pub mod replay;
 pub mod topic;
 
