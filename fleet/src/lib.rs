@@ -1,2 +1,15 @@
 //! The Lattice fleet manager.
+//!
+//! * [`store`] — sqlx store (SQLite default, PostgreSQL-ready), migrations, every query.
+//! * [`ingest`] — accepts what nodes publish: signature, sender, channel, replay window.
+//! * [`link`] — the fleet's MQTT client: ingest, targets, re-sends, liveness timers.
+//! * [`api`] — the axum HTTP API, OpenAPI document, `/metrics`.
+//! * [`secrets`] — the fleet key and operator credential on disk.
+//! * [`metrics`] — Prometheus metrics.
+
+pub mod api;
+pub mod ingest;
+pub mod link;
+pub mod metrics;
+pub mod secrets;
 pub mod store;

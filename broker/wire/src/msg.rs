@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a node's machine is, sent at registration and in every hello.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
     pub hostname: String,
     pub cpu_model: String,
@@ -22,6 +23,7 @@ pub struct Inventory {
 
 /// Live usage, carried by every status (heartbeat).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     /// Whole-machine CPU busy percent × 100 (0..=10000).
     pub cpu_percent_x100: u32,

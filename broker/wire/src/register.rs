@@ -17,6 +17,7 @@ const PROVISIONING_PREFIX: &str = "lattice1:";
 /// The body of `POST /api/v1/register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     pub token: String,
     /// Ed25519 public key, base64url.
@@ -31,6 +32,7 @@ pub struct RegisterRequest {
 
 /// The answer: a signed, sealed envelope carrying `Message::Registered`, base64url.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     pub envelope: String,
 }

@@ -1,0 +1,73 @@
+//! The API's one error type. Each variant maps to a status and a stable code in one exhaustive
+//! match; internal details are logged, never returned.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong operator credential")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("registration refused: {0}")]
+    Forbidden(String),
+    #[error("internal error")]
+    Internal(String),
+    #[error("storage unavailable")]
+    Unavailable(String),
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub error: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::error!(%detail, "store unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        let body = ErrorBody {
+            error: code.to_string(),
+            message: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::Token(p) => ApiError::Forbidden(p.to_string()),
+            S::DuplicateIdentity(id) => {
+                ApiError::Conflict(format!("this identity key is already registered as {id}"))
+            }
+            S::Db(e) => ApiError::Unavailable(e.to_string()),
+            e @ (S::Open { .. } | S::Migrate(_) | S::Corrupt(_)) => ApiError::Internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP API (axum): `/api/v1/...`, `/healthz`, `/metrics`, and the OpenAPI document at
+//! `/api/v1/openapi.json`, generated from the handlers with utoipa.
+//!
+//! `app(state)` builds the router, so tests drive it without a socket.
+
+mod error;
+mod nodes;
+mod ops;
+mod register;
+mod tokens;
+
+pub use error::{ApiError, ErrorBody};
+pub use tokens::{CreateToken, CreatedToken};
+
+use crate::ingest::Ingest;
+use crate::link::Outbound;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+/// What the handlers share.
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub ingest: Arc<Ingest>,
+    pub outbound: Arc<Outbound>,
+    /// SHA-256 (hex) of the operator credential.
+    pub operator_hash: String,
+    /// The fleet's public HTTPS URL, put into provisioning strings.
+    pub public_url: String,
+    /// Broker URLs handed to nodes at registration, in order of preference.
+    pub broker_urls: Vec<String>,
+    pub heartbeat_secs: u32,
+}
+
+/// Proof that the request carried the operator credential (`Authorization: Bearer …`).
+pub struct Operator;
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        if crate::secrets::same_hash(&crate::secrets::hash_secret(given.trim()), &state.operator_hash) {
+            Ok(Operator)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Lattice fleet API", description = "Operator and node-registration API of the Lattice fleet manager."),
+    paths(
+        register::register,
+        nodes::list, nodes::show, nodes::revoke,
+        tokens::create, tokens::list,
+        ops::healthz, ops::metrics,
+    ),
+    components(schemas(
+        crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
+        lattice_wire::register::RegisterRequest, lattice_wire::register::RegisterResponse,
+        lattice_wire::msg::Inventory,
+    )),
+    modifiers(&SecurityAddon),
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "operator",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .route("/api/v1/register", post(register::register))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{id}", get(nodes::show))
+        .route("/api/v1/nodes/{id}/revoke", post(nodes::revoke))
+        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;
