@@ -76,9 +76,8 @@ impl Ingest {
             .await
             .map_err(store_rejection)?
             .ok_or_else(|| Rejection::new("unknown_node", format!("no node {node_id}")))?;
-        let identity = IdentityPublic::parse(&row.identity_key).map_err(|e| {
-            Rejection::new("store_error", format!("stored key of {node_id}: {e}"))
-        })?;
+        let identity = IdentityPublic::parse(&row.identity_key)
+            .map_err(|e| Rejection::new("store_error", format!("stored key of {node_id}: {e}")))?;
         let n = CachedNode {
             identity,
             revoked: row.revoked,
@@ -90,7 +89,12 @@ impl Ingest {
     }
 
     /// Handles one MQTT publish. Logs and counts the outcome.
-    pub async fn handle(&self, topic: &str, payload: &[u8], now_ms: u64) -> Result<Accepted, Rejection> {
+    pub async fn handle(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Accepted, Rejection> {
         let res = self.handle_inner(topic, payload, now_ms).await;
         match &res {
             Ok(a) => {
@@ -105,23 +109,37 @@ impl Ingest {
         res
     }
 
-    async fn handle_inner(&self, topic: &str, payload: &[u8], now_ms: u64) -> Result<Accepted, Rejection> {
+    async fn handle_inner(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Accepted, Rejection> {
         let (node_id, channel) = topic::parse(topic)
             .ok_or_else(|| Rejection::new("bad_topic", format!("not a node topic: {topic:.80}")))?;
         if !channel.is_upward() {
-            return Err(Rejection::new("bad_topic", format!("{channel} is not an upward channel")));
+            return Err(Rejection::new(
+                "bad_topic",
+                format!("{channel} is not an upward channel"),
+            ));
         }
         let unverified = lattice_wire::envelope::decode(payload)
             .map_err(|e| Rejection::new(e.reason(), e.to_string()))?;
         if unverified.header.sender != Sender::Node(node_id.to_string()) {
             return Err(Rejection::new(
                 "sender_mismatch",
-                format!("topic names node {node_id}, envelope claims {}", unverified.header.sender),
+                format!(
+                    "topic names node {node_id}, envelope claims {}",
+                    unverified.header.sender
+                ),
             ));
         }
         let node = self.node_key(node_id).await?;
         if node.revoked {
-            return Err(Rejection::new("revoked", format!("node {node_id} is revoked")));
+            return Err(Rejection::new(
+                "revoked",
+                format!("node {node_id} is revoked"),
+            ));
         }
         let opened = unverified
             .open(&node.identity, None)
@@ -165,7 +183,10 @@ impl Ingest {
             },
             Message::Telemetry(_) => Effect::Telemetry,
             Message::Target(_) | Message::Registered(_) => {
-                return Err(Rejection::new("wrong_channel", "fleet-only message from a node"))
+                return Err(Rejection::new(
+                    "wrong_channel",
+                    "fleet-only message from a node",
+                ))
             }
         };
         let outcome = self

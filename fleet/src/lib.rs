@@ -8,8 +8,11 @@
 //! * [`metrics`] — Prometheus metrics.
 
 pub mod api;
+pub mod cli;
 pub mod ingest;
 pub mod link;
 pub mod metrics;
 pub mod secrets;
+pub mod server;
 pub mod store;
+pub mod tls;

@@ -88,10 +88,11 @@ impl Outbound {
 
     /// The node's current target, sealed to it.
     pub fn target(&self, node: &NodeRow, heartbeat_secs: u32) -> Result<Vec<u8>, OutboundError> {
-        let enc = EncryptionPublic::parse(&node.encryption_key).map_err(|e| OutboundError::NodeKey {
-            node: node.id.clone(),
-            reason: e.to_string(),
-        })?;
+        let enc =
+            EncryptionPublic::parse(&node.encryption_key).map_err(|e| OutboundError::NodeKey {
+                node: node.id.clone(),
+                reason: e.to_string(),
+            })?;
         let workloads: Vec<WorkloadSpec> =
             serde_json::from_str(&node.target).map_err(|e| OutboundError::Target {
                 node: node.id.clone(),
@@ -148,7 +149,10 @@ pub fn start(
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_credentials(&cfg.username, &cfg.password);
     opts.set_keep_alive(Duration::from_secs(15));
-    opts.set_max_packet_size(lattice_wire::MAX_MESSAGE_BYTES + 1024, lattice_wire::MAX_MESSAGE_BYTES + 1024);
+    opts.set_max_packet_size(
+        lattice_wire::MAX_MESSAGE_BYTES + 1024,
+        lattice_wire::MAX_MESSAGE_BYTES + 1024,
+    );
     opts.set_inflight(1000);
     opts.set_clean_session(true);
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
@@ -178,7 +182,11 @@ pub fn start(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send((p.topic.clone(), p.payload.to_vec())).await.is_err() {
+                    if tx
+                        .send((p.topic.clone(), p.payload.to_vec()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -225,7 +233,8 @@ pub fn start(
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list unacknowledged targets"),
             }
-            let before = lattice_wire::now_ms().saturating_sub(cfg.offline_after.as_millis() as u64);
+            let before =
+                lattice_wire::now_ms().saturating_sub(cfg.offline_after.as_millis() as u64);
             match store.mark_silent_offline(before).await {
                 Ok(ids) => {
                     for id in ids {

@@ -51,11 +51,22 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let registrations = Counter::default();
         let heartbeat_lag = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0].into_iter(),
+            [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]
+            .into_iter(),
         );
         registry.register("nodes", "Registered nodes by state", nodes.clone());
-        registry.register("messages_in", "Accepted node messages by kind", messages_in.clone());
-        registry.register("messages_out", "Messages sent to nodes by kind", messages_out.clone());
+        registry.register(
+            "messages_in",
+            "Accepted node messages by kind",
+            messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Messages sent to nodes by kind",
+            messages_out.clone(),
+        );
         registry.register(
             "messages_rejected",
             "Refused node messages and registrations by reason",
@@ -101,7 +112,9 @@ impl Metrics {
     pub fn set_nodes(&self, online: u64, offline: u64) {
         for (state, n) in [("online", online), ("offline", offline)] {
             self.nodes
-                .get_or_create(&StateLabel { state: state.into() })
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
                 .set(n as i64);
         }
     }

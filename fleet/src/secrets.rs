@@ -107,7 +107,11 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Compares two hashes in constant time.
 pub fn same_hash(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -120,7 +124,10 @@ mod tests {
         let k1 = fleet_key(dir.path()).unwrap();
         let k2 = fleet_key(dir.path()).unwrap();
         assert_eq!(k1.public(), k2.public());
-        let mode = std::fs::metadata(dir.path().join("fleet.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("fleet.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (_, t1) = operator_token(dir.path()).unwrap();
         let (_, t2) = operator_token(dir.path()).unwrap();

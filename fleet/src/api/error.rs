@@ -67,7 +67,9 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError::Conflict(format!("this identity key is already registered as {id}"))
             }
             S::Db(e) => ApiError::Unavailable(e.to_string()),
-            e @ (S::Open { .. } | S::Migrate(_) | S::Corrupt(_)) => ApiError::Internal(e.to_string()),
+            e @ (S::Open { .. } | S::Migrate(_) | S::Corrupt(_)) => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ mod register;
 mod tokens;
 
 pub use error::{ApiError, ErrorBody};
-pub use tokens::{CreateToken, CreatedToken};
+pub use tokens::{issue as issue_token, CreateToken, CreatedToken};
 
 use crate::ingest::Ingest;
 use crate::link::Outbound;
@@ -44,14 +44,20 @@ pub struct Operator;
 impl FromRequestParts<Arc<AppState>> for Operator {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let given = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        if crate::secrets::same_hash(&crate::secrets::hash_secret(given.trim()), &state.operator_hash) {
+        if crate::secrets::same_hash(
+            &crate::secrets::hash_secret(given.trim()),
+            &state.operator_hash,
+        ) {
             Ok(Operator)
         } else {
             Err(ApiError::Unauthorized)

@@ -9,7 +9,10 @@ use std::sync::Arc;
 /// All registered nodes.
 #[utoipa::path(get, path = "/api/v1/nodes", security(("operator" = [])),
     responses((status = 200, body = [NodeRow]), (status = 401, body = super::ErrorBody)))]
-pub async fn list(_: Operator, State(s): State<Arc<AppState>>) -> Result<Json<Vec<NodeRow>>, ApiError> {
+pub async fn list(
+    _: Operator,
+    State(s): State<Arc<AppState>>,
+) -> Result<Json<Vec<NodeRow>>, ApiError> {
     Ok(Json(s.store.nodes().await?))
 }
 
@@ -17,7 +20,11 @@ pub async fn list(_: Operator, State(s): State<Arc<AppState>>) -> Result<Json<Ve
 #[utoipa::path(get, path = "/api/v1/nodes/{id}", security(("operator" = [])),
     params(("id" = String, Path, description = "node id")),
     responses((status = 200, body = NodeRow), (status = 404, body = super::ErrorBody)))]
-pub async fn show(_: Operator, State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<NodeRow>, ApiError> {
+pub async fn show(
+    _: Operator,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeRow>, ApiError> {
     s.store
         .node(&id)
         .await?
@@ -30,7 +37,11 @@ pub async fn show(_: Operator, State(s): State<Arc<AppState>>, Path(id): Path<St
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/revoke", security(("operator" = [])),
     params(("id" = String, Path, description = "node id")),
     responses((status = 200, body = NodeRow), (status = 404, body = super::ErrorBody)))]
-pub async fn revoke(_: Operator, State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<NodeRow>, ApiError> {
+pub async fn revoke(
+    _: Operator,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeRow>, ApiError> {
     if !s.store.revoke_node(&id).await? {
         return Err(ApiError::NotFound(format!("no node {id}")));
     }

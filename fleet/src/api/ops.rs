@@ -25,7 +25,10 @@ pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         s.metrics.set_nodes(on, off);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

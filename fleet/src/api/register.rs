@@ -47,7 +47,8 @@ async fn register_inner(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let node_id = format!("n-{}", hex::encode(rand::random::<[u8; 16]>()));
     let broker_password = random_secret();
-    let inventory = serde_json::to_string(&req.inventory).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let inventory =
+        serde_json::to_string(&req.inventory).map_err(|e| ApiError::Internal(e.to_string()))?;
     let node = NewNode {
         id: node_id.clone(),
         identity_key: identity.to_string(),

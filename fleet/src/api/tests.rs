@@ -26,20 +26,32 @@ async fn state() -> Arc<AppState> {
     })
 }
 
-async fn call(s: &Arc<AppState>, method: &str, uri: &str, auth: Option<&str>, body: Option<String>) -> (StatusCode, serde_json::Value) {
+async fn call(
+    s: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, serde_json::Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(a) = auth {
         req = req.header("authorization", format!("Bearer {a}"));
     }
     let req = match body {
-        Some(b) => req.header("content-type", "application/json").body(Body::from(b)),
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b)),
         None => req.body(Body::empty()),
     }
     .unwrap();
     let resp = app(s.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into(),
+    ));
     (status, json)
 }
 
@@ -50,16 +62,40 @@ async fn new_token(s: &Arc<AppState>, body: &str) -> CreatedToken {
 }
 
 fn register_body(token: &str, id: &IdentityKey, enc: &EncryptionKey) -> String {
-    let inv = Inventory { hostname: "box".into(), cpu_count: 2, ..Inventory::default() };
-    serde_json::to_string(&RegisterRequest::new(token, id, &enc.public(), inv, "0.1.0")).unwrap()
+    let inv = Inventory {
+        hostname: "box".into(),
+        cpu_count: 2,
+        ..Inventory::default()
+    };
+    serde_json::to_string(&RegisterRequest::new(
+        token,
+        id,
+        &enc.public(),
+        inv,
+        "0.1.0",
+    ))
+    .unwrap()
 }
 
 #[tokio::test]
 async fn operator_routes_need_the_credential() {
     let s = state().await;
-    for (m, uri) in [("GET", "/api/v1/nodes"), ("GET", "/api/v1/tokens"), ("POST", "/api/v1/nodes/x/revoke"), ("GET", "/api/v1/nodes/x")] {
-        assert_eq!(call(&s, m, uri, None, None).await.0, StatusCode::UNAUTHORIZED, "{uri}");
-        assert_eq!(call(&s, m, uri, Some("wrong"), None).await.0, StatusCode::UNAUTHORIZED, "{uri}");
+    for (m, uri) in [
+        ("GET", "/api/v1/nodes"),
+        ("GET", "/api/v1/tokens"),
+        ("POST", "/api/v1/nodes/x/revoke"),
+        ("GET", "/api/v1/nodes/x"),
+    ] {
+        assert_eq!(
+            call(&s, m, uri, None, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        assert_eq!(
+            call(&s, m, uri, Some("wrong"), None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
     }
 }
 
@@ -70,20 +106,51 @@ async fn a_node_registers_once_with_a_token_and_gets_a_sealed_credential() {
     let p = lattice_wire::register::Provisioning::parse(&t.provisioning).unwrap();
     assert_eq!(p.fleet_public().unwrap(), s.outbound.key().public());
     let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
-    let (st, v) = call(&s, "POST", "/api/v1/register", None, Some(register_body(&p.token, &id, &enc))).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(register_body(&p.token, &id, &enc)),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let resp: RegisterResponse = serde_json::from_value(v).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(resp.envelope).unwrap();
-    let opened = lattice_wire::envelope::decode(&bytes).unwrap().open(&p.fleet_public().unwrap(), Some(&enc)).unwrap();
-    let lattice_wire::msg::Message::Registered(r) = opened.message else { panic!("not Registered") };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(resp.envelope)
+        .unwrap();
+    let opened = lattice_wire::envelope::decode(&bytes)
+        .unwrap()
+        .open(&p.fleet_public().unwrap(), Some(&enc))
+        .unwrap();
+    let lattice_wire::msg::Message::Registered(r) = opened.message else {
+        panic!("not Registered")
+    };
     assert_eq!(r.identity, id.public());
-    let (st, node) = call(&s, "GET", &format!("/api/v1/nodes/{}", r.node_id), Some(OP), None).await;
+    let (st, node) = call(
+        &s,
+        "GET",
+        &format!("/api/v1/nodes/{}", r.node_id),
+        Some(OP),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(node["owner"], "alice");
-    assert!(node.get("broker_secret_hash").is_none(), "secret hash leaked: {node}");
+    assert!(
+        node.get("broker_secret_hash").is_none(),
+        "secret hash leaked: {node}"
+    );
     // The token was single-use.
     let (id2, enc2) = (IdentityKey::generate(), EncryptionKey::generate());
-    let (st, v) = call(&s, "POST", "/api/v1/register", None, Some(register_body(&p.token, &id2, &enc2))).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(register_body(&p.token, &id2, &enc2)),
+    )
+    .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(v["message"].as_str().unwrap().contains("used up"), "{v}");
     assert_eq!(s.metrics.rejected_count("token_used_up"), 1);
@@ -96,28 +163,71 @@ async fn bad_registrations_name_the_problem_and_store_nothing() {
     let t = new_token(&s, r#"{"uses":5}"#).await;
     let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
     // Unknown field.
-    let (st, v) = call(&s, "POST", "/api/v1/register", None, Some(r#"{"token":"x","bogus":1}"#.into())).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(r#"{"token":"x","bogus":1}"#.into()),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"], "bad_request");
     // Signature made for another token (no proof of possession).
-    let mut req: serde_json::Value = serde_json::from_str(&register_body("other", &id, &enc)).unwrap();
+    let mut req: serde_json::Value =
+        serde_json::from_str(&register_body("other", &id, &enc)).unwrap();
     req["token"] = t.token.clone().into();
     let (st, v) = call(&s, "POST", "/api/v1/register", None, Some(req.to_string())).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["message"].as_str().unwrap().contains("signature"), "{v}");
     // Unknown token.
-    let (st, _) = call(&s, "POST", "/api/v1/register", None, Some(register_body("t-0.nope", &id, &enc))).await;
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(register_body("t-0.nope", &id, &enc)),
+    )
+    .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(s.store.nodes().await.unwrap().is_empty());
     // The same key twice.
-    assert_eq!(call(&s, "POST", "/api/v1/register", None, Some(register_body(&t.token, &id, &enc))).await.0, StatusCode::OK);
-    assert_eq!(call(&s, "POST", "/api/v1/register", None, Some(register_body(&t.token, &id, &enc))).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/api/v1/register",
+            None,
+            Some(register_body(&t.token, &id, &enc))
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            "/api/v1/register",
+            None,
+            Some(register_body(&t.token, &id, &enc))
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
 }
 
 #[tokio::test]
 async fn token_requests_are_validated() {
     let s = state().await;
-    for body in [r#"{"uses":0}"#, r#"{"ttl_secs":0}"#, r#"{"owner":""}"#, r#"{"nope":1}"#, "not json"] {
+    for body in [
+        r#"{"uses":0}"#,
+        r#"{"ttl_secs":0}"#,
+        r#"{"owner":""}"#,
+        r#"{"nope":1}"#,
+        "not json",
+    ] {
         let (st, v) = call(&s, "POST", "/api/v1/tokens", Some(OP), Some(body.into())).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
     }
@@ -136,12 +246,23 @@ async fn openapi_documents_every_route_and_metrics_render() {
     let s = state().await;
     let (st, doc) = call(&s, "GET", "/api/v1/openapi.json", None, None).await;
     assert_eq!(st, StatusCode::OK);
-    for p in ["/api/v1/register", "/api/v1/nodes", "/api/v1/nodes/{id}", "/api/v1/nodes/{id}/revoke", "/api/v1/tokens", "/healthz", "/metrics"] {
+    for p in [
+        "/api/v1/register",
+        "/api/v1/nodes",
+        "/api/v1/nodes/{id}",
+        "/api/v1/nodes/{id}/revoke",
+        "/api/v1/tokens",
+        "/healthz",
+        "/metrics",
+    ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }
     let (st, m) = call(&s, "GET", "/metrics", None, None).await;
     assert_eq!(st, StatusCode::OK);
     let text = m.as_str().unwrap();
     assert!(text.contains("lattice_nodes{state=\"online\"} 0"), "{text}");
-    assert_eq!(call(&s, "GET", "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&s, "GET", "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
 }

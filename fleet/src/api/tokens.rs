@@ -47,27 +47,44 @@ pub async fn create(
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let uses = req.uses.unwrap_or(1);
     if uses == 0 || uses > 100_000 {
-        return Err(ApiError::BadRequest("uses must be between 1 and 100000".into()));
+        return Err(ApiError::BadRequest(
+            "uses must be between 1 and 100000".into(),
+        ));
     }
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
     if ttl == 0 || ttl > 365 * 24 * 3600 {
-        return Err(ApiError::BadRequest("ttl_secs must be between 1 and 31536000".into()));
+        return Err(ApiError::BadRequest(
+            "ttl_secs must be between 1 and 31536000".into(),
+        ));
     }
     if let Some(o) = &req.owner {
         if o.is_empty() || o.len() > 128 || o.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest("owner must be 1 to 128 printable characters".into()));
+            return Err(ApiError::BadRequest(
+                "owner must be 1 to 128 printable characters".into(),
+            ));
         }
     }
+    let t = issue(&s, req.owner, uses, ttl).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(t)))
+}
+
+/// Stores a new token and builds its provisioning string.
+pub async fn issue(
+    s: &AppState,
+    owner: Option<String>,
+    uses: u64,
+    ttl_secs: u64,
+) -> Result<CreatedToken, ApiError> {
     let now = lattice_wire::now_ms();
     let id = format!("t-{}", &hex::encode(rand::random::<[u8; 6]>()));
     let token = format!("{id}.{}", random_secret());
     let row = TokenRow {
         id: id.clone(),
         secret_hash: hash_secret(&token),
-        owner: req.owner.clone(),
+        owner: owner.clone(),
         max_uses: uses,
         uses: 0,
-        expires_ms: now + ttl * 1000,
+        expires_ms: now + ttl_secs * 1000,
         created_ms: now,
     };
     s.store.insert_token(&row).await?;
@@ -77,23 +94,23 @@ pub async fn create(
         fleet_key: s.outbound.key().public().to_string(),
     }
     .encode();
-    tracing::info!(token_id = %id, owner = ?req.owner, uses, "provisioning token created");
-    Ok((
-        axum::http::StatusCode::CREATED,
-        Json(CreatedToken {
-            id,
-            token,
-            provisioning,
-            owner: req.owner,
-            max_uses: uses,
-            expires_ms: row.expires_ms,
-        }),
-    ))
+    tracing::info!(token_id = %id, owner = ?owner, uses, "provisioning token created");
+    Ok(CreatedToken {
+        id,
+        token,
+        provisioning,
+        owner,
+        max_uses: uses,
+        expires_ms: row.expires_ms,
+    })
 }
 
 /// Lists tokens (never their secrets).
 #[utoipa::path(get, path = "/api/v1/tokens", security(("operator" = [])),
     responses((status = 200, body = [TokenRow]), (status = 401, body = super::ErrorBody)))]
-pub async fn list(_: Operator, State(s): State<Arc<AppState>>) -> Result<Json<Vec<TokenRow>>, ApiError> {
+pub async fn list(
+    _: Operator,
+    State(s): State<Arc<AppState>>,
+) -> Result<Json<Vec<TokenRow>>, ApiError> {
     Ok(Json(s.store.tokens().await?))
 }

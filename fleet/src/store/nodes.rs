@@ -18,7 +18,7 @@ pub struct NewNode {
 }
 
 /// A node as stored. Secrets (the broker credential's hash) are never serialized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeRow {
     pub id: String,
     pub owner: Option<String>,

@@ -1,0 +1,69 @@
+//! The CLI's HTTP client: pinned to the fleet key, authenticated as the operator.
+
+use super::config::CliConfig;
+use crate::api::ErrorBody;
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(cfg: &CliConfig) -> anyhow::Result<Client> {
+        let key = lattice_wire::IdentityPublic::parse(&cfg.fleet_key)
+            .context("fleet_key in the CLI config")?;
+        Ok(Client {
+            http: latticed::pin::pinned_http_client(&key, Duration::from_secs(15))?,
+            base: cfg.fleet_url.trim_end_matches('/').to_string(),
+            token: cfg.operator_token()?,
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        decode(path, resp).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await;
+        decode(path, resp).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(
+    path: &str,
+    resp: reqwest::Result<reqwest::Response>,
+) -> anyhow::Result<T> {
+    let resp = resp.with_context(|| format!("cannot reach the fleet for {path}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer to {path}"))?;
+    if !status.is_success() {
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => bail!("{} ({status})", e.message),
+            Err(_) => bail!("{path}: HTTP {status}"),
+        }
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer to {path}"))
+}

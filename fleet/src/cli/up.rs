@@ -1,0 +1,130 @@
+//! `lattice up`: fleet, embedded broker and a local node on this machine, on SQLite.
+
+use super::config::{default_path, CliConfig};
+use super::ServeArgs;
+use crate::server::{self, RunningFleet};
+use anyhow::Context;
+use std::path::PathBuf;
+use tokio::process::{Child, Command};
+
+async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
+    let fleet = server::start(serve.fleet_config()).await?;
+    let cli_path = default_path();
+    let data = std::fs::canonicalize(&serve.data).unwrap_or_else(|_| serve.data.clone());
+    CliConfig {
+        fleet_url: fleet.https_url.clone(),
+        fleet_key: fleet.fleet_key.to_string(),
+        operator_token_file: data.join("operator.token"),
+    }
+    .save(&cli_path)?;
+    println!("fleet API:        {}", fleet.https_url);
+    println!("MQTT (TLS):       {}", fleet.mqtts_url);
+    println!("fleet key:        {}", fleet.fleet_key);
+    println!(
+        "operator secret:  {} (mode 0600)",
+        fleet.operator_token_path.display()
+    );
+    println!("CLI config:       {}", cli_path.display());
+    Ok(fleet)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn fleet_only(serve: ServeArgs) -> anyhow::Result<()> {
+    let fleet = start_fleet(&serve).await?;
+    wait_for_signal().await?;
+    fleet.shutdown();
+    Ok(())
+}
+
+fn latticed_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("locating the lattice binary")?;
+    let p = exe.with_file_name("latticed");
+    anyhow::ensure!(
+        p.exists(),
+        "latticed not found next to {} (build it: cargo build --release --workspace, or pass --latticed PATH)",
+        exe.display()
+    );
+    Ok(p)
+}
+
+async fn start_node(
+    fleet: &RunningFleet,
+    data: &std::path::Path,
+    bin: PathBuf,
+) -> anyhow::Result<Child> {
+    let node_dir = data.join("node");
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
+    let provisioning_file = node_dir.join("provisioning");
+    if !node_dir.join("registration.json").exists() {
+        let t = crate::api::issue_token(&fleet.state, Some("local".into()), 1, 3600)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the local node's token: {e}"))?;
+        crate::secrets::write_secret(&provisioning_file, t.provisioning.as_bytes())?;
+    }
+    let child = Command::new(&bin)
+        .arg("--data-dir")
+        .arg(&node_dir)
+        .arg("--provisioning-file")
+        .arg(&provisioning_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    println!(
+        "local node:       {} (data in {})",
+        bin.display(),
+        node_dir.display()
+    );
+    Ok(child)
+}
+
+pub async fn up(
+    serve: ServeArgs,
+    with_node: bool,
+    latticed: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let bin = if with_node {
+        Some(latticed_path(latticed)?)
+    } else {
+        None
+    };
+    let fleet = start_fleet(&serve).await?;
+    let mut child = match bin {
+        Some(bin) => Some(start_node(&fleet, &serve.data, bin).await?),
+        None => None,
+    };
+    println!("ready: try `lattice nodes`");
+    let exited = async {
+        match child.as_mut() {
+            Some(c) => c.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        status = exited => eprintln!("local node exited: {status:?}"),
+    }
+    if let Some(mut c) = child {
+        if let Some(pid) = c.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c.wait()).await;
+    }
+    fleet.shutdown();
+    Ok(())
+}
