@@ -21,16 +21,24 @@ struct Stolen {
 fn read_node(dir: &std::path::Path, id: String) -> Stolen {
     Stolen {
         id,
-        secret: std::fs::read_to_string(dir.join("broker.secret")).unwrap().trim().to_string(),
-        identity: IdentityKey::from_bytes(&std::fs::read(dir.join("identity.key")).unwrap()).unwrap(),
-        encryption: EncryptionKey::from_bytes(&std::fs::read(dir.join("encryption.key")).unwrap()).unwrap(),
+        secret: std::fs::read_to_string(dir.join("broker.secret"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        identity: IdentityKey::from_bytes(&std::fs::read(dir.join("identity.key")).unwrap())
+            .unwrap(),
+        encryption: EncryptionKey::from_bytes(&std::fs::read(dir.join("encryption.key")).unwrap())
+            .unwrap(),
     }
 }
 
 fn forged_status(sender: &str, signer: &IdentityKey, epoch: u64, counter: u64) -> Vec<u8> {
     let msg = Message::Status(Status {
         applied_revision: 999,
-        usage: Usage { cpu_percent_x100: 9999, ..Usage::default() },
+        usage: Usage {
+            cpu_percent_x100: 9999,
+            ..Usage::default()
+        },
         workloads: vec![],
     });
     let h = Envelope {
@@ -47,7 +55,13 @@ fn forged_status(sender: &str, signer: &IdentityKey, epoch: u64, counter: u64) -
 
 async fn metrics(f: &Fleet, key: &IdentityPublic) -> String {
     let c = latticed::pin::pinned_http_client(key, Duration::from_secs(10)).unwrap();
-    c.get(format!("{}/metrics", f.url)).send().await.unwrap().text().await.unwrap()
+    c.get(format!("{}/metrics", f.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 fn rejected(metrics: &str, reason: &str) -> u64 {
@@ -62,23 +76,37 @@ fn rejected(metrics: &str, reason: &str) -> u64 {
 #[test]
 fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
     let dir = tempfile::tempdir().unwrap();
-    let f = Fleet::start("fleet", &dir.path().join("fleet"), free_port(), free_port(), &[]);
+    let f = Fleet::start(
+        "fleet",
+        &dir.path().join("fleet"),
+        free_port(),
+        free_port(),
+        &[],
+    );
     let a = Node::start(&dir.path().join("a"), &f.provisioning("alice"));
     let mut b = Node::start(&dir.path().join("b"), &f.provisioning("mallory"));
     let a_id = wait_for(20, "a registered", || a.node_id());
     let b_id = wait_for(20, "b registered", || b.node_id());
-    wait_for(20, "a online", || (f.node(&a_id)["online"] == true).then_some(()));
+    wait_for(20, "a online", || {
+        (f.node(&a_id)["online"] == true).then_some(())
+    });
     // Mallory takes B's credentials and keys and drives the MQTT client herself.
     b.kill9();
     let mallory = read_node(&b.data, b_id.clone());
     let fleet_key = IdentityPublic::parse(
-        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(b.data.join("registration.json")).unwrap())
-            .unwrap()["fleet_key"]
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(b.data.join("registration.json")).unwrap(),
+        )
+        .unwrap()["fleet_key"]
             .as_str()
             .unwrap(),
     )
     .unwrap();
-    let (host, port) = f.mqtts.trim_start_matches("mqtts://").rsplit_once(':').unwrap();
+    let (host, port) = f
+        .mqtts
+        .trim_start_matches("mqtts://")
+        .rsplit_once(':')
+        .unwrap();
     let port: u16 = port.parse().unwrap();
     let db = format!("sqlite://{}", dir.path().join("fleet/fleet.db").display());
 
@@ -104,12 +132,18 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
             }
         });
         // No topic ACLs: she can subscribe to everything.
-        client.subscribe("lattice/v1/nodes/#", QoS::AtLeastOnce).await.unwrap();
+        client
+            .subscribe("lattice/v1/nodes/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
 
         // 1. Capture a genuine status of A and replay it.
         let a_status = topic(&a_id, Channel::Status);
         let genuine = loop {
-            let (t, p) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+            let (t, p) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             if t == a_status {
                 break p;
             }
@@ -119,7 +153,10 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
         store.set_target(&a_id, "[]").await.unwrap();
         let target_topic = topic(&a_id, Channel::Target);
         let captured_target = loop {
-            let (t, p) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+            let (t, p) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             if t == target_topic {
                 break p;
             }
@@ -137,13 +174,25 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
             async move { c.publish(t, QoS::AtLeastOnce, false, p).await.unwrap() }
         };
         publish(a_status.clone(), genuine).await; // replay
-        publish(a_status.clone(), forged_status(&a_id, &mallory.identity, u64::MAX / 2, 1)).await; // forged signature
-        publish(a_status.clone(), forged_status(&b_id, &mallory.identity, u64::MAX / 2, 2)).await; // B's own, on A's topic
+        publish(
+            a_status.clone(),
+            forged_status(&a_id, &mallory.identity, u64::MAX / 2, 1),
+        )
+        .await; // forged signature
+        publish(
+            a_status.clone(),
+            forged_status(&b_id, &mallory.identity, u64::MAX / 2, 2),
+        )
+        .await; // B's own, on A's topic
         publish(a_status.clone(), b"\x01\x02garbage".to_vec()).await; // malformed
         let mut future_version = forged_status(&a_id, &mallory.identity, 1, 1);
         future_version[0] = 0x7f;
         publish(a_status.clone(), future_version).await; // unknown protocol version
-        publish(topic(&a_id, Channel::Target), forged_status(&a_id, &mallory.identity, 1, 3)).await; // downward channel
+        publish(
+            topic(&a_id, Channel::Target),
+            forged_status(&a_id, &mallory.identity, 1, 3),
+        )
+        .await; // downward channel
 
         let want = [
             "replay_duplicate",
@@ -156,20 +205,36 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
         let mut after = String::new();
         for _ in 0..50 {
             after = metrics(&f, &fleet_key).await;
-            if want.iter().all(|r| rejected(&after, r) > rejected(&before, r)) {
+            if want
+                .iter()
+                .all(|r| rejected(&after, r) > rejected(&before, r))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         for r in want {
-            assert!(rejected(&after, r) > rejected(&before, r), "no rejection counted for {r}:\n{after}");
+            assert!(
+                rejected(&after, r) > rejected(&before, r),
+                "no rejection counted for {r}:\n{after}"
+            );
         }
         // Nothing forged reached A's stored state.
         let a_row = store.node(&a_id).await.unwrap().unwrap();
-        assert!(!a_row.usage.contains("9999"), "forged usage stored: {}", a_row.usage);
+        assert!(
+            !a_row.usage.contains("9999"),
+            "forged usage stored: {}",
+            a_row.usage
+        );
         assert_ne!(a_row.applied_revision, 999);
     });
     let log = f.log_text();
-    assert!(log.contains("refused node message"), "refusals are logged with their reason");
-    assert!(!log.contains(&mallory.secret), "a broker secret reached the log");
+    assert!(
+        log.contains("refused node message"),
+        "refusals are logged with their reason"
+    );
+    assert!(
+        !log.contains(&mallory.secret),
+        "a broker secret reached the log"
+    );
 }

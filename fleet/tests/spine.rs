@@ -14,21 +14,36 @@ fn online(f: &Fleet, id: &str) -> bool {
 fn lattice_up_shows_the_local_node_online_without_login() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let f = Fleet::start("up", &dir.path().join("data"), free_port(), free_port(), &[]);
+    let f = Fleet::start(
+        "up",
+        &dir.path().join("data"),
+        free_port(),
+        free_port(),
+        &[],
+    );
     let node = wait_for(30, "the local node online", || {
         f.nodes().into_iter().find(|n| n["online"] == true)
     });
-    eprintln!("local node online {} ms after `lattice up` started", started.elapsed().as_millis());
+    eprintln!(
+        "local node online {} ms after `lattice up` started",
+        started.elapsed().as_millis()
+    );
     assert_eq!(node["owner"], "local");
     // The operator credential is a 0600 file; the CLI config names it but never holds it.
     use std::os::unix::fs::PermissionsExt;
     let secret = dir.path().join("data/operator.token");
-    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let cli = std::fs::read_to_string(&f.cli_config).unwrap();
     assert!(!cli.contains(std::fs::read_to_string(&secret).unwrap().trim()));
     // `lattice nodes` (table) names it as online.
     let table = f.cli_ok(&["nodes"]);
-    assert!(table.contains(node["id"].as_str().unwrap()) && table.contains("online"), "{table}");
+    assert!(
+        table.contains(node["id"].as_str().unwrap()) && table.contains("online"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -40,21 +55,39 @@ fn a_node_registers_stays_known_and_follows_its_target() {
     let started = Instant::now();
     let mut n = Node::start(&dir.path().join("node"), &prov);
     let id = wait_for(20, "registration", || n.node_id());
-    eprintln!("registered {} ms after latticed started", started.elapsed().as_millis());
+    eprintln!(
+        "registered {} ms after latticed started",
+        started.elapsed().as_millis()
+    );
     wait_for(20, "node online", || online(&f, &id).then_some(()));
     let shown = f.node(&id);
     assert_eq!(shown["owner"], "alice");
-    let inv: serde_json::Value = serde_json::from_str(shown["inventory"].as_str().unwrap()).unwrap();
-    assert_eq!(inv["hostname"], nix::unistd::gethostname().unwrap().to_string_lossy().as_ref());
+    let inv: serde_json::Value =
+        serde_json::from_str(shown["inventory"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        inv["hostname"],
+        nix::unistd::gethostname()
+            .unwrap()
+            .to_string_lossy()
+            .as_ref()
+    );
     assert!(inv["cpu_count"].as_u64().unwrap() >= 1);
     // A heartbeat carries usage.
-    wait_for(10, "usage", || (!f.node(&id)["usage"].as_str().unwrap_or("").is_empty()).then_some(()));
+    wait_for(10, "usage", || {
+        (!f.node(&id)["usage"].as_str().unwrap_or("").is_empty()).then_some(())
+    });
 
     // The same token cannot register a second node.
     let mut second = Node::start(&dir.path().join("node2"), &prov);
-    let status = wait_for(20, "second latticed to give up", || second.child.try_wait().unwrap());
+    let status = wait_for(20, "second latticed to give up", || {
+        second.child.try_wait().unwrap()
+    });
     assert!(!status.success());
-    assert!(second.log_text().contains("used up"), "{}", second.log_text());
+    assert!(
+        second.log_text().contains("used up"),
+        "{}",
+        second.log_text()
+    );
     assert_eq!(f.nodes().len(), 1);
 
     // A new target revision reaches the node, which acknowledges it.
@@ -75,7 +108,10 @@ fn a_node_registers_stays_known_and_follows_its_target() {
         let s = f.node(&id);
         (s["online"] == false).then_some(s["offline_reason"].as_str().unwrap().to_string())
     });
-    assert_eq!(reason, "connection lost", "offline by the will, not by heartbeat age");
+    assert_eq!(
+        reason, "connection lost",
+        "offline by the will, not by heartbeat age"
+    );
     eprintln!("offline {} ms after SIGKILL", killed.elapsed().as_millis());
     // Restarted, it keeps its identity: same id, no second node.
     let n = Node::start(&dir.path().join("node"), &prov);
@@ -87,20 +123,35 @@ fn a_node_registers_stays_known_and_follows_its_target() {
     f.kill9();
     let f = Fleet::start("fleet", &dir.path().join("fleet"), http, mqtt, &[]);
     assert_eq!(f.nodes().len(), 1);
-    wait_for(60, "node reconnected to the restarted fleet", || online(&f, &id).then_some(()));
+    wait_for(60, "node reconnected to the restarted fleet", || {
+        online(&f, &id).then_some(())
+    });
 
     // Revoked: refused from now on.
     f.cli_ok(&["node", "revoke", &id]);
     let s = f.node(&id);
-    assert_eq!((s["revoked"].as_bool(), s["online"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (s["revoked"].as_bool(), s["online"].as_bool()),
+        (Some(true), Some(false))
+    );
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(f.node(&id)["online"], false, "a revoked node must not come back online");
+    assert_eq!(
+        f.node(&id)["online"],
+        false,
+        "a revoked node must not come back online"
+    );
 }
 
 #[test]
 fn operator_commands_report_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let f = Fleet::start("fleet", &dir.path().join("fleet"), free_port(), free_port(), &[]);
+    let f = Fleet::start(
+        "fleet",
+        &dir.path().join("fleet"),
+        free_port(),
+        free_port(),
+        &[],
+    );
     let (ok, _, err) = f.cli(&["node", "show", "n-nope"]);
     assert!(!ok);
     assert!(err.contains("no node n-nope"), "{err}");

@@ -36,7 +36,11 @@ pub struct Fleet {
 
 /// Free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Fleet {
@@ -79,7 +83,10 @@ impl Fleet {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("lattice {cmd} did not start; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+                panic!(
+                    "lattice {cmd} did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
             });
             if let Some(u) = line.strip_prefix("fleet API:") {
                 url = u.trim().to_string();
@@ -185,10 +192,20 @@ impl Node {
             .arg(&prov)
             .env("RUST_LOG", "info,latticed=debug")
             .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .expect("spawn latticed");
-        Node { child, data: data.to_path_buf(), log }
+        Node {
+            child,
+            data: data.to_path_buf(),
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -221,7 +238,10 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
