@@ -50,12 +50,10 @@ impl Metrics {
         let messages_out = Family::<KindLabel, Counter>::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
         let registrations = Counter::default();
-        let heartbeat_lag = Histogram::new(
-            [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]
-            .into_iter(),
-        );
+        let heartbeat_lag = Histogram::new([
+            0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+            0.15, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ]);
         registry.register("nodes", "Registered nodes by state", nodes.clone());
         registry.register(
             "messages_in",

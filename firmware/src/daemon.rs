@@ -1,0 +1,122 @@
+//! What the `latticed` binary does, as a library call: make or load the node's keys, register
+//! with the fleet unless already registered, then run the MQTT agent until shutdown.
+
+use crate::agent::{Agent, AgentConfig, AgentError};
+use crate::config::{ConfigError, Settings};
+use crate::identity::{self, BrokerSecret, IdentityError, NodeKeys, Registration};
+use crate::inventory::InventoryError;
+use crate::register::{self, RegisterError, RegisterOptions};
+use crate::shutdown::Shutdown;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "this node is not registered ({data_dir} holds no registration.json) and no \
+         provisioning is configured: set `provisioning` or `provisioning_file`, or pass \
+         --provisioning / --provisioning-file"
+    )]
+    NotProvisioned { data_dir: PathBuf },
+    #[error("reading the inventory for registration: {0}")]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// The node's registration, loaded or freshly made.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub keys: NodeKeys,
+    pub registration: Registration,
+    pub secret: BrokerSecret,
+    /// True when this call registered (first boot).
+    pub new: bool,
+}
+
+/// Loads the keys and registration from `settings.data_dir`, registering first if needed.
+/// `started` is when the process started, for the `registered in N ms` measurement.
+pub async fn enroll(
+    settings: &Settings,
+    started: Instant,
+    opts: &RegisterOptions,
+    shutdown: &mut Shutdown,
+) -> Result<Enrollment, DaemonError> {
+    let data_dir = &settings.data_dir;
+    let keys = identity::load_or_generate(data_dir)?;
+    if let Some((registration, secret)) = identity::load_registration(data_dir, &keys)? {
+        tracing::info!(
+            node_id = %registration.node_id,
+            "already registered; not registering again"
+        );
+        return Ok(Enrollment {
+            keys,
+            registration,
+            secret,
+            new: false,
+        });
+    }
+    let source = settings
+        .provisioning
+        .as_ref()
+        .ok_or_else(|| DaemonError::NotProvisioned {
+            data_dir: data_dir.clone(),
+        })?;
+    let provisioning = source.load()?;
+    let inventory = crate::convert::read_inventory(data_dir)?;
+    tracing::info!(fleet = %provisioning.url, identity = %keys.identity.public(), "registering");
+    let enrolled = register::register(&provisioning, &keys, inventory, opts, shutdown).await?;
+    identity::save_registration(data_dir, &enrolled.registration, &enrolled.secret)?;
+    tracing::info!(
+        node_id = %enrolled.registration.node_id,
+        attempts = enrolled.attempts,
+        "registered in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(Enrollment {
+        keys,
+        registration: enrolled.registration,
+        secret: enrolled.secret,
+        new: true,
+    })
+}
+
+/// Enrolls, then runs the agent until `shutdown` fires.
+pub async fn run(
+    settings: &Settings,
+    started: Instant,
+    mut shutdown: Shutdown,
+) -> Result<(), DaemonError> {
+    let enrollment = match enroll(
+        settings,
+        started,
+        &RegisterOptions::default(),
+        &mut shutdown,
+    )
+    .await
+    {
+        Err(DaemonError::Register(RegisterError::Cancelled)) => return Ok(()),
+        other => other?,
+    };
+    let node_id = enrollment.registration.node_id.clone();
+    let mut config = AgentConfig::new(
+        settings.data_dir.clone(),
+        enrollment.keys,
+        enrollment.registration,
+        enrollment.secret,
+    );
+    config.heartbeat_override = settings.heartbeat_override;
+    config.outbox_max_bytes = settings.outbox_max_bytes;
+    let mut agent = Agent::new(config)?;
+    if enrollment.new {
+        agent.queue_event("registered", node_id);
+    }
+    agent.run(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! `latticed`, the Lattice node supervisor.
+//!
+//! On first start it makes the node's keys, registers with the fleet over pinned HTTPS
+//! ([`register`]), and from then on runs the MQTT control loop ([`agent`]): hello and status
+//! heartbeats signed with the node key, targets from the fleet checked, replay-protected and
+//! applied, events and telemetry queued on disk ([`outbox`]) while the broker is away.
+//!
+//! [`daemon::run`] is the whole binary as a library call; [`agent::Agent`] runs the loop for a
+//! node that is already registered (tests start it in-process that way).
+
+pub mod agent;
+pub mod backoff;
+pub mod config;
+pub mod convert;
+pub mod daemon;
+pub mod identity;
+pub mod inventory;
+pub mod outbox;
+pub mod pin;
+pub mod register;
+pub mod shutdown;
+pub mod state_dir;

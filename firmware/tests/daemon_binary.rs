@@ -1,0 +1,145 @@
+//! The `latticed` binary end to end against a scripted fleet and a real mosquitto: first boot
+//! registers (and says how long it took), SIGTERM disconnects cleanly, a restart reuses the
+//! registration, SIGKILL fires the signed will. Also the configuration surface.
+
+mod common;
+
+use common::fleet::{FakeFleet, Reply};
+use common::{kind_is, Broker, Node, Observer, NODE_PASSWORD};
+use lattice_wire::MessageKind;
+use latticed::config::Config;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latticed");
+
+#[test]
+fn prints_a_default_config_it_accepts() {
+    let out = Command::new(BIN)
+        .arg("--print-default-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(Config::parse(&text).unwrap(), Config::default());
+}
+
+#[test]
+fn a_bad_config_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("latticed.toml");
+    std::fs::write(
+        &conf,
+        "heartbeat_secs = 0\noutbox_max_bytes = 1\nprovisioning = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["heartbeat_secs:", "outbox_max_bytes:", "provisioning:"] {
+        assert!(err.contains(key), "{key} missing from {err}");
+    }
+}
+
+fn spawn(data: &Path, provisioning: &str, log: &Path) -> Child {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--provisioning")
+        .arg(provisioning)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "latticed did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_boot_registers_restart_reuses_and_signals_behave() {
+    let Some(bin) = common::mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&bin, dir.path(), "n-bin", None);
+    let fleet = FakeFleet::start(
+        vec![Reply::Register {
+            node_id: "n-bin".into(),
+            broker_url: format!("mqtt://127.0.0.1:{}", broker.port),
+            password: NODE_PASSWORD.into(),
+        }],
+        None,
+    );
+    let provisioning = fleet.provisioning("tok-secret-1").encode();
+    let data = dir.path().join("data");
+    let mut obs = Observer::connect(broker.port).await;
+
+    let log1 = dir.path().join("run1.log");
+    let mut child = spawn(&data, &provisioning, &log1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("registration.json").exists() {
+        assert!(Instant::now() < deadline, "no registration within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let node = Node {
+        id: "n-bin".into(),
+        dir: data.clone(),
+        keys: latticed::identity::load_or_generate(&data).unwrap(),
+        fleet: fleet.key.clone(),
+        fleet_counter: 0,
+    };
+    let hello = obs
+        .expect(&node, "hello", |o| kind_is(o, MessageKind::Hello))
+        .await;
+    obs.expect(
+        &node,
+        "registered event",
+        |o| matches!(&o.message, lattice_wire::Message::Event(e) if e.kind == "registered"),
+    )
+    .await;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let after = obs.collect(&node, Duration::from_millis(1000)).await;
+    assert!(!after.iter().any(|o| kind_is(o, MessageKind::Will)));
+    let text = std::fs::read_to_string(&log1).unwrap();
+    assert!(text.contains("registered in "), "{text}");
+    assert!(
+        !text.contains("tok-secret-1") && !text.contains(NODE_PASSWORD),
+        "{text}"
+    );
+
+    // Restart: no second registration, same identity, higher epoch.
+    let log2 = dir.path().join("run2.log");
+    let mut child = spawn(&data, &provisioning, &log2);
+    let hello2 = obs
+        .expect(&node, "hello after restart", |o| {
+            kind_is(o, MessageKind::Hello) && o.header.epoch > hello.header.epoch
+        })
+        .await;
+    assert_eq!(fleet.request_count(), 1, "registered twice");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let will = obs
+        .expect(&node, "will", |o| kind_is(o, MessageKind::Will))
+        .await;
+    assert_eq!(will.header.epoch, hello2.header.epoch);
+    let text = std::fs::read_to_string(&log2).unwrap();
+    assert!(text.contains("already registered"), "{text}");
+}
