@@ -149,8 +149,10 @@ pub fn start(
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_credentials(&cfg.username, &cfg.password);
     opts.set_keep_alive(Duration::from_secs(15));
+    // Accept packets up to twice the wire limit (the broker's limit too), so an oversized
+    // envelope is refused by the decoder with a reason rather than breaking the connection.
     opts.set_max_packet_size(
-        lattice_wire::MAX_MESSAGE_BYTES + 1024,
+        2 * lattice_wire::MAX_MESSAGE_BYTES + 1024,
         lattice_wire::MAX_MESSAGE_BYTES + 1024,
     );
     opts.set_inflight(1000);
@@ -162,10 +164,13 @@ pub fn start(
         metrics: metrics.clone(),
         heartbeat_secs: cfg.heartbeat_secs,
     };
-    let filter = match &cfg.share_group {
-        Some(g) => format!("$share/{g}/{}", topic::fleet_filter()),
-        None => topic::fleet_filter(),
-    };
+    let filters: Vec<String> = topic::fleet_filters()
+        .into_iter()
+        .map(|f| match &cfg.share_group {
+            Some(g) => format!("$share/{g}/{f}"),
+            None => f,
+        })
+        .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(50_000);
 
     // Poll the event loop; reconnect with backoff on errors.
@@ -176,8 +181,11 @@ pub fn start(
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
-                    tracing::info!(filter = %filter, "fleet connected to broker");
-                    if let Err(e) = sub_client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                    tracing::info!(filters = ?filters, "fleet connected to broker");
+                    let subs = filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = sub_client.subscribe_many(subs).await {
                         tracing::error!(error = %e, "cannot subscribe");
                     }
                 }

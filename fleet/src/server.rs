@@ -160,6 +160,9 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         tls_listen: Some(cfg.mqtts),
         tls_cert_pem: Some(cert_path),
         tls_key_pem: Some(key_path),
+        // Twice the wire limit: an oversized envelope still reaches the fleet, which refuses
+        // it with a reason and counts it, instead of vanishing inside the broker.
+        max_payload_bytes: 2 * lattice_wire::MAX_MESSAGE_BYTES,
         ..BrokerConfig::default()
     };
     let broker =

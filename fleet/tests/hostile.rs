@@ -127,7 +127,10 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
                         let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) => {
+                        eprintln!("attacker link: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                 }
             }
         });
@@ -188,11 +191,17 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
         let mut future_version = forged_status(&a_id, &mallory.identity, 1, 1);
         future_version[0] = 0x7f;
         publish(a_status.clone(), future_version).await; // unknown protocol version
+                                                         // Not a node topic (a node id may not contain '.').
         publish(
-            topic(&a_id, Channel::Target),
+            "lattice/v1/nodes/n.bad/status".into(),
             forged_status(&a_id, &mallory.identity, 1, 3),
         )
-        .await; // downward channel
+        .await;
+        publish(
+            a_status.clone(),
+            vec![0u8; lattice_wire::MAX_MESSAGE_BYTES + 1],
+        )
+        .await; // oversized
 
         let want = [
             "replay_duplicate",
@@ -201,6 +210,7 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
             "malformed",
             "unsupported_version",
             "bad_topic",
+            "oversized",
         ];
         let mut after = String::new();
         for _ in 0..50 {

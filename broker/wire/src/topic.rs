@@ -67,9 +67,14 @@ pub fn topic(node_id: &str, channel: Channel) -> String {
     format!("{PREFIX}/{node_id}/{channel}")
 }
 
-/// The filter the fleet subscribes to for everything nodes publish.
-pub fn fleet_filter() -> String {
-    format!("{PREFIX}/+/+")
+/// The filters the fleet subscribes to: one per upward channel of every node. (Not
+/// `{PREFIX}/+/+`, which would also echo the fleet's own targets back to it.)
+pub fn fleet_filters() -> Vec<String> {
+    Channel::ALL
+        .into_iter()
+        .filter(|c| c.is_upward())
+        .map(|c| format!("{PREFIX}/+/{c}"))
+        .collect()
 }
 
 /// Checks that `id` can be a node id: 1..=64 chars of `[A-Za-z0-9_-]`, so it can never contain
@@ -103,6 +108,14 @@ mod tests {
             let t = topic("n-abc", c);
             assert_eq!(parse(&t), Some(("n-abc", c)));
         }
+    }
+
+    #[test]
+    fn fleet_filters_cover_exactly_the_upward_channels() {
+        let f = fleet_filters();
+        assert_eq!(f.len(), 5);
+        assert!(f.contains(&"lattice/v1/nodes/+/status".to_string()));
+        assert!(!f.iter().any(|x| x.ends_with("/target")));
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Observer {
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(a))) if !a.session_present => {
-                        let _ = sub.try_subscribe(topic::fleet_filter(), QoS::AtLeastOnce);
+                        let _ = sub.try_subscribe("lattice/v1/nodes/+/+", QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = tx.send(("$suback".to_string(), vec![]));
