@@ -8,6 +8,7 @@
 //! * [`metrics`] — Prometheus metrics.
 
 pub mod api;
+pub mod broker;
 pub mod cli;
 pub mod ingest;
 pub mod link;

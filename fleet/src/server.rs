@@ -4,10 +4,9 @@ use crate::api::{self, AppState};
 use crate::ingest::Ingest;
 use crate::link::{self, LinkConfig, Outbound};
 use crate::metrics::Metrics;
-use crate::secrets::{hash_secret, random_secret, same_hash};
+use crate::secrets::hash_secret;
 use crate::store::Store;
 use anyhow::Context;
-use lattice_broker::{AuthFuture, Authenticator, BrokerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,60 +64,7 @@ impl RunningFleet {
     }
 }
 
-/// Checks MQTT CONNECTs against the store: a node connects as itself (client id = user name =
-/// node id) with the broker secret it got at registration; revoked nodes are refused.
-struct FleetAuth {
-    store: Store,
-    fleet_user: String,
-    fleet_hash: String,
-}
-
-impl Authenticator for FleetAuth {
-    fn authenticate<'a>(
-        &'a self,
-        client_id: &'a str,
-        username: &'a str,
-        password: &'a str,
-    ) -> AuthFuture<'a> {
-        Box::pin(async move {
-            if client_id != username {
-                tracing::warn!(
-                    client_id,
-                    username,
-                    "MQTT CONNECT refused: client id differs from user name"
-                );
-                return false;
-            }
-            if username == self.fleet_user {
-                return same_hash(&hash_secret(password), &self.fleet_hash);
-            }
-            match self.store.node(username).await {
-                Ok(Some(n))
-                    if !n.revoked && same_hash(&hash_secret(password), &n.broker_secret_hash) =>
-                {
-                    true
-                }
-                Ok(Some(n)) if n.revoked => {
-                    tracing::warn!(node = username, "MQTT CONNECT refused: node revoked");
-                    false
-                }
-                Ok(_) => {
-                    tracing::warn!(
-                        client_id,
-                        "MQTT CONNECT refused: unknown client or wrong secret"
-                    );
-                    false
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "MQTT CONNECT refused: store unavailable");
-                    false
-                }
-            }
-        })
-    }
-}
-
-fn sqlite_url(data_dir: &std::path::Path) -> String {
+pub(crate) fn sqlite_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}", data_dir.join("fleet.db").display())
 }
 
@@ -146,27 +92,16 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         .unwrap_or_else(|| "127.0.0.1".into());
 
     let tls = crate::tls::self_signed(&key, &cfg.public_hosts)?;
-    let (cert_path, key_path) = crate::tls::write_pem_files(&tls, &cfg.data_dir)?;
 
-    let fleet_user = format!("fleet-{epoch}");
-    let fleet_password = random_secret();
-    let auth = Arc::new(FleetAuth {
-        store: store.clone(),
-        fleet_user: fleet_user.clone(),
-        fleet_hash: hash_secret(&fleet_password),
-    });
-    let broker_cfg = BrokerConfig {
-        listen: cfg.mqtt_plain,
-        tls_listen: Some(cfg.mqtts),
-        tls_cert_pem: Some(cert_path),
-        tls_key_pem: Some(key_path),
-        // Twice the wire limit: an oversized envelope still reaches the fleet, which refuses
-        // it with a reason and counts it, instead of vanishing inside the broker.
-        max_payload_bytes: 2 * lattice_wire::MAX_MESSAGE_BYTES,
-        ..BrokerConfig::default()
-    };
-    let broker =
-        lattice_broker::start(broker_cfg, auth).context("starting the embedded MQTT broker")?;
+    let fleet_secret = crate::broker::fleet_broker_secret(&cfg.data_dir)?;
+    let fleet_user = format!("{}{epoch}", crate::broker::FLEET_USER_PREFIX);
+    let broker = crate::broker::start_embedded(
+        &store,
+        &fleet_secret,
+        cfg.mqtt_plain,
+        cfg.mqtts,
+        crate::tls::write_pem_files(&tls, &cfg.data_dir)?,
+    )?;
     let mqtt_plain_addr = broker.local_addr();
     let mqtts_addr = broker.tls_local_addr().unwrap_or(cfg.mqtts);
 
@@ -179,7 +114,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
             port: mqtt_plain_addr.port(),
             client_id: fleet_user.clone(),
             username: fleet_user,
-            password: fleet_password,
+            password: fleet_secret,
             share_group: None,
             heartbeat_secs: cfg.heartbeat_secs,
             resend_every: Duration::from_secs(u64::from(cfg.heartbeat_secs).clamp(1, 10)),
@@ -237,4 +172,28 @@ fn with_port(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// `lattice broker`: the embedded broker alone, authenticating nodes against the fleet's store
+/// and fleet processes with the fleet's broker secret (both from `data_dir`).
+pub async fn start_broker_only(
+    data_dir: &std::path::Path,
+    database: Option<String>,
+    mqtt_plain: SocketAddr,
+    mqtts: SocketAddr,
+    public_hosts: &[String],
+) -> anyhow::Result<lattice_broker::BrokerHandle> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store = Store::open(&database.unwrap_or_else(|| sqlite_url(data_dir))).await?;
+    let key = crate::secrets::fleet_key(data_dir)?;
+    let tls = crate::tls::self_signed(&key, public_hosts)?;
+    let secret = crate::broker::fleet_broker_secret(data_dir)?;
+    crate::broker::start_embedded(
+        &store,
+        &secret,
+        mqtt_plain,
+        mqtts,
+        crate::tls::write_pem_files(&tls, data_dir)?,
+    )
 }

@@ -167,3 +167,59 @@ fn operator_commands_report_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lattice up"));
 }
+
+/// Tries an MQTT CONNECT on the plain listener; returns whether the broker accepted it.
+fn mqtt_connects(port: u16, user: &str, password: &str) -> bool {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut o = rumqttc::MqttOptions::new(user, "127.0.0.1", port);
+        o.set_credentials(user, password);
+        let (_c, mut el) = rumqttc::AsyncClient::new(o, 10);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)))) => {
+                    return a.code == rumqttc::ConnectReturnCode::Success
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    })
+}
+
+#[test]
+fn lattice_broker_runs_alone_and_authenticates_against_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fleet");
+    let (id, secret) = {
+        let f = Fleet::start("fleet", &data, free_port(), free_port(), &[]);
+        let n = Node::start(&dir.path().join("node"), &f.provisioning("bob"));
+        let id = wait_for(20, "registration", || n.node_id());
+        let secret = std::fs::read_to_string(n.data.join("broker.secret")).unwrap();
+        (id, secret.trim().to_string())
+    };
+    let plain = free_port();
+    let mut child = std::process::Command::new(lattice_bin())
+        .args(["broker", "--data"])
+        .arg(&data)
+        .args(["--mqtt", &format!("127.0.0.1:{}", free_port())])
+        .args(["--mqtt-plain", &format!("127.0.0.1:{plain}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    assert!(
+        lines.any(|l| l.map(|l| l == "ready").unwrap_or(false)),
+        "broker did not start"
+    );
+    let accepted = mqtt_connects(plain, &id, &secret);
+    let wrong = mqtt_connects(plain, &id, "not-the-secret");
+    let stranger = mqtt_connects(plain, "n-stranger", &secret);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(accepted, "the registered node's credential is accepted");
+    assert!(!wrong, "a wrong secret is refused at CONNECT");
+    assert!(!stranger, "an unknown client is refused at CONNECT");
+}

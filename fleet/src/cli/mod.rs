@@ -63,6 +63,22 @@ pub enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Runs the embedded MQTT broker alone, authenticating nodes against the fleet's store
+    /// (same --data and --database as the fleet).
+    Broker {
+        #[arg(long, default_value = "./lattice-data")]
+        data: PathBuf,
+        #[arg(long)]
+        database: Option<String>,
+        /// MQTT-over-TLS address.
+        #[arg(long, default_value = "127.0.0.1:8883")]
+        mqtt: SocketAddr,
+        /// Plain MQTT address (keep it on loopback: passwords cross it in clear).
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mqtt_plain: SocketAddr,
+        #[arg(long = "public-host", default_values_t = ["127.0.0.1".to_string(), "localhost".to_string()])]
+        public_hosts: Vec<String>,
+    },
     /// Provisioning tokens.
     Tokens {
         #[command(subcommand)]
@@ -138,6 +154,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             latticed,
         } => up::up(serve, !no_node, latticed).await,
         Command::Fleet { serve } => up::fleet_only(serve).await,
+        Command::Broker {
+            data,
+            database,
+            mqtt,
+            mqtt_plain,
+            public_hosts,
+        } => up::broker_only(&data, database, mqtt, mqtt_plain, &public_hosts).await,
         Command::Tokens { cmd } => show::tokens(cmd).await,
         Command::Nodes { json } => show::nodes(json).await,
         Command::Node { cmd } => show::node(cmd).await,

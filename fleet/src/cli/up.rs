@@ -45,6 +45,25 @@ pub async fn fleet_only(serve: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn broker_only(
+    data: &std::path::Path,
+    database: Option<String>,
+    mqtt: std::net::SocketAddr,
+    mqtt_plain: std::net::SocketAddr,
+    public_hosts: &[String],
+) -> anyhow::Result<()> {
+    let broker = server::start_broker_only(data, database, mqtt_plain, mqtt, public_hosts).await?;
+    println!(
+        "MQTT (TLS):       mqtts://{}",
+        broker.tls_local_addr().unwrap_or(mqtt)
+    );
+    println!("MQTT (plain):     mqtt://{}", broker.local_addr());
+    println!("ready");
+    wait_for_signal().await?;
+    broker.shutdown();
+    Ok(())
+}
+
 fn latticed_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p);
