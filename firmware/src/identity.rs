@@ -49,12 +49,13 @@ pub enum IdentityError {
     Corrupt { path: PathBuf, message: String },
     #[error(
         "{path} exists but {secret} is missing: the registration is incomplete; \
-         remove {path} to register again"
+         remove {path} and the key files, then register again with a new provisioning token"
     )]
     MissingSecret { path: PathBuf, secret: PathBuf },
     #[error(
         "{path} was registered with identity key {registered}, but {key_file} holds {current}; \
-         the keys were replaced: remove {path} to register this identity again"
+         the keys were replaced: restore the original keys, or remove {path} and register \
+         this identity with a new provisioning token (the fleet refuses an identity registered twice)"
     )]
     KeyMismatch {
         path: PathBuf,

@@ -69,15 +69,10 @@ impl Authenticator for FleetAuth {
 /// The fleet processes' broker secret, `data_dir/fleet-broker.secret` (made on first start).
 pub fn fleet_broker_secret(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("fleet-broker.secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(s.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let s = crate::secrets::random_secret();
-            crate::secrets::write_secret(&path, s.as_bytes())?;
-            Ok(s)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    Ok(crate::secrets::load_or_create_text(
+        &path,
+        crate::secrets::random_secret,
+    )?)
 }
 
 /// Starts rumqttd with TLS (certificate carrying the fleet key, so pinned nodes accept it) and

@@ -36,9 +36,18 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
+    // A temp file left by a crash keeps its old mode through open(): reset it before writing.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, SecretError> {
@@ -75,19 +84,28 @@ pub fn fleet_key(dir: &Path) -> Result<IdentityKey, SecretError> {
     }
 }
 
+/// Loads a text secret from `path` (mode must be 0600), creating it with `make` when absent.
+pub fn load_or_create_text(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> Result<String, SecretError> {
+    if let Some(bytes) = read_secret(path)? {
+        let text = String::from_utf8(bytes).map_err(|_| SecretError::Invalid {
+            path: path.to_path_buf(),
+            problem: "not UTF-8".into(),
+        })?;
+        return Ok(text.trim().to_string());
+    }
+    let text = make();
+    write_secret(path, text.as_bytes())?;
+    Ok(text)
+}
+
 /// Loads the operator credential from `dir/operator.token`, creating it on first start.
 /// Returns the file's path and the credential.
 pub fn operator_token(dir: &Path) -> Result<(PathBuf, String), SecretError> {
     let path = dir.join("operator.token");
-    if let Some(bytes) = read_secret(&path)? {
-        let text = String::from_utf8(bytes).map_err(|_| SecretError::Invalid {
-            path: path.clone(),
-            problem: "not UTF-8".into(),
-        })?;
-        return Ok((path, text.trim().to_string()));
-    }
-    let token = format!("lop_{}", random_secret());
-    write_secret(&path, token.as_bytes())?;
+    let token = load_or_create_text(&path, || format!("lop_{}", random_secret()))?;
     Ok((path, token))
 }
 

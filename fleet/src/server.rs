@@ -64,19 +64,22 @@ impl RunningFleet {
     }
 }
 
+/// Creates `dir` (and parents) and makes it 0700: it holds keys, secrets and the database.
+pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {} to 0700", dir.display()))
+}
+
 pub(crate) fn sqlite_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}", data_dir.join("fleet.db").display())
 }
 
 /// Starts everything; returns once all listeners are bound.
 pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {}", cfg.data_dir.display()))?;
-    }
+    prepare_data_dir(&cfg.data_dir)?;
     let db_url = cfg
         .database
         .clone()
@@ -183,8 +186,7 @@ pub async fn start_broker_only(
     mqtts: SocketAddr,
     public_hosts: &[String],
 ) -> anyhow::Result<lattice_broker::BrokerHandle> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    prepare_data_dir(data_dir)?;
     let store = Store::open(&database.unwrap_or_else(|| sqlite_url(data_dir))).await?;
     let key = crate::secrets::fleet_key(data_dir)?;
     let tls = crate::tls::self_signed(&key, public_hosts)?;

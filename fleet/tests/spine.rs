@@ -72,6 +72,10 @@ fn a_node_registers_stays_known_and_follows_its_target() {
             .as_ref()
     );
     assert!(inv["cpu_count"].as_u64().unwrap() >= 1);
+    // Its first target (revision 1, empty) was sent at hello and is acknowledged.
+    wait_for(20, "first target acknowledged", || {
+        (f.node(&id)["applied_revision"].as_u64() == Some(1)).then_some(())
+    });
     // A heartbeat carries usage.
     wait_for(10, "usage", || {
         (!f.node(&id)["usage"].as_str().unwrap_or("").is_empty()).then_some(())

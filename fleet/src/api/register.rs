@@ -3,7 +3,7 @@
 
 use super::{ApiError, AppState};
 use crate::secrets::{hash_secret, random_secret};
-use crate::store::NewNode;
+use crate::store::{NewNode, StoreError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::Json;
@@ -22,33 +22,37 @@ pub async fn register(
     State(s): State<Arc<AppState>>,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
-    let res = register_inner(&s, body).await;
-    if let Err(e) = &res {
-        let reason = match e {
-            ApiError::Forbidden(m) if m.contains("expired") => "token_expired",
-            ApiError::Forbidden(m) if m.contains("used up") => "token_used_up",
-            ApiError::Forbidden(_) => "token_unknown",
-            ApiError::Conflict(_) => "duplicate_identity",
-            _ => "bad_registration",
-        };
+    register_inner(&s, body).await.map_err(|(reason, e)| {
         s.metrics.reject(reason);
         tracing::warn!(reason, error = %e, "registration refused");
-    }
-    res
+        e
+    })
+}
+
+/// A refusal: the metric's reason label and the answer.
+type Refusal = (&'static str, ApiError);
+
+fn store_refusal(e: StoreError) -> Refusal {
+    let reason = match &e {
+        StoreError::Token(p) => p.reason(),
+        StoreError::DuplicateIdentity(_) => "duplicate_identity",
+        _ => "store_error",
+    };
+    (reason, ApiError::from(e))
 }
 
 async fn register_inner(
     s: &AppState,
     body: Result<Json<RegisterRequest>, JsonRejection>,
-) -> Result<Json<RegisterResponse>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+) -> Result<Json<RegisterResponse>, Refusal> {
+    let Json(req) = body.map_err(|e| ("bad_request", ApiError::BadRequest(e.body_text())))?;
     let (identity, encryption) = req
         .verify()
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| ("bad_proof", ApiError::BadRequest(e.to_string())))?;
     let node_id = format!("n-{}", hex::encode(rand::random::<[u8; 16]>()));
     let broker_password = random_secret();
-    let inventory =
-        serde_json::to_string(&req.inventory).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let inventory = serde_json::to_string(&req.inventory)
+        .map_err(|e| ("internal", ApiError::Internal(e.to_string())))?;
     let node = NewNode {
         id: node_id.clone(),
         identity_key: identity.to_string(),
@@ -58,7 +62,8 @@ async fn register_inner(
     };
     s.store
         .register_node(&hash_secret(&req.token), &node, lattice_wire::now_ms())
-        .await?;
+        .await
+        .map_err(store_refusal)?;
     let msg = Message::Registered(Registered {
         node_id: node_id.clone(),
         broker_password,
@@ -70,7 +75,7 @@ async fn register_inner(
     let sealed = s
         .outbound
         .seal(None, &msg, Some(&encryption))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ("internal", ApiError::Internal(e.to_string())))?;
     s.metrics.registrations.inc();
     tracing::info!(node = %node_id, hostname = %req.inventory.hostname, "node registered");
     Ok(Json(RegisterResponse {

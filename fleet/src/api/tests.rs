@@ -180,6 +180,7 @@ async fn bad_registrations_name_the_problem_and_store_nothing() {
     let (st, v) = call(&s, "POST", "/api/v1/register", None, Some(req.to_string())).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["message"].as_str().unwrap().contains("signature"), "{v}");
+    assert_eq!(s.metrics.rejected_count("bad_proof"), 1);
     // Unknown token.
     let (st, _) = call(
         &s,

@@ -40,8 +40,8 @@ pub struct ServeArgs {
     /// Host names/addresses nodes use to reach the fleet (first one goes into URLs).
     #[arg(long = "public-host")]
     pub public_hosts: Vec<String>,
-    /// Seconds between node heartbeats.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds between node heartbeats (1 to 3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub heartbeat_secs: u32,
 }
 

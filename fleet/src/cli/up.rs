@@ -9,14 +9,31 @@ use tokio::process::{Child, Command};
 
 async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
     let fleet = server::start(serve.fleet_config()).await?;
-    let cli_path = default_path();
     let data = std::fs::canonicalize(&serve.data).unwrap_or_else(|_| serve.data.clone());
-    CliConfig {
+    let cfg = CliConfig {
         fleet_url: fleet.https_url.clone(),
         fleet_key: fleet.fleet_key.to_string(),
         operator_token_file: data.join("operator.token"),
-    }
-    .save(&cli_path)?;
+    };
+    // The instance's own copy, always; the default path only when it is free or already ours,
+    // so a second instance beside the first does not take over the first one's CLI.
+    cfg.save(&data.join("cli.toml"))?;
+    let default = default_path();
+    let ours = match CliConfig::load(&default) {
+        Ok(existing) => existing.operator_token_file == cfg.operator_token_file,
+        Err(_) => !default.exists(),
+    };
+    let cli_path = if ours {
+        cfg.save(&default)?;
+        default
+    } else {
+        println!(
+            "note:             {} belongs to another instance; use LATTICE_CLI_CONFIG={}",
+            default.display(),
+            data.join("cli.toml").display()
+        );
+        data.join("cli.toml")
+    };
     println!("fleet API:        {}", fleet.https_url);
     println!("MQTT (TLS):       {}", fleet.mqtts_url);
     println!("fleet key:        {}", fleet.fleet_key);
@@ -84,8 +101,7 @@ async fn start_node(
     bin: PathBuf,
 ) -> anyhow::Result<Child> {
     let node_dir = data.join("node");
-    std::fs::create_dir_all(&node_dir)
-        .with_context(|| format!("creating {}", node_dir.display()))?;
+    server::prepare_data_dir(&node_dir)?;
     let provisioning_file = node_dir.join("provisioning");
     if !node_dir.join("registration.json").exists() {
         let t = crate::api::issue_token(&fleet.state, Some("local".into()), 1, 3600)
@@ -98,6 +114,7 @@ async fn start_node(
         .arg(&node_dir)
         .arg("--provisioning-file")
         .arg(&provisioning_file)
+        .env_remove("LATTICED_PROVISIONING")
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;

@@ -103,8 +103,11 @@ impl Store {
             return Err(StoreError::Token(TokenProblem::UsedUp));
         }
         sqlx::query(
+            // Revision 1 is the empty target: every node gets a target at its first hello and
+            // acknowledges it, so "applied < target" always means "not yet in effect".
             "INSERT INTO nodes (id, owner, token_id, identity_key, encryption_key, \
-             broker_secret_hash, inventory, registered_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             broker_secret_hash, inventory, registered_ms, target_revision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)",
         )
         .bind(&node.id)
         .bind(token.owner.clone())

@@ -147,9 +147,11 @@ async fn silent_nodes_go_offline_and_targets_are_tracked() {
     let s = registered().await;
     s.ingest("n-1", 1, 1, status(0, "u"), 1_000).await.unwrap();
     assert_eq!(s.node_counts().await.unwrap(), (1, 0));
-    assert_eq!(s.set_target("n-1", "[]").await.unwrap(), 1);
+    // A new node's target is revision 1 (empty), not yet acknowledged.
     assert_eq!(s.unacknowledged_targets().await.unwrap().len(), 1);
-    s.ingest("n-1", 1, 2, status(1, "u"), 1_500).await.unwrap();
+    assert_eq!(s.set_target("n-1", "[]").await.unwrap(), 2);
+    assert_eq!(s.unacknowledged_targets().await.unwrap().len(), 1);
+    s.ingest("n-1", 1, 2, status(2, "u"), 1_500).await.unwrap();
     assert!(s.unacknowledged_targets().await.unwrap().is_empty());
     assert!(s.mark_silent_offline(1_000).await.unwrap().is_empty());
     assert_eq!(
