@@ -148,7 +148,9 @@ pub fn start(
 ) -> Link {
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_credentials(&cfg.username, &cfg.password);
-    opts.set_keep_alive(Duration::from_secs(15));
+    // 60 s: rumqttd answers PINGREQs behind its routing work, which grows with the fleet
+    // (docs/benchmarks.md); liveness comes from heartbeats and the will, not keep-alive.
+    opts.set_keep_alive(Duration::from_secs(60));
     // Accept packets up to twice the wire limit (the broker's limit too), so an oversized
     // envelope is refused by the decoder with a reason rather than breaking the connection.
     opts.set_max_packet_size(

@@ -243,6 +243,28 @@ mod tests {
     }
 
     #[test]
+    fn partial_toml_keeps_the_other_defaults() {
+        let config: BrokerConfig = toml::from_str(
+            "listen = \"0.0.0.0:1883\"\nmax_connections = 100\n\
+             [filter_log]\nsegment_bytes = 2048\nsegments = 1\n",
+        )
+        .expect("parse");
+        assert_eq!(config.listen.port(), 1883);
+        assert_eq!(config.max_connections, 100);
+        assert_eq!(config.filter_log.segment_bytes, 2048);
+        assert_eq!(
+            config.max_payload_bytes,
+            BrokerConfig::default().max_payload_bytes
+        );
+        let text = toml::to_string(&BrokerConfig::default()).expect("serialize");
+        assert_eq!(
+            toml::from_str::<BrokerConfig>(&text).expect("round trip"),
+            BrokerConfig::default()
+        );
+        assert!(toml::from_str::<BrokerConfig>("lisen = \"0.0.0.0:1\"").is_err());
+    }
+
+    #[test]
     fn default_fan_in_filters_do_not_match_node_target_filters() {
         let config = BrokerConfig::default();
         let target = "lattice/v1/nodes/n-0123/target";

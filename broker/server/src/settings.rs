@@ -56,3 +56,34 @@ pub(crate) fn listener(name: &str, listen: SocketAddr, config: &BrokerConfig) ->
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fan_in_filters_get_their_own_log_limits() {
+        let config = BrokerConfig::default();
+        let router = router(&config);
+        assert_eq!(router.max_connections, config.max_connections);
+        assert_eq!(router.max_segment_size, config.filter_log.segment_bytes);
+        let custom = router.custom_segment.expect("fan-in overrides");
+        assert_eq!(custom.len(), config.fan_in_filters.len());
+        let status = &custom["lattice/v1/nodes/+/status"];
+        assert_eq!(status.max_segment_size, config.fan_in_log.segment_bytes);
+        assert_eq!(status.max_segment_count, config.fan_in_log.segments);
+    }
+
+    #[test]
+    fn listeners_use_dynamic_filters_and_the_payload_limit() {
+        let config = BrokerConfig::default();
+        let settings = listener("x", config.listen, &config);
+        assert!(settings.connections.dynamic_filters);
+        assert_eq!(
+            settings.connections.max_payload_size,
+            config.max_payload_bytes
+        );
+        assert_eq!(settings.connections.connection_timeout_ms, 10_000);
+        assert!(settings.tls.is_none());
+    }
+}

@@ -67,7 +67,7 @@ impl AgentConfig {
             broker_secret,
             heartbeat_override: None,
             outbox_max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
-            keep_alive: Duration::from_secs(15),
+            keep_alive: Duration::from_secs(60),
             reconnect_base: Duration::from_secs(1),
             reconnect_cap: Duration::from_secs(30),
         }
