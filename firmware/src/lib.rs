@@ -18,5 +18,6 @@ pub mod inventory;
 pub mod outbox;
 pub mod pin;
 pub mod register;
+pub mod runtime;
 pub mod shutdown;
 pub mod state_dir;

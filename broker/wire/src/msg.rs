@@ -36,26 +36,117 @@ pub struct Usage {
     pub uptime_secs: u64,
 }
 
-/// One workload the fleet wants on a node. The runtime issue grows this; for now it names what
-/// to run and its limits.
+/// One workload the fleet wants on a node: what to run, with which limits and protections.
+///
+/// Serialized with serde defaults so the fleet can store it as JSON and add fields without
+/// breaking stored targets; on the wire (postcard) every field is present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadSpec {
+    /// Fleet-made id (`w-…`): names, labels and cgroups carry it.
     pub id: String,
     pub name: String,
-    /// Image reference pinned by digest.
+    /// Image reference pinned by digest (`registry/repo@sha256:…`).
     pub image: String,
+    /// Command (entrypoint and arguments); empty: the image's own.
+    #[serde(default)]
     pub command: Vec<String>,
     /// Environment, including generated secrets: this is why targets are always sealed.
+    #[serde(default)]
     pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// CPU limit in thousandths of a core (1000 = one core).
     pub cpu_millis: u32,
     pub memory_bytes: u64,
+    /// Most processes the workload may run (fork bombs stop here).
+    #[serde(default = "default_pids")]
+    pub pids_max: u32,
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub class: WorkloadClass,
+    /// May reach the public internet (never private, loopback or link-local ranges).
+    #[serde(default)]
+    pub egress: bool,
+    /// Capabilities added back after dropping all (e.g. `CHOWN`, `SETUID`), per image.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Ports the workload listens on (reached only through the node's tunnel).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+fn default_pids() -> u32 {
+    256
+}
+
+/// A size-limited volume the workload may write to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub mount_path: String,
+    pub size_bytes: u64,
+}
+
+/// A command run inside the container to judge its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub command: Vec<String>,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// `AlwaysOn` work (databases, storage, sites) runs 24/7; `Batch` work may be paused outside
+/// the provider's availability windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum WorkloadClass {
+    #[default]
+    AlwaysOn,
+    Batch,
 }
 
 /// What a workload is doing, as the node last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadState {
+    /// Image being fetched or container being created.
+    Creating,
+    Running,
+    Healthy,
+    Unhealthy,
+    /// Paused (batch work outside the availability windows).
+    Paused,
+    Exited {
+        code: i64,
+    },
+    OomKilled,
+    /// The node cannot get the image; `reason` says why.
+    ImageMissing {
+        reason: String,
+    },
+    /// Anything else that keeps it from running; `reason` says what.
+    Failed {
+        reason: String,
+    },
+}
+
+/// One workload's actual state, reported in every status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadStatus {
     pub id: String,
-    pub state: String,
+    pub state: WorkloadState,
+    /// Restarts by the supervisor since the workload was created.
+    pub restarts: u32,
 }
 
 /// The revisioned desired state of one node. Always sealed to the node's encryption key.
