@@ -13,13 +13,23 @@ fn online(f: &Fleet, id: &str) -> bool {
 #[test]
 fn lattice_up_shows_the_local_node_online_without_login() {
     let dir = tempfile::tempdir().unwrap();
+    // The default CLI config holds one left by an instance whose data directory is gone:
+    // `lattice up` takes it over.
+    let default_cli = dir.path().join("default-cli.toml");
+    std::fs::write(
+        &default_cli,
+        "fleet_url = \"https://127.0.0.1:1\"\nfleet_key = \"x\"\n\
+         operator_token_file = \"/nonexistent/operator.token\"\n",
+    )
+    .unwrap();
     let started = Instant::now();
-    let f = Fleet::start(
+    let f = Fleet::start_with_cli(
         "up",
         &dir.path().join("data"),
         free_port(),
         free_port(),
         &[],
+        &default_cli,
     );
     let node = wait_for(30, "the local node online", || {
         f.nodes().into_iter().find(|n| n["online"] == true)

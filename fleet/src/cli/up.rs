@@ -19,8 +19,13 @@ async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
     // so a second instance beside the first does not take over the first one's CLI.
     cfg.save(&data.join("cli.toml"))?;
     let default = default_path();
+    // Ours when absent, unreadable-and-absent, already pointing here, or left by an instance
+    // whose data directory is gone.
     let ours = match CliConfig::load(&default) {
-        Ok(existing) => existing.operator_token_file == cfg.operator_token_file,
+        Ok(existing) => {
+            existing.operator_token_file == cfg.operator_token_file
+                || !existing.operator_token_file.exists()
+        }
         Err(_) => !default.exists(),
     };
     let cli_path = if ours {

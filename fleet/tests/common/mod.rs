@@ -47,7 +47,26 @@ impl Fleet {
     /// Starts `lattice <cmd>` on fresh ports with data in `data`, waits until it prints `ready`
     /// (up) or its addresses (fleet).
     pub fn start(cmd: &str, data: &Path, http_port: u16, mqtt_port: u16, extra: &[&str]) -> Fleet {
-        let cli_config = data.join("cli.toml");
+        Self::start_with_cli(
+            cmd,
+            data,
+            http_port,
+            mqtt_port,
+            extra,
+            &data.join("cli.toml"),
+        )
+    }
+
+    /// Like [`Fleet::start`], with `LATTICE_CLI_CONFIG` pointing at `cli_config`.
+    pub fn start_with_cli(
+        cmd: &str,
+        data: &Path,
+        http_port: u16,
+        mqtt_port: u16,
+        extra: &[&str],
+        cli_config: &Path,
+    ) -> Fleet {
+        let cli_config = cli_config.to_path_buf();
         let log = data.with_extension(format!("{cmd}.log"));
         let mut c = Command::new(lattice_bin());
         c.arg(cmd)
