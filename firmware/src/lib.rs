@@ -16,7 +16,8 @@ pub mod daemon;
 pub mod identity;
 pub mod inventory;
 pub mod outbox;
-pub mod pin;
+/// Pinned TLS (moved to `lattice-wire` so the fleet's CLI shares it without linking latticed).
+pub use lattice_wire::pin;
 pub mod register;
 pub mod runtime;
 pub mod shutdown;

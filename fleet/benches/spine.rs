@@ -208,7 +208,7 @@ fn main() {
         let token = lattice_fleet::api::issue_token(&fleet.state, None, nodes_n as u64 + 10, 3600).await.unwrap();
         let p = Provisioning::parse(&token.provisioning).unwrap();
         let fleet_key = fleet.fleet_key;
-        let http = latticed::pin::pinned_http_client(&fleet_key, Duration::from_secs(30)).unwrap();
+        let http = lattice_wire::pin::pinned_http_client(&fleet_key, Duration::from_secs(30)).unwrap();
 
         // Registration latency (sequential) and throughput (8 concurrent).
         let mut reg_ms = Vec::new();
@@ -239,7 +239,7 @@ fn main() {
 
         // Simulated nodes: connect over TLS, heartbeat with jitter.
         let (host, port) = fleet.mqtts_url.trim_start_matches("mqtts://").rsplit_once(':').map(|(h, p)| (h.to_string(), p.parse::<u16>().unwrap())).unwrap();
-        let tls = latticed::pin::pinned_client_config(&fleet_key);
+        let tls = lattice_wire::pin::pinned_client_config(&fleet_key);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connect_t = Instant::now();
         for (i, n) in sims.into_iter().enumerate() {

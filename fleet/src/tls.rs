@@ -2,7 +2,7 @@
 //!
 //! Trust model: a node's provisioning string carries the fleet's Ed25519 identity public key,
 //! and the node trusts a TLS server only if the server's certificate carries exactly that key
-//! (see `latticed::pin`). So the fleet's certificate is self-signed *with the identity key
+//! (see `lattice_wire::pin`). So the fleet's certificate is self-signed *with the identity key
 //! itself*: no CA, no trust-on-first-use, nothing to distribute beyond the provisioning string.
 //! The certificate's names and validity are informational (for curl, browsers, mosquitto); what
 //! a node trusts is the key, and the TLS handshake proves the server holds its secret half.

@@ -54,7 +54,7 @@ fn forged_status(sender: &str, signer: &IdentityKey, epoch: u64, counter: u64) -
 }
 
 async fn metrics(f: &Fleet, key: &IdentityPublic) -> String {
-    let c = latticed::pin::pinned_http_client(key, Duration::from_secs(10)).unwrap();
+    let c = lattice_wire::pin::pinned_http_client(key, Duration::from_secs(10)).unwrap();
     c.get(format!("{}/metrics", f.url))
         .send()
         .await
@@ -116,7 +116,7 @@ fn a_node_with_real_credentials_cannot_speak_for_or_read_another() {
         opts.set_credentials(&mallory.id, &mallory.secret);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            latticed::pin::pinned_client_config(&fleet_key),
+            lattice_wire::pin::pinned_client_config(&fleet_key),
         )));
         let (client, mut el) = AsyncClient::new(opts, 100);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

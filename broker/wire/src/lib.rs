@@ -17,6 +17,8 @@
 pub mod envelope;
 pub mod keys;
 pub mod msg;
+#[cfg(feature = "pin")]
+pub mod pin;
 pub mod register;
 pub mod replay;
 pub mod topic;

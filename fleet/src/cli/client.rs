@@ -17,7 +17,7 @@ impl Client {
         let key = lattice_wire::IdentityPublic::parse(&cfg.fleet_key)
             .context("fleet_key in the CLI config")?;
         Ok(Client {
-            http: latticed::pin::pinned_http_client(&key, Duration::from_secs(15))?,
+            http: lattice_wire::pin::pinned_http_client(&key, Duration::from_secs(15))?,
             base: cfg.fleet_url.trim_end_matches('/').to_string(),
             token: cfg.operator_token()?,
         })

@@ -1,6 +1,6 @@
 //! Applying node messages: replay check and effect in one transaction.
 
-use super::{from_db, to_db, Store, StoreError};
+use super::{from_db, to_db, Backend, Store, StoreError};
 use lattice_wire::replay::{ReplayError, ReplayWindow};
 use sqlx::Row;
 
@@ -50,19 +50,31 @@ impl Store {
     ) -> Result<IngestOutcome, StoreError> {
         let mut tx = self.pool().begin().await?;
         let sender = format!("node:{node_id}");
-        let mut window =
-            match sqlx::query("SELECT epoch, top, bitmap FROM replay WHERE sender = $1")
-                .bind(&sender)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(r) => ReplayWindow {
-                    epoch: from_db(r.try_get("epoch")?),
-                    top: from_db(r.try_get("top")?),
-                    bitmap: from_db(r.try_get("bitmap")?),
-                },
-                None => ReplayWindow::default(),
-            };
+        // Lock the sender's window row for the whole transaction, so two fleet processes on
+        // PostgreSQL cannot both accept the same (epoch, counter). SQLite has one connection
+        // and one writer, so it needs no row lock (and has no FOR UPDATE).
+        sqlx::query(
+            "INSERT INTO replay (sender, epoch, top, bitmap) VALUES ($1, 0, 0, 0) \
+             ON CONFLICT (sender) DO NOTHING",
+        )
+        .bind(&sender)
+        .execute(&mut *tx)
+        .await?;
+        let select = match self.backend() {
+            Backend::Postgres => {
+                "SELECT epoch, top, bitmap FROM replay WHERE sender = $1 FOR UPDATE"
+            }
+            Backend::Sqlite => "SELECT epoch, top, bitmap FROM replay WHERE sender = $1",
+        };
+        let r = sqlx::query(select)
+            .bind(&sender)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut window = ReplayWindow {
+            epoch: from_db(r.try_get("epoch")?),
+            top: from_db(r.try_get("top")?),
+            bitmap: from_db(r.try_get("bitmap")?),
+        };
         if let Err(e) = window.accept(epoch, counter) {
             return Ok(IngestOutcome::Replayed(e));
         }

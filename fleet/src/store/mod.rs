@@ -116,18 +116,30 @@ impl Store {
     /// A new epoch for this fleet process: every fleet process sends under its own epoch, so
     /// nodes' replay windows never see a (sender, epoch, counter) twice.
     pub async fn next_fleet_epoch(&self, now_ms: u64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row: AnyRow = sqlx::query("SELECT COALESCE(MAX(epoch), 0) AS e FROM fleet_epochs")
-            .fetch_one(&mut *tx)
-            .await?;
-        let next = from_db(row.try_get::<i64, _>("e")?) + 1;
-        sqlx::query("INSERT INTO fleet_epochs (epoch, started_ms) VALUES ($1, $2)")
-            .bind(to_db(next))
-            .bind(to_db(now_ms))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(next)
+        // Two processes starting at once may pick the same MAX + 1; the primary key refuses
+        // the second, which then tries again.
+        let mut last = None;
+        for _ in 0..10 {
+            let mut tx = self.pool.begin().await?;
+            let row: AnyRow = sqlx::query("SELECT COALESCE(MAX(epoch), 0) AS e FROM fleet_epochs")
+                .fetch_one(&mut *tx)
+                .await?;
+            let next = from_db(row.try_get::<i64, _>("e")?) + 1;
+            let inserted =
+                sqlx::query("INSERT INTO fleet_epochs (epoch, started_ms) VALUES ($1, $2)")
+                    .bind(to_db(next))
+                    .bind(to_db(now_ms))
+                    .execute(&mut *tx)
+                    .await;
+            match inserted {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok(next);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(StoreError::Db(last.unwrap_or(sqlx::Error::RowNotFound)))
     }
 
     /// True when the database answers.

@@ -1,8 +1,68 @@
 use super::*;
 
-async fn store() -> Store {
+/// A fresh SQLite store in memory.
+async fn sqlite() -> Store {
     Store::open("sqlite::memory:").await.unwrap()
 }
+
+/// A fresh PostgreSQL database on the test cluster that `scripts/test-postgres` starts
+/// (`LATTICE_TEST_POSTGRES` = its admin URL). Outside CI, without it, the PostgreSQL variants
+/// say so and pass; in CI (`CI` set) its absence is a failure.
+async fn postgres() -> Option<Store> {
+    let Ok(admin) = std::env::var("LATTICE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "LATTICE_TEST_POSTGRES is not set: scripts/test starts PostgreSQL and sets it"
+        );
+        eprintln!("SKIPPED: LATTICE_TEST_POSTGRES not set (run scripts/test-postgres)");
+        return None;
+    };
+    use sqlx::Connection;
+    let name = format!("lattice_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut c = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test cluster");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("LATTICE_TEST_POSTGRES has no database part: {admin}"),
+    };
+    Some(Store::open(&url).await.unwrap())
+}
+
+/// Runs each store test on SQLite and on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::sqlite().await).await
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(s) = super::postgres().await {
+                    super::$name(s).await
+                }
+            })*
+        }
+    };
+}
+
+on_both!(
+    registration_spends_the_token_and_keeps_the_owner,
+    expired_unknown_tokens_and_duplicate_keys_change_nothing,
+    replays_change_nothing_and_old_status_never_overrides_new,
+    will_applies_only_to_the_current_connection,
+    silent_nodes_go_offline_and_targets_are_tracked,
+    events_keep_delivery_order,
+    fleet_epochs_never_repeat,
+    concurrent_duplicates_are_accepted_once,
+);
 
 fn token(id: &str, hash: &str, max_uses: u64, expires_ms: u64) -> TokenRow {
     TokenRow {
@@ -26,9 +86,7 @@ fn new_node(id: &str, key: &str) -> NewNode {
     }
 }
 
-#[tokio::test]
-async fn registration_spends_the_token_and_keeps_the_owner() {
-    let s = store().await;
+async fn registration_spends_the_token_and_keeps_the_owner(s: Store) {
     s.insert_token(&token("t1", "hash1", 1, 10_000))
         .await
         .unwrap();
@@ -49,9 +107,7 @@ async fn registration_spends_the_token_and_keeps_the_owner() {
     assert_eq!(s.nodes().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn expired_unknown_tokens_and_duplicate_keys_change_nothing() {
-    let s = store().await;
+async fn expired_unknown_tokens_and_duplicate_keys_change_nothing(s: Store) {
     s.insert_token(&token("t1", "hash1", 5, 100)).await.unwrap();
     let err = s
         .register_node("hash1", &new_node("n-1", "k1"), 100)
@@ -78,8 +134,7 @@ async fn expired_unknown_tokens_and_duplicate_keys_change_nothing() {
     );
 }
 
-async fn registered() -> Store {
-    let s = store().await;
+async fn registered(s: Store) -> Store {
     s.insert_token(&token("t1", "hash1", 5, u64::MAX / 2))
         .await
         .unwrap();
@@ -96,9 +151,8 @@ fn status(rev: u64, cpu: &str) -> Effect {
     }
 }
 
-#[tokio::test]
-async fn replays_change_nothing_and_old_status_never_overrides_new() {
-    let s = registered().await;
+async fn replays_change_nothing_and_old_status_never_overrides_new(s: Store) {
+    let s = registered(s).await;
     assert_eq!(
         s.ingest("n-1", 1, 5, status(1, "new"), 10).await.unwrap(),
         IngestOutcome::Applied
@@ -119,9 +173,8 @@ async fn replays_change_nothing_and_old_status_never_overrides_new() {
     assert_eq!((n.usage.as_str(), n.applied_revision), ("new", 1));
 }
 
-#[tokio::test]
-async fn will_applies_only_to_the_current_connection() {
-    let s = registered().await;
+async fn will_applies_only_to_the_current_connection(s: Store) {
+    let s = registered(s).await;
     let hello = |rev| Effect::Hello {
         inventory_json: "{}".into(),
         firmware_version: "0.1".into(),
@@ -142,9 +195,8 @@ async fn will_applies_only_to_the_current_connection() {
     assert!(s.node("n-1").await.unwrap().unwrap().online);
 }
 
-#[tokio::test]
-async fn silent_nodes_go_offline_and_targets_are_tracked() {
-    let s = registered().await;
+async fn silent_nodes_go_offline_and_targets_are_tracked(s: Store) {
+    let s = registered(s).await;
     s.ingest("n-1", 1, 1, status(0, "u"), 1_000).await.unwrap();
     assert_eq!(s.node_counts().await.unwrap(), (1, 0));
     // A new node's target is revision 1 (empty), not yet acknowledged.
@@ -161,9 +213,8 @@ async fn silent_nodes_go_offline_and_targets_are_tracked() {
     assert_eq!(s.node_counts().await.unwrap(), (0, 1));
 }
 
-#[tokio::test]
-async fn events_keep_delivery_order() {
-    let s = registered().await;
+async fn events_keep_delivery_order(s: Store) {
+    let s = registered(s).await;
     for (e, c) in [(1, 2), (1, 1), (2, 1)] {
         let ev = Effect::Event {
             at_ms: e * 10 + c,
@@ -182,9 +233,7 @@ async fn events_keep_delivery_order() {
     assert_eq!(details, ["1.1", "1.2", "2.1"]);
 }
 
-#[tokio::test]
-async fn fleet_epochs_never_repeat() {
-    let s = store().await;
+async fn fleet_epochs_never_repeat(s: Store) {
     let a = s.next_fleet_epoch(1).await.unwrap();
     let b = s.next_fleet_epoch(2).await.unwrap();
     assert!(b > a);
@@ -194,4 +243,22 @@ async fn fleet_epochs_never_repeat() {
 fn database_passwords_are_redacted() {
     assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
+}
+
+/// Many copies of the same message applied at once (several fleet processes, QoS 1
+/// redelivery): exactly one is accepted.
+async fn concurrent_duplicates_are_accepted_once(s: Store) {
+    let s = registered(s).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        set.spawn(async move { s.ingest("n-1", 7, 1, status(1, "x"), 10).await.unwrap() });
+    }
+    let mut applied = 0;
+    while let Some(r) = set.join_next().await {
+        if r.unwrap() == IngestOutcome::Applied {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
 }

@@ -9,7 +9,7 @@
 //! and the key, not the certificate, is the credential (rotated by re-provisioning).
 //! [`pinned_client_config`] secures both HTTPS (reqwest) and MQTT over TLS (rumqttc).
 
-use lattice_wire::IdentityPublic;
+use crate::IdentityPublic;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

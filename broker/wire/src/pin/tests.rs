@@ -1,5 +1,5 @@
 use super::*;
-use lattice_wire::IdentityKey;
+use crate::IdentityKey;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
