@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod cgroup;
 pub mod config;
 pub mod convert;
 pub mod daemon;

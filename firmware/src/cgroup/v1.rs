@@ -1,0 +1,178 @@
+//! The envelope on cgroup v1 (and on the hybrid layout, whose controllers are v1):
+//! `<mount>/lattice-{node}` in each of the cpu, cpuacct, memory and pids trees.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US};
+use super::{envelope_name, fs, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
+
+/// The v1 controllers the envelope needs.
+pub const REQUIRED: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
+
+const EINVAL: i32 = nix::libc::EINVAL;
+
+/// One node's envelope on cgroup v1.
+#[derive(Debug, Clone)]
+pub struct V1Manager {
+    name: String,
+    cpu: PathBuf,
+    cpuacct: PathBuf,
+    memory: PathBuf,
+    pids: PathBuf,
+    ncpus: u32,
+}
+
+impl V1Manager {
+    /// `controllers` maps each controller to its mount point (from [`super::detect`]); `ncpus`
+    /// is what 100 % of the machine means.
+    pub fn new(
+        node_id: &str,
+        controllers: &BTreeMap<String, PathBuf>,
+        ncpus: u32,
+    ) -> Result<Self, CgroupError> {
+        let name = envelope_name(node_id)?;
+        let dir = |controller: &'static str| {
+            controllers
+                .get(controller)
+                .map(|mount| mount.join(&name))
+                .ok_or_else(|| CgroupError::MissingController {
+                    controller,
+                    place: PathBuf::from("the v1 mounts in mountinfo"),
+                })
+        };
+        Ok(Self {
+            cpu: dir(REQUIRED[0])?,
+            cpuacct: dir(REQUIRED[1])?,
+            memory: dir(REQUIRED[2])?,
+            pids: dir(REQUIRED[3])?,
+            name,
+            ncpus: ncpus.max(1),
+        })
+    }
+
+    /// The envelope's directory in `controller`'s tree (`cpu`, `cpuacct`, `memory`, `pids`).
+    pub fn dir(&self, controller: &str) -> Option<&Path> {
+        match controller {
+            "cpu" => Some(&self.cpu),
+            "cpuacct" => Some(&self.cpuacct),
+            "memory" => Some(&self.memory),
+            "pids" => Some(&self.pids),
+            _ => None,
+        }
+    }
+
+    /// The distinct directories (co-mounted controllers share one).
+    fn dirs(&self) -> Vec<&Path> {
+        let mut dirs: Vec<&Path> = Vec::with_capacity(4);
+        for d in [&self.cpu, &self.cpuacct, &self.memory, &self.pids] {
+            if !dirs.contains(&d.as_path()) {
+                dirs.push(d);
+            }
+        }
+        dirs
+    }
+
+    fn write_quota(&self, pct: u32) -> Result<(), CgroupError> {
+        let path = self.cpu.join("cpu.cfs_quota_us");
+        let value = cfs_quota_us(pct, self.ncpus).to_string();
+        fs::write(&path, &value).map_err(|e| match e {
+            CgroupError::Write {
+                path,
+                value,
+                source,
+            } if source.raw_os_error() == Some(EINVAL) => {
+                CgroupError::CpuQuotaBelowChild { path, value }
+            }
+            other => other,
+        })
+    }
+
+    /// `memory.memsw.limit_in_bytes` (memory + swap, present when swap accounting is on) must
+    /// never be below `memory.limit_in_bytes`, so the order of the two writes depends on the
+    /// direction. Setting both to the same value forbids swap.
+    fn write_memory(&self, bytes: u64) -> Result<(), CgroupError> {
+        let limit = self.memory.join("memory.limit_in_bytes");
+        let memsw = self.memory.join("memory.memsw.limit_in_bytes");
+        let value = bytes.to_string();
+        if !memsw.exists() {
+            return fs::write(&limit, &value);
+        }
+        if bytes > fs::read_u64(&limit)? {
+            fs::write(&memsw, &value)?;
+            fs::write(&limit, &value)
+        } else {
+            fs::write(&limit, &value)?;
+            fs::write(&memsw, &value)
+        }
+    }
+}
+
+impl CgroupManager for V1Manager {
+    fn ensure(&self, limits: &EnvelopeLimits) -> Result<(), CgroupError> {
+        limits.validate()?;
+        for dir in self.dirs() {
+            fs::create_dir(dir)?;
+        }
+        fs::write(
+            &self.cpu.join("cpu.cfs_period_us"),
+            &CFS_PERIOD_US.to_string(),
+        )?;
+        self.write_quota(limits.cpu_percent)?;
+        self.write_memory(limits.memory_bytes)?;
+        fs::write(&self.pids.join("pids.max"), &limits.pids_max.to_string())?;
+        tracing::info!(envelope = %self.name, ?limits, ncpus = self.ncpus, "cgroup v1 envelope set");
+        Ok(())
+    }
+
+    fn set_cpu_percent(&self, pct: u32) -> Result<(), CgroupError> {
+        check_cpu_percent(pct)?;
+        self.write_quota(pct)
+    }
+
+    fn stats(&self) -> Result<EnvelopeStats, CgroupError> {
+        Ok(EnvelopeStats {
+            cpu_usage_ns: fs::read_u64(&self.cpuacct.join("cpuacct.usage"))?,
+            memory_current_bytes: fs::read_u64(&self.memory.join("memory.usage_in_bytes"))?,
+            pids_current: fs::read_u64(&self.pids.join("pids.current"))?,
+            oom_kills: fs::read_keyed_if_present(
+                &self.memory.join("memory.oom_control"),
+                "oom_kill",
+            )?,
+            pids_limit_hits: fs::read_keyed_if_present(&self.pids.join("pids.events"), "max")?,
+        })
+    }
+
+    fn docker_parent(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        for dir in self.dirs() {
+            fs::write(&dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
+    }
+
+    fn procs(&self) -> Result<Vec<u32>, CgroupError> {
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            fs::procs_recursive(dir, &mut pids)?;
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    fn remove(&self) -> Result<(), CgroupError> {
+        for dir in self.dirs() {
+            fs::remove_tree(dir)?;
+        }
+        tracing::info!(envelope = %self.name, "cgroup v1 envelope removed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

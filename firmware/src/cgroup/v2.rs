@@ -1,0 +1,142 @@
+//! The envelope on cgroup v2: `<root>/lattice-{node}`, with the cpu, memory and pids
+//! controllers enabled in the root's and in the envelope's `cgroup.subtree_control`.
+
+use std::path::{Path, PathBuf};
+
+use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US};
+use super::{envelope_name, fs, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
+
+/// The controllers the envelope needs, as named in `cgroup.controllers`.
+pub const REQUIRED: [&str; 3] = ["cpu", "memory", "pids"];
+/// What is written to `cgroup.subtree_control` to enable [`REQUIRED`].
+pub const ENABLE: &str = "+cpu +memory +pids";
+/// The leaf that holds processes added with [`CgroupManager::add_process`]: v2 allows no
+/// processes in a cgroup that passes controllers on to children (the containers).
+pub const DIRECT_LEAF: &str = "direct";
+
+/// One node's envelope on cgroup v2.
+#[derive(Debug, Clone)]
+pub struct V2Manager {
+    name: String,
+    root: PathBuf,
+    dir: PathBuf,
+    ncpus: u32,
+}
+
+impl V2Manager {
+    /// `root` is the cgroup2 mount point; `ncpus` is what 100 % of the machine means.
+    pub fn new(node_id: &str, root: &Path, ncpus: u32) -> Result<Self, CgroupError> {
+        let name = envelope_name(node_id)?;
+        Ok(Self {
+            dir: root.join(&name),
+            root: root.to_path_buf(),
+            name,
+            ncpus: ncpus.max(1),
+        })
+    }
+
+    /// The envelope's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_controllers(&self) -> Result<(), CgroupError> {
+        let path = self.root.join("cgroup.controllers");
+        let available = fs::read(&path)?;
+        let available: Vec<&str> = available.split_whitespace().collect();
+        for controller in REQUIRED {
+            if !available.contains(&controller) {
+                return Err(CgroupError::MissingController {
+                    controller,
+                    place: path,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_cpu(&self, pct: u32) -> Result<(), CgroupError> {
+        let quota = cfs_quota_us(pct, self.ncpus);
+        fs::write(
+            &self.dir.join("cpu.max"),
+            &format!("{quota} {CFS_PERIOD_US}"),
+        )
+    }
+}
+
+/// Reads v2 statistics from a cgroup directory (also used for systemd slices).
+pub fn read_stats(dir: &Path) -> Result<EnvelopeStats, CgroupError> {
+    let stat = dir.join("cpu.stat");
+    let usage_usec = fs::read_keyed(&stat, "usage_usec")?.ok_or_else(|| CgroupError::Parse {
+        path: stat.clone(),
+        content: String::new(),
+        expected: "a usage_usec line",
+    })?;
+    Ok(EnvelopeStats {
+        cpu_usage_ns: usage_usec.saturating_mul(1000),
+        memory_current_bytes: fs::read_u64(&dir.join("memory.current"))?,
+        pids_current: fs::read_u64(&dir.join("pids.current"))?,
+        oom_kills: fs::read_keyed_if_present(&dir.join("memory.events"), "oom_kill")?,
+        pids_limit_hits: fs::read_keyed_if_present(&dir.join("pids.events"), "max")?,
+    })
+}
+
+impl CgroupManager for V2Manager {
+    fn ensure(&self, limits: &EnvelopeLimits) -> Result<(), CgroupError> {
+        limits.validate()?;
+        self.check_controllers()?;
+        fs::write(&self.root.join("cgroup.subtree_control"), ENABLE)?;
+        fs::create_dir(&self.dir)?;
+        fs::write(&self.dir.join("cgroup.subtree_control"), ENABLE)?;
+        self.write_cpu(limits.cpu_percent)?;
+        fs::write(
+            &self.dir.join("memory.max"),
+            &limits.memory_bytes.to_string(),
+        )?;
+        // Present only when the kernel accounts swap.
+        let swap = self.dir.join("memory.swap.max");
+        if swap.exists() {
+            fs::write(&swap, "0")?;
+        }
+        fs::write(&self.dir.join("pids.max"), &limits.pids_max.to_string())?;
+        tracing::info!(envelope = %self.name, ?limits, ncpus = self.ncpus, "cgroup v2 envelope set");
+        Ok(())
+    }
+
+    fn set_cpu_percent(&self, pct: u32) -> Result<(), CgroupError> {
+        check_cpu_percent(pct)?;
+        self.write_cpu(pct)
+    }
+
+    fn stats(&self) -> Result<EnvelopeStats, CgroupError> {
+        read_stats(&self.dir)
+    }
+
+    fn docker_parent(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
+        let leaf = self.dir.join(DIRECT_LEAF);
+        fs::create_dir(&leaf)?;
+        fs::write(&leaf.join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn procs(&self) -> Result<Vec<u32>, CgroupError> {
+        let mut pids = Vec::new();
+        fs::procs_recursive(&self.dir, &mut pids)?;
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    fn remove(&self) -> Result<(), CgroupError> {
+        // The root's subtree_control is left alone: other cgroups may rely on it.
+        fs::remove_tree(&self.dir)?;
+        tracing::info!(envelope = %self.name, "cgroup v2 envelope removed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
