@@ -175,6 +175,7 @@ impl Ingest {
             Message::Status(s) => Effect::Status {
                 usage_json: json(&s.usage),
                 applied_revision: s.applied_revision,
+                workloads_json: json(&s.workloads),
             },
             Message::Event(e) => Effect::Event {
                 at_ms: e.at_ms,

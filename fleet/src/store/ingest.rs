@@ -17,6 +17,8 @@ pub enum Effect {
     Status {
         usage_json: String,
         applied_revision: u64,
+        /// JSON of the workloads' states.
+        workloads_json: String,
     },
     /// An event, kept in order by (epoch, counter).
     Event {
@@ -115,13 +117,15 @@ impl Store {
             Effect::Status {
                 usage_json,
                 applied_revision,
+                workloads_json,
             } => {
                 // Newer than what is stored: a later epoch, or the same epoch and a higher counter.
                 let r = sqlx::query(
                     "UPDATE nodes SET usage = $1, applied_revision = $2, last_seen_ms = $3, \
                      status_epoch = $4, status_counter = $5, \
                      online = CASE WHEN $4 >= conn_epoch THEN 1 ELSE online END, \
-                     offline_reason = CASE WHEN $4 >= conn_epoch THEN '' ELSE offline_reason END \
+                     offline_reason = CASE WHEN $4 >= conn_epoch THEN '' ELSE offline_reason END, \
+                     workloads = $7 \
                      WHERE id = $6 AND (status_epoch < $4 OR (status_epoch = $4 AND status_counter < $5))",
                 )
                 .bind(usage_json)
@@ -130,6 +134,7 @@ impl Store {
                 .bind(to_db(epoch))
                 .bind(to_db(counter))
                 .bind(node_id)
+                .bind(workloads_json)
                 .execute(&mut *tx)
                 .await?;
                 applied_if(r.rows_affected())

@@ -42,6 +42,8 @@ pub struct NodeRow {
     pub target_revision: u64,
     /// JSON text of the target's workloads.
     pub target: String,
+    /// JSON text of the workloads' actual states, from the latest applied status.
+    pub workloads: String,
 }
 
 fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
@@ -64,6 +66,7 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         applied_revision: from_db(r.try_get("applied_revision")?),
         target_revision: from_db(r.try_get("target_revision")?),
         target: r.try_get("target")?,
+        workloads: r.try_get("workloads")?,
     })
 }
 

@@ -148,6 +148,7 @@ fn status(rev: u64, cpu: &str) -> Effect {
     Effect::Status {
         usage_json: cpu.into(),
         applied_revision: rev,
+        workloads_json: format!("[\"{cpu}\"]"),
     }
 }
 
@@ -171,6 +172,10 @@ async fn replays_change_nothing_and_old_status_never_overrides_new(s: Store) {
     );
     let n = s.node("n-1").await.unwrap().unwrap();
     assert_eq!((n.usage.as_str(), n.applied_revision), ("new", 1));
+    assert_eq!(
+        n.workloads, "[\"new\"]",
+        "workload states follow the newest status only"
+    );
 }
 
 async fn will_applies_only_to_the_current_connection(s: Store) {

@@ -82,6 +82,20 @@ impl Store {
         Ok(())
     }
 
+    /// Checks, without spending it, that the token whose secret hashes to `secret_hash` could
+    /// register a node now: registration asks this before it creates a broker account, so a
+    /// bad token costs the broker nothing. `register_node` checks again in its transaction.
+    pub async fn check_token(&self, secret_hash: &str, now_ms: u64) -> Result<(), StoreError> {
+        let token = sqlx::query("SELECT * FROM tokens WHERE secret_hash = $1")
+            .bind(secret_hash)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| token_from_row(&r))
+            .transpose()?
+            .ok_or(StoreError::Token(TokenProblem::Unknown))?;
+        token.check(now_ms).map_err(StoreError::Token)
+    }
+
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_ms")
             .fetch_all(self.pool())
