@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod outbox;
 /// Pinned TLS (moved to `lattice-wire` so the fleet's CLI shares it without linking latticed).
 pub use lattice_wire::pin;
+pub mod reconcile;
 pub mod register;
 pub mod runtime;
 pub mod shutdown;

@@ -7,6 +7,10 @@
 //! [`ContainerRuntime::list_owned`] returns only objects labelled with the caller's node id, so
 //! several nodes can share one engine without touching each other's things.
 
+pub mod docker;
+pub mod fake;
+pub mod hardening;
+
 use lattice_wire::msg::WorkloadSpec;
 use std::future::Future;
 
@@ -91,11 +95,14 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     fn start(&self, container_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn stop(&self, container_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Removes the container and the network and volumes made for it.
+    /// Removes the container. With `purge` (the workload left the target) also the network
+    /// and volumes made for it; without (a container replaced after a spec change, a
+    /// duplicate) its volumes, i.e. its data, stay for the next container.
     fn remove(
         &self,
         node_id: &str,
         observed: &Observed,
+        purge: bool,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn pause(&self, container_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn unpause(&self, container_id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

@@ -1,0 +1,455 @@
+//! What every workload container is made of: the checks a [`WorkloadSpec`] must pass and the
+//! Docker objects (container, network, volumes) built from it. Pure functions, no I/O: the
+//! Docker runtime sends what these return, the fake runtime runs the same checks, and the unit
+//! tests below read the protections straight off the request.
+//!
+//! Protections on every container (issue 3, item 5):
+//!
+//! - capabilities: `CapDrop: ["ALL"]`, then only the spec's named set added back; names are
+//!   checked against the kernel's list and the ones that reach past the container (see
+//!   [`REFUSED_CAPABILITIES`]) are refused with [`RuntimeError::Rejected`];
+//! - `no-new-privileges`, and Docker's default seccomp profile (never `seccomp=unconfined`);
+//! - limits: `PidsLimit`, `Memory` with `MemorySwap` equal to it (no swap), `NanoCpus`;
+//! - a read-only root filesystem; writable places are the declared volumes and a small
+//!   size-limited `noexec` tmpfs at `/tmp`;
+//! - not privileged, no devices, no host namespaces (PID, IPC, UTS, network, user; private
+//!   cgroup namespace), no bind mounts, no published ports;
+//! - `CgroupParent` = the node's envelope, `RestartPolicy: no` (the reconciler restarts, with
+//!   backoff), json-file logs bounded by `max-size` × `max-file`;
+//! - its own bridge network, `Internal` unless the spec declares egress.
+//!
+//! Not enforced yet:
+//!
+//! - `egress: true` currently means the plain Docker bridge (NAT to anything the host
+//!   reaches); denying private, loopback and link-local ranges is firewall work for later.
+//! - size limit: not enforced yet (issue 3 disk). Volumes are plain named Docker volumes on the
+//!   `local` driver; `VolumeSpec::size_bytes` is recorded as a label only.
+
+use super::{RuntimeError, LABEL_NODE, LABEL_SPEC, LABEL_WORKLOAD};
+use bollard::models::{
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
+    Mount, MountTypeEnum, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateOptions,
+};
+use lattice_wire::msg::WorkloadSpec;
+use std::collections::HashMap;
+
+/// Label naming the spec volume a Docker volume was made for.
+pub const LABEL_VOLUME: &str = "io.lattice.volume";
+/// Label holding the declared size of a volume in bytes (not enforced yet).
+pub const LABEL_VOLUME_SIZE: &str = "io.lattice.volume-size";
+
+/// Where the writable scratch tmpfs goes.
+pub const TMP_PATH: &str = "/tmp";
+
+/// Capabilities a workload may never have, with the reason given when one is asked for.
+pub const REFUSED_CAPABILITIES: &[(&str, &str)] = &[
+    ("ALL", "would add back every capability"),
+    ("SYS_ADMIN", "mounts, namespaces and most of root"),
+    ("NET_ADMIN", "reconfigures networking and firewalls"),
+    ("SYS_PTRACE", "traces and reads other processes"),
+    ("SYS_MODULE", "loads kernel modules"),
+    (
+        "DAC_READ_SEARCH",
+        "bypasses read permission checks (open_by_handle_at escape)",
+    ),
+    ("SYS_RAWIO", "raw I/O to devices and ports"),
+    (
+        "NET_RAW",
+        "raw sockets: spoofing and sniffing on the bridge",
+    ),
+    ("SYS_TIME", "sets the host's clock"),
+    ("SYS_BOOT", "reboot and kexec"),
+    ("SYS_RESOURCE", "overrides resource limits and quotas"),
+    ("SYS_PACCT", "switches process accounting"),
+    (
+        "LINUX_IMMUTABLE",
+        "makes files the node must clean up undeletable",
+    ),
+    ("MAC_ADMIN", "changes the host's MAC policy"),
+    ("MAC_OVERRIDE", "bypasses the host's MAC policy"),
+    ("AUDIT_CONTROL", "changes the host's audit rules"),
+    ("SYSLOG", "reads and clears the kernel log"),
+    ("BPF", "loads BPF programs"),
+    ("PERFMON", "kernel performance monitoring"),
+    ("WAKE_ALARM", "wakes the host from suspend"),
+    ("BLOCK_SUSPEND", "keeps the host from suspending"),
+    ("CHECKPOINT_RESTORE", "process checkpoint/restore"),
+];
+
+/// Capabilities a workload may name (added back after dropping all).
+pub const ALLOWED_CAPABILITIES: &[&str] = &[
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+    "SYS_NICE",
+    "SYS_TTY_CONFIG",
+];
+
+/// Paths a volume may not be mounted on (or under).
+const FORBIDDEN_MOUNTS: &[&str] = &["/proc", "/sys", "/dev", TMP_PATH];
+
+/// Node-side bounds that are not part of the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    /// Size of the `/tmp` tmpfs (it also counts against the container's memory limit).
+    pub tmp_bytes: u64,
+    /// Largest json-file log file before Docker rotates it.
+    pub log_max_bytes: u64,
+    /// Log files kept per container (the bound on the node is `log_max_bytes * log_max_files`).
+    pub log_max_files: u32,
+    /// Seconds between SIGTERM and SIGKILL on stop.
+    pub stop_timeout_secs: u32,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            tmp_bytes: 16 << 20,
+            log_max_bytes: 10 << 20,
+            log_max_files: 3,
+            stop_timeout_secs: 10,
+        }
+    }
+}
+
+fn rejected(spec: &WorkloadSpec, reason: impl Into<String>) -> RuntimeError {
+    RuntimeError::Rejected {
+        workload: spec.id.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// True for names Docker accepts in object names and that keep `lattice-{node}-{workload}`
+/// unambiguous enough: ASCII letters, digits, `_`, `.`, `-`, starting with a letter or digit.
+fn is_docker_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The capabilities to add back, normalised (`chown`, `CAP_CHOWN` → `CHOWN`), de-duplicated;
+/// refuses unknown names and every entry of [`REFUSED_CAPABILITIES`], naming it.
+pub fn capabilities(spec: &WorkloadSpec) -> Result<Vec<String>, RuntimeError> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in &spec.capabilities {
+        if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_alphabetic() || c == '_') {
+            return Err(rejected(
+                spec,
+                format!("capability {raw:?} is not a capability name (letters and _ only)"),
+            ));
+        }
+        let upper = raw.to_ascii_uppercase();
+        let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if let Some((_, why)) = REFUSED_CAPABILITIES.iter().find(|(c, _)| *c == name) {
+            return Err(rejected(
+                spec,
+                format!("capability {name} is refused on Lattice nodes ({why})"),
+            ));
+        }
+        if !ALLOWED_CAPABILITIES.contains(&name) {
+            return Err(rejected(spec, format!("unknown capability {raw:?}")));
+        }
+        if !out.iter().any(|c| c == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Checks everything about a spec that does not need the engine; the first problem found is
+/// returned as [`RuntimeError::Rejected`].
+pub fn validate(node_id: &str, spec: &WorkloadSpec) -> Result<(), RuntimeError> {
+    if !is_docker_name(node_id) {
+        return Err(rejected(
+            spec,
+            format!("node id {node_id:?} is not usable in Docker object names"),
+        ));
+    }
+    if !is_docker_name(&spec.id) {
+        return Err(rejected(
+            spec,
+            format!(
+                "workload id {:?} is not usable in Docker object names",
+                spec.id
+            ),
+        ));
+    }
+    if spec.image.trim().is_empty() {
+        return Err(rejected(spec, "no image"));
+    }
+    if spec.cpu_millis < 10 {
+        return Err(rejected(
+            spec,
+            format!(
+                "cpu_millis {} is below the smallest limit (10, a hundredth of a core)",
+                spec.cpu_millis
+            ),
+        ));
+    }
+    if spec.memory_bytes < 6 << 20 || spec.memory_bytes > i64::MAX as u64 {
+        return Err(rejected(
+            spec,
+            format!(
+                "memory_bytes {} is outside 6 MiB..=i64::MAX (Docker's smallest limit is 6 MiB)",
+                spec.memory_bytes
+            ),
+        ));
+    }
+    if spec.pids_max == 0 {
+        // Docker reads 0 as "no limit".
+        return Err(rejected(spec, "pids_max 0 would mean no pids limit"));
+    }
+    capabilities(spec)?;
+    if spec.command.iter().any(|a| a.contains('\0')) {
+        return Err(rejected(spec, "command contains a NUL byte"));
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(rejected(
+                spec,
+                format!("environment variable {k:?} has an invalid name or value"),
+            ));
+        }
+    }
+    if let Some(h) = &spec.health {
+        if h.command.is_empty() || h.command.iter().any(|a| a.contains('\0')) {
+            return Err(rejected(spec, "health check command is empty or has a NUL"));
+        }
+    }
+    let mut names = Vec::new();
+    let mut paths: Vec<&str> = Vec::new();
+    for v in &spec.volumes {
+        if !is_docker_name(&v.name) {
+            return Err(rejected(
+                spec,
+                format!("volume name {:?} is not usable in Docker names", v.name),
+            ));
+        }
+        if v.size_bytes == 0 {
+            return Err(rejected(spec, format!("volume {} has size 0", v.name)));
+        }
+        check_mount_path(&v.mount_path).map_err(|why| {
+            rejected(
+                spec,
+                format!("volume {} mount path {:?}: {why}", v.name, v.mount_path),
+            )
+        })?;
+        if names.contains(&&v.name) {
+            return Err(rejected(spec, format!("volume {} declared twice", v.name)));
+        }
+        if paths
+            .iter()
+            .any(|p| is_under(p, &v.mount_path) || is_under(&v.mount_path, p))
+        {
+            return Err(rejected(
+                spec,
+                format!(
+                    "volume {} mount path {} overlaps another volume",
+                    v.name, v.mount_path
+                ),
+            ));
+        }
+        names.push(&v.name);
+        paths.push(&v.mount_path);
+    }
+    Ok(())
+}
+
+/// `true` if `path` is `base` or below it.
+fn is_under(path: &str, base: &str) -> bool {
+    path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn check_mount_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be absolute");
+    }
+    if path == "/" {
+        return Err("cannot be the root");
+    }
+    if path.ends_with('/') || path.contains("//") || path.contains(['\0', ',', ':']) {
+        return Err("must be a plain path (no trailing /, //, NUL, ',' or ':')");
+    }
+    if path.split('/').any(|c| c == "." || c == "..") {
+        return Err("must not contain . or ..");
+    }
+    if FORBIDDEN_MOUNTS.iter().any(|f| is_under(path, f)) {
+        return Err("is reserved (/proc, /sys, /dev, /tmp)");
+    }
+    Ok(())
+}
+
+/// Labels every object of a workload carries.
+pub fn labels(node_id: &str, workload_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_NODE.to_string(), node_id.to_string()),
+        (LABEL_WORKLOAD.to_string(), workload_id.to_string()),
+    ])
+}
+
+/// Docker volume name for a spec volume: `lattice-{node}-{workload}-{volume}`.
+pub fn volume_name(node_id: &str, workload_id: &str, volume: &str) -> String {
+    format!("lattice-{node_id}-{workload_id}-{volume}")
+}
+
+/// The create request for each of the workload's volumes (local driver, labelled).
+// size limit: not enforced yet (issue 3 disk); the declared size is only a label.
+pub fn volume_requests(node_id: &str, spec: &WorkloadSpec) -> Vec<VolumeCreateOptions> {
+    spec.volumes
+        .iter()
+        .map(|v| {
+            let mut l = labels(node_id, &spec.id);
+            l.insert(LABEL_VOLUME.to_string(), v.name.clone());
+            l.insert(LABEL_VOLUME_SIZE.to_string(), v.size_bytes.to_string());
+            VolumeCreateOptions {
+                name: Some(volume_name(node_id, &spec.id, &v.name)),
+                driver: Some("local".to_string()),
+                labels: Some(l),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The workload's own bridge network: `Internal` (no route out) unless the spec declares
+/// egress. `egress: true` is the plain bridge for now (private ranges not yet filtered).
+pub fn network_request(node_id: &str, spec: &WorkloadSpec) -> NetworkCreateRequest {
+    NetworkCreateRequest {
+        name: super::object_name(node_id, &spec.id),
+        driver: Some("bridge".to_string()),
+        internal: Some(!spec.egress),
+        attachable: Some(false),
+        enable_ipv6: Some(false),
+        labels: Some(labels(node_id, &spec.id)),
+        ..Default::default()
+    }
+}
+
+fn secs_to_nanos(secs: u32) -> Option<i64> {
+    (secs > 0).then(|| i64::from(secs) * 1_000_000_000)
+}
+
+/// The container create request with every protection. `network` is the id (or name) of the
+/// workload's network. Runs [`validate`] first.
+pub fn container_body(
+    node_id: &str,
+    spec: &WorkloadSpec,
+    spec_hash: &str,
+    cgroup_parent: &str,
+    network: &str,
+    bounds: &Bounds,
+) -> Result<ContainerCreateBody, RuntimeError> {
+    validate(node_id, spec)?;
+    if cgroup_parent.is_empty() {
+        return Err(rejected(spec, "no cgroup parent given"));
+    }
+    let cap_add = capabilities(spec)?;
+    let mut labels = labels(node_id, &spec.id);
+    labels.insert(LABEL_SPEC.to_string(), spec_hash.to_string());
+
+    let mounts: Vec<Mount> = spec
+        .volumes
+        .iter()
+        .map(|v| Mount {
+            target: Some(v.mount_path.clone()),
+            source: Some(volume_name(node_id, &spec.id, &v.name)),
+            typ: Some(MountTypeEnum::VOLUME),
+            read_only: Some(false),
+            ..Default::default()
+        })
+        .collect();
+
+    let host_config = HostConfig {
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: Some(cap_add),
+        security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+        privileged: Some(false),
+        readonly_rootfs: Some(true),
+        pids_limit: Some(i64::from(spec.pids_max)),
+        memory: Some(spec.memory_bytes as i64),
+        memory_swap: Some(spec.memory_bytes as i64),
+        nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
+        oom_kill_disable: Some(false),
+        cgroup_parent: Some(cgroup_parent.to_string()),
+        cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+        ipc_mode: Some("private".to_string()),
+        pid_mode: Some(String::new()),
+        uts_mode: Some(String::new()),
+        userns_mode: Some(String::new()),
+        network_mode: Some(network.to_string()),
+        port_bindings: None,
+        publish_all_ports: Some(false),
+        binds: None,
+        devices: None,
+        mounts: Some(mounts),
+        tmpfs: Some(HashMap::from([(
+            TMP_PATH.to_string(),
+            format!("rw,noexec,nosuid,nodev,mode=1777,size={}", bounds.tmp_bytes),
+        )])),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        auto_remove: Some(false),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".to_string()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), bounds.log_max_bytes.to_string()),
+                ("max-file".to_string(), bounds.log_max_files.to_string()),
+            ])),
+        }),
+        ..Default::default()
+    };
+
+    let (entrypoint, cmd) = match spec.command.split_first() {
+        Some((first, rest)) => (Some(vec![first.clone()]), Some(rest.to_vec())),
+        None => (None, None),
+    };
+    let healthcheck = spec.health.as_ref().map(|h| {
+        let mut test = vec!["CMD".to_string()];
+        test.extend(h.command.iter().cloned());
+        HealthConfig {
+            test: Some(test),
+            interval: secs_to_nanos(h.interval_secs),
+            timeout: secs_to_nanos(h.timeout_secs),
+            retries: (h.retries > 0).then_some(i64::from(h.retries)),
+            ..Default::default()
+        }
+    });
+
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint,
+        cmd,
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        healthcheck,
+        stop_timeout: Some(i64::from(bounds.stop_timeout_secs)),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests;
