@@ -8,6 +8,12 @@
 //! heartbeat_secs = 10                    # overrides the fleet's choice
 //! outbox_max_bytes = 8388608
 //! log = "info"
+//! runtime = "docker"                     # or "none": record targets, run nothing
+//!
+//! [envelope]                             # what the provider donates to all workloads
+//! cpu_percent = 50                       # of the whole machine
+//! memory_bytes = 4294967296              # default: half of the machine's memory
+//! pids_max = 4096
 //! ```
 //!
 //! The provisioning string is needed only until the node has registered; a provisioning file
@@ -46,6 +52,43 @@ pub struct Config {
     pub outbox_max_bytes: u64,
     /// A tracing filter (`info`, `latticed=debug,rumqttc=warn`, …); `RUST_LOG` wins if set.
     pub log: String,
+    /// What runs the workloads.
+    pub runtime: RuntimeKind,
+    /// The provider's caps for all workloads together (the parent cgroup).
+    pub envelope: EnvelopeConfig,
+}
+
+/// What runs the workloads of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// The machine's Docker engine, inside the node's cgroup envelope.
+    Docker,
+    /// Nothing: targets are recorded and acknowledged only (development, tests without Docker).
+    None,
+}
+
+/// The provider envelope as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvelopeConfig {
+    /// CPU for all workloads together, in percent of the whole machine (1..=100).
+    pub cpu_percent: u32,
+    /// Memory for all workloads together; absent: half of the machine's memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Processes for all workloads together.
+    pub pids_max: u32,
+}
+
+impl Default for EnvelopeConfig {
+    fn default() -> Self {
+        EnvelopeConfig {
+            cpu_percent: 50,
+            memory_bytes: None,
+            pids_max: 4096,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +100,8 @@ impl Default for Config {
             heartbeat_secs: None,
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             log: "info".to_string(),
+            runtime: RuntimeKind::Docker,
+            envelope: EnvelopeConfig::default(),
         }
     }
 }
@@ -86,6 +131,9 @@ pub struct Settings {
     pub heartbeat_override: Option<u32>,
     pub outbox_max_bytes: u64,
     pub log: String,
+    pub runtime: RuntimeKind,
+    /// Validated envelope limits (memory resolved against the machine).
+    pub envelope: crate::cgroup::EnvelopeLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,17 +248,44 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log) {
             problems.push(format!("log: not a valid filter ({e})"));
         }
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
+        let memory = self
+            .envelope
+            .memory_bytes
+            .unwrap_or_else(|| half_of_memory().unwrap_or(1 << 30));
+        let envelope = crate::cgroup::EnvelopeLimits::new(
+            self.envelope.cpu_percent,
+            memory,
+            self.envelope.pids_max,
+        );
+        if let Err(e) = &envelope {
+            problems.push(format!("envelope: {e}"));
         }
+        let (Ok(envelope), true) = (envelope, problems.is_empty()) else {
+            return Err(ConfigError::Invalid(problems));
+        };
         Ok(Settings {
             data_dir: self.data_dir,
             provisioning,
             heartbeat_override: self.heartbeat_secs,
             outbox_max_bytes: self.outbox_max_bytes,
             log: self.log,
+            runtime: self.runtime,
+            envelope,
         })
     }
+}
+
+/// Half of `MemTotal` from /proc/meminfo.
+fn half_of_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 2)
 }
 
 impl fmt::Debug for Config {

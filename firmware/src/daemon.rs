@@ -2,7 +2,7 @@
 //! with the fleet unless already registered, then run the MQTT agent until shutdown.
 
 use crate::agent::{Agent, AgentConfig, AgentError};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, RuntimeKind, Settings};
 use crate::identity::{self, BrokerSecret, IdentityError, NodeKeys, Registration};
 use crate::inventory::InventoryError;
 use crate::register::{self, RegisterError, RegisterOptions};
@@ -28,6 +28,8 @@ pub enum DaemonError {
     Register(#[from] RegisterError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error("setting up the provider envelope (the workloads' parent cgroup): {0}")]
+    Envelope(#[from] crate::cgroup::CgroupError),
 }
 
 /// The node's registration, loaded or freshly made.
@@ -113,8 +115,41 @@ pub async fn run(
     );
     config.heartbeat_override = settings.heartbeat_override;
     config.outbox_max_bytes = settings.outbox_max_bytes;
-    let mut agent = Agent::new(config)?;
-    if enrollment.new {
+    match settings.runtime {
+        RuntimeKind::None => {
+            tracing::info!("runtime = none: targets are recorded, no workload runs");
+            run_agent(Agent::new(config)?, enrollment.new, node_id, shutdown).await
+        }
+        RuntimeKind::Docker => {
+            use crate::cgroup::CgroupManager;
+            let envelope = crate::cgroup::for_node(&node_id, None)?;
+            envelope.ensure(&settings.envelope)?;
+            tracing::info!(
+                parent = %envelope.docker_parent(),
+                cpu_percent = settings.envelope.cpu_percent,
+                memory_bytes = settings.envelope.memory_bytes,
+                pids_max = settings.envelope.pids_max,
+                "provider envelope ready"
+            );
+            let applier = crate::reconcile::docker_applier(
+                crate::runtime::docker::DockerOptions::default(),
+                node_id.clone(),
+                envelope.docker_parent(),
+                shutdown.clone(),
+            );
+            let agent = Agent::with_applier(config, applier)?;
+            run_agent(agent, enrollment.new, node_id, shutdown).await
+        }
+    }
+}
+
+async fn run_agent<A: crate::agent::Applier>(
+    mut agent: Agent<A>,
+    new: bool,
+    node_id: String,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError> {
+    if new {
         agent.queue_event("registered", node_id);
     }
     agent.run(shutdown).await?;

@@ -21,6 +21,8 @@ fn settings(data_dir: &Path, fleet: &FakeFleet, token: &str) -> Settings {
         heartbeat_override: None,
         outbox_max_bytes: 1 << 20,
         log: "info".into(),
+        runtime: latticed::config::RuntimeKind::None,
+        envelope: latticed::cgroup::EnvelopeLimits::new(50, 1 << 30, 1024).unwrap(),
     }
 }
 

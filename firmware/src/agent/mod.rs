@@ -122,7 +122,7 @@ impl Agent<RecordingApplier> {
 
 impl<A: Applier> Agent<A> {
     /// An agent applying targets with `applier`. Opens (and locks) the outbox.
-    pub fn with_applier(config: AgentConfig, applier: A) -> Result<Self, AgentError> {
+    pub fn with_applier(config: AgentConfig, mut applier: A) -> Result<Self, AgentError> {
         let reg = config.registration;
         let fleet_key = reg.fleet_public().map_err(AgentError::FleetKey)?;
         let urls = reg
@@ -135,6 +135,13 @@ impl<A: Applier> Agent<A> {
         }
         let store = AgentStore::new(&config.data_dir);
         let target = store.load_target();
+        // A restarted supervisor keeps reconciling toward the target it last applied (and
+        // adopts what runs) without waiting for the fleet to send a newer revision.
+        if let Some(t) = &target {
+            if let Err(e) = applier.apply(t) {
+                tracing::warn!(revision = t.revision, error = %e, "stored target cannot be re-applied");
+            }
+        }
         let heartbeat_secs = target
             .as_ref()
             .map(|t| t.heartbeat_secs)

@@ -1,0 +1,169 @@
+//! Workloads end to end: a target sent by a real fleet becomes a hardened container in the
+//! node's cgroup envelope on the machine's real Docker engine, its state comes back to the
+//! fleet, a SIGKILLed latticed adopts it without restarting it, and a target without it
+//! removes it. Needs root, Docker and the test image (`scripts/test-images`).
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn test_image() -> String {
+    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/test-images.env");
+    let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run scripts/test-images first",
+            env.display()
+        )
+    });
+    text.lines()
+        .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE="))
+        .expect("LATTICE_TEST_IMAGE in test-images.env")
+        .trim()
+        .to_string()
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes whatever a node left in the engine and its envelope, even when the test failed.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.lattice.node={}", self.0),
+        ]);
+        for id in ids.lines() {
+            docker(&["rm", "-f", "-v", id]);
+        }
+        for kind in ["network", "volume"] {
+            let names = docker(&[
+                kind,
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=io.lattice.node={}", self.0),
+            ]);
+            for n in names.lines() {
+                docker(&[kind, "rm", n]);
+            }
+        }
+        for c in ["cpu", "cpuacct", "memory", "pids", "unified"] {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/lattice-{}", self.0));
+        }
+    }
+}
+
+fn workload_state(f: &Fleet, node: &str, workload: &str) -> Option<String> {
+    let n = f.node(node);
+    let list: serde_json::Value = serde_json::from_str(n["workloads"].as_str()?).ok()?;
+    list.as_array()?
+        .iter()
+        .find(|w| w["id"] == workload)
+        .map(|w| w["state"].to_string())
+}
+
+#[test]
+fn a_target_runs_as_a_hardened_container_adopted_across_a_supervisor_crash() {
+    if !std::path::Path::new("/var/run/docker.sock").exists() || !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs root and Docker");
+        eprintln!("SKIPPED: needs root and a Docker engine");
+        return;
+    }
+    let image = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fleet::start(
+        "fleet",
+        &dir.path().join("fleet"),
+        free_port(),
+        free_port(),
+        &[],
+    );
+    let mut n = Node::start(&dir.path().join("node"), &f.provisioning("alice"));
+    let id = wait_for(20, "registration", || n.node_id());
+    let _cleanup = Cleanup(id.clone());
+    wait_for(20, "node online", || {
+        (f.node(&id)["online"] == true).then_some(())
+    });
+
+    let spec = serde_json::json!([{
+        "id": "w-web", "name": "web", "image": image,
+        "command": ["sh", "-c", "exec sleep 3600"],
+        "cpu_millis": 100, "memory_bytes": 33554432, "pids_max": 64,
+    }]);
+    let db = format!("sqlite://{}", dir.path().join("fleet/fleet.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(lattice_fleet::store::Store::open(&db)).unwrap();
+    let rev = rt
+        .block_on(store.set_target(&id, &spec.to_string()))
+        .unwrap();
+
+    // The node runs it and says so; the fleet stores what it said.
+    wait_for(60, "w-web running", || {
+        (workload_state(&f, &id, "w-web").as_deref() == Some("\"Running\"")).then_some(())
+    });
+    assert_eq!(f.node(&id)["applied_revision"].as_u64(), Some(rev));
+    let cid = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.lattice.node={id}"),
+    ]);
+    assert_eq!(cid.lines().count(), 1, "exactly one container: {cid}");
+    let inspect = |fmt: &str| docker(&["inspect", "--format", fmt, &cid]);
+    assert_eq!(
+        inspect("{{.HostConfig.CgroupParent}}"),
+        format!("/lattice-{id}")
+    );
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(inspect("{{.HostConfig.Privileged}}"), "false");
+    assert_eq!(inspect("{{.HostConfig.CapDrop}}"), "[ALL]");
+    let ports = inspect("{{json .HostConfig.PortBindings}}");
+    assert!(ports == "null" || ports == "{}", "no published host ports: {ports}");
+    let started = inspect("{{.State.StartedAt}}");
+
+    // SIGKILL the supervisor, start it again: the container is adopted, not restarted.
+    n.kill9();
+    let n = Node::start(&dir.path().join("node"), "unused: already registered");
+    wait_for(30, "node back online", || {
+        (f.node(&id)["online"] == true).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.lattice.node={id}"),
+    ]);
+    assert_eq!(after, cid, "same single container after the restart");
+    assert_eq!(inspect("{{.State.StartedAt}}"), started, "not restarted");
+    assert!(
+        n.log_text().contains("provider envelope ready"),
+        "{}",
+        n.log_text()
+    );
+
+    // A target without it removes it.
+    rt.block_on(store.set_target(&id, "[]")).unwrap();
+    wait_for(60, "w-web removed", || {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.lattice.node={id}"),
+        ])
+        .is_empty()
+        .then_some(())
+    });
+}
