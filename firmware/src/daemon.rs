@@ -71,7 +71,7 @@ pub async fn enroll(
             data_dir: data_dir.clone(),
         })?;
     let provisioning = source.load()?;
-    let inventory = crate::convert::read_inventory(data_dir)?;
+    let inventory = crate::inventory::read_inventory(data_dir)?;
     tracing::info!(fleet = %provisioning.url, identity = %keys.identity.public(), "registering");
     let enrolled = register::register(&provisioning, &keys, inventory, opts, shutdown).await?;
     identity::save_registration(data_dir, &enrolled.registration, &enrolled.secret)?;

@@ -14,32 +14,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use procfs::{Current, CurrentSI, ProcError};
 
-/// Static facts about the machine, reported when the node registers.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Inventory {
-    pub hostname: String,
-    pub cpu_model: String,
-    pub cpu_count: u32,
-    pub memory_bytes: u64,
-    pub disk_total_bytes: u64,
-    pub disk_free_bytes: u64,
-    pub kernel: String,
-    pub arch: String,
-}
-
-/// A point-in-time usage sample of the whole machine.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    /// Whole-machine CPU busy percentage times 100 (0..=10000), all CPUs together.
-    pub cpu_percent_x100: u32,
-    pub memory_used_bytes: u64,
-    pub memory_total_bytes: u64,
-    pub disk_used_bytes: u64,
-    pub disk_total_bytes: u64,
-    /// One-minute load average times 100.
-    pub load1_x100: u32,
-    pub uptime_secs: u64,
-}
+/// The machine readings travel as the wire's types (no conversion layer).
+pub use lattice_wire::msg::{Inventory, Usage};
 
 /// Failures reading the machine; each names the file or call that failed.
 #[derive(Debug, thiserror::Error)]

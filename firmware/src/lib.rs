@@ -12,7 +12,6 @@ pub mod agent;
 pub mod backoff;
 pub mod cgroup;
 pub mod config;
-pub mod convert;
 pub mod daemon;
 pub mod identity;
 pub mod inventory;

@@ -71,7 +71,7 @@ impl<A: Applier> Agent<A> {
 
     pub(super) fn sample(&mut self) -> Usage {
         match self.sampler.sample() {
-            Ok(u) => u.into(),
+            Ok(u) => u,
             Err(e) => {
                 tracing::warn!("sampling usage: {e}");
                 Usage::default()

@@ -77,7 +77,7 @@ impl<A: Applier> Agent<A> {
             tracing::warn!("subscribing to {target_topic}: {e}");
             return;
         }
-        let inventory = crate::convert::read_inventory(&self.data_dir).unwrap_or_else(|e| {
+        let inventory = crate::inventory::read_inventory(&self.data_dir).unwrap_or_else(|e| {
             tracing::warn!("reading the inventory for hello: {e}");
             Inventory::default()
         });
