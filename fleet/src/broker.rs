@@ -1,5 +1,18 @@
-//! The embedded broker's side of the fleet: who may connect, and `lattice broker` (the broker
-//! alone, authenticating against the same store).
+//! The fleet's brokers.
+//!
+//! * Embedded (default): rumqttd in process; who may connect ([`FleetAuth`]) is read from the
+//!   store, and `lattice broker` runs the same broker alone against the same store.
+//! * External (`--broker`): any MQTT broker for the traffic; on Mosquitto the fleet manages
+//!   per-node accounts and ACLs through the dynamic-security plugin ([`external`], [`dynsec`]).
+//!
+//! Registration and revocation go through [`BrokerAccounts`], which is a no-op for the
+//! embedded broker.
+
+mod accounts;
+pub mod dynsec;
+pub mod external;
+
+pub use accounts::{AccountsError, AccountsFuture, BrokerAccounts, StoreAccounts};
 
 use crate::secrets::{hash_secret, same_hash};
 use crate::store::Store;

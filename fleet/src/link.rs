@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where and as whom the fleet connects to the broker.
-#[derive(Debug, Clone)]
+/// Where and as whom the fleet connects to the broker. `Debug` hides the password.
+#[derive(Clone)]
 pub struct LinkConfig {
     pub host: String,
     pub port: u16,
@@ -27,9 +27,28 @@ pub struct LinkConfig {
     /// `$share/{group}/` prefix for the subscription, so several fleet replicas split the
     /// node traffic (MQTT 5 shared subscriptions; Mosquitto and EMQX accept it on 3.1.1 too).
     pub share_group: Option<String>,
+    /// TLS (an external broker at `mqtts://`, pinned to the fleet key); `None`: plain MQTT.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub heartbeat_secs: u32,
     pub resend_every: Duration,
     pub offline_after: Duration,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("share_group", &self.share_group)
+            .field("tls", &self.tls.is_some())
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("resend_every", &self.resend_every)
+            .field("offline_after", &self.offline_after)
+            .finish()
+    }
 }
 
 /// Signs and seals what the fleet sends, under this process's own epoch.
@@ -159,6 +178,11 @@ pub fn start(
     );
     opts.set_inflight(1000);
     opts.set_clean_session(true);
+    if let Some(config) = &cfg.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config.clone()),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
     let link = Link {
         client: client.clone(),

@@ -1,6 +1,8 @@
 //! Runs a fleet: store, keys, embedded broker (or an external one), MQTT link and HTTPS API.
 
 use crate::api::{self, AppState};
+use crate::broker::external::{ExternalBroker, MosquittoAccounts};
+use crate::broker::{BrokerAccounts, StoreAccounts};
 use crate::ingest::Ingest;
 use crate::link::{self, LinkConfig, Outbound};
 use crate::metrics::Metrics;
@@ -28,6 +30,8 @@ pub struct FleetConfig {
     /// provisioning strings). The first one is used in URLs.
     pub public_hosts: Vec<String>,
     pub heartbeat_secs: u32,
+    /// An external broker instead of the embedded one (`mqtts`/`mqtt_plain` are then unused).
+    pub broker: Option<ExternalBroker>,
 }
 
 impl FleetConfig {
@@ -40,6 +44,7 @@ impl FleetConfig {
             database: None,
             public_hosts: vec!["127.0.0.1".into(), "localhost".into()],
             heartbeat_secs: 10,
+            broker: None,
         }
     }
 }
@@ -48,13 +53,19 @@ impl FleetConfig {
 pub struct RunningFleet {
     pub http_addr: SocketAddr,
     pub https_url: String,
+    /// The first broker URL handed to nodes.
     pub mqtts_url: String,
-    pub mqtt_plain_addr: SocketAddr,
+    /// Every broker URL handed to nodes, in order of preference.
+    pub node_broker_urls: Vec<String>,
+    /// The external broker's URL, when there is one.
+    pub external_broker: Option<String>,
+    /// The embedded broker's plain listener (`None` with an external broker).
+    pub mqtt_plain_addr: Option<SocketAddr>,
     pub fleet_key: lattice_wire::IdentityPublic,
     pub operator_token_path: PathBuf,
     pub state: Arc<AppState>,
     server: axum_server::Handle,
-    _broker: lattice_broker::BrokerHandle,
+    _broker: Option<lattice_broker::BrokerHandle>,
 }
 
 impl RunningFleet {
@@ -77,7 +88,8 @@ pub(crate) fn sqlite_url(data_dir: &std::path::Path) -> String {
     format!("sqlite://{}", data_dir.join("fleet.db").display())
 }
 
-/// Starts everything; returns once all listeners are bound.
+/// Starts everything; returns once all listeners are bound (and, with an external broker,
+/// once the fleet is connected to it and its role is in place).
 pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
     prepare_data_dir(&cfg.data_dir)?;
     let db_url = cfg
@@ -94,35 +106,81 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         .cloned()
         .unwrap_or_else(|| "127.0.0.1".into());
 
+    // Written before any broker is contacted: an external broker serving TLS to nodes loads
+    // these files (nodes pin the key).
     let tls = crate::tls::self_signed(&key, &cfg.public_hosts)?;
+    let tls_files = crate::tls::write_pem_files(&tls, &cfg.data_dir)?;
 
-    let fleet_secret = crate::broker::fleet_broker_secret(&cfg.data_dir)?;
     let fleet_user = format!("{}{epoch}", crate::broker::FLEET_USER_PREFIX);
-    let broker = crate::broker::start_embedded(
-        &store,
-        &fleet_secret,
-        cfg.mqtt_plain,
-        cfg.mqtts,
-        crate::tls::write_pem_files(&tls, &cfg.data_dir)?,
-    )?;
-    let mqtt_plain_addr = broker.local_addr();
-    let mqtts_addr = broker.tls_local_addr().unwrap_or(cfg.mqtts);
-
     let metrics = Arc::new(Metrics::new());
     let ingest = Arc::new(Ingest::new(store.clone(), metrics.clone()));
     let outbound = Arc::new(Outbound::new(key.clone(), epoch));
+    let link = |host: String, port: u16, username: String, password: String, tls| LinkConfig {
+        host,
+        port,
+        client_id: fleet_user.clone(),
+        username,
+        password,
+        share_group: None,
+        tls,
+        heartbeat_secs: cfg.heartbeat_secs,
+        resend_every: Duration::from_secs(u64::from(cfg.heartbeat_secs).clamp(1, 10)),
+        offline_after: Duration::from_secs(u64::from(cfg.heartbeat_secs) * 3 + 5),
+    };
+    let setup = match &cfg.broker {
+        None => {
+            let fleet_secret = crate::broker::fleet_broker_secret(&cfg.data_dir)?;
+            let handle = crate::broker::start_embedded(
+                &store,
+                &fleet_secret,
+                cfg.mqtt_plain,
+                cfg.mqtts,
+                tls_files,
+            )?;
+            let plain = handle.local_addr();
+            let mqtts_addr = handle.tls_local_addr().unwrap_or(cfg.mqtts);
+            let mqtts_url = format!("mqtts://{}", with_port(&host, mqtts_addr.port()));
+            BrokerSetup {
+                embedded: Some((handle, plain)),
+                external: None,
+                accounts: Arc::new(StoreAccounts),
+                link: link(
+                    plain.ip().to_string(),
+                    plain.port(),
+                    fleet_user.clone(),
+                    fleet_secret,
+                    None,
+                ),
+                node_urls: vec![mqtts_url],
+            }
+        }
+        Some(ext) => {
+            let (accounts, client_tls) = connect_external(ext, &store, &key, &fleet_user).await?;
+            BrokerSetup {
+                embedded: None,
+                external: Some(ext.url.to_string()),
+                accounts: Arc::new(accounts),
+                link: link(
+                    ext.url.client_host(),
+                    ext.url.port,
+                    ext.user.clone(),
+                    ext.password().to_string(),
+                    client_tls,
+                ),
+                node_urls: ext.node_urls.iter().map(ToString::to_string).collect(),
+            }
+        }
+    };
+
+    let BrokerSetup {
+        embedded,
+        external: external_broker,
+        accounts,
+        link: link_cfg,
+        node_urls: broker_urls,
+    } = setup;
     link::start(
-        LinkConfig {
-            host: mqtt_plain_addr.ip().to_string(),
-            port: mqtt_plain_addr.port(),
-            client_id: fleet_user.clone(),
-            username: fleet_user,
-            password: fleet_secret,
-            share_group: None,
-            heartbeat_secs: cfg.heartbeat_secs,
-            resend_every: Duration::from_secs(u64::from(cfg.heartbeat_secs).clamp(1, 10)),
-            offline_after: Duration::from_secs(u64::from(cfg.heartbeat_secs) * 3 + 5),
-        },
+        link_cfg,
         store.clone(),
         ingest.clone(),
         outbound.clone(),
@@ -134,7 +192,6 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
     listener.set_nonblocking(true)?;
     let http_addr = listener.local_addr()?;
     let https_url = format!("https://{}", with_port(&host, http_addr.port()));
-    let mqtts_url = format!("mqtts://{}", with_port(&host, mqtts_addr.port()));
     let state = Arc::new(AppState {
         store,
         metrics,
@@ -142,8 +199,9 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         outbound,
         operator_hash: hash_secret(&operator_token),
         public_url: https_url.clone(),
-        broker_urls: vec![mqtts_url.clone()],
+        broker_urls: broker_urls.clone(),
         heartbeat_secs: cfg.heartbeat_secs,
+        accounts,
     });
     let rustls_cfg =
         axum_server::tls_rustls::RustlsConfig::from_config(crate::tls::server_config(&tls)?);
@@ -155,18 +213,90 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
             tracing::error!(error = %e, "HTTPS server stopped");
         }
     });
-    tracing::info!(%https_url, %mqtts_url, fleet_key = %key.public(), "fleet running");
+    tracing::info!(%https_url, broker_urls = ?broker_urls, fleet_key = %key.public(), "fleet running");
+    let (embedded, mqtt_plain_addr) = match embedded {
+        Some((handle, plain)) => (Some(handle), Some(plain)),
+        None => (None, None),
+    };
     Ok(RunningFleet {
         http_addr,
         https_url,
-        mqtts_url,
+        mqtts_url: broker_urls.first().cloned().unwrap_or_default(),
+        node_broker_urls: broker_urls,
+        external_broker,
         mqtt_plain_addr,
         fleet_key: key.public(),
         operator_token_path,
         state,
         server: handle,
-        _broker: broker,
+        _broker: embedded,
     })
+}
+
+/// Connects to an external broker as `--broker-user` (waiting for it while it is unreachable),
+/// puts the fleet's role in place and disables the accounts of revoked nodes. Returns the
+/// accounts and the TLS configuration for the fleet's own connections (pinned to the fleet key,
+/// for `mqtts://`).
+async fn connect_external(
+    ext: &ExternalBroker,
+    store: &Store,
+    key: &lattice_wire::IdentityKey,
+    fleet_user: &str,
+) -> anyhow::Result<(MosquittoAccounts, Option<Arc<rustls::ClientConfig>>)> {
+    let client_tls = if ext.url.tls {
+        Some(
+            lattice_wire::pin::try_pinned_client_config(&key.public())
+                .context("building the TLS client configuration for the broker")?,
+        )
+    } else {
+        None
+    };
+    for u in ext.node_urls.iter().filter(|u| !u.tls && !u.is_loopback()) {
+        tracing::warn!(url = %u, "nodes will use plain MQTT: their broker passwords and messages cross the network in clear (use an mqtts:// --node-broker-url)");
+    }
+    tracing::info!(broker = %ext.url, user = %ext.user, "connecting to the external MQTT broker");
+    let accounts =
+        MosquittoAccounts::connect(ext, &format!("{fleet_user}-admin"), client_tls.clone())
+            .await
+            .with_context(|| format!("connecting to the MQTT broker at {}", ext.url))?;
+    accounts.prepare().await.with_context(|| {
+        format!(
+            "preparing role {} on the MQTT broker at {}",
+            crate::broker::dynsec::FLEET_ROLE,
+            ext.url
+        )
+    })?;
+    // Revocations the broker missed (it was unreachable at the time, or nodes were revoked
+    // while the fleet used another broker) are applied now.
+    let revoked: Vec<String> = store
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.revoked)
+        .map(|n| n.id)
+        .collect();
+    match accounts.disable_nodes(&revoked).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            disabled = n,
+            "disabled the broker accounts of revoked nodes"
+        ),
+        Err(e) => tracing::error!(error = %e,
+            "cannot disable the broker accounts of revoked nodes; the next start tries again"),
+    }
+    Ok((accounts, client_tls))
+}
+
+/// What the chosen broker gives the rest of the fleet.
+struct BrokerSetup {
+    /// The embedded broker and its plain listener.
+    embedded: Option<(lattice_broker::BrokerHandle, SocketAddr)>,
+    /// The external broker's URL.
+    external: Option<String>,
+    accounts: Arc<dyn BrokerAccounts>,
+    link: LinkConfig,
+    /// Broker URLs handed to nodes.
+    node_urls: Vec<String>,
 }
 
 fn with_port(host: &str, port: u16) -> String {

@@ -129,7 +129,10 @@ fn a_target_runs_as_a_hardened_container_adopted_across_a_supervisor_crash() {
     assert_eq!(inspect("{{.HostConfig.Privileged}}"), "false");
     assert_eq!(inspect("{{.HostConfig.CapDrop}}"), "[ALL]");
     let ports = inspect("{{json .HostConfig.PortBindings}}");
-    assert!(ports == "null" || ports == "{}", "no published host ports: {ports}");
+    assert!(
+        ports == "null" || ports == "{}",
+        "no published host ports: {ports}"
+    );
     let started = inspect("{{.State.StartedAt}}");
 
     // SIGKILL the supervisor, start it again: the container is adopted, not restarted.

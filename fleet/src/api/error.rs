@@ -22,6 +22,10 @@ pub enum ApiError {
     Internal(String),
     #[error("storage unavailable")]
     Unavailable(String),
+    /// The broker did not make the account change; the text says what happened (no secrets,
+    /// no broker internals for unauthenticated callers).
+    #[error("{0}")]
+    BrokerUnavailable(String),
 }
 
 /// The JSON body of every error answer.
@@ -48,6 +52,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            ApiError::BrokerUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
             }
         };
         let body = ErrorBody {

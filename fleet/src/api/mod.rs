@@ -36,6 +36,8 @@ pub struct AppState {
     /// Broker URLs handed to nodes at registration, in order of preference.
     pub broker_urls: Vec<String>,
     pub heartbeat_secs: u32,
+    /// Node accounts on the broker (a no-op for the embedded one).
+    pub accounts: Arc<dyn crate::broker::BrokerAccounts>,
 }
 
 /// Proof that the request carried the operator credential (`Authorization: Bearer …`).

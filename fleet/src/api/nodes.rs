@@ -32,11 +32,13 @@ pub async fn show(
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))
 }
 
-/// Revokes a node: its broker credential is refused from now on, and anything it publishes
-/// is rejected.
+/// Revokes a node: its broker credential is refused from now on (an external broker also
+/// disconnects it), and anything it publishes is rejected. Idempotent: when the broker could
+/// not be told (503), the node is still revoked in the fleet; revoke it again.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/revoke", security(("operator" = [])),
     params(("id" = String, Path, description = "node id")),
-    responses((status = 200, body = NodeRow), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = NodeRow), (status = 404, body = super::ErrorBody),
+        (status = 503, description = "revoked in the fleet, but the broker did not disable the account", body = super::ErrorBody)))]
 pub async fn revoke(
     _: Operator,
     State(s): State<Arc<AppState>>,
@@ -46,6 +48,13 @@ pub async fn revoke(
         return Err(ApiError::NotFound(format!("no node {id}")));
     }
     s.ingest.forget(&id);
+    if let Err(e) = s.accounts.revoke_node(&id).await {
+        tracing::error!(node = %id, error = %e, "node revoked in the store, but not on the broker");
+        return Err(ApiError::BrokerUnavailable(format!(
+            "node {id} is revoked in the fleet (everything it publishes is refused), but the \
+             broker did not disable its account: {e}; run the revoke again"
+        )));
+    }
     tracing::info!(node = %id, "node revoked");
     show(Operator, State(s), Path(id)).await
 }

@@ -17,7 +17,8 @@ use std::sync::Arc;
     responses((status = 200, body = RegisterResponse),
         (status = 400, description = "malformed request or bad proof of possession", body = super::ErrorBody),
         (status = 403, description = "token unknown, expired or used up", body = super::ErrorBody),
-        (status = 409, description = "identity key already registered", body = super::ErrorBody)))]
+        (status = 409, description = "identity key already registered", body = super::ErrorBody),
+        (status = 503, description = "the store or the MQTT broker is unavailable; retry later", body = super::ErrorBody)))]
 pub async fn register(
     State(s): State<Arc<AppState>>,
     body: Result<Json<RegisterRequest>, JsonRejection>,
@@ -60,10 +61,34 @@ async fn register_inner(
         broker_secret_hash: hash_secret(&broker_password),
         inventory,
     };
+    let token_hash = hash_secret(&req.token);
+    // The broker account comes first, so a stored node always has one. A token that cannot
+    // register is refused before the broker is asked for anything.
     s.store
-        .register_node(&hash_secret(&req.token), &node, lattice_wire::now_ms())
+        .check_token(&token_hash, lattice_wire::now_ms())
         .await
         .map_err(store_refusal)?;
+    if let Err(e) = s.accounts.add_node(&node_id, &broker_password).await {
+        tracing::error!(node = %node_id, error = %e, "cannot create the node's broker account");
+        return Err((
+            "broker_error",
+            ApiError::BrokerUnavailable(
+                "the MQTT broker could not create this node's account; try again later".into(),
+            ),
+        ));
+    }
+    if let Err(e) = s
+        .store
+        .register_node(&token_hash, &node, lattice_wire::now_ms())
+        .await
+    {
+        // Not registered after all: take the account back (nobody holds its password, so
+        // one left behind by a failure here is unusable, only untidy).
+        if let Err(undo) = s.accounts.remove_node(&node_id).await {
+            tracing::warn!(node = %node_id, error = %undo, "cannot remove the broker account of a refused registration");
+        }
+        return Err(store_refusal(e));
+    }
     let msg = Message::Registered(Registered {
         node_id: node_id.clone(),
         broker_password,

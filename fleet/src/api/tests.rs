@@ -12,6 +12,10 @@ use tower::ServiceExt;
 const OP: &str = "lop_test";
 
 async fn state() -> Arc<AppState> {
+    state_with(Arc::new(crate::broker::StoreAccounts)).await
+}
+
+async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<AppState> {
     let store = Store::open("sqlite::memory:").await.unwrap();
     let metrics = Arc::new(Metrics::new());
     Arc::new(AppState {
@@ -23,6 +27,7 @@ async fn state() -> Arc<AppState> {
         public_url: "https://127.0.0.1:1".into(),
         broker_urls: vec!["mqtt://127.0.0.1:1".into()],
         heartbeat_secs: 10,
+        accounts,
     })
 }
 
@@ -266,4 +271,144 @@ async fn openapi_documents_every_route_and_metrics_render() {
         call(&s, "GET", "/healthz", None, None).await.0,
         StatusCode::OK
     );
+}
+
+/// Broker accounts that record every call and fail when told to.
+#[derive(Default)]
+struct FakeAccounts {
+    calls: std::sync::Mutex<Vec<String>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl FakeAccounts {
+    fn record(&self, what: String) -> Result<(), crate::broker::AccountsError> {
+        self.calls.lock().unwrap().push(what);
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(crate::broker::AccountsError::NotConnected {
+                broker: "mqtt://broker.invalid:1883".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn set_failing(&self, fail: bool) {
+        self.fail.store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl crate::broker::BrokerAccounts for FakeAccounts {
+    fn add_node<'a>(&'a self, id: &'a str, password: &'a str) -> crate::broker::AccountsFuture<'a> {
+        assert!(!password.is_empty());
+        Box::pin(async move { self.record(format!("add {id}")) })
+    }
+
+    fn remove_node<'a>(&'a self, id: &'a str) -> crate::broker::AccountsFuture<'a> {
+        Box::pin(async move { self.record(format!("remove {id}")) })
+    }
+
+    fn revoke_node<'a>(&'a self, id: &'a str) -> crate::broker::AccountsFuture<'a> {
+        Box::pin(async move { self.record(format!("revoke {id}")) })
+    }
+}
+
+async fn register(
+    s: &Arc<AppState>,
+    token: &str,
+    id: &IdentityKey,
+    enc: &EncryptionKey,
+) -> (StatusCode, serde_json::Value) {
+    call(
+        s,
+        "POST",
+        "/api/v1/register",
+        None,
+        Some(register_body(token, id, enc)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_broker_that_cannot_make_the_account_refuses_registration_with_503_and_nothing_stored() {
+    let accounts = Arc::new(FakeAccounts::default());
+    let s = state_with(accounts.clone()).await;
+    let t = new_token(&s, "{}").await;
+    let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
+    accounts.set_failing(true);
+    let (st, v) = register(&s, &t.token, &id, &enc).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "broker_unavailable");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("MQTT broker") && msg.contains("try again"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("broker.invalid"),
+        "broker internals stay in the log: {msg}"
+    );
+    assert_eq!(s.metrics.rejected_count("broker_error"), 1);
+    // Nothing half-registered: no node, the token's use not spent.
+    assert!(s.store.nodes().await.unwrap().is_empty());
+    assert_eq!(s.store.tokens().await.unwrap()[0].uses, 0);
+    assert_eq!(accounts.calls().len(), 1);
+    // The node retries (latticed retries 5xx) once the broker is back: same token, same key.
+    accounts.set_failing(false);
+    let (st, v) = register(&s, &t.token, &id, &enc).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let nodes = s.store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(accounts.calls()[1], format!("add {}", nodes[0].id));
+}
+
+#[tokio::test]
+async fn the_broker_is_asked_only_for_a_usable_token_and_a_refused_store_takes_the_account_back() {
+    let accounts = Arc::new(FakeAccounts::default());
+    let s = state_with(accounts.clone()).await;
+    let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
+    // An unknown token never reaches the broker.
+    let (st, _) = register(&s, "t-0.nope", &id, &enc).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(accounts.calls().is_empty());
+    // A duplicate identity is found by the store after the account was made: it is removed.
+    let t = new_token(&s, r#"{"uses":2}"#).await;
+    assert_eq!(register(&s, &t.token, &id, &enc).await.0, StatusCode::OK);
+    assert_eq!(
+        register(&s, &t.token, &id, &enc).await.0,
+        StatusCode::CONFLICT
+    );
+    let calls = accounts.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let second = calls[1].strip_prefix("add ").unwrap();
+    assert_eq!(calls[2], format!("remove {second}"));
+    assert_eq!(s.store.nodes().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
+    let accounts = Arc::new(FakeAccounts::default());
+    let s = state_with(accounts.clone()).await;
+    let t = new_token(&s, "{}").await;
+    let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
+    assert_eq!(register(&s, &t.token, &id, &enc).await.0, StatusCode::OK);
+    let node = s.store.nodes().await.unwrap().remove(0).id;
+    let uri = format!("/api/v1/nodes/{node}/revoke");
+    accounts.set_failing(true);
+    let (st, v) = call(&s, "POST", &uri, Some(OP), None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains(&node) && msg.contains("revoke again"), "{msg}");
+    assert!(
+        s.store.node(&node).await.unwrap().unwrap().revoked,
+        "revoked in the store anyway"
+    );
+    accounts.set_failing(false);
+    let (st, v) = call(&s, "POST", &uri, Some(OP), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["revoked"], true);
+    assert_eq!(accounts.calls().last().unwrap(), &format!("revoke {node}"));
 }

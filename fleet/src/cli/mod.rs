@@ -28,12 +28,28 @@ pub struct ServeArgs {
     /// HTTPS API address.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub http: SocketAddr,
-    /// MQTT-over-TLS address nodes connect to.
+    /// MQTT-over-TLS address nodes connect to (embedded broker).
     #[arg(long, default_value = "127.0.0.1:8883")]
     pub mqtt: SocketAddr,
-    /// Plain MQTT listener on loopback (port 0: any free port).
+    /// Plain MQTT listener on loopback (embedded broker; port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub mqtt_plain: SocketAddr,
+    /// Use this external MQTT broker instead of the embedded one: mqtt://HOST:PORT, or
+    /// mqtts://HOST:PORT (the broker must then serve the fleet's certificate). On Mosquitto the
+    /// fleet manages node accounts through the dynamic-security plugin.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["mqtt", "mqtt_plain"],
+        requires_all = ["broker_user", "broker_password_file"])]
+    pub broker: Option<String>,
+    /// The fleet's user on the external broker (with dynamic-security admin rights).
+    #[arg(long, value_name = "USER", requires = "broker")]
+    pub broker_user: Option<String>,
+    /// File whose first line is that user's password (not readable by others).
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    pub broker_password_file: Option<PathBuf>,
+    /// Repeatable. Broker URLs handed to nodes at registration (default: the --broker URL).
+    /// mqtts:// URLs must serve the fleet's certificate: nodes pin the fleet key.
+    #[arg(long = "node-broker-url", value_name = "URL", requires = "broker")]
+    pub node_broker_urls: Vec<String>,
     /// Database URL (default: SQLite in the data directory).
     #[arg(long)]
     pub database: Option<String>,
@@ -58,7 +74,8 @@ pub enum Command {
         #[arg(long)]
         latticed: Option<PathBuf>,
     },
-    /// Runs the fleet manager and its embedded broker (no local node).
+    /// Runs the fleet manager and its embedded broker, or uses an external one with --broker
+    /// (no local node).
     Fleet {
         #[command(flatten)]
         serve: ServeArgs,
@@ -132,8 +149,20 @@ pub enum NodeCmd {
 }
 
 impl ServeArgs {
-    pub fn fleet_config(&self) -> crate::server::FleetConfig {
+    pub fn fleet_config(&self) -> anyhow::Result<crate::server::FleetConfig> {
         let mut cfg = crate::server::FleetConfig::local(self.data.clone());
+        if let Some(url) = &self.broker {
+            // clap guarantees both with --broker.
+            let (Some(user), Some(file)) = (&self.broker_user, &self.broker_password_file) else {
+                anyhow::bail!("--broker needs --broker-user and --broker-password-file");
+            };
+            cfg.broker = Some(crate::broker::external::ExternalBroker::from_flags(
+                url,
+                user,
+                file,
+                &self.node_broker_urls,
+            )?);
+        }
         cfg.http = self.http;
         cfg.mqtts = self.mqtt;
         cfg.mqtt_plain = self.mqtt_plain;
@@ -142,7 +171,7 @@ impl ServeArgs {
             cfg.public_hosts = self.public_hosts.clone();
         }
         cfg.heartbeat_secs = self.heartbeat_secs;
-        cfg
+        Ok(cfg)
     }
 }
 

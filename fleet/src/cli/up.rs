@@ -1,4 +1,4 @@
-//! `lattice up`: fleet, embedded broker and a local node on this machine, on SQLite.
+//! `lattice up`: fleet, embedded broker (or `--broker`) and a local node on this machine.
 
 use super::config::{default_path, CliConfig};
 use super::ServeArgs;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use tokio::process::{Child, Command};
 
 async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
-    let fleet = server::start(serve.fleet_config()).await?;
+    let fleet = server::start(serve.fleet_config()?).await?;
     let data = std::fs::canonicalize(&serve.data).unwrap_or_else(|_| serve.data.clone());
     let cfg = CliConfig {
         fleet_url: fleet.https_url.clone(),
@@ -40,7 +40,13 @@ async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
         data.join("cli.toml")
     };
     println!("fleet API:        {}", fleet.https_url);
-    println!("MQTT (TLS):       {}", fleet.mqtts_url);
+    match &fleet.external_broker {
+        None => println!("MQTT (TLS):       {}", fleet.mqtts_url),
+        Some(broker) => {
+            println!("MQTT broker:      {broker} (external)");
+            println!("MQTT (nodes):     {}", fleet.node_broker_urls.join(", "));
+        }
+    }
     println!("fleet key:        {}", fleet.fleet_key);
     println!(
         "operator secret:  {} (mode 0600)",

@@ -125,6 +125,7 @@ impl Store {
                      status_epoch = $4, status_counter = $5, \
                      online = CASE WHEN $4 >= conn_epoch THEN 1 ELSE online END, \
                      offline_reason = CASE WHEN $4 >= conn_epoch THEN '' ELSE offline_reason END, \
+                     conn_epoch = CASE WHEN $4 > conn_epoch THEN $4 ELSE conn_epoch END, \
                      workloads = $7 \
                      WHERE id = $6 AND (status_epoch < $4 OR (status_epoch = $4 AND status_counter < $5))",
                 )

@@ -194,9 +194,17 @@ async fn will_applies_only_to_the_current_connection(s: Store) {
     let n = s.node("n-1").await.unwrap().unwrap();
     assert!(!n.online);
     assert_eq!(n.offline_reason, "connection lost");
+    // A status from a newer connection whose hello was lost still moves the connection
+    // epoch forward, so that connection's will is honoured.
+    s.ingest("n-1", 5, 2, status(0, "u"), 15).await.unwrap();
+    assert!(s
+        .accept_will("n-1", 5, "lost after a lost hello")
+        .await
+        .unwrap());
     // A reconnect (newer epoch) brings it back; the old will cannot knock it offline again.
-    s.ingest("n-1", 4, 1, hello(0), 20).await.unwrap();
+    s.ingest("n-1", 6, 1, hello(0), 20).await.unwrap();
     assert!(!s.accept_will("n-1", 3, "lost").await.unwrap());
+    assert!(!s.accept_will("n-1", 5, "lost").await.unwrap());
     assert!(s.node("n-1").await.unwrap().unwrap().online);
 }
 

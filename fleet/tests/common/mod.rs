@@ -66,19 +66,24 @@ impl Fleet {
         extra: &[&str],
         cli_config: &Path,
     ) -> Fleet {
+        let http = format!("127.0.0.1:{http_port}");
+        let mqtt = format!("127.0.0.1:{mqtt_port}");
+        let mut args = vec!["--http", &http, "--mqtt", &mqtt];
+        args.extend_from_slice(extra);
+        Self::launch(cmd, data, &args, cli_config)
+    }
+
+    /// Starts `lattice <cmd> --data DATA --heartbeat-secs 2 ARGS` (no `--http`/`--mqtt` added).
+    pub fn launch(cmd: &str, data: &Path, args: &[&str], cli_config: &Path) -> Fleet {
         let cli_config = cli_config.to_path_buf();
         let log = data.with_extension(format!("{cmd}.log"));
         let mut c = Command::new(lattice_bin());
         c.arg(cmd)
             .arg("--data")
             .arg(data)
-            .arg("--http")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--mqtt")
-            .arg(format!("127.0.0.1:{mqtt_port}"))
             .arg("--heartbeat-secs")
             .arg("2")
-            .args(extra)
+            .args(args)
             .env("LATTICE_CLI_CONFIG", &cli_config)
             .env("RUST_LOG", "info,lattice_fleet=debug")
             .stdout(Stdio::piped())
