@@ -14,6 +14,7 @@
 //! a receiver accepts a message only when its signature verifies under the key registered for
 //! the sender the topic names, and its (epoch, counter) has not been seen before.
 
+pub mod broker_url;
 pub mod envelope;
 pub mod keys;
 pub mod msg;

@@ -14,7 +14,6 @@ use rumqttc::{
     AsyncClient, ClientError, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill,
     MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
-use std::fmt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -29,83 +28,13 @@ const MAX_PACKET: usize = lattice_wire::MAX_MESSAGE_BYTES + 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("broker URL `{url}`: {reason}")]
-    Url { url: String, reason: &'static str },
+    #[error(transparent)]
+    Url(#[from] lattice_wire::broker_url::BrokerUrlError),
     #[error("TLS configuration for the broker: {0}")]
     Tls(#[source] PinError),
 }
 
-/// A parsed `mqtt://host:port` or `mqtts://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    pub fn parse(url: &str) -> Result<BrokerUrl, LinkError> {
-        let bad = |reason| LinkError::Url {
-            url: url.to_string(),
-            reason,
-        };
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else {
-            return Err(bad("must start with mqtt:// or mqtts://"));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) {
-            return Err(bad(
-                "must be scheme://host:port with no path, query or user",
-            ));
-        }
-        let (host, port) = if let Some(b) = rest.strip_prefix('[') {
-            let (h, after) = b.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
-            let port = match after {
-                "" => None,
-                a => Some(
-                    a.strip_prefix(':')
-                        .ok_or_else(|| bad("garbage after `]`"))?,
-                ),
-            };
-            (h, port)
-        } else if rest.matches(':').count() > 1 {
-            return Err(bad("IPv6 addresses must be written in brackets"));
-        } else {
-            match rest.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| bad("invalid port"))?,
-            None if tls => 8883,
-            None => 1883,
-        };
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
-        Ok(BrokerUrl {
-            tls,
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-}
+pub use lattice_wire::broker_url::BrokerUrl;
 
 /// Everything one connection attempt needs.
 pub struct LinkParams<'a> {
@@ -243,35 +172,4 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<LinkEvent>) {
     // agent gets to read this event.
     drop(eventloop);
     let _ = tx.send(LinkEvent::Closed(end)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_broker_urls() {
-        let u = BrokerUrl::parse("mqtts://fleet.example:8883").unwrap();
-        assert_eq!(
-            (u.tls, u.host.as_str(), u.port),
-            (true, "fleet.example", 8883)
-        );
-        let u = BrokerUrl::parse("mqtt://127.0.0.1:1884/").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 1884));
-        assert_eq!(BrokerUrl::parse("mqtts://h").unwrap().port, 8883);
-        assert_eq!(BrokerUrl::parse("mqtt://h").unwrap().port, 1883);
-        let u = BrokerUrl::parse("mqtt://[::1]:1883").unwrap();
-        assert_eq!(u.host, "::1");
-        assert_eq!(u.to_string(), "mqtt://[::1]:1883");
-        for bad in [
-            "http://h:1",
-            "mqtt://:1883",
-            "mqtt://h:99999",
-            "mqtt://h:1/x",
-            "mqtt://u@h:1",
-            "mqtt://::1",
-        ] {
-            assert!(BrokerUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -129,7 +129,8 @@ impl<A: Applier> Agent<A> {
             .broker_urls
             .iter()
             .map(|u| BrokerUrl::parse(u))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(LinkError::from)?;
         if urls.is_empty() {
             return Err(AgentError::NoBroker);
         }
