@@ -57,9 +57,7 @@ impl Drop for Cleanup {
                 docker(&[kind, "rm", n]);
             }
         }
-        for c in ["cpu", "cpuacct", "memory", "pids", "unified"] {
-            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{c}/lattice-{}", self.0));
-        }
+        remove_envelope(&self.0);
     }
 }
 

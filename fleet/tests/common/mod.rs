@@ -187,12 +187,22 @@ impl Drop for Fleet {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // `lattice up`'s local node (it stops with its parent).
+        let reg = self.data.join("node/registration.json");
+        if let Some(id) = std::fs::read_to_string(reg)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["node_id"].as_str().map(str::to_string))
+        {
+            std::thread::sleep(Duration::from_millis(300));
+            remove_envelope(&id);
+        }
     }
 }
 
@@ -252,6 +262,20 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(id) = self.node_id() {
+            remove_envelope(&id);
+        }
+    }
+}
+
+/// Removes the (empty) cgroup envelope a test node left: latticed keeps it on exit on purpose,
+/// so that a restarted supervisor adopts the containers running in it.
+pub fn remove_envelope(node_id: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for c in controllers.flatten() {
+        let _ = std::fs::remove_dir(c.path().join(format!("lattice-{node_id}")));
     }
 }
 
