@@ -128,7 +128,19 @@ pub fn subdirs(path: &Path) -> Result<Vec<PathBuf>, CgroupError> {
 }
 
 /// The pids in `dir/cgroup.procs` and in every cgroup below `dir`.
-pub fn procs_recursive(dir: &Path, out: &mut Vec<u32>) -> Result<(), CgroupError> {
+/// Every pid in the trees under `dirs` (each pid once, sorted): what `CgroupManager::procs`
+/// returns on every hierarchy.
+pub fn procs_under<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<Vec<u32>, CgroupError> {
+    let mut pids = Vec::new();
+    for dir in dirs {
+        procs_recursive(dir, &mut pids)?;
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+fn procs_recursive(dir: &Path, out: &mut Vec<u32>) -> Result<(), CgroupError> {
     if !dir.exists() {
         return Ok(());
     }

@@ -184,11 +184,7 @@ impl CgroupManager for SystemdManager {
     }
 
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
-        let mut pids = Vec::new();
-        fs::procs_recursive(&self.dir, &mut pids)?;
-        pids.sort_unstable();
-        pids.dedup();
-        Ok(pids)
+        fs::procs_under([self.dir.as_path()])
     }
 
     /// Stopping the slice stops whatever is still inside it.

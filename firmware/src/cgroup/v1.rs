@@ -156,13 +156,7 @@ impl CgroupManager for V1Manager {
     }
 
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
-        let mut pids = Vec::new();
-        for dir in self.dirs() {
-            fs::procs_recursive(dir, &mut pids)?;
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        Ok(pids)
+        fs::procs_under(self.dirs())
     }
 
     fn remove(&self) -> Result<(), CgroupError> {

@@ -123,11 +123,7 @@ impl CgroupManager for V2Manager {
     }
 
     fn procs(&self) -> Result<Vec<u32>, CgroupError> {
-        let mut pids = Vec::new();
-        fs::procs_recursive(&self.dir, &mut pids)?;
-        pids.sort_unstable();
-        pids.dedup();
-        Ok(pids)
+        fs::procs_under([self.dir.as_path()])
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
