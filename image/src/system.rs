@@ -1,0 +1,343 @@
+//! Files the image adds to the Debian tree: mounts (read-only root, state on the data
+//! partition), latticed's unit and configuration, networking, SSH only when a key is
+//! provisioned. Pure text; the plan decides where each goes.
+//!
+//! Everything here is identical on every device built from the same inputs, because a RAUC
+//! update replaces the whole root: partitions are named by GPT name, never by GUID.
+
+use crate::boot::ESP_MOUNT;
+use crate::layout::Role;
+
+/// Where the data partition is mounted.
+pub const DATA_MOUNT: &str = "/data";
+/// Where the config partition is mounted (read-only) in the running system.
+pub const CONFIG_MOUNT: &str = "/boot/lattice-config";
+/// File on the config partition holding the provisioning string.
+pub const PROVISIONING_FILE: &str = "provisioning";
+/// File on the config partition holding SSH public keys; SSH runs only if it exists.
+pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
+/// latticed's configuration in the root filesystem.
+pub const LATTICED_CONFIG: &str = "/etc/lattice/latticed.toml";
+/// The image manifest (also read by `lattice image inspect`).
+pub const RELEASE_FILE: &str = "/etc/lattice/release";
+/// Where sshd keeps this machine's host key (made on first start, on the data partition).
+pub const SSH_HOST_KEY_DIR: &str = "/var/lib/lattice-ssh";
+
+/// A directory that must survive updates: `/data/<dir>` bind-mounted over `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistent {
+    pub dir: &'static str,
+    pub target: &'static str,
+    pub mode: u32,
+}
+
+/// State that lives on the data partition. Everything else under `/var` is either read-only
+/// (dpkg's database, which only changes with a new root) or a tmpfs.
+pub const PERSISTENT: &[Persistent] = &[
+    Persistent {
+        dir: "latticed",
+        target: "/var/lib/latticed",
+        mode: 0o700,
+    },
+    Persistent {
+        dir: "docker",
+        target: "/var/lib/docker",
+        mode: 0o710,
+    },
+    Persistent {
+        dir: "containerd",
+        target: "/var/lib/containerd",
+        mode: 0o711,
+    },
+    Persistent {
+        dir: "systemd",
+        target: "/var/lib/systemd",
+        mode: 0o755,
+    },
+    Persistent {
+        dir: "rauc",
+        target: "/var/lib/rauc",
+        mode: 0o700,
+    },
+    Persistent {
+        dir: "log",
+        target: "/var/log",
+        mode: 0o755,
+    },
+    Persistent {
+        dir: "ssh",
+        target: SSH_HOST_KEY_DIR,
+        mode: 0o700,
+    },
+];
+
+/// Volatile directories (tmpfs).
+pub const VOLATILE: &[&str] = &["/tmp", "/var/tmp", "/var/cache"];
+
+/// Units enabled in the tree (Debian's presets are not applied by mmdebstrap, so each unit the
+/// image relies on is enabled explicitly).
+pub const ENABLED_UNITS: &[&str] = &[
+    "systemd-networkd.service",
+    "systemd-resolved.service",
+    "systemd-timesyncd.service",
+    "containerd.service",
+    "docker.service",
+    "ssh.service",
+    "latticed.service",
+    "lattice-mark-good.service",
+];
+
+/// Units that would write to the read-only root or are of no use on a node.
+pub const MASKED_UNITS: &[&str] = &[
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "apt-daily.service",
+    "apt-daily-upgrade.service",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+];
+
+/// `/etc/fstab`.
+pub fn fstab() -> String {
+    let label = |r: Role| format!("PARTLABEL={}", r.part_label());
+    let mut s = String::from(
+        "# Lattice: the root is read-only (kernel `ro`, not listed here); state is on /data.\n",
+    );
+    s.push_str(&format!(
+        "{}  {DATA_MOUNT}  ext4  defaults,noatime  0 2\n",
+        label(Role::Data)
+    ));
+    s.push_str(&format!(
+        "{}  {ESP_MOUNT}  vfat  umask=0077,noatime,nofail  0 0\n",
+        label(Role::Esp)
+    ));
+    s.push_str(&format!(
+        "{}  {CONFIG_MOUNT}  vfat  ro,umask=0077,nofail  0 0\n",
+        label(Role::Config)
+    ));
+    for p in PERSISTENT {
+        s.push_str(&format!(
+            "{DATA_MOUNT}/{}  {}  none  bind,x-systemd.requires-mounts-for={DATA_MOUNT}  0 0\n",
+            p.dir, p.target
+        ));
+    }
+    for v in VOLATILE {
+        let mode = if v.ends_with("tmp") { "1777" } else { "0755" };
+        s.push_str(&format!(
+            "tmpfs  {v}  tmpfs  mode={mode},nosuid,nodev  0 0\n"
+        ));
+    }
+    s
+}
+
+/// latticed's systemd unit. `watchdog_secs`: only when latticed sends `WATCHDOG=1`
+/// (sd_notify); otherwise systemd would kill a healthy latticed.
+pub fn latticed_unit(watchdog_secs: Option<u32>) -> String {
+    let (ty, watchdog) = match watchdog_secs {
+        Some(s) => ("notify", format!("WatchdogSec={s}\nNotifyAccess=main\n")),
+        None => ("simple", String::new()),
+    };
+    format!(
+        "[Unit]\n\
+         Description=Lattice node supervisor\n\
+         After=network.target docker.service time-sync.target\n\
+         Wants=docker.service\n\
+         RequiresMountsFor=/var/lib/latticed {CONFIG_MOUNT}\n\
+         StartLimitIntervalSec=0\n\
+         \n\
+         [Service]\n\
+         Type={ty}\n\
+         ExecStart=/usr/bin/latticed --config {LATTICED_CONFIG}\n\
+         {watchdog}\
+         Restart=always\n\
+         RestartSec=10\n\
+         # Registration errors go to the screen (and the serial console) too.\n\
+         StandardOutput=journal+console\n\
+         StandardError=journal+console\n\
+         # Root for cgroups and the Docker socket; nothing else. See docs/image.md.\n\
+         NoNewPrivileges=yes\n\
+         ProtectHome=yes\n\
+         PrivateTmp=yes\n\
+         ProtectKernelModules=yes\n\
+         ProtectKernelLogs=yes\n\
+         ProtectClock=yes\n\
+         ProtectHostname=yes\n\
+         RestrictRealtime=yes\n\
+         LockPersonality=yes\n\
+         ReadWritePaths=/var/lib/latticed /sys/fs/cgroup\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
+/// latticed's configuration on the image.
+pub fn latticed_config() -> String {
+    format!(
+        "# latticed on the Lattice image. Provisioning comes from the config partition\n\
+         # (editable from any computer); identity and state live on the data partition.\n\
+         data_dir = \"/var/lib/latticed\"\n\
+         provisioning_file = \"{CONFIG_MOUNT}/{PROVISIONING_FILE}\"\n"
+    )
+}
+
+/// Marks the booted slot good once latticed has started (RAUC's grub backend then keeps
+/// booting it). A real health check comes with OTA.
+pub fn mark_good_unit() -> String {
+    "[Unit]\n\
+     Description=Mark the booted RAUC slot good\n\
+     After=latticed.service\n\
+     Requires=latticed.service\n\
+     RequiresMountsFor=/boot/efi /var/lib/rauc\n\
+     \n\
+     [Service]\n\
+     Type=oneshot\n\
+     ExecStart=/usr/bin/rauc status mark-good\n\
+     \n\
+     [Install]\n\
+     WantedBy=multi-user.target\n"
+        .to_string()
+}
+
+/// DHCP on every wired interface.
+pub fn network_file() -> String {
+    "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n".to_string()
+}
+
+/// sshd: keys only, from the config partition; the host key on the data partition.
+pub fn sshd_config() -> String {
+    format!(
+        "# Lattice: SSH runs only when {CONFIG_MOUNT}/{AUTHORIZED_KEYS_FILE} exists.\n\
+         HostKey {SSH_HOST_KEY_DIR}/ssh_host_ed25519_key\n\
+         AuthorizedKeysFile {CONFIG_MOUNT}/{AUTHORIZED_KEYS_FILE}\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n"
+    )
+}
+
+/// Drop-in for Debian's `ssh.service`: off unless a key was provisioned; makes this machine's
+/// host key on first start (images carry none).
+pub fn ssh_dropin() -> String {
+    let key = format!("{SSH_HOST_KEY_DIR}/ssh_host_ed25519_key");
+    format!(
+        "[Unit]\n\
+         RequiresMountsFor={CONFIG_MOUNT} {SSH_HOST_KEY_DIR}\n\
+         ConditionPathExists={CONFIG_MOUNT}/{AUTHORIZED_KEYS_FILE}\n\
+         \n\
+         [Service]\n\
+         ExecStartPre=\n\
+         ExecStartPre=/bin/sh -c 'test -s {key} || ssh-keygen -q -t ed25519 -N \"\" -f {key}'\n\
+         ExecStartPre=/usr/sbin/sshd -t\n"
+    )
+}
+
+/// The README a provider finds on the config partition.
+pub fn config_readme() -> String {
+    format!(
+        "Lattice node configuration\r\n\
+         ==========================\r\n\
+         \r\n\
+         Put the provisioning string from your fleet (`lattice tokens create`) in a file\r\n\
+         named `{PROVISIONING_FILE}` here (one line, starting with lattice1:), or run\r\n\
+         `lattice image provision IMAGE --provisioning STRING` before flashing.\r\n\
+         \r\n\
+         Optional: a file named `{AUTHORIZED_KEYS_FILE}` with SSH public keys turns SSH on\r\n\
+         (root login with those keys only; no passwords anywhere).\r\n\
+         \r\n\
+         The node reads this partition at start; once registered, its identity lives on\r\n\
+         the data partition and the provisioning string is not needed any more.\r\n"
+    )
+}
+
+/// Checks `/etc/shadow` text: every account must be locked or have a real hash (no empty and
+/// no default password). Returns the offending account names.
+pub fn accounts_with_password_problems(shadow: &str) -> Vec<String> {
+    shadow
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let hash = f.next()?;
+            let locked = hash.starts_with('!') || hash.starts_with('*');
+            let real_hash = hash.starts_with('$') && hash.len() > 20;
+            (!locked && !real_hash).then(|| name.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_mounts_state_by_label_and_never_remounts_root() {
+        let f = fstab();
+        assert!(f.contains("PARTLABEL=lattice-data  /data  ext4"));
+        assert!(f.contains("PARTLABEL=lattice-config  /boot/lattice-config  vfat  ro,"));
+        assert!(f.contains("/data/latticed  /var/lib/latticed  none  bind"));
+        assert!(f.contains("/data/docker  /var/lib/docker  none  bind"));
+        assert!(f.contains("tmpfs  /tmp  tmpfs  mode=1777"));
+        assert!(
+            !f.contains("PARTUUID"),
+            "root images are device-independent"
+        );
+        for line in f.lines().filter(|l| !l.starts_with('#')) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields.len(), 6, "{line}");
+            assert_ne!(fields[1], "/", "root stays as the kernel mounted it (ro)");
+        }
+    }
+
+    #[test]
+    fn watchdog_only_with_notify() {
+        let plain = latticed_unit(None);
+        assert!(plain.contains("Type=simple"));
+        assert!(!plain.contains("WatchdogSec"));
+        let wd = latticed_unit(Some(60));
+        assert!(wd.contains("Type=notify") && wd.contains("WatchdogSec=60"));
+        assert!(wd.contains("ExecStart=/usr/bin/latticed --config /etc/lattice/latticed.toml"));
+    }
+
+    #[test]
+    fn latticed_reads_provisioning_from_the_config_partition() {
+        let c = latticed_config();
+        assert!(c.contains("provisioning_file = \"/boot/lattice-config/provisioning\""));
+        assert!(c.contains("data_dir = \"/var/lib/latticed\""));
+    }
+
+    #[test]
+    fn ssh_needs_a_provisioned_key_and_never_a_password() {
+        assert!(ssh_dropin().contains("ConditionPathExists=/boot/lattice-config/authorized_keys"));
+        let c = sshd_config();
+        assert!(c.contains("PasswordAuthentication no"));
+        assert!(c.contains("AuthorizedKeysFile /boot/lattice-config/authorized_keys"));
+    }
+
+    #[test]
+    fn shadow_check_flags_empty_and_unhashed_passwords() {
+        let shadow = "root:*:19000:0:99999:7:::\n\
+                      daemon:!:19000::::::\n\
+                      alice::19000::::::\n\
+                      bob:$y$j9T$abcdefghijklmnopqrstuv$0123456789:1::::::\n\
+                      eve:password:1::::::\n";
+        assert_eq!(
+            accounts_with_password_problems(shadow),
+            vec!["alice", "eve"]
+        );
+    }
+
+    #[test]
+    fn persistent_dirs_cover_what_writes_at_runtime() {
+        let targets: Vec<&str> = PERSISTENT.iter().map(|p| p.target).collect();
+        for t in [
+            "/var/lib/latticed",
+            "/var/lib/docker",
+            "/var/lib/containerd",
+            "/var/log",
+        ] {
+            assert!(targets.contains(&t), "{t}");
+        }
+        assert!(ENABLED_UNITS.contains(&"docker.service"));
+    }
+}
