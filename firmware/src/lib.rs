@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
+pub mod firewall;
 pub mod identity;
 pub mod inventory;
 pub mod outbox;

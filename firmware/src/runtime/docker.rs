@@ -5,8 +5,12 @@
 //! the workload id (see [`super`]): its container (`lattice-{node}-{workload}`), its own bridge
 //! network (same name) and one named volume per declared volume
 //! (`lattice-{node}-{workload}-{volume}`). The container's protections are built in
-//! [`super::hardening`], which also lists what is not enforced yet (egress filtering of private
-//! ranges, volume sizes). Before reusing or removing a network or volume the runtime checks
+//! [`super::hardening`], which also lists what is not enforced yet. The node's firewall
+//! ([`crate::firewall`]) is brought in line with the node's networks before a container is
+//! created, after a network is removed, and on the first listing after (re)connecting to the
+//! engine (rules do not survive a reboot; Docker keeps them across its own restarts): a
+//! workload never runs unguarded, and a firewall that cannot be set fails the create with the
+//! reason. Before reusing or removing a network or volume the runtime checks
 //! its labels: an object that does not carry the caller's node id is never touched, even if
 //! its name matches.
 //!
@@ -25,6 +29,7 @@ use super::hardening::{self, Bounds};
 use super::{
     object_name, ContainerRuntime, Observed, RuntimeError, LABEL_NODE, LABEL_SPEC, LABEL_WORKLOAD,
 };
+use crate::firewall::{self, iptables::Iptables, Firewall, Guarded};
 use bollard::errors::Error as BollardError;
 use bollard::models::Network;
 use bollard::query_parameters::{
@@ -38,8 +43,9 @@ use engine::{
 };
 use futures_util::TryStreamExt;
 use lattice_wire::msg::WorkloadSpec;
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where the engine is and how long to wait for it.
@@ -76,14 +82,25 @@ impl Default for DockerOptions {
 pub struct DockerRuntime {
     opts: DockerOptions,
     client: Mutex<Option<Docker>>,
+    firewall: Arc<dyn Firewall>,
+    /// Nodes whose firewall was synced since the client was (re)made.
+    synced: Mutex<HashSet<String>>,
 }
 
 impl DockerRuntime {
-    /// A runtime for the engine at `opts.socket`; nothing is contacted until the first call.
+    /// A runtime for the engine at `opts.socket` with the host's iptables as its firewall;
+    /// nothing is contacted until the first call.
     pub fn new(opts: DockerOptions) -> Self {
+        Self::with_firewall(opts, Arc::new(Iptables::new()))
+    }
+
+    /// A runtime with another firewall (tests use [`firewall::fake::FakeFirewall`]).
+    pub fn with_firewall(opts: DockerOptions, firewall: Arc<dyn Firewall>) -> Self {
         DockerRuntime {
             opts,
             client: Mutex::new(None),
+            firewall,
+            synced: Mutex::new(HashSet::new()),
         }
     }
 
@@ -130,6 +147,51 @@ impl DockerRuntime {
         if let Ok(mut slot) = self.client.lock() {
             *slot = None;
         }
+        if let Ok(mut s) = self.synced.lock() {
+            s.clear();
+        }
+    }
+
+    /// Makes the node's firewall guard exactly the node's workload networks.
+    async fn sync_firewall(&self, docker: &Docker, node_id: &str) -> Result<(), RuntimeError> {
+        let networks = docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(label_filter(node_id, None)),
+            }))
+            .await
+            .map_err(|e| {
+                self.fail(e, |s, m| RuntimeError::Container {
+                    container: format!("(networks of node {node_id})"),
+                    reason: format!("{m} (status {s})"),
+                })
+            })?;
+        let guarded: Vec<Guarded> = networks
+            .iter()
+            .filter_map(|n| {
+                let w = n.labels.as_ref()?.get(LABEL_WORKLOAD)?;
+                is_owned(n.labels.as_ref(), node_id, w).then(|| Guarded {
+                    workload_id: w.clone(),
+                    bridge: firewall::bridge_name(node_id, w),
+                    egress: n.internal != Some(true),
+                })
+            })
+            .collect();
+        let fw = Arc::clone(&self.firewall);
+        let node = node_id.to_string();
+        tokio::task::spawn_blocking(move || fw.sync(&node, &guarded))
+            .await
+            .map_err(|e| RuntimeError::Container {
+                container: format!("(firewall of node {node_id})"),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| RuntimeError::Container {
+                container: format!("(firewall of node {node_id})"),
+                reason: e.to_string(),
+            })?;
+        if let Ok(mut s) = self.synced.lock() {
+            s.insert(node_id.to_string());
+        }
+        Ok(())
     }
 
     /// Checks that the engine answers.
@@ -196,10 +258,17 @@ impl DockerRuntime {
             ) else {
                 continue;
             };
-            if net.internal == Some(!spec.egress) {
+            let bridge = net
+                .options
+                .as_ref()
+                .and_then(|o| o.get(hardening::BRIDGE_NAME_OPTION));
+            if net.internal == Some(!spec.egress)
+                && bridge == Some(&firewall::bridge_name(node_id, &spec.id))
+            {
                 return Ok(id);
             }
-            // Egress changed: the old network cannot be reused (fails while a container of
+            // Egress changed (or a network from before bridges were named): the old network
+            // cannot be reused (fails while a container of
             // this workload is still attached, which the caller must remove first).
             docker
                 .remove_network(&id)
@@ -309,6 +378,15 @@ impl DockerRuntime {
 impl ContainerRuntime for DockerRuntime {
     async fn list_owned(&self, node_id: &str) -> Result<Vec<Observed>, RuntimeError> {
         let docker = self.client().await?;
+        let synced = self
+            .synced
+            .lock()
+            .map(|s| s.contains(node_id))
+            .unwrap_or(false);
+        if !synced {
+            // After a reboot the rules are gone while adopted containers may start again.
+            self.sync_firewall(&docker, node_id).await?;
+        }
         let list = docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
@@ -396,6 +474,8 @@ impl ContainerRuntime for DockerRuntime {
         hardening::validate(node_id, spec)?;
         let docker = self.client().await?;
         let network = self.ensure_network(&docker, node_id, spec).await?;
+        // Guarded before anything can run on it.
+        self.sync_firewall(&docker, node_id).await?;
         self.ensure_volumes(&docker, node_id, spec).await?;
         let body = hardening::container_body(
             node_id,
@@ -544,6 +624,7 @@ impl ContainerRuntime for DockerRuntime {
                 Err(e) => return Err(self.fail(e, other(format!("network {net_id}")))),
             }
         }
+        self.sync_firewall(&docker, node_id).await?;
         let volumes = docker
             .list_volumes(Some(ListVolumesOptions {
                 filters: Some(label_filter(node_id, Some(workload))),

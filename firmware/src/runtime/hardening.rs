@@ -16,12 +16,15 @@
 //!   cgroup namespace), no bind mounts, no published ports;
 //! - `CgroupParent` = the node's envelope, `RestartPolicy: no` (the reconciler restarts, with
 //!   backoff), json-file logs bounded by `max-size` × `max-file`;
-//! - its own bridge network, `Internal` unless the spec declares egress.
+//! - its own bridge network, `Internal` unless the spec declares egress, on a bridge interface
+//!   named from the node and workload ids ([`crate::firewall::bridge_name`]) so that the
+//!   node's firewall ([`crate::firewall`]) keeps it from private, loopback and link-local
+//!   ranges and from the host whether or not it declared egress;
+//! - IPv6 off inside the container (`net.ipv6.conf.all.disable_ipv6=1`): no link-local IPv6
+//!   path around the IPv4 firewall.
 //!
 //! Not enforced yet:
 //!
-//! - `egress: true` currently means the plain Docker bridge (NAT to anything the host
-//!   reaches); denying private, loopback and link-local ranges is firewall work for later.
 //! - size limit: not enforced yet (issue 3 disk). Volumes are plain named Docker volumes on the
 //!   `local` driver; `VolumeSpec::size_bytes` is recorded as a label only.
 
@@ -38,6 +41,9 @@ use std::collections::HashMap;
 pub const LABEL_VOLUME: &str = "io.lattice.volume";
 /// Label holding the declared size of a volume in bytes (not enforced yet).
 pub const LABEL_VOLUME_SIZE: &str = "io.lattice.volume-size";
+
+/// Docker's network option naming the bridge interface.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 /// Where the writable scratch tmpfs goes.
 pub const TMP_PATH: &str = "/tmp";
@@ -341,6 +347,10 @@ pub fn network_request(node_id: &str, spec: &WorkloadSpec) -> NetworkCreateReque
         internal: Some(!spec.egress),
         attachable: Some(false),
         enable_ipv6: Some(false),
+        options: Some(HashMap::from([(
+            BRIDGE_NAME_OPTION.to_string(),
+            crate::firewall::bridge_name(node_id, &spec.id),
+        )])),
         labels: Some(labels(node_id, &spec.id)),
         ..Default::default()
     }
@@ -398,6 +408,10 @@ pub fn container_body(
         uts_mode: Some(String::new()),
         userns_mode: Some(String::new()),
         network_mode: Some(network.to_string()),
+        sysctls: Some(HashMap::from([(
+            "net.ipv6.conf.all.disable_ipv6".to_string(),
+            "1".to_string(),
+        )])),
         port_bindings: None,
         publish_all_ports: Some(false),
         binds: None,

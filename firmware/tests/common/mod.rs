@@ -1,6 +1,7 @@
 //! Test helpers: a real mosquitto broker, an observing MQTT client, and a registered node.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod fleet;
 
 use lattice_wire::envelope::{self, Envelope, Opened};

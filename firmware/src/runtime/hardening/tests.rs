@@ -266,8 +266,20 @@ fn network_is_internal_unless_egress_is_declared() {
     assert_eq!(n.internal, Some(true));
     assert_eq!(n.driver.as_deref(), Some("bridge"));
     assert_eq!(n.labels.unwrap()[LABEL_NODE], "n-1");
+    // The bridge interface is named so the firewall can guard it before it exists.
+    assert_eq!(
+        n.options.unwrap()[BRIDGE_NAME_OPTION],
+        crate::firewall::bridge_name("n-1", "w-1")
+    );
     s.egress = true;
     assert_eq!(network_request("n-1", &s).internal, Some(false));
+}
+
+#[test]
+fn ipv6_is_off_inside_every_container() {
+    let body = container_body("n", &spec(), "h", "/p", "x", &Bounds::default()).unwrap();
+    let sysctls = body.host_config.unwrap().sysctls.unwrap();
+    assert_eq!(sysctls["net.ipv6.conf.all.disable_ipv6"], "1");
 }
 
 #[test]
