@@ -9,6 +9,8 @@
 //! outbox_max_bytes = 8388608
 //! log = "info"
 //! runtime = "docker"                     # or "none": record targets, run nothing
+//! disk_floor_bytes = 1073741824          # free space kept for the provider: volumes and
+//!                                        # image pulls stop here
 //!
 //! [envelope]                             # what the provider donates to all workloads
 //! cpu_percent = 50                       # of the whole machine
@@ -56,6 +58,9 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// The provider's caps for all workloads together (the parent cgroup).
     pub envelope: EnvelopeConfig,
+    /// Free space kept for the provider on the disk of `data_dir`: new volumes and image pulls
+    /// are refused (with this figure in the reason) when they would go below it.
+    pub disk_floor_bytes: u64,
 }
 
 /// What runs the workloads of a target.
@@ -102,6 +107,7 @@ impl Default for Config {
             log: "info".to_string(),
             runtime: RuntimeKind::Docker,
             envelope: EnvelopeConfig::default(),
+            disk_floor_bytes: crate::runtime::docker::DEFAULT_DISK_FLOOR,
         }
     }
 }
@@ -134,6 +140,7 @@ pub struct Settings {
     pub runtime: RuntimeKind,
     /// Validated envelope limits (memory resolved against the machine).
     pub envelope: crate::cgroup::EnvelopeLimits,
+    pub disk_floor_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +278,7 @@ impl Config {
             log: self.log,
             runtime: self.runtime,
             envelope,
+            disk_floor_bytes: self.disk_floor_bytes,
         })
     }
 }

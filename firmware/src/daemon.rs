@@ -131,8 +131,15 @@ pub async fn run(
                 pids_max = settings.envelope.pids_max,
                 "provider envelope ready"
             );
+            let docker = crate::runtime::docker::DockerOptions {
+                volumes: crate::volumes::VolumeHost::new(
+                    settings.data_dir.join("volumes"),
+                    settings.disk_floor_bytes,
+                ),
+                ..Default::default()
+            };
             let applier = crate::reconcile::docker_applier(
-                crate::runtime::docker::DockerOptions::default(),
+                docker,
                 node_id.clone(),
                 envelope.docker_parent(),
                 shutdown.clone(),

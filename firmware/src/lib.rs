@@ -24,3 +24,4 @@ pub mod register;
 pub mod runtime;
 pub mod shutdown;
 pub mod state_dir;
+pub mod volumes;

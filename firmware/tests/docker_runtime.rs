@@ -304,8 +304,10 @@ async fn fork_bomb_stops_at_the_pids_limit() {
     assert_eq!(pids_limit, Some(limit as i64), "PidsLimit before start");
     node.rt.start(&id).await.expect("start");
 
+    // Tasks come and go as the bomb forks and fails; the highest count seen must come near
+    // the limit (the bomb ran) and no sample may pass it.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut current;
+    let mut highest = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let stats = env
@@ -323,15 +325,16 @@ async fn fork_bomb_stops_at_the_pids_limit() {
             .expect("stats");
         let pids = stats.pids_stats.expect("pids stats");
         assert_eq!(pids.limit, Some(limit), "the engine's pids limit");
-        current = pids.current.unwrap_or(0);
+        let current = pids.current.unwrap_or(0);
         assert!(current <= limit, "{current} tasks > limit {limit}");
-        if current >= limit - 2 || Instant::now() > deadline {
+        highest = highest.max(current);
+        if highest >= limit - 4 || Instant::now() > deadline {
             break;
         }
     }
     assert!(
-        current >= limit - 2,
-        "the bomb never reached the limit ({current}/{limit}): did it run?"
+        highest >= limit - 4,
+        "the bomb never came near the limit (at most {highest}/{limit}): did it run?"
     );
     let top = env
         .docker

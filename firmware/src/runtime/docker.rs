@@ -30,6 +30,7 @@ use super::{
     object_name, ContainerRuntime, Observed, RuntimeError, LABEL_NODE, LABEL_SPEC, LABEL_WORKLOAD,
 };
 use crate::firewall::{self, iptables::Iptables, Firewall, Guarded};
+use crate::volumes::{VolumeError, VolumeHost};
 use bollard::errors::Error as BollardError;
 use bollard::models::Network;
 use bollard::query_parameters::{
@@ -48,6 +49,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Free space kept for the provider by default (1 GiB).
+pub const DEFAULT_DISK_FLOOR: u64 = 1 << 30;
+
 /// Where the engine is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct DockerOptions {
@@ -59,6 +63,8 @@ pub struct DockerOptions {
     pub pull_timeout: Duration,
     /// Node-side bounds applied to every container (tmpfs, logs, stop timeout).
     pub bounds: Bounds,
+    /// Where size-limited volumes are made, and the disk floor they (and pulls) keep.
+    pub volumes: VolumeHost,
 }
 
 impl Default for DockerOptions {
@@ -73,6 +79,7 @@ impl Default for DockerOptions {
             request_timeout: Duration::from_secs(120),
             pull_timeout: Duration::from_secs(600),
             bounds: Bounds::default(),
+            volumes: VolumeHost::new("/var/lib/latticed/volumes", DEFAULT_DISK_FLOOR),
         }
     }
 }
@@ -313,14 +320,30 @@ impl DockerRuntime {
         node_id: &str,
         spec: &WorkloadSpec,
     ) -> Result<(), RuntimeError> {
-        for req in hardening::volume_requests(node_id, spec) {
+        for volume in &spec.volumes {
+            let data = self.host_volume(node_id, spec, volume).await?;
+            let req = hardening::volume_request(node_id, spec, volume, &data);
             let name = req.name.clone().unwrap_or_default();
             let vol_err = |status: u16, message: String| RuntimeError::Container {
                 container: object_name(node_id, &spec.id),
                 reason: format!("volume {name}: {message} (status {status})"),
             };
             match docker.inspect_volume(&name).await {
-                Ok(v) if is_owned(Some(&v.labels), node_id, &spec.id) => continue,
+                Ok(v) if is_owned(Some(&v.labels), node_id, &spec.id) => {
+                    let device = v.options.get("device").map(String::as_str);
+                    if device == Some(data.to_string_lossy().as_ref()) {
+                        continue;
+                    }
+                    // Made before volumes had sizes (or by hand): its data is not ours to
+                    // move, so say so instead of running without a limit.
+                    return Err(RuntimeError::Rejected {
+                        workload: spec.id.clone(),
+                        reason: format!(
+                            "volume {name} exists without a size limit (device {device:?}); \
+                             remove the workload and deploy it again"
+                        ),
+                    });
+                }
                 Ok(_) => {
                     return Err(vol_err(
                         409,
@@ -343,6 +366,34 @@ impl DockerRuntime {
                 .map_err(|e| self.fail(e, vol_err))?;
         }
         Ok(())
+    }
+
+    /// The volume's size-limited filesystem, made and mounted ([`crate::volumes`]); returns
+    /// the directory Docker binds.
+    async fn host_volume(
+        &self,
+        node_id: &str,
+        spec: &WorkloadSpec,
+        volume: &lattice_wire::msg::VolumeSpec,
+    ) -> Result<PathBuf, RuntimeError> {
+        let host = self.opts.volumes.clone();
+        let (node, workload, v) = (node_id.to_string(), spec.id.clone(), volume.clone());
+        let made = tokio::task::spawn_blocking(move || host.ensure(&node, &workload, &v))
+            .await
+            .map_err(|e| RuntimeError::Container {
+                container: object_name(node_id, &spec.id),
+                reason: e.to_string(),
+            })?;
+        made.map_err(|e| match e {
+            VolumeError::Bad { .. } => RuntimeError::Rejected {
+                workload: spec.id.clone(),
+                reason: e.to_string(),
+            },
+            e => RuntimeError::Container {
+                container: object_name(node_id, &spec.id),
+                reason: e.to_string(),
+            },
+        })
     }
 
     async fn pull(&self, docker: &Docker, image: &str) -> Result<(), RuntimeError> {
@@ -384,7 +435,24 @@ impl ContainerRuntime for DockerRuntime {
             .map(|s| s.contains(node_id))
             .unwrap_or(false);
         if !synced {
-            // After a reboot the rules are gone while adopted containers may start again.
+            // After a reboot the rules are gone and the volumes unmounted, while adopted
+            // containers may start again: both come back before anything is started.
+            let host = self.opts.volumes.clone();
+            let node = node_id.to_string();
+            let mounted = tokio::task::spawn_blocking(move || host.mount_all(&node))
+                .await
+                .map_err(|e| RuntimeError::Unavailable(e.to_string()))?
+                .map_err(|e| RuntimeError::Container {
+                    container: format!("(volumes of node {node_id})"),
+                    reason: e.to_string(),
+                })?;
+            if !mounted.is_empty() {
+                tracing::info!(
+                    node = node_id,
+                    count = mounted.len(),
+                    "volumes mounted again"
+                );
+            }
             self.sync_firewall(&docker, node_id).await?;
         }
         let list = docker
@@ -453,6 +521,11 @@ impl ContainerRuntime for DockerRuntime {
                 }
                 Failure::Status(_, m) | Failure::Other(m) => return Err(missing(m)),
             },
+        }
+        // A pull fills the disk: not below the provider's floor.
+        let host = self.opts.volumes.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || host.check_free()).await {
+            return Err(missing(e.to_string()));
         }
         self.pull(&docker, image).await?;
         match docker.inspect_image(image).await {
@@ -646,6 +719,13 @@ impl ContainerRuntime for DockerRuntime {
                 Err(e) => return Err(self.fail(e, other(format!("volume {}", vol.name)))),
             }
         }
+        // Then the filesystems under them (unmounted and deleted: the workload is gone).
+        let host = self.opts.volumes.clone();
+        let (node, w) = (node_id.to_string(), workload.to_string());
+        tokio::task::spawn_blocking(move || host.remove_workload(&node, &w))
+            .await
+            .map_err(|e| other("volume files".into())(0, e.to_string()))?
+            .map_err(|e| other("volume files".into())(0, e.to_string()))?;
         Ok(())
     }
 

@@ -23,10 +23,8 @@
 //! - IPv6 off inside the container (`net.ipv6.conf.all.disable_ipv6=1`): no link-local IPv6
 //!   path around the IPv4 firewall.
 //!
-//! Not enforced yet:
-//!
-//! - size limit: not enforced yet (issue 3 disk). Volumes are plain named Docker volumes on the
-//!   `local` driver; `VolumeSpec::size_bytes` is recorded as a label only.
+//! - volumes: named Docker volumes on the `local` driver that bind a size-limited filesystem
+//!   made by [`crate::volumes`] (writes past the size fail with ENOSPC in the container).
 
 use super::{RuntimeError, LABEL_NODE, LABEL_SPEC, LABEL_WORKLOAD};
 use bollard::models::{
@@ -34,12 +32,12 @@ use bollard::models::{
     Mount, MountTypeEnum, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
     VolumeCreateOptions,
 };
-use lattice_wire::msg::WorkloadSpec;
+use lattice_wire::msg::{VolumeSpec, WorkloadSpec};
 use std::collections::HashMap;
 
 /// Label naming the spec volume a Docker volume was made for.
 pub const LABEL_VOLUME: &str = "io.lattice.volume";
-/// Label holding the declared size of a volume in bytes (not enforced yet).
+/// Label holding the declared size of a volume in bytes.
 pub const LABEL_VOLUME_SIZE: &str = "io.lattice.volume-size";
 
 /// Docker's network option naming the bridge interface.
@@ -321,21 +319,26 @@ pub fn volume_name(node_id: &str, workload_id: &str, volume: &str) -> String {
 
 /// The create request for each of the workload's volumes (local driver, labelled).
 // size limit: not enforced yet (issue 3 disk); the declared size is only a label.
-pub fn volume_requests(node_id: &str, spec: &WorkloadSpec) -> Vec<VolumeCreateOptions> {
-    spec.volumes
-        .iter()
-        .map(|v| {
-            let mut l = labels(node_id, &spec.id);
-            l.insert(LABEL_VOLUME.to_string(), v.name.clone());
-            l.insert(LABEL_VOLUME_SIZE.to_string(), v.size_bytes.to_string());
-            VolumeCreateOptions {
-                name: Some(volume_name(node_id, &spec.id, &v.name)),
-                driver: Some("local".to_string()),
-                labels: Some(l),
-                ..Default::default()
-            }
-        })
-        .collect()
+pub fn volume_request(
+    node_id: &str,
+    spec: &WorkloadSpec,
+    volume: &VolumeSpec,
+    data: &std::path::Path,
+) -> VolumeCreateOptions {
+    let mut l = labels(node_id, &spec.id);
+    l.insert(LABEL_VOLUME.to_string(), volume.name.clone());
+    l.insert(LABEL_VOLUME_SIZE.to_string(), volume.size_bytes.to_string());
+    VolumeCreateOptions {
+        name: Some(volume_name(node_id, &spec.id, &volume.name)),
+        driver: Some("local".to_string()),
+        driver_opts: Some(HashMap::from([
+            ("type".to_string(), "none".to_string()),
+            ("o".to_string(), "bind".to_string()),
+            ("device".to_string(), data.to_string_lossy().into_owned()),
+        ])),
+        labels: Some(l),
+        ..Default::default()
+    }
 }
 
 /// The workload's own bridge network: `Internal` (no route out) unless the spec declares

@@ -9,6 +9,7 @@ use lattice_wire::msg::{RestartPolicy, VolumeSpec, WorkloadClass, WorkloadSpec};
 use latticed::firewall::{iptables::Iptables, Firewall};
 use latticed::runtime::docker::{DockerOptions, DockerRuntime};
 use latticed::runtime::{ContainerRuntime, ContainerStatus, Observed, RuntimeError, LABEL_NODE};
+use latticed::volumes::VolumeHost;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -187,6 +188,16 @@ impl Drop for Node {
         if let Err(e) = Iptables::new().clear(&self.id) {
             eprintln!("cleanup of node {}: firewall: {e}", self.id);
         }
+        let host = VolumeHost::new(volumes_dir(), 0);
+        if let Ok(workloads) = std::fs::read_dir(volumes_dir().join(&self.id)) {
+            for w in workloads.flatten() {
+                let w = w.file_name().to_string_lossy().into_owned();
+                if let Err(e) = host.remove_workload(&self.id, &w) {
+                    eprintln!("cleanup of node {}: volumes of {w}: {e}", self.id);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(volumes_dir().join(&self.id));
         let rel = self.cgroup_parent.trim_start_matches('/');
         if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
             for d in dirs.flatten() {
@@ -208,7 +219,13 @@ pub fn runtime() -> DockerRuntime {
         ..Default::default()
     };
     opts.bounds.stop_timeout_secs = 1;
+    opts.volumes = VolumeHost::new(volumes_dir(), 0);
     DockerRuntime::new(opts)
+}
+
+/// Where the tests' sized volumes live (per node id inside).
+pub fn volumes_dir() -> PathBuf {
+    std::env::temp_dir().join("lattice-test-volumes")
 }
 
 /// The engine and the test image, or `None` (skip) when there is no Docker socket.

@@ -284,9 +284,18 @@ fn ipv6_is_off_inside_every_container() {
 
 #[test]
 fn volumes_are_named_and_labelled_per_node_and_workload() {
-    let v = volume_requests("n-1", &spec());
-    assert_eq!(v.len(), 1);
+    let s = spec();
+    let v = [volume_request(
+        "n-1",
+        &s,
+        &s.volumes[0],
+        std::path::Path::new("/v/data"),
+    )];
     assert_eq!(v[0].name.as_deref(), Some("lattice-n-1-w-1-data"));
+    // It binds the size-limited filesystem made for it.
+    let o = v[0].driver_opts.clone().unwrap();
+    assert_eq!((o["type"].as_str(), o["o"].as_str()), ("none", "bind"));
+    assert_eq!(o["device"], "/v/data");
     let l = v[0].labels.clone().unwrap();
     assert_eq!(l[LABEL_NODE], "n-1");
     assert_eq!(l[LABEL_WORKLOAD], "w-1");
