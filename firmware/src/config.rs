@@ -16,6 +16,15 @@
 //! cpu_percent = 50                       # of the whole machine
 //! memory_bytes = 4294967296              # default: half of the machine's memory
 //! pids_max = 4096
+//!
+//! [availability]                         # when batch work may run (always-on work always runs)
+//! time_zone = "Europe/Berlin"            # default: the machine's zone
+//! windows = ["Mon-Fri 19:00-07:00", "Sat-Sun 00:00-24:00"]   # default: none = 24/7
+//!
+//! [host_load]                            # the owner's processes come first
+//! threshold_percent = 50                 # load outside Lattice above which the CPU cap drops
+//! min_cpu_percent = 5                    # 0 threshold: off
+//! sample_secs = 5
 //! ```
 //!
 //! The provisioning string is needed only until the node has registered; a provisioning file
@@ -61,6 +70,10 @@ pub struct Config {
     /// Free space kept for the provider on the disk of `data_dir`: new volumes and image pulls
     /// are refused (with this figure in the reason) when they would go below it.
     pub disk_floor_bytes: u64,
+    /// The provider's weekly windows for batch work.
+    pub availability: crate::owner::AvailabilityConfig,
+    /// Lowering the envelope's CPU cap while the owner's own processes need the CPU.
+    pub host_load: crate::owner::HostLoadConfig,
 }
 
 /// What runs the workloads of a target.
@@ -108,6 +121,8 @@ impl Default for Config {
             runtime: RuntimeKind::Docker,
             envelope: EnvelopeConfig::default(),
             disk_floor_bytes: crate::runtime::docker::DEFAULT_DISK_FLOOR,
+            availability: Default::default(),
+            host_load: Default::default(),
         }
     }
 }
@@ -141,6 +156,7 @@ pub struct Settings {
     /// Validated envelope limits (memory resolved against the machine).
     pub envelope: crate::cgroup::EnvelopeLimits,
     pub disk_floor_bytes: u64,
+    pub owner: crate::owner::OwnerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +283,11 @@ impl Config {
         if let Err(e) = &envelope {
             problems.push(format!("envelope: {e}"));
         }
+        let owner = crate::owner::OwnerSettings::validate(&self.availability, &self.host_load)
+            .unwrap_or_else(|p| {
+                problems.extend(p);
+                Default::default()
+            });
         let (Ok(envelope), true) = (envelope, problems.is_empty()) else {
             return Err(ConfigError::Invalid(problems));
         };
@@ -279,6 +300,7 @@ impl Config {
             runtime: self.runtime,
             envelope,
             disk_floor_bytes: self.disk_floor_bytes,
+            owner,
         })
     }
 }

@@ -107,6 +107,20 @@ pub async fn run(
         other => other?,
     };
     let node_id = enrollment.registration.node_id.clone();
+    // The tunnel to the gateway (only with containers to reach); it stops when dropped.
+    let _tunnel = match settings.runtime {
+        RuntimeKind::Docker => crate::tunnel::start(
+            settings.data_dir.clone(),
+            &enrollment.registration,
+            &enrollment.keys,
+            &crate::runtime::docker::DockerOptions::default().socket,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "the tunnel to the gateway cannot start: workloads are unreachable");
+        })
+        .ok(),
+        RuntimeKind::None => None,
+    };
     let mut config = AgentConfig::new(
         settings.data_dir.clone(),
         enrollment.keys,
@@ -142,6 +156,14 @@ pub async fn run(
                 docker,
                 node_id.clone(),
                 envelope.docker_parent(),
+                shutdown.clone(),
+            );
+            crate::owner::spawn(
+                settings.owner.clone(),
+                settings.envelope.cpu_percent,
+                std::sync::Arc::new(envelope),
+                applier.handle().clone(),
+                applier.events().clone(),
                 shutdown.clone(),
             );
             let agent = Agent::with_applier(config, applier)?;

@@ -17,6 +17,7 @@ pub mod firewall;
 pub mod identity;
 pub mod inventory;
 pub mod outbox;
+pub mod owner;
 /// Pinned TLS (moved to `lattice-wire` so the fleet's CLI shares it without linking latticed).
 pub use lattice_wire::pin;
 pub mod reconcile;
@@ -24,4 +25,5 @@ pub mod register;
 pub mod runtime;
 pub mod shutdown;
 pub mod state_dir;
+pub mod tunnel;
 pub mod volumes;

@@ -20,6 +20,11 @@ pub trait Applier: Send {
     fn workloads(&self) -> Vec<WorkloadStatus> {
         Vec::new()
     }
+
+    /// Events that happened since the last call (kind, detail), for the fleet.
+    fn take_events(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Accepts every target and remembers the last one; runs nothing.

@@ -104,6 +104,10 @@ impl<A: Applier> Agent<A> {
             ),
             Err(e) => tracing::debug!("status not sent: {e}"),
         }
+        // What the applier's background work changed (batch paused, CPU cap lowered, …).
+        for (kind, detail) in self.applier.take_events() {
+            self.emit(link, &kind, detail).await;
+        }
     }
 
     async fn on_message(&mut self, link: &Link, topic_name: &str, payload: &[u8]) {

@@ -5,6 +5,7 @@
 use super::shell::{self, ReconcileHandle};
 use super::validate;
 use crate::agent::{Applier, ApplyError};
+use crate::owner::EventSink;
 use crate::runtime::docker::{DockerOptions, DockerRuntime};
 use crate::runtime::ContainerRuntime;
 use crate::shutdown::Shutdown;
@@ -15,12 +16,21 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ReconcileApplier {
     handle: ReconcileHandle,
+    events: EventSink,
 }
 
 impl ReconcileApplier {
     /// An applier driving an existing loop.
     pub fn new(handle: ReconcileHandle) -> Self {
-        ReconcileApplier { handle }
+        ReconcileApplier {
+            handle,
+            events: EventSink::default(),
+        }
+    }
+
+    /// Where background work queues events for the fleet (drained into the next status).
+    pub fn events(&self) -> &EventSink {
+        &self.events
     }
 
     /// Starts a reconcile loop on `runtime` (see [`shell::spawn`]) and wraps it. Must be
@@ -70,5 +80,9 @@ impl Applier for ReconcileApplier {
 
     fn workloads(&self) -> Vec<WorkloadStatus> {
         self.handle.statuses()
+    }
+
+    fn take_events(&mut self) -> Vec<(String, String)> {
+        self.events.drain()
     }
 }
