@@ -1,0 +1,263 @@
+//! The node's end: keeps one QUIC connection to the gateway (reconnecting with backoff),
+//! accepts the streams the gateway opens, and connects each one only where the node's
+//! [`Dialer`] agrees (a workload of its current target, a declared port).
+
+use crate::proto::{self, Decoded, Open, Reply};
+use crate::stream::{transport, TunnelStream};
+use lattice_wire::{IdentityKey, IdentityPublic};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Connects an accepted stream to a workload, or says why not.
+pub trait Dialer: Send + Sync + 'static {
+    fn dial(
+        &self,
+        open: Open,
+    ) -> Pin<Box<dyn Future<Output = Result<TcpStream, Reply>> + Send + '_>>;
+}
+
+/// Where the tunnel is, as seen by tests and the daemon's logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelState {
+    Connecting,
+    Connected {
+        gateway: SocketAddr,
+    },
+    /// The last attempt failed or the connection was lost; retrying after a backoff.
+    Down {
+        reason: String,
+    },
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port` of the gateway's tunnel listener (UDP).
+    pub gateway: String,
+    pub node_key: IdentityKey,
+    pub fleet_key: IdentityPublic,
+    /// How long one connection attempt (resolve + handshake) may take.
+    pub connect_timeout: Duration,
+    /// How long the gateway has to send a stream's open header.
+    pub header_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(gateway: String, node_key: IdentityKey, fleet_key: IdentityPublic) -> Self {
+        ClientOptions {
+            gateway,
+            node_key,
+            fleet_key,
+            connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running tunnel client; stops when dropped or on [`ClientHandle::stop`].
+pub struct ClientHandle {
+    state: watch::Receiver<TunnelState>,
+    stop: watch::Sender<bool>,
+}
+
+impl ClientHandle {
+    pub fn state(&self) -> watch::Receiver<TunnelState> {
+        self.state.clone()
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the client (needs a tokio runtime).
+pub fn spawn(
+    opts: ClientOptions,
+    dialer: Arc<dyn Dialer>,
+) -> Result<ClientHandle, crate::tls::TlsError> {
+    let crypto = crate::tls::client_crypto(&opts.node_key, &opts.fleet_key)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport());
+    let (state_tx, state) = watch::channel(TunnelState::Connecting);
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(run(opts, config, dialer, state_tx, stop_rx));
+    Ok(ClientHandle { state, stop })
+}
+
+async fn run(
+    opts: ClientOptions,
+    config: quinn::ClientConfig,
+    dialer: Arc<dyn Dialer>,
+    state: watch::Sender<TunnelState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        let _ = state.send(TunnelState::Connecting);
+        let session = async {
+            let conn = connect(&opts, &config).await?;
+            attempt = 0;
+            let gateway = conn.remote_address();
+            tracing::info!(%gateway, "tunnel connected");
+            let _ = state.send(TunnelState::Connected { gateway });
+            Ok::<String, String>(serve(conn, &dialer, opts.header_timeout).await)
+        };
+        let reason = tokio::select! {
+            r = session => match r { Ok(reason) | Err(reason) => reason },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let delay = backoff(&opts, attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "tunnel down");
+        let _ = state.send(TunnelState::Down { reason });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    let _ = state.send(TunnelState::Stopped);
+}
+
+/// Equal-jitter exponential backoff, like the node's MQTT link.
+fn backoff(opts: &ClientOptions, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+    let nominal = opts
+        .backoff_base
+        .saturating_mul(factor)
+        .min(opts.backoff_cap);
+    let half = nominal / 2;
+    let jitter = rand::random_range(0..=(nominal - half).as_millis() as u64);
+    half + Duration::from_millis(jitter)
+}
+
+async fn connect(
+    opts: &ClientOptions,
+    config: &quinn::ClientConfig,
+) -> Result<quinn::Connection, String> {
+    let attempt = async {
+        let addr = tokio::net::lookup_host(&opts.gateway)
+            .await
+            .map_err(|e| format!("resolving gateway {}: {e}", opts.gateway))?
+            .next()
+            .ok_or_else(|| format!("gateway {} resolves to no address", opts.gateway))?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().expect("literal")
+        } else {
+            "0.0.0.0:0".parse().expect("literal")
+        };
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| format!("binding a UDP socket for the tunnel: {e}"))?;
+        let conn = endpoint
+            .connect_with(config.clone(), addr, "lattice-tunnel")
+            .map_err(|e| format!("connecting to gateway {addr}: {e}"))?
+            .await
+            .map_err(|e| format!("gateway {addr}: {e}"))?;
+        Ok(conn)
+    };
+    tokio::time::timeout(opts.connect_timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("gateway {}: connect timed out", opts.gateway)))
+}
+
+/// Accepts streams until the connection ends; returns why it ended.
+async fn serve(
+    conn: quinn::Connection,
+    dialer: &Arc<dyn Dialer>,
+    header_timeout: Duration,
+) -> String {
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let dialer = dialer.clone();
+                tokio::spawn(async move {
+                    handle(TunnelStream::new(send, recv), &*dialer, header_timeout).await
+                });
+            }
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+async fn handle(mut stream: TunnelStream, dialer: &dyn Dialer, header_timeout: Duration) {
+    let header = tokio::time::timeout(
+        header_timeout,
+        read_header(&mut stream, proto::MAX_OPEN_LEN, proto::decode_open),
+    )
+    .await;
+    let (open, extra) = match header {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "tunnel stream with a bad open header");
+            let _ = stream
+                .write_all(&proto::encode_reply(Reply::BadRequest))
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut tcp = match dialer.dial(open.clone()).await {
+        Ok(tcp) => tcp,
+        Err(reply) => {
+            tracing::info!(workload = %open.workload, port = open.port, %reply, "tunnel stream refused");
+            let _ = stream.write_all(&proto::encode_reply(reply)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    if stream
+        .write_all(&proto::encode_reply(Reply::Ok))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !extra.is_empty() && tcp.write_all(&extra).await.is_err() {
+        return;
+    }
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tcp, 64 * 1024, 64 * 1024).await
+    {
+        tracing::debug!(workload = %open.workload, error = %e, "tunnel stream ended with an error");
+    }
+}
+
+/// Reads until `decode` is done; returns the value and any bytes read past it.
+async fn read_header<R, T>(
+    r: &mut R,
+    max: usize,
+    decode: impl Fn(&[u8]) -> Result<Decoded<T>, proto::ProtoError>,
+) -> Result<(T, Vec<u8>), proto::ProtoError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(max);
+    let mut chunk = [0u8; 128];
+    loop {
+        if let Decoded::Done(v, n) = decode(&buf)? {
+            return Ok((v, buf.split_off(n)));
+        }
+        let n = r.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 || buf.len() > max {
+            return Err(proto::ProtoError::Truncated);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

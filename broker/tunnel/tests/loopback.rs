@@ -1,0 +1,299 @@
+//! The tunnel on loopback: a real QUIC gateway end and node end, a TCP echo "workload".
+
+use lattice_tunnel::{
+    client, Authorizer, ClientOptions, Dialer, Open, OpenError, Reply, ServerOptions, TunnelServer,
+    TunnelState,
+};
+use lattice_wire::{IdentityKey, IdentityPublic};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Keys(HashMap<[u8; 32], String>);
+
+impl Authorizer for Keys {
+    fn authorize(
+        &self,
+        key: IdentityPublic,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let r = self
+            .0
+            .get(&key.to_bytes())
+            .cloned()
+            .ok_or_else(|| "unknown or revoked node".to_owned());
+        Box::pin(async move { r })
+    }
+}
+
+/// Dials `w-echo:7` to the echo server; refuses everything else the way the node does.
+struct EchoDialer(SocketAddr);
+
+impl Dialer for EchoDialer {
+    fn dial(
+        &self,
+        open: Open,
+    ) -> Pin<Box<dyn Future<Output = Result<TcpStream, Reply>> + Send + '_>> {
+        Box::pin(async move {
+            match (open.workload.as_str(), open.port) {
+                ("w-echo", 7) => TcpStream::connect(self.0)
+                    .await
+                    .map_err(|_| Reply::ConnectFailed),
+                ("w-echo", _) => Err(Reply::PortNotDeclared),
+                _ => Err(Reply::UnknownWorkload),
+            }
+        })
+    }
+}
+
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+struct Rig {
+    fleet: IdentityKey,
+    node: IdentityKey,
+    server: TunnelServer,
+    echo: SocketAddr,
+}
+
+async fn rig() -> Rig {
+    let fleet = IdentityKey::generate();
+    let node = IdentityKey::generate();
+    let keys = Keys(HashMap::from([(
+        node.public().to_bytes(),
+        "n-1".to_owned(),
+    )]));
+    let server = TunnelServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &fleet,
+        Arc::new(keys),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    Rig {
+        fleet,
+        node,
+        server,
+        echo: echo_server().await,
+    }
+}
+
+impl Rig {
+    fn client(&self, node: &IdentityKey, fleet: IdentityPublic) -> lattice_tunnel::ClientHandle {
+        let mut opts = ClientOptions::new(
+            self.server.local_addr().unwrap().to_string(),
+            node.clone(),
+            fleet,
+        );
+        opts.backoff_base = Duration::from_millis(50);
+        opts.backoff_cap = Duration::from_millis(200);
+        client::spawn(opts, Arc::new(EchoDialer(self.echo))).unwrap()
+    }
+
+    async fn wait_connected(&self) {
+        for _ in 0..200 {
+            if self.server.is_connected("n-1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("node never connected");
+    }
+}
+
+fn echo_open() -> Open {
+    Open {
+        workload: "w-echo".into(),
+        port: 7,
+    }
+}
+
+async fn wait_down(h: &lattice_tunnel::ClientHandle) -> String {
+    let mut rx = h.state();
+    let s = tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|s| matches!(s, TunnelState::Down { .. })),
+    )
+    .await
+    .expect("client goes down")
+    .unwrap()
+    .clone();
+    match s {
+        TunnelState::Down { reason } => reason,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn streams_reach_only_declared_workload_ports() {
+    let rig = rig().await;
+    let _client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+
+    let mut s = rig.server.open("n-1", &echo_open()).await.unwrap();
+    s.write_all(b"hello through the tunnel").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"hello through the tunnel");
+
+    let refused = |workload: &str, port| {
+        let server = rig.server.clone();
+        let open = Open {
+            workload: workload.into(),
+            port,
+        };
+        async move { server.open("n-1", &open).await }
+    };
+    assert!(matches!(
+        refused("w-echo", 22).await,
+        Err(OpenError::Refused {
+            reply: Reply::PortNotDeclared,
+            ..
+        })
+    ));
+    assert!(matches!(
+        refused("w-other", 7).await,
+        Err(OpenError::Refused {
+            reply: Reply::UnknownWorkload,
+            ..
+        })
+    ));
+    // An address is never a workload: the gateway cannot even encode it.
+    assert!(matches!(
+        refused("127.0.0.1", 7).await,
+        Err(OpenError::Proto(_))
+    ));
+    assert!(matches!(
+        rig.server.open("n-2", &echo_open()).await,
+        Err(OpenError::NodeOffline(_))
+    ));
+}
+
+#[tokio::test]
+async fn unknown_node_keys_are_refused_with_a_reason() {
+    let rig = rig().await;
+    let stranger = IdentityKey::generate();
+    let h = rig.client(&stranger, rig.fleet.public());
+    let reason = wait_down(&h).await;
+    assert!(reason.contains("unknown or revoked node"), "{reason}");
+    assert!(rig.server.connected().is_empty());
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_pinned_fleet_key_is_refused() {
+    let rig = rig().await;
+    let h = rig.client(&rig.node, IdentityKey::generate().public());
+    let reason = wait_down(&h).await;
+    assert!(reason.contains("pinned fleet key"), "{reason}");
+    assert!(rig.server.connected().is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_tunnel_closes_its_streams_and_the_node_reconnects() {
+    let rig = rig().await;
+    let _client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+    let mut s = rig.server.open("n-1", &echo_open()).await.unwrap();
+    s.write_all(&[7u8; 100_000]).await.unwrap();
+    let mut got = vec![0u8; 100_000];
+    s.read_exact(&mut got).await.unwrap();
+
+    rig.server.disconnect("n-1", "test drop");
+    // The stream in flight ends (error or EOF), it does not hang.
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "stream still open after the tunnel dropped");
+
+    // The node comes back and new streams work.
+    rig.wait_connected().await;
+    let mut s = rig.server.open("n-1", &echo_open()).await.unwrap();
+    s.write_all(b"again").await.unwrap();
+    let mut b = [0u8; 5];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"again");
+}
+
+#[tokio::test]
+async fn a_stalled_stream_does_not_stall_the_others() {
+    let rig = rig().await;
+    let _client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+
+    // A consumer that sends a lot and never reads the echo: its stream fills its own window.
+    let mut stalled = rig.server.open("n-1", &echo_open()).await.unwrap();
+    let junk = vec![1u8; 256 * 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            stalled.write_all(&junk).await.unwrap();
+        }
+    })
+    .await;
+
+    // Meanwhile 16 MiB go through another stream in good time.
+    let mut s = rig.server.open("n-1", &echo_open()).await.unwrap();
+    let (mut r, mut w) = tokio::io::split(&mut s);
+    let total = 16 * 1024 * 1024;
+    let t = tokio::time::timeout(Duration::from_secs(20), async {
+        let writer = async {
+            let chunk = vec![2u8; 64 * 1024];
+            for _ in 0..total / chunk.len() {
+                w.write_all(&chunk).await.unwrap();
+            }
+        };
+        let reader = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut n = 0;
+            while n < total {
+                n += r.read(&mut buf).await.unwrap();
+            }
+        };
+        tokio::join!(writer, reader);
+    })
+    .await;
+    assert!(t.is_ok(), "the second stream stalled behind the first");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams() {
+    let rig = rig().await;
+    let _client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        streams.push(rig.server.open("n-1", &echo_open()).await.unwrap());
+    }
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            tokio::spawn(async move {
+                let msg = format!("stream {i}");
+                s.write_all(msg.as_bytes()).await.unwrap();
+                let mut b = vec![0u8; msg.len()];
+                s.read_exact(&mut b).await.unwrap();
+                assert_eq!(b, msg.as_bytes());
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -1,0 +1,323 @@
+//! latticed's end of the tunnel to the fleet's gateway (`lattice-tunnel`).
+//!
+//! The node dials out (it sits behind NAT) and serves the streams the gateway opens. Each stream
+//! names a workload id and a port; [`NodeDialer`] connects it only when the workload is in the
+//! node's **current applied target** (read from `target.json`, which the agent writes after
+//! every applied target) and declares that port, and then only to that workload's own
+//! container, at its address on the workload's bridge network as the engine reports it for a
+//! container labelled with this node's id. Nothing else is reachable through the tunnel: no
+//! host port, no other address, no other node's container.
+
+use crate::agent::{AgentStore, TARGET_FILE};
+use crate::runtime::{object_name, LABEL_NODE, LABEL_WORKLOAD};
+use bollard::query_parameters::InspectContainerOptions;
+use lattice_tunnel::{policy, Dialer, Open, Reply};
+use lattice_wire::msg::WorkloadSpec;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpStream;
+
+/// The gateway's tunnel address for a fleet URL: the same host and port as the fleet's HTTPS
+/// API, over UDP (QUIC), as HTTP/3 does. `https://fleet.example` → `fleet.example:443`.
+pub fn gateway_address(fleet_url: &str) -> Option<String> {
+    let rest = fleet_url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let has_port = match authority.rfind(']') {
+        Some(end) => authority[end..].contains(':'),
+        None => authority.contains(':'),
+    };
+    Some(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    })
+}
+
+/// Starts the tunnel client for a registered node: to the gateway at the fleet's address,
+/// with the node's key, pinning the fleet key, dialling containers of `docker_socket`'s
+/// engine.
+pub fn start(
+    data_dir: PathBuf,
+    registration: &crate::identity::Registration,
+    keys: &crate::identity::NodeKeys,
+    docker_socket: &std::path::Path,
+) -> Result<lattice_tunnel::ClientHandle, String> {
+    let gateway = gateway_address(&registration.fleet_url)
+        .ok_or_else(|| format!("fleet URL {} has no host", registration.fleet_url))?;
+    let fleet_key = registration
+        .fleet_public()
+        .map_err(|e| format!("fleet key in the registration: {e}"))?;
+    let dialer = NodeDialer {
+        target: TargetFile::new(data_dir),
+        bridge: DockerBridge::new(docker_socket, registration.node_id.clone())?,
+        connect_timeout: Duration::from_secs(5),
+    };
+    tracing::info!(%gateway, "starting the tunnel to the gateway");
+    let opts = lattice_tunnel::ClientOptions::new(gateway, keys.identity.clone(), fleet_key);
+    lattice_tunnel::client::spawn(opts, Arc::new(dialer)).map_err(|e| e.to_string())
+}
+
+/// Where a workload's container can be reached from the host.
+pub trait BridgeAddresses: Send + Sync + 'static {
+    /// The container's address on its workload network; `Ok(None)` if it is not running.
+    fn address<'a>(
+        &'a self,
+        workload: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<IpAddr>, String>> + Send + 'a>>;
+}
+
+/// The node's current target as the agent last stored it; re-read when the file changes.
+pub struct TargetFile {
+    store: AgentStore,
+    path: PathBuf,
+    cached: Mutex<(Option<SystemTime>, Arc<Vec<WorkloadSpec>>)>,
+}
+
+impl TargetFile {
+    pub fn new(data_dir: PathBuf) -> Self {
+        TargetFile {
+            path: data_dir.join(TARGET_FILE),
+            store: AgentStore::new(&data_dir),
+            cached: Mutex::new((None, Arc::default())),
+        }
+    }
+
+    /// The workloads of the current target (empty before the first one).
+    pub fn workloads(&self) -> Arc<Vec<WorkloadSpec>> {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if modified.is_none() {
+            *cached = (None, Arc::default());
+        } else if cached.0 != modified {
+            let workloads = self
+                .store
+                .load_target()
+                .map(|t| t.workloads)
+                .unwrap_or_default();
+            *cached = (modified, Arc::new(workloads));
+        }
+        cached.1.clone()
+    }
+}
+
+/// Dials only declared ports of workloads in the node's current target, at their bridge
+/// addresses.
+pub struct NodeDialer<B> {
+    pub target: TargetFile,
+    pub bridge: B,
+    pub connect_timeout: Duration,
+}
+
+impl<B: BridgeAddresses> Dialer for NodeDialer<B> {
+    fn dial(
+        &self,
+        open: Open,
+    ) -> Pin<Box<dyn Future<Output = Result<TcpStream, Reply>> + Send + '_>> {
+        Box::pin(async move {
+            policy::check_open(&self.target.workloads(), &open)?;
+            let ip = match self.bridge.address(&open.workload).await {
+                Ok(Some(ip)) => ip,
+                Ok(None) => return Err(Reply::NotRunning),
+                Err(e) => {
+                    tracing::warn!(workload = %open.workload, error = %e, "cannot find the workload's address");
+                    return Err(Reply::NotRunning);
+                }
+            };
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect((ip, open.port)))
+                .await
+            {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => {
+                    tracing::info!(workload = %open.workload, port = open.port, error = %e, "workload refused a tunnel stream");
+                    Err(Reply::ConnectFailed)
+                }
+                Err(_) => Err(Reply::ConnectFailed),
+            }
+        })
+    }
+}
+
+/// Container addresses from the Docker engine: the container `lattice-{node}-{workload}`,
+/// only if it carries this node's and that workload's labels and is running; its address on
+/// the network of the same name.
+pub struct DockerBridge {
+    docker: bollard::Docker,
+    node_id: String,
+}
+
+impl DockerBridge {
+    pub fn new(socket: &std::path::Path, node_id: String) -> Result<Self, String> {
+        let socket = socket.to_string_lossy().into_owned();
+        let docker = bollard::Docker::connect_with_unix(&socket, 10, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| format!("Docker socket {socket}: {e}"))?;
+        Ok(DockerBridge { docker, node_id })
+    }
+}
+
+impl BridgeAddresses for DockerBridge {
+    fn address<'a>(
+        &'a self,
+        workload: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<IpAddr>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let name = object_name(&self.node_id, workload);
+            let info = match self
+                .docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(None),
+                Err(e) => return Err(format!("inspecting {name}: {e}")),
+            };
+            let labels = info
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            if labels.get(LABEL_NODE).map(String::as_str) != Some(self.node_id.as_str())
+                || labels.get(LABEL_WORKLOAD).map(String::as_str) != Some(workload)
+            {
+                return Err(format!("{name} is not labelled as this node's {workload}"));
+            }
+            if info.state.as_ref().and_then(|s| s.running) != Some(true) {
+                return Ok(None);
+            }
+            let ip = info
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .and_then(|n| n.get(&name))
+                .and_then(|n| n.ip_address.clone())
+                .filter(|ip| !ip.is_empty());
+            match ip {
+                Some(ip) => ip
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| format!("{name}: address {ip:?}: {e}")),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_wire::msg::Target;
+
+    struct Fixed(Option<IpAddr>);
+
+    impl BridgeAddresses for Fixed {
+        fn address<'a>(
+            &'a self,
+            _workload: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<Option<IpAddr>, String>> + Send + 'a>> {
+            let ip = self.0;
+            Box::pin(async move { Ok(ip) })
+        }
+    }
+
+    fn target(dir: &std::path::Path, ports: &[u16]) {
+        let workloads: Vec<WorkloadSpec> = serde_json::from_value(serde_json::json!([{
+            "id": "w-web", "name": "web", "image": "img@sha256:00", "cpu_millis": 100,
+            "memory_bytes": 1 << 25, "ports": ports,
+        }]))
+        .unwrap();
+        let t = Target {
+            revision: 2,
+            workloads,
+            heartbeat_secs: 10,
+        };
+        AgentStore::new(dir).save_target(&t).unwrap();
+    }
+
+    fn open(id: &str, port: u16) -> Open {
+        Open {
+            workload: id.into(),
+            port,
+        }
+    }
+
+    #[tokio::test]
+    async fn dials_only_declared_ports_of_the_current_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dialer = NodeDialer {
+            target: TargetFile::new(dir.path().to_path_buf()),
+            bridge: Fixed(Some("127.0.0.1".parse().unwrap())),
+            connect_timeout: Duration::from_secs(2),
+        };
+        // No target yet: nothing is reachable.
+        assert_eq!(
+            dialer.dial(open("w-web", port)).await.err(),
+            Some(Reply::UnknownWorkload)
+        );
+        target(dir.path(), &[port]);
+        assert!(dialer.dial(open("w-web", port)).await.is_ok());
+        assert_eq!(
+            dialer.dial(open("w-web", port.wrapping_add(1))).await.err(),
+            Some(Reply::PortNotDeclared)
+        );
+        assert_eq!(
+            dialer.dial(open("w-db", port)).await.err(),
+            Some(Reply::UnknownWorkload)
+        );
+        // A new target without the port takes effect at once.
+        std::thread::sleep(Duration::from_millis(20));
+        target(dir.path(), &[1]);
+        assert_eq!(
+            dialer.dial(open("w-web", port)).await.err(),
+            Some(Reply::PortNotDeclared)
+        );
+    }
+
+    #[test]
+    fn the_gateway_is_the_fleet_address_over_udp() {
+        assert_eq!(
+            gateway_address("https://127.0.0.1:8443").as_deref(),
+            Some("127.0.0.1:8443")
+        );
+        assert_eq!(
+            gateway_address("https://fleet.example/api").as_deref(),
+            Some("fleet.example:443")
+        );
+        assert_eq!(
+            gateway_address("https://[::1]:9443").as_deref(),
+            Some("[::1]:9443")
+        );
+        assert_eq!(
+            gateway_address("https://[::1]").as_deref(),
+            Some("[::1]:443")
+        );
+        assert_eq!(gateway_address("http://fleet.example"), None);
+        assert_eq!(gateway_address("https://"), None);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_workload_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        target(dir.path(), &[80]);
+        let dialer = NodeDialer {
+            target: TargetFile::new(dir.path().to_path_buf()),
+            bridge: Fixed(None),
+            connect_timeout: Duration::from_secs(2),
+        };
+        assert_eq!(
+            dialer.dial(open("w-web", 80)).await.err(),
+            Some(Reply::NotRunning)
+        );
+    }
+}
