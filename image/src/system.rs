@@ -171,13 +171,21 @@ pub fn latticed_unit(watchdog_secs: Option<u32>) -> String {
     )
 }
 
+/// What runs workloads on the image. latticed refuses to write cgroups behind systemd's back
+/// (`CgroupError::SystemdOwnsHierarchy`) and the systemd envelope is issue 3's: until it lands
+/// the image runs latticed with `runtime = "none"` (registers, heartbeats, records targets) so it
+/// does not exit and restart in a loop.
+pub const IMAGE_RUNTIME: &str = "none";
+
 /// latticed's configuration on the image.
 pub fn latticed_config() -> String {
     format!(
         "# latticed on the Lattice image. Provisioning comes from the config partition\n\
          # (editable from any computer); identity and state live on the data partition.\n\
          data_dir = \"/var/lib/latticed\"\n\
-         provisioning_file = \"{CONFIG_MOUNT}/{PROVISIONING_FILE}\"\n"
+         provisioning_file = \"{CONFIG_MOUNT}/{PROVISIONING_FILE}\"\n\
+         # \"docker\" once latticed drives its envelope through systemd (docs/image.md).\n\
+         runtime = \"{IMAGE_RUNTIME}\"\n"
     )
 }
 
