@@ -90,6 +90,9 @@ pub fn grub_cfg(layout: &Layout) -> String {
 /// The kernel command line for one slot: read-only root by partition GUID, consoles on screen
 /// and on the serial port (last one is `/dev/console`, where systemd and latticed print).
 pub fn kernel_cmdline(arch: Arch, root_part_uuid: &str, slot: &str) -> String {
+    // Lower case: the initramfs looks the root up as /dev/disk/by-partuuid/<uuid>, and udev
+    // names those links in lower case.
+    let root_part_uuid = root_part_uuid.to_lowercase();
     format!(
         "root=PARTUUID={root_part_uuid} ro rootwait console=tty0 console={},115200 \
          rauc.slot={slot} systemd.show_status=auto",
@@ -130,8 +133,7 @@ pub fn rauc_system_conf(arch: Arch) -> String {
          grubenv={ESP_MOUNT}/{ESP_DIR}/grubenv\n\
          statusfile=/var/lib/rauc/status.raucs\n\
          \n\
-         [keyring]\n\
-         path=/etc/rauc/keyring.pem\n\
+         # [keyring] path=/etc/rauc/keyring.pem  (with OTA: RAUC verifies bundles against it)\n\
          \n\
          [slot.rootfs.0]\n\
          device=/dev/disk/by-partlabel/{a}\n\
@@ -172,7 +174,8 @@ mod tests {
         for role in [Role::RootA, Role::RootB] {
             let p = l.get(role);
             assert!(cfg.contains(&format!("--set=root {}", p.fs_id)), "{cfg}");
-            assert!(cfg.contains(&format!("root=PARTUUID={} ro", p.part_uuid)));
+            let uuid = p.part_uuid.to_lowercase();
+            assert!(cfg.contains(&format!("root=PARTUUID={uuid} ro")), "{cfg}");
         }
         assert!(cfg.contains("rauc.slot=A") && cfg.contains("rauc.slot=B"));
         assert!(cfg.contains("console=ttyS0,115200"));

@@ -21,6 +21,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "initramfs-tools",
     "docker.io",
     "rauc",
+    // RAUC's D-Bus service (`rauc status mark-good` talks to it).
+    "rauc-service",
     "ca-certificates",
     "openssh-server",
     "iproute2",

@@ -64,6 +64,12 @@ pub const PERSISTENT: &[Persistent] = &[
         target: "/var/log",
         mode: 0o755,
     },
+    // dockerd writes its key.json into /etc/docker at start.
+    Persistent {
+        dir: "docker-etc",
+        target: "/etc/docker",
+        mode: 0o700,
+    },
     Persistent {
         dir: "ssh",
         target: SSH_HOST_KEY_DIR,

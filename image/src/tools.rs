@@ -192,12 +192,15 @@ impl Runner for SystemRunner {
         }
         // stderr is both shown (progress of long steps) and kept for the error message.
         let stderr = child.stderr.take();
+        let show = !cmd.capture;
         let echo = std::thread::spawn(move || {
             use std::io::{BufRead, BufReader};
             let mut kept = Vec::new();
             if let Some(e) = stderr {
                 for line in BufReader::new(e).lines().map_while(Result::ok) {
-                    eprintln!("    {line}");
+                    if show {
+                        eprintln!("    {line}");
+                    }
                     kept.push(line);
                     if kept.len() > 40 {
                         kept.remove(0);

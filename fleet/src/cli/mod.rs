@@ -2,6 +2,7 @@
 
 mod client;
 pub mod config;
+mod image;
 mod show;
 mod up;
 
@@ -111,6 +112,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    /// The provider image: build, provision, inspect, boot in QEMU.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,5 +199,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens { cmd } => show::tokens(cmd).await,
         Command::Nodes { json } => show::nodes(json).await,
         Command::Node { cmd } => show::node(cmd).await,
+        Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
     }
 }

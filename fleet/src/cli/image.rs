@@ -1,0 +1,249 @@
+//! `lattice image build|provision|inspect|qemu`: thin wrappers around `lattice-image`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use lattice_image::arch::Arch;
+use lattice_image::layout::Sizes;
+use lattice_image::plan::{self, BuildSpec};
+use lattice_image::tools::SystemRunner;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Builds the provider image (raw .img and compressed .qcow2) from Debian packages.
+    /// Needs root (no loop mounts are used) and the tools named if missing.
+    Build {
+        /// Target architecture (x86_64, arm64).
+        #[arg(long, default_value_t = Arch::host().unwrap_or(Arch::X86_64))]
+        arch: Arch,
+        /// Work directory (root tree, partition images, the package cache).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Output directory (default: WORK_DIR/out).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The latticed binary to install (default: next to this one).
+        #[arg(long)]
+        latticed: Option<PathBuf>,
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Size of each root slot (A and B).
+        #[arg(long, default_value_t = Sizes::default().root_mib)]
+        root_mib: u64,
+        /// Size of the data partition.
+        #[arg(long, default_value_t = Sizes::default().data_mib)]
+        data_mib: u64,
+        /// Seed for the disk identifiers (default: random).
+        #[arg(long)]
+        seed: Option<String>,
+        /// Print the plan and exit.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Writes the provisioning string (from `lattice tokens create`) into the config partition
+    /// of a raw image, without rebuilding it.
+    Provision {
+        image: PathBuf,
+        #[arg(
+            long,
+            value_name = "STRING",
+            env = "LATTICE_PROVISIONING",
+            hide_env_values = true
+        )]
+        provisioning: String,
+        /// SSH public keys (authorized_keys format): turns SSH on, keys only.
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Option<PathBuf>,
+    },
+    /// Lists what an image contains (latticed's version, every package), from its manifest.
+    Inspect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boots an image in QEMU with the serial console here (Ctrl-A X quits). The image is not
+    /// written: the VM writes to an overlay kept in --state-dir.
+    Qemu {
+        image: PathBuf,
+        #[arg(long, default_value_t = Arch::host().unwrap_or(Arch::X86_64))]
+        arch: Arch,
+        /// Overlay and UEFI variables (default: ./lattice-qemu).
+        #[arg(long, default_value = "lattice-qemu")]
+        state_dir: PathBuf,
+        /// Start from the image again (drop the overlay: a new node).
+        #[arg(long)]
+        fresh: bool,
+        /// kvm, tcg, or auto (probe KVM, fall back to software emulation).
+        #[arg(long, default_value = "auto")]
+        accel: String,
+        #[arg(long, default_value_t = 2048)]
+        memory_mib: u32,
+        /// Forward 127.0.0.1:PORT to the guest's SSH (when a key was provisioned).
+        #[arg(long)]
+        ssh_port: Option<u16>,
+    },
+}
+
+pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::Build {
+            arch,
+            work_dir,
+            out,
+            latticed,
+            mirror,
+            suite,
+            root_mib,
+            data_mib,
+            seed,
+            dry_run,
+        } => {
+            let latticed = match latticed {
+                Some(p) => p,
+                None => sibling("latticed")?,
+            };
+            let version = latticed_version(&latticed)?;
+            let mut spec = BuildSpec::new(arch, latticed, &version);
+            if let Some(w) = work_dir {
+                spec.out_dir = w.join("out");
+                spec.work_dir = w;
+            }
+            if let Some(o) = out {
+                spec.out_dir = o;
+            }
+            spec.mirror = mirror;
+            spec.suite = suite;
+            spec.sizes.root_mib = root_mib;
+            spec.sizes.data_mib = data_mib;
+            spec.seed = match seed {
+                Some(s) => s.into_bytes(),
+                None => rand::random::<[u8; 16]>().to_vec(),
+            };
+            let plan = plan::plan(&spec)?;
+            if dry_run {
+                for s in &plan.steps {
+                    println!("{s:?}");
+                }
+                return Ok(());
+            }
+            if !lattice_image::build::is_root() {
+                return Err(lattice_image::build::BuildError::NotRoot.into());
+            }
+            let artifacts = lattice_image::build::execute(&plan, &mut SystemRunner::new())?;
+            for a in artifacts {
+                println!(
+                    "{}  {} bytes ({} MiB allocated)  sha256 {}",
+                    a.path.display(),
+                    a.bytes,
+                    a.allocated / (1024 * 1024),
+                    a.sha256
+                );
+            }
+            Ok(())
+        }
+        ImageCmd::Provision {
+            image,
+            provisioning,
+            ssh_key,
+        } => {
+            let authorized_keys = match ssh_key {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let req = lattice_image::provision::Provision {
+                provisioning,
+                authorized_keys,
+            };
+            lattice_image::provision::provision(&image, &req, &mut SystemRunner::new())?;
+            println!(
+                "provisioned {} (config partition: provisioning{})",
+                image.display(),
+                if req.authorized_keys.is_some() {
+                    ", authorized_keys"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        ImageCmd::Inspect { image, json } => {
+            let r = lattice_image::inspect::inspect(&image, &mut SystemRunner::new())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for (k, v) in &r.fields {
+                    println!("{k}: {v}");
+                }
+                println!("packages ({}):", r.packages.len());
+                for (p, v) in &r.packages {
+                    println!("  {p} {v}");
+                }
+            }
+            Ok(())
+        }
+        ImageCmd::Qemu {
+            image,
+            arch,
+            state_dir,
+            fresh,
+            accel,
+            memory_mib,
+            ssh_port,
+        } => {
+            use lattice_image::qemu::{self, Accel, QemuSpec};
+            let mut spec = QemuSpec::new(arch, &image, &state_dir);
+            spec.memory_mib = memory_mib;
+            spec.accel = match accel.as_str() {
+                "kvm" => Accel::Kvm,
+                "tcg" => Accel::Tcg,
+                "auto" if qemu::probe_kvm(arch, std::time::Duration::from_secs(8)) => Accel::Kvm,
+                "auto" => Accel::Tcg,
+                other => anyhow::bail!("--accel must be kvm, tcg or auto, not {other}"),
+            };
+            if let Some(p) = ssh_port {
+                spec.forwards.push((p, 22));
+            }
+            qemu::prepare(&spec, fresh, &mut SystemRunner::new())?;
+            eprintln!(
+                "booting {} with {} (overlay {}); the guest reaches this host at {}; Ctrl-A X quits",
+                image.display(),
+                spec.accel.name(),
+                spec.overlay.display(),
+                qemu::HOST_FROM_GUEST
+            );
+            let status = spec.command().status().context("starting QEMU")?;
+            anyhow::ensure!(status.success(), "QEMU exited with {status}");
+            Ok(())
+        }
+    }
+}
+
+/// A binary next to the running `lattice`.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the lattice binary")?;
+    let p = exe.parent().unwrap_or(Path::new(".")).join(name);
+    anyhow::ensure!(
+        p.exists(),
+        "{} not found: build it (cargo build --release -p latticed) or pass --latticed",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// `latticed --version` prints `latticed X.Y.Z`.
+fn latticed_version(latticed: &Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new(latticed)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", latticed.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+        .with_context(|| format!("{} --version printed {text:?}", latticed.display()))
+}

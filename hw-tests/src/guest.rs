@@ -1,0 +1,135 @@
+//! A QEMU guest booted from an image, its serial console in a file (kept under
+//! `build/hw-tests/logs/` when a test fails), and commands run in it over SSH.
+
+use crate::repo_root;
+use lattice_image::qemu::{self, Accel, QemuSpec, Serial};
+use lattice_image::tools::SystemRunner;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Guest {
+    pub spec: QemuSpec,
+    child: Option<Child>,
+    pub serial: PathBuf,
+    pub ssh_port: u16,
+    pub key: PathBuf,
+    pub started: Instant,
+}
+
+impl Guest {
+    /// Boots `image` (never written: an overlay in `dir`), forwarding a free port to SSH.
+    pub fn boot(image: &Path, dir: &Path, key: &Path) -> Guest {
+        let arch = lattice_image::arch::Arch::host().expect("host arch");
+        let mut spec = QemuSpec::new(arch, image, dir);
+        spec.accel = if qemu::probe_kvm(arch, Duration::from_secs(8)) {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        let ssh_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        spec.forwards.push((ssh_port, 22));
+        let serial = dir.join("serial.log");
+        spec.serial = Serial::File(serial.clone());
+        qemu::prepare(&spec, true, &mut SystemRunner::new()).expect("prepare VM");
+        eprintln!("booting with {}", spec.accel.name());
+        let mut g = Guest {
+            spec,
+            child: None,
+            serial,
+            ssh_port,
+            key: key.to_path_buf(),
+            started: Instant::now(),
+        };
+        g.start();
+        g
+    }
+
+    /// Starts QEMU (again); the overlay keeps what the guest wrote.
+    pub fn start(&mut self) {
+        let child = self
+            .spec
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn qemu");
+        self.child = Some(child);
+        self.started = Instant::now();
+    }
+
+    /// Stops QEMU (power off, no shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `cmd` as root in the guest: (exit code, stdout, stderr).
+    pub fn ssh(&self, cmd: &str) -> (i32, String, String) {
+        let out = Command::new("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.ssh_port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                cmd,
+            ])
+            .output()
+            .expect("run ssh");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `cmd` and returns its output; panics if it fails.
+    pub fn ok(&self, cmd: &str) -> String {
+        let (code, out, err) = self.ssh(cmd);
+        assert_eq!(code, 0, "guest `{cmd}` failed: {out}{err}");
+        out
+    }
+
+    pub fn serial_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let dir = repo_root().join("build/hw-tests/logs");
+            let _ = std::fs::create_dir_all(&dir);
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let kept = dir.join(format!("serial-{stamp}.log"));
+            let _ = std::fs::copy(&self.serial, &kept);
+            let text = self.serial_text();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!(
+                "serial console kept in {}; last lines:\n{}",
+                kept.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
