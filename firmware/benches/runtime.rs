@@ -16,7 +16,12 @@
 //! `scripts/test-images` when missing). Everything labelled with the bench's node id, the
 //! envelope and the sibling cgroup are removed at the end, also after a panic.
 //!
-//! Knobs: `IDLE_SECS` (default 60), `CPU_SECS` (default 10).
+//! 4. Host probe under hogs: the latency of a probe on the host (fork+exec of `/bin/true`, and
+//!    a 1 ms timer's oversleep) for `PROBE_SECS`, idle and then while a memory hog (OOM-killed
+//!    over and over at its 64 MiB limit), a CPU hog (a whole core) and a fork bomb (64 pids)
+//!    run as workloads in the envelope; p50/p99 of each and the loaded/idle ratio.
+//!
+//! Knobs: `IDLE_SECS` (default 60), `CPU_SECS` (default 10), `PROBE_SECS` (default 10).
 //! Prints figures and writes `target/bench/runtime.json`.
 
 use lattice_wire::msg::{RestartPolicy, Target, WorkloadClass, WorkloadSpec, WorkloadState};
@@ -217,6 +222,8 @@ fn labelled(list: &[&str], node: &str) -> Vec<String> {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        use latticed::firewall::Firewall;
+        let _ = latticed::firewall::iptables::Iptables::new().clear(&self.node);
         for (list, rm) in [
             (&["ps", "-aq"][..], &["rm", "-f", "-v"][..]),
             (&["network", "ls", "-q"][..], &["network", "rm"][..]),
@@ -277,6 +284,9 @@ struct Figures {
     cpu_secs: f64,
     inside_cores: f64,
     outside_cores: f64,
+    probe_secs: f64,
+    idle_probe: Probe,
+    loaded_probe: Probe,
 }
 
 fn main() {
@@ -468,6 +478,45 @@ async fn run(node: &str, envelope_parent: &str, outside_parent: &str) -> Figures
             .expect("remove the CPU workload");
     }
 
+    // 4. The host's probe, idle and under three hogs in workloads.
+    let probe_secs = env_secs("PROBE_SECS", 10);
+    let idle_probe = probe(Duration::from_secs(probe_secs)).await;
+    let hogs = [
+        // Fills its memory until the kernel kills the filler, over and over.
+        (
+            "w-hog-mem",
+            "while :; do head -c 200000000 /dev/zero | tail > /dev/null; done",
+            500,
+            64 * MIB,
+            64,
+        ),
+        ("w-hog-cpu", "while :; do :; done", 1000, 32 * MIB, 64),
+        (
+            "w-hog-fork",
+            "(b() { b | b & }; b) & exec sleep 3600",
+            500,
+            32 * MIB,
+            64,
+        ),
+    ];
+    let mut hog_ids: Vec<String> = Vec::new();
+    for (id, script, millis, memory, pids) in hogs {
+        let mut s = spec(id, script, millis);
+        s.memory_bytes = memory;
+        s.pids_max = pids;
+        s.restart = RestartPolicy::Never;
+        let cid = runtime
+            .create(node, &s, "bench", envelope_parent)
+            .await
+            .expect("create a hog");
+        runtime.start(&cid).await.expect("start a hog");
+        hog_ids.push(cid);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded_probe = probe(Duration::from_secs(probe_secs)).await;
+    println!("4. host probe idle:   {idle_probe:?}");
+    println!("   host probe hogged: {loaded_probe:?}");
+
     // Purge the 10 workloads through the runtime (the CLI guard catches anything left).
     for o in runtime.list_owned(node).await.expect("list_owned") {
         if let Err(e) = runtime.remove(node, &o, true).await {
@@ -489,7 +538,53 @@ async fn run(node: &str, envelope_parent: &str, outside_parent: &str) -> Figures
         cpu_secs: cpu_secs as f64,
         inside_cores: cores[0],
         outside_cores: cores[1],
+        probe_secs: probe_secs as f64,
+        idle_probe,
+        loaded_probe,
     }
+}
+
+/// p50 and p99 (ms) of the two host probes over a period.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    spawn_p50: f64,
+    spawn_p99: f64,
+    timer_p50: f64,
+    timer_p99: f64,
+    samples: usize,
+}
+
+/// Runs the host probes for `period` on a thread of its own (not the loop's runtime): each
+/// sample forks and execs `/bin/true` and waits for it, then sleeps 1 ms and records by how
+/// much the sleep overran.
+async fn probe(period: Duration) -> Probe {
+    tokio::task::spawn_blocking(move || {
+        let (mut spawn, mut timer) = (Vec::new(), Vec::new());
+        let end = Instant::now() + period;
+        while Instant::now() < end {
+            let t = Instant::now();
+            let ok = Command::new("/bin/true")
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                spawn.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_millis(1));
+            timer.push((t.elapsed().as_secs_f64() * 1e3 - 1.0).max(0.0));
+        }
+        spawn.sort_by(f64::total_cmp);
+        timer.sort_by(f64::total_cmp);
+        Probe {
+            spawn_p50: percentile(&spawn, 50.0),
+            spawn_p99: percentile(&spawn, 99.0),
+            timer_p50: percentile(&timer, 50.0),
+            timer_p99: percentile(&timer, 99.0),
+            samples: spawn.len(),
+        }
+    })
+    .await
+    .expect("probe thread")
 }
 
 fn report(f: &Figures) {
@@ -518,7 +613,28 @@ fn report(f: &Figures) {
         "envelope overhead: inside {:.3} cores, outside {:.3} cores, ratio {ratio:.3}",
         f.inside_cores, f.outside_cores
     );
+    let (i, l) = (f.idle_probe, f.loaded_probe);
+    println!(
+        "host probe p99 under hogs vs idle: fork+exec {:.2} / {:.2} ms (x{:.2}), 1 ms timer oversleep {:.3} / {:.3} ms (x{:.2}); target within 2x",
+        l.spawn_p99,
+        i.spawn_p99,
+        l.spawn_p99 / i.spawn_p99,
+        l.timer_p99,
+        i.timer_p99,
+        l.timer_p99 / i.timer_p99.max(1e-3)
+    );
+    let probe_json = |p: Probe| {
+        serde_json::json!({
+            "spawn_p50_ms": p.spawn_p50, "spawn_p99_ms": p.spawn_p99,
+            "timer_oversleep_p50_ms": p.timer_p50, "timer_oversleep_p99_ms": p.timer_p99,
+            "samples": p.samples,
+        })
+    };
     let json = serde_json::json!({
+        "probe_secs": f.probe_secs,
+        "host_probe_idle": probe_json(i),
+        "host_probe_hogged": probe_json(l),
+        "host_probe_spawn_p99_ratio": l.spawn_p99 / i.spawn_p99,
         "node": f.node,
         "workloads": WORKLOADS,
         "image_present_before": f.image_present_before,

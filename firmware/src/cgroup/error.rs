@@ -78,8 +78,8 @@ pub enum CgroupError {
     /// systemd is PID 1 and owns the cgroup tree: limits written to the files directly would be
     /// undone by systemd, so the filesystem managers refuse to run there.
     #[error(
-        "systemd manages the cgroup tree on this host ({marker} exists): the envelope must be a \
-         systemd slice (cgroup::systemd) or a subtree delegated to latticed's unit"
+        "systemd manages the cgroup tree on this host ({marker} exists) but it is not cgroup v2: \
+         the envelope is a systemd slice only on v2 (boot with systemd.unified_cgroup_hierarchy=1)"
     )]
     SystemdOwnsHierarchy { marker: PathBuf },
     /// A call to systemd (over D-Bus) failed.

@@ -36,12 +36,13 @@
 //! When systemd is PID 1 (the Lattice image) it owns the cgroup tree, and limits written to
 //! the files behind its back are undone or ignored by it. There the envelope must be a slice
 //! whose limits are set through systemd, or a subtree delegated to latticed's unit
-//! (`Delegate=yes`). What exists: [`for_node`] refuses to write behind systemd's back
-//! ([`CgroupError::SystemdOwnsHierarchy`]); [`SystemdManager`] drives a slice
-//! (`lattice-{escaped node}.slice`: CPUQuotaPerSecUSec, MemoryMax, MemorySwapMax, TasksMax)
-//! through the [`SystemdSlice`] trait and reads statistics from the slice's v2 directory; it is
-//! tested with [`RecordingSystemd`]. Not yet implemented: the D-Bus (zbus) implementation of
-//! [`SystemdSlice`], and the `Delegate=yes` alternative.
+//! (`Delegate=yes`). On systemd hosts with cgroup v2 [`for_node`] returns a
+//! [`SystemdManager`], which drives a slice (`lattice-{escaped node}.slice`:
+//! CPUQuotaPerSecUSec, MemoryMax, MemorySwapMax, TasksMax) through the [`SystemdSlice`] trait
+//! (over D-Bus with zbus: [`systemd::dbus::DbusSystemd`]) and reads statistics from the slice's
+//! v2 directory; on systemd hosts with v1 or hybrid trees it refuses
+//! ([`CgroupError::SystemdOwnsHierarchy`]) rather than write behind systemd's back. The
+//! `Delegate=yes` alternative is not implemented.
 
 pub mod detect;
 mod error;
@@ -160,15 +161,38 @@ fn for_node_on(
     let hierarchy = match root_override {
         Some(root) => detect::detect_layout(root)?,
         None => {
+            let hierarchy = detect::detect()?;
             if systemd_booted {
-                return Err(CgroupError::SystemdOwnsHierarchy {
-                    marker: PathBuf::from(detect::SYSTEMD_MARKER),
+                return on_systemd(node_id, &hierarchy, online_cpus(), || {
+                    Box::new(systemd::dbus::DbusSystemd::system())
                 });
             }
-            detect::detect()?
+            hierarchy
         }
     };
     from_hierarchy(node_id, &hierarchy, online_cpus())
+}
+
+/// The envelope on a host where systemd is PID 1: a slice whose limits systemd sets, on
+/// cgroup v2 only (on v1 or hybrid trees systemd's slices cannot hold these limits the same
+/// way, and writing behind its back does not count).
+pub fn on_systemd(
+    node_id: &str,
+    hierarchy: &Hierarchy,
+    ncpus: u32,
+    systemd: impl FnOnce() -> Box<dyn SystemdSlice>,
+) -> Result<Envelope, CgroupError> {
+    match hierarchy {
+        Hierarchy::V2 { root } => Ok(Envelope::Systemd(SystemdManager::new(
+            node_id,
+            root,
+            ncpus,
+            systemd(),
+        )?)),
+        _ => Err(CgroupError::SystemdOwnsHierarchy {
+            marker: PathBuf::from(detect::SYSTEMD_MARKER),
+        }),
+    }
 }
 
 /// The envelope of `node_id` on a known hierarchy, with the CPU count the percentages refer to.

@@ -3,10 +3,12 @@
 //! systemd's own reconciliation of the tree.
 //!
 //! systemd is reached through the [`SystemdSlice`] trait, a thin mirror of the four
-//! `org.freedesktop.systemd1.Manager` D-Bus methods used. Only [`RecordingSystemd`] (a fake)
-//! implements it so far; the D-Bus implementation (zbus, `StartTransientUnit` with the
-//! properties of [`limit_properties`]) is not written yet, so [`super::for_node`] refuses to
-//! run on systemd hosts instead of writing behind systemd's back.
+//! `org.freedesktop.systemd1.Manager` D-Bus methods used: [`dbus::DbusSystemd`] on the real
+//! bus (zbus), [`RecordingSystemd`] as a fake. [`super::for_node`] uses the slice on systemd
+//! hosts with cgroup v2 (the image) and refuses systemd hosts on v1 or hybrid hierarchies
+//! rather than writing behind systemd's back.
+
+pub mod dbus;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

@@ -66,8 +66,17 @@ fn hierarchy_picks_the_manager() {
 }
 
 #[test]
-fn systemd_hosts_are_refused_unless_overridden() {
-    let err = for_node_on("n-1", None, true).unwrap_err();
+fn systemd_hosts_get_a_slice_on_v2_and_are_refused_on_v1() {
+    let v2 = Hierarchy::V2 {
+        root: "/sys/fs/cgroup".into(),
+    };
+    let env = on_systemd("n-1", &v2, 2, || Box::new(RecordingSystemd::default())).unwrap();
+    assert!(matches!(env, Envelope::Systemd(_)), "{env:?}");
+    assert_eq!(env.docker_parent(), "lattice-n\\x2d1.slice");
+    let v1 = Hierarchy::V1 {
+        controllers: Default::default(),
+    };
+    let err = on_systemd("n-1", &v1, 2, || Box::new(RecordingSystemd::default())).unwrap_err();
     assert!(
         err.to_string().contains("systemd manages the cgroup tree"),
         "{err}"

@@ -13,6 +13,7 @@ use super::plan::{Action, Reconciler};
 use crate::backoff::Backoff;
 use crate::runtime::{ContainerRuntime, Observed, RuntimeError};
 use crate::shutdown::Shutdown;
+use futures_util::stream::{self, StreamExt};
 use lattice_wire::msg::{Target, WorkloadStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,8 @@ use tokio::time::Instant;
 pub const TICK: Duration = Duration::from_secs(2);
 /// Rounds run back to back while they make progress, before waiting for the next tick.
 const QUICK_ROUNDS: u32 = 8;
+/// Workloads acted on at once within a round.
+pub const PARALLEL: usize = 8;
 
 /// A cheap, cloneable handle on a running reconcile loop.
 #[derive(Debug, Clone)]
@@ -88,6 +91,9 @@ pub fn spawn<R: ContainerRuntime + 'static>(
         statuses: status_rx,
     }
 }
+
+/// An action and how it went.
+type Done = (Action, Result<(), RuntimeError>);
 
 /// How a round's actions went.
 enum Outcome {
@@ -215,34 +221,68 @@ impl<R: ContainerRuntime> Shell<R> {
         delay
     }
 
+    /// Does a round's actions: each workload's in plan order, different workloads side by
+    /// side (at most [`PARALLEL`] at once: a pull or a slow create of one workload does not
+    /// hold up the others), then feeds every result back in plan order.
     async fn perform(&mut self, actions: Vec<Action>, observed: &[Observed]) -> Outcome {
-        let mut outcome = Outcome::Idle;
+        let mut groups: Vec<Vec<Action>> = Vec::new();
         for action in actions {
-            let workload = action.workload().to_string();
             if let Some(id) = action.container_id() {
                 if !observed.iter().any(|o| o.container_id == id) {
                     // The plan only names listed containers; never touch anything else.
                     tracing::error!(
-                        %workload,
+                        workload = action.workload(),
                         container = id,
                         "refusing to act on an unlisted container"
                     );
                     continue;
                 }
             }
-            tracing::info!(
-                %workload,
-                container = action.container_id(),
-                action = action.verb(),
-                "reconcile"
-            );
-            let result = self.execute(&action).await;
-            match &result {
-                Ok(()) => outcome = Outcome::Progress,
-                Err(e @ RuntimeError::Unavailable(_)) => {
-                    return Outcome::EngineLost(e.to_string());
+            match groups
+                .iter_mut()
+                .find(|g| g[0].workload() == action.workload())
+            {
+                Some(g) => g.push(action),
+                None => groups.push(vec![action]),
+            }
+        }
+        let this = &*self;
+        let mut done: Vec<(usize, Vec<Done>)> = stream::iter(groups.into_iter().enumerate())
+            .map(|(i, group)| async move {
+                let mut out = Vec::with_capacity(group.len());
+                for action in group {
+                    tracing::info!(
+                        workload = action.workload(),
+                        container = action.container_id(),
+                        action = action.verb(),
+                        "reconcile"
+                    );
+                    let result = this.execute(&action).await;
+                    out.push((action, result));
                 }
-                Err(e) => tracing::warn!(%workload, action = action.verb(), "failed: {e}"),
+                (i, out)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        done.sort_by_key(|(i, _)| *i);
+
+        let mut outcome = Outcome::Idle;
+        for (action, result) in done.into_iter().flat_map(|(_, g)| g) {
+            match &result {
+                Ok(()) => {
+                    if !matches!(outcome, Outcome::EngineLost(_)) {
+                        outcome = Outcome::Progress;
+                    }
+                }
+                Err(e @ RuntimeError::Unavailable(_)) => {
+                    outcome = Outcome::EngineLost(e.to_string());
+                }
+                Err(e) => tracing::warn!(
+                    workload = action.workload(),
+                    action = action.verb(),
+                    "failed: {e}"
+                ),
             }
             let now = self.now_ms();
             self.reconciler.on_result(&action, result, now);
