@@ -10,6 +10,7 @@
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod gateway;
 pub mod ingest;
 pub mod link;
 pub mod metrics;

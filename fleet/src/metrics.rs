@@ -34,6 +34,7 @@ pub struct Metrics {
     pub registrations: Counter,
     /// Seconds from a heartbeat's envelope timestamp to its commit in the store.
     pub heartbeat_lag: Histogram,
+    pub gateway: crate::gateway::metrics::GatewayMetrics,
 }
 
 impl Default for Metrics {
@@ -76,7 +77,9 @@ impl Metrics {
             "Heartbeat envelope timestamp to stored",
             heartbeat_lag.clone(),
         );
+        let gateway = crate::gateway::metrics::GatewayMetrics::register(&mut registry);
         Metrics {
+            gateway,
             registry,
             nodes,
             messages_in,

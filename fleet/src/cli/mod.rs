@@ -60,6 +60,8 @@ pub struct ServeArgs {
     /// Seconds between node heartbeats (1 to 3600).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub heartbeat_secs: u32,
+    #[command(flatten)]
+    pub gateway: crate::gateway::GatewayArgs,
 }
 
 #[derive(Debug, Subcommand)]

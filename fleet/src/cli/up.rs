@@ -7,7 +7,9 @@ use anyhow::Context;
 use std::path::PathBuf;
 use tokio::process::{Child, Command};
 
-async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
+async fn start_fleet(
+    serve: &ServeArgs,
+) -> anyhow::Result<(RunningFleet, Option<crate::gateway::RunningGateway>)> {
     let fleet = server::start(serve.fleet_config()?).await?;
     let data = std::fs::canonicalize(&serve.data).unwrap_or_else(|_| serve.data.clone());
     let cfg = CliConfig {
@@ -52,8 +54,37 @@ async fn start_fleet(serve: &ServeArgs) -> anyhow::Result<RunningFleet> {
         "operator secret:  {} (mode 0600)",
         fleet.operator_token_path.display()
     );
+    let gateway = if serve.gateway.no_gateway {
+        None
+    } else {
+        // The tunnel listens on the API's address over UDP: nodes find it from the fleet URL.
+        let gw = crate::gateway::start(
+            serve.gateway.clone(),
+            serve.data.clone(),
+            fleet.state.store.clone(),
+            fleet.state.metrics.gateway.clone(),
+            &crate::secrets::fleet_key(&serve.data)?,
+            fleet.http_addr,
+        )
+        .await?;
+        println!("apps (HTTP):      {}", gw.http_url("NAME"));
+        println!(
+            "apps (HTTPS):     https://NAME.{}:{} (certificate: {})",
+            serve.gateway.apps_domain,
+            gw.https_addr.port(),
+            serve
+                .gateway
+                .apps_cert
+                .clone()
+                .unwrap_or_else(|| serve.data.join(crate::gateway::certs::CERT_FILE))
+                .display()
+        );
+        println!("tunnel (QUIC):    udp://{}", gw.tunnel_addr);
+        Some(gw)
+    };
+    // Last: tests and scripts take this line to mean "started".
     println!("CLI config:       {}", cli_path.display());
-    Ok(fleet)
+    Ok((fleet, gateway))
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -67,7 +98,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 pub async fn fleet_only(serve: ServeArgs) -> anyhow::Result<()> {
-    let fleet = start_fleet(&serve).await?;
+    let (fleet, _gateway) = start_fleet(&serve).await?;
     wait_for_signal().await?;
     fleet.shutdown();
     Ok(())
@@ -147,7 +178,7 @@ pub async fn up(
     } else {
         None
     };
-    let fleet = start_fleet(&serve).await?;
+    let (fleet, _gateway) = start_fleet(&serve).await?;
     let mut child = match bin {
         Some(bin) => Some(start_node(&fleet, &serve.data, bin).await?),
         None => None,

@@ -6,6 +6,7 @@
 //! processes sharing a database agree on what was accepted even when messages reach them out
 //! of order.
 
+pub mod gateway;
 mod ingest;
 mod nodes;
 mod tokens;

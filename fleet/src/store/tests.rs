@@ -62,6 +62,8 @@ on_both!(
     events_keep_delivery_order,
     fleet_epochs_never_repeat,
     concurrent_duplicates_are_accepted_once,
+    gateway_ports_are_stable_and_unique,
+    gateway_traffic_adds_up,
 );
 
 fn token(id: &str, hash: &str, max_uses: u64, expires_ms: u64) -> TokenRow {
@@ -256,6 +258,33 @@ async fn fleet_epochs_never_repeat(s: Store) {
 fn database_passwords_are_redacted() {
     assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
+}
+
+/// Gateway TCP ports: the same (workload, port) keeps its port, others get the next free one,
+/// a full range says so.
+async fn gateway_ports_are_stable_and_unique(s: Store) {
+    let a = s.gateway_port("w-a", 5432, (20000, 20001), 1).await.unwrap();
+    assert_eq!(a, Some(20000));
+    assert_eq!(s.gateway_port("w-a", 5432, (20000, 20001), 2).await.unwrap(), a);
+    assert_eq!(s.gateway_port("w-b", 5432, (20000, 20001), 3).await.unwrap(), Some(20001));
+    assert_eq!(s.gateway_port("w-c", 80, (20000, 20001), 4).await.unwrap(), None);
+    assert_eq!(s.gateway_port("w-a", 5432, (20000, 20001), 5).await.unwrap(), a);
+}
+
+async fn gateway_traffic_adds_up(s: Store) {
+    use super::gateway::Traffic;
+    let t = |i, o, c| Traffic {
+        workload_id: "w-a".into(),
+        bytes_in: i,
+        bytes_out: o,
+        connections: c,
+    };
+    s.add_gateway_traffic(&t(10, 100, 1), 1).await.unwrap();
+    s.add_gateway_traffic(&t(5, u64::from(u32::MAX) * 4, 2), 2).await.unwrap();
+    assert_eq!(
+        s.gateway_traffic().await.unwrap(),
+        vec![t(15, 100 + u64::from(u32::MAX) * 4, 3)]
+    );
 }
 
 /// Many copies of the same message applied at once (several fleet processes, QoS 1

@@ -1,0 +1,78 @@
+//! The gateway's Prometheus metrics (registered in the fleet's registry, `/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabel {
+    pub workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Default)]
+pub struct GatewayMetrics {
+    /// Bytes from consumers toward workloads.
+    pub bytes_in: Family<WorkloadLabel, Counter>,
+    /// Bytes from workloads toward consumers (egress, what consumers are billed for).
+    pub bytes_out: Family<WorkloadLabel, Counter>,
+    pub connections: Family<WorkloadLabel, Counter>,
+    pub active: Family<WorkloadLabel, Gauge>,
+    pub refused: Family<RefusalLabel, Counter>,
+    /// Nodes with a tunnel up.
+    pub tunnels: Gauge,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &mut Registry) -> GatewayMetrics {
+        let m = GatewayMetrics::default();
+        let sub = registry.sub_registry_with_prefix("gateway");
+        sub.register(
+            "bytes_in",
+            "Bytes from consumers to workloads",
+            m.bytes_in.clone(),
+        );
+        sub.register(
+            "bytes_out",
+            "Bytes from workloads to consumers",
+            m.bytes_out.clone(),
+        );
+        sub.register(
+            "connections",
+            "Streams opened to workloads",
+            m.connections.clone(),
+        );
+        sub.register(
+            "active_connections",
+            "Streams open to workloads now",
+            m.active.clone(),
+        );
+        sub.register(
+            "refused",
+            "Requests and connections refused by reason",
+            m.refused.clone(),
+        );
+        sub.register("tunnels", "Nodes with a tunnel up", m.tunnels.clone());
+        m
+    }
+
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&RefusalLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn workload(w: &str) -> WorkloadLabel {
+        WorkloadLabel {
+            workload: w.to_owned(),
+        }
+    }
+}

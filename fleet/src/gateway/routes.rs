@@ -1,0 +1,211 @@
+//! The route table, derived from the fleet's targets and nothing else; pure, no I/O.
+//!
+//! A workload is reachable only at the node the fleet placed it on (its target), so a node can
+//! never attract traffic for a workload it was not given: the gateway opens streams only to
+//! the node whose target holds the workload, and that node checks its own target again.
+//!
+//! * HTTP(S): `{workload name}.{apps domain}` → the workload's **first** declared port.
+//! * TCP: every declared port of every workload gets its own gateway port (stable, stored).
+
+use lattice_wire::msg::WorkloadSpec;
+use std::collections::{BTreeMap, HashMap};
+
+/// Where one route leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub node: String,
+    pub workload: String,
+    /// The workload's name (its host label).
+    pub name: String,
+    /// The declared port the stream is opened to.
+    pub port: u16,
+}
+
+/// A node as the route table needs it.
+#[derive(Debug, Clone)]
+pub struct NodeTargets {
+    pub id: String,
+    pub revoked: bool,
+    /// The workloads of its target (JSON text as stored).
+    pub target: String,
+}
+
+/// Every route of the fleet at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    /// Lower-case host name → route.
+    http: HashMap<String, Route>,
+    /// Every (workload, declared port), for TCP port assignment.
+    tcp: BTreeMap<(String, u16), Route>,
+    /// Problems found while building (duplicate names, unreadable targets), for the log.
+    pub problems: Vec<String>,
+}
+
+impl RouteTable {
+    /// Builds the table for `apps_domain` from every node's target. Revoked nodes get no
+    /// routes. When two workloads share a name, the one on the node with the smaller id keeps
+    /// the host (until accounts put the tenant in the name) and the clash is reported.
+    pub fn build(apps_domain: &str, nodes: &[NodeTargets]) -> RouteTable {
+        let mut table = RouteTable::default();
+        let mut nodes: Vec<&NodeTargets> = nodes.iter().filter(|n| !n.revoked).collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let domain = apps_domain.trim_matches('.').to_ascii_lowercase();
+        for node in nodes {
+            let workloads: Vec<WorkloadSpec> = match serde_json::from_str(&node.target) {
+                Ok(w) => w,
+                Err(e) => {
+                    table
+                        .problems
+                        .push(format!("node {}: unreadable target: {e}", node.id));
+                    continue;
+                }
+            };
+            for w in workloads {
+                let Some(&first) = w.ports.first() else {
+                    continue;
+                };
+                let route = |port| Route {
+                    node: node.id.clone(),
+                    workload: w.id.clone(),
+                    name: w.name.clone(),
+                    port,
+                };
+                let host = format!("{}.{domain}", w.name.to_ascii_lowercase());
+                match table.http.get(&host) {
+                    Some(existing) => table.problems.push(format!(
+                        "host {host}: workload {} on node {} keeps it; {} on node {} is not routed",
+                        existing.workload, existing.node, w.id, node.id
+                    )),
+                    None => {
+                        table.http.insert(host, route(first));
+                    }
+                }
+                for &p in &w.ports {
+                    table
+                        .tcp
+                        .entry((w.id.clone(), p))
+                        .or_insert_with(|| route(p));
+                }
+            }
+        }
+        table
+    }
+
+    /// The route for an HTTP `Host` (port and trailing dot ignored, case-insensitive).
+    pub fn http(&self, host: &str) -> Option<&Route> {
+        self.http.get(&normalize_host(host))
+    }
+
+    /// Every (workload, port) that should have a TCP port.
+    pub fn tcp_routes(&self) -> impl Iterator<Item = &Route> {
+        self.tcp.values()
+    }
+
+    /// The route of a workload's declared port, for TCP.
+    pub fn tcp(&self, workload: &str, port: u16) -> Option<&Route> {
+        self.tcp.get(&(workload.to_owned(), port))
+    }
+
+    pub fn http_hosts(&self) -> impl Iterator<Item = (&String, &Route)> {
+        self.http.iter()
+    }
+}
+
+/// `Web.Example.:8080` → `web.example`; IPv6 literals keep their brackets.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, revoked: bool, workloads: serde_json::Value) -> NodeTargets {
+        NodeTargets {
+            id: id.into(),
+            revoked,
+            target: workloads.to_string(),
+        }
+    }
+
+    fn w(id: &str, name: &str, ports: &[u16]) -> serde_json::Value {
+        serde_json::json!({"id": id, "name": name, "image": "i@sha256:0", "cpu_millis": 100,
+            "memory_bytes": 33554432, "ports": ports})
+    }
+
+    #[test]
+    fn hosts_lead_to_the_placing_node_and_the_first_port() {
+        let t = RouteTable::build(
+            "lattice-apps.localhost",
+            &[
+                node(
+                    "n-a",
+                    false,
+                    serde_json::json!([w("w-1", "web", &[8080, 9000])]),
+                ),
+                node("n-b", false, serde_json::json!([w("w-2", "db", &[5432])])),
+                node("n-c", false, serde_json::json!([w("w-3", "quiet", &[])])),
+            ],
+        );
+        let r = t.http("WEB.lattice-apps.localhost:8080").unwrap();
+        assert_eq!(
+            (r.node.as_str(), r.workload.as_str(), r.port),
+            ("n-a", "w-1", 8080)
+        );
+        assert_eq!(t.http("db.lattice-apps.localhost").unwrap().node, "n-b");
+        assert_eq!(t.http("quiet.lattice-apps.localhost"), None);
+        assert_eq!(t.http("web.other.example"), None);
+        assert_eq!(t.http("lattice-apps.localhost"), None);
+        let tcp: Vec<_> = t
+            .tcp_routes()
+            .map(|r| (r.workload.as_str(), r.port))
+            .collect();
+        assert_eq!(tcp, [("w-1", 8080), ("w-1", 9000), ("w-2", 5432)]);
+        assert!(t.problems.is_empty());
+    }
+
+    #[test]
+    fn revoked_nodes_and_bad_targets_get_no_routes() {
+        let t = RouteTable::build(
+            "apps.example",
+            &[
+                node("n-a", true, serde_json::json!([w("w-1", "web", &[80])])),
+                NodeTargets {
+                    id: "n-b".into(),
+                    revoked: false,
+                    target: "{not json".into(),
+                },
+            ],
+        );
+        assert_eq!(t.http("web.apps.example"), None);
+        assert_eq!(t.tcp_routes().count(), 0);
+        assert_eq!(t.problems.len(), 1);
+        assert!(t.problems[0].contains("n-b"), "{:?}", t.problems);
+    }
+
+    #[test]
+    fn a_name_clash_keeps_one_route_and_is_reported() {
+        let t = RouteTable::build(
+            "apps.example",
+            &[
+                node("n-b", false, serde_json::json!([w("w-2", "web", &[80])])),
+                node("n-a", false, serde_json::json!([w("w-1", "web", &[80])])),
+            ],
+        );
+        assert_eq!(t.http("web.apps.example").unwrap().node, "n-a");
+        assert_eq!(t.problems.len(), 1);
+    }
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("Web.Example.:443"), "web.example");
+        assert_eq!(normalize_host("web.example"), "web.example");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+}
