@@ -6,10 +6,12 @@
 mod error;
 mod nodes;
 mod ops;
+pub mod principal;
 mod register;
 mod tokens;
 
 pub use error::{ApiError, ErrorBody};
+pub use principal::{Principal, Role};
 pub use tokens::{issue as issue_token, CreateToken, CreatedToken};
 
 use crate::ingest::Ingest;
