@@ -1,0 +1,277 @@
+//! Route ownership and tunnel admission, in process: a real gateway on a real store, with
+//! tunnel clients holding registered node keys. A node whose dialer would serve anything (it
+//! "claims" every route) still only ever receives streams for workloads the fleet placed on
+//! it; unknown and revoked keys hold no tunnel.
+
+use lattice_fleet::gateway::{self, GatewayArgs};
+use lattice_fleet::store::{NewNode, Store, TokenRow};
+use lattice_tunnel::{client, ClientHandle, ClientOptions, Dialer, Open, Reply, TunnelState};
+use lattice_wire::IdentityKey;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP server that answers every request with `who`.
+async fn answering(who: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{who}",
+                    who.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Serves every stream it is asked for, whatever the workload: a node claiming every route.
+struct Greedy(SocketAddr);
+
+impl Dialer for Greedy {
+    fn dial(
+        &self,
+        _open: Open,
+    ) -> Pin<Box<dyn Future<Output = Result<TcpStream, Reply>> + Send + '_>> {
+        Box::pin(async move {
+            TcpStream::connect(self.0)
+                .await
+                .map_err(|_| Reply::ConnectFailed)
+        })
+    }
+}
+
+async fn register(store: &Store, id: &str, key: &IdentityKey) {
+    let hash = format!("hash-{id}");
+    store
+        .insert_token(&TokenRow {
+            id: format!("t-{id}"),
+            secret_hash: hash.clone(),
+            owner: None,
+            max_uses: 1,
+            uses: 0,
+            expires_ms: u64::MAX / 2,
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .register_node(
+            &hash,
+            &NewNode {
+                id: id.into(),
+                identity_key: key.public().to_string(),
+                encryption_key: "unused".into(),
+                broker_secret_hash: "unused".into(),
+                inventory: "{}".into(),
+            },
+            1,
+        )
+        .await
+        .unwrap();
+}
+
+fn target(id: &str, name: &str) -> String {
+    serde_json::json!([{"id": id, "name": name, "image": "i@sha256:0", "cpu_millis": 100,
+        "memory_bytes": 33554432, "ports": [80]}])
+    .to_string()
+}
+
+fn connect(
+    gw: &gateway::RunningGateway,
+    fleet: &IdentityKey,
+    key: &IdentityKey,
+    to: SocketAddr,
+) -> ClientHandle {
+    let mut opts = ClientOptions::new(gw.tunnel_addr.to_string(), key.clone(), fleet.public());
+    opts.backoff_base = Duration::from_millis(50);
+    opts.backoff_cap = Duration::from_millis(200);
+    client::spawn(opts, Arc::new(Greedy(to))).unwrap()
+}
+
+async fn get(addr: SocketAddr, host: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+async fn wait<F: Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_only_serve_what_the_fleet_placed_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("fleet.db").display()
+    ))
+    .await
+    .unwrap();
+    let fleet = IdentityKey::generate();
+    let (a, b, stranger) = (
+        IdentityKey::generate(),
+        IdentityKey::generate(),
+        IdentityKey::generate(),
+    );
+    register(&store, "n-a", &a).await;
+    register(&store, "n-b", &b).await;
+    store
+        .set_target("n-a", &target("w-a", "shop"))
+        .await
+        .unwrap();
+    store
+        .set_target("n-b", &target("w-b", "blog"))
+        .await
+        .unwrap();
+
+    let metrics = lattice_fleet::metrics::Metrics::new();
+    let args = GatewayArgs {
+        apps_http: Some("127.0.0.1:0".parse().unwrap()),
+        apps_https: Some("127.0.0.1:0".parse().unwrap()),
+        apps_domain: "apps.test".into(),
+        ..GatewayArgs::default()
+    };
+    let gw = gateway::start(
+        args,
+        dir.path().to_path_buf(),
+        store.clone(),
+        metrics.gateway.clone(),
+        &fleet,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+
+    // Both nodes would serve anything.
+    let (srv_a, srv_b) = (answering("from-a").await, answering("from-b").await);
+    let ca = connect(&gw, &fleet, &a, srv_a);
+    let _cb = connect(&gw, &fleet, &b, srv_b);
+    let tunnels = gw.gateway.tunnels().clone();
+    wait("both tunnels", || {
+        let t = tunnels.clone();
+        async move { t.is_connected("n-a") && t.is_connected("n-b") }
+    })
+    .await;
+
+    assert_eq!(
+        get(gw.http_addr, "shop.apps.test").await,
+        (200, "from-a".into())
+    );
+    assert_eq!(
+        get(gw.http_addr, "blog.apps.test").await,
+        (200, "from-b".into())
+    );
+
+    // Node A goes away: its workload is unavailable, never served by the greedy node B.
+    ca.stop();
+    drop(ca);
+    gw.gateway.tunnels().disconnect("n-a", "test");
+    let (status, body) = get(gw.http_addr, "shop.apps.test").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("from-b"), "{body}");
+
+    // A key the fleet does not know holds no tunnel.
+    let h = connect(&gw, &fleet, &stranger, srv_b);
+    let mut st = h.state();
+    let reason = tokio::time::timeout(
+        Duration::from_secs(10),
+        st.wait_for(|s| matches!(s, TunnelState::Down { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(
+        format!("{reason:?}").contains("unknown or revoked node"),
+        "{reason:?}"
+    );
+
+    // Revoking B cuts its tunnel, removes its routes and keeps it out.
+    store.revoke_node("n-b").await.unwrap();
+    wait("B cut", || {
+        let t = tunnels.clone();
+        async move { !t.is_connected("n-b") }
+    })
+    .await;
+    assert_eq!(get(gw.http_addr, "blog.apps.test").await.0, 404);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!tunnels.is_connected("n-b"), "a revoked node reconnected");
+}
+
+/// A missing or expired apps certificate stops `lattice fleet` at start-up with a clear error.
+#[test]
+fn a_missing_or_expired_apps_certificate_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |cert: &std::path::Path, key: &std::path::Path| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lattice"))
+            .args(["fleet", "--data"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--mqtt",
+                "127.0.0.1:0",
+            ])
+            .args(["--apps-http", "127.0.0.1:0", "--apps-https", "127.0.0.1:0"])
+            .arg("--apps-cert")
+            .arg(cert)
+            .arg("--apps-key")
+            .arg(key)
+            .env("LATTICE_CLI_CONFIG", dir.path().join("cli.toml"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = dir.path().join("missing-cert.pem");
+    let err = run(&missing, &missing);
+    assert!(
+        err.contains("missing-cert.pem") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["*.apps.test".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (
+        dir.path().join("old-cert.pem"),
+        dir.path().join("old-key.pem"),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let err = run(&c, &k);
+    assert!(
+        err.contains("old-cert.pem") && err.contains("expired"),
+        "{err}"
+    );
+}
