@@ -6,8 +6,11 @@
 //! * [`api`] — the axum HTTP API, OpenAPI document, `/metrics`.
 //! * [`secrets`] — the fleet key and operator credential on disk.
 //! * [`metrics`] — Prometheus metrics.
+//! * [`accounts`], [`audit`] — sign-up, passwords, login limits; the audit log.
 
+pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod gateway;

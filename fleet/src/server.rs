@@ -202,6 +202,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         broker_urls: broker_urls.clone(),
         heartbeat_secs: cfg.heartbeat_secs,
         accounts,
+        login_limits: Default::default(),
     });
     let rustls_cfg =
         axum_server::tls_rustls::RustlsConfig::from_config(crate::tls::server_config(&tls)?);
@@ -209,7 +210,9 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
     let app = api::app(state.clone());
     let server = axum_server::from_tcp_rustls(listener, rustls_cfg).handle(handle.clone());
     tokio::spawn(async move {
-        if let Err(e) = server.serve(app.into_make_service()).await {
+        // The peer address feeds the login rate limit (`api::accounts::ClientIp`).
+        let make = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = server.serve(make).await {
             tracing::error!(error = %e, "HTTPS server stopped");
         }
     });

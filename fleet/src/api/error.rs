@@ -8,15 +8,21 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("missing or wrong operator credential")]
+    #[error("missing or wrong credential (operator credential or API token)")]
     Unauthorized,
+    /// A login with a wrong email or password (which of the two is not said).
+    #[error("wrong email or password")]
+    LoginFailed,
+    /// A rate limit refused the request; `Retry-After` carries the seconds.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("registration refused: {0}")]
+    #[error("{0}")]
     Forbidden(String),
     #[error("internal error")]
     Internal(String),
@@ -41,6 +47,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::LoginFailed => (StatusCode::UNAUTHORIZED, "login_failed"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -61,7 +69,14 @@ impl IntoResponse for ApiError {
             error: code.to_string(),
             message: self.to_string(),
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+        }
+        resp
     }
 }
 
@@ -69,7 +84,7 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError as S;
         match e {
-            S::Token(p) => ApiError::Forbidden(p.to_string()),
+            S::Token(p) => ApiError::Forbidden(format!("registration refused: {p}")),
             S::DuplicateIdentity(id) => {
                 ApiError::Conflict(format!("this identity key is already registered as {id}"))
             }

@@ -3,6 +3,9 @@
 //!
 //! `app(state)` builds the router, so tests drive it without a socket.
 
+mod accounts;
+mod api_tokens;
+mod audit;
 mod error;
 mod nodes;
 mod ops;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub heartbeat_secs: u32,
     /// Node accounts on the broker (a no-op for the embedded one).
     pub accounts: Arc<dyn crate::broker::BrokerAccounts>,
+    /// Login and sign-up rate limits (per process).
+    pub login_limits: Arc<crate::accounts::LoginLimiter>,
 }
 
 /// Proof that the request carried the operator credential (`Authorization: Bearer …`).
@@ -77,11 +82,17 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         nodes::list, nodes::show, nodes::revoke,
         tokens::create, tokens::list,
         ops::healthz, ops::metrics,
+        accounts::signup, accounts::login, accounts::me, accounts::list,
+        api_tokens::create, api_tokens::list, api_tokens::delete,
+        audit::list,
     ),
     components(schemas(
         crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
         lattice_wire::register::RegisterRequest, lattice_wire::register::RegisterResponse,
         lattice_wire::msg::Inventory,
+        Role, crate::store::AccountRow, crate::store::ApiTokenRow, crate::store::AuditEntry,
+        accounts::SignUp, accounts::Login, accounts::LoggedIn, accounts::Me,
+        api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
     )),
     modifiers(&SecurityAddon),
 )]
@@ -95,6 +106,11 @@ impl utoipa::Modify for SecurityAddon {
         if let Some(c) = openapi.components.as_mut() {
             c.add_security_scheme(
                 "operator",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+            // The operator credential or an account's API token (from /api/v1/login).
+            c.add_security_scheme(
+                "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
         }
@@ -112,6 +128,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/nodes/{id}", get(nodes::show))
         .route("/api/v1/nodes/{id}/revoke", post(nodes::revoke))
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route(
+            "/api/v1/accounts",
+            post(accounts::signup).get(accounts::list),
+        )
+        .route("/api/v1/login", post(accounts::login))
+        .route("/api/v1/me", get(accounts::me))
+        .route(
+            "/api/v1/api-tokens",
+            post(api_tokens::create).get(api_tokens::list),
+        )
+        .route(
+            "/api/v1/api-tokens/{id}",
+            axum::routing::delete(api_tokens::delete),
+        )
+        .route("/api/v1/audit", get(audit::list))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -1,33 +1,54 @@
-//! Operator routes for nodes.
+//! Routes for nodes: operators see and revoke every node; providers see the nodes they own
+//! (`owner` = their account id; another provider's node is 404); consumers get 403.
 
-use super::{ApiError, AppState, Operator};
+use super::{ApiError, AppState, Principal, Role};
 use crate::store::NodeRow;
 use axum::extract::{Path, State};
 use axum::Json;
 use std::sync::Arc;
 
-/// All registered nodes.
-#[utoipa::path(get, path = "/api/v1/nodes", security(("operator" = [])),
-    responses((status = 200, body = [NodeRow]), (status = 401, body = super::ErrorBody)))]
-pub async fn list(
-    _: Operator,
-    State(s): State<Arc<AppState>>,
-) -> Result<Json<Vec<NodeRow>>, ApiError> {
-    Ok(Json(s.store.nodes().await?))
+/// 403 for consumers; the owner a provider is limited to; `None` for operators.
+fn node_scope(p: &Principal) -> Result<Option<&str>, ApiError> {
+    match p.role {
+        Role::Operator => Ok(None),
+        Role::Provider => Ok(Some(p.account_id.as_str())),
+        Role::Consumer => Err(ApiError::Forbidden(
+            "nodes are for operators and their providers".into(),
+        )),
+    }
 }
 
-/// One node.
-#[utoipa::path(get, path = "/api/v1/nodes/{id}", security(("operator" = [])),
+/// Registered nodes: all of them for operators, a provider's own for providers.
+#[utoipa::path(get, path = "/api/v1/nodes", security(("bearer" = [])),
+    responses((status = 200, body = [NodeRow]), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody)))]
+pub async fn list(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+) -> Result<Json<Vec<NodeRow>>, ApiError> {
+    let scope = node_scope(&p)?;
+    let mut nodes = s.store.nodes().await?;
+    if let Some(owner) = scope {
+        nodes.retain(|n| n.owner.as_deref() == Some(owner));
+    }
+    Ok(Json(nodes))
+}
+
+/// One node (a provider's own, for providers).
+#[utoipa::path(get, path = "/api/v1/nodes/{id}", security(("bearer" = [])),
     params(("id" = String, Path, description = "node id")),
-    responses((status = 200, body = NodeRow), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = NodeRow), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
 pub async fn show(
-    _: Operator,
+    p: Principal,
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<NodeRow>, ApiError> {
+    let scope = node_scope(&p)?;
     s.store
         .node(&id)
         .await?
+        .filter(|n| scope.is_none_or(|o| n.owner.as_deref() == Some(o)))
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))
 }
@@ -35,18 +56,28 @@ pub async fn show(
 /// Revokes a node: its broker credential is refused from now on (an external broker also
 /// disconnects it), and anything it publishes is rejected. Idempotent: when the broker could
 /// not be told (503), the node is still revoked in the fleet; revoke it again.
-#[utoipa::path(post, path = "/api/v1/nodes/{id}/revoke", security(("operator" = [])),
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/revoke", security(("bearer" = [])),
     params(("id" = String, Path, description = "node id")),
-    responses((status = 200, body = NodeRow), (status = 404, body = super::ErrorBody),
+    responses((status = 200, body = NodeRow), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody),
         (status = 503, description = "revoked in the fleet, but the broker did not disable the account", body = super::ErrorBody)))]
 pub async fn revoke(
-    _: Operator,
+    p: Principal,
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<NodeRow>, ApiError> {
+    p.require_operator()?;
     if !s.store.revoke_node(&id).await? {
         return Err(ApiError::NotFound(format!("no node {id}")));
     }
+    crate::audit::record(
+        &s.store,
+        &p.account_id,
+        crate::audit::Action::NodeRevoked,
+        &id,
+        "",
+    )
+    .await?;
     s.ingest.forget(&id);
     if let Err(e) = s.accounts.revoke_node(&id).await {
         tracing::error!(node = %id, error = %e, "node revoked in the store, but not on the broker");
@@ -56,5 +87,5 @@ pub async fn revoke(
         )));
     }
     tracing::info!(node = %id, "node revoked");
-    show(Operator, State(s), Path(id)).await
+    show(p, State(s), Path(id)).await
 }

@@ -1,11 +1,16 @@
 //! Who is calling: [`Principal`], the extractor every scoped handler takes.
 //!
-//! Today one credential exists, the operator's (`Authorization: Bearer <operator credential>`),
-//! which is [`Role::Operator`] with the account id [`OPERATOR_ACCOUNT`]. Accounts with their
-//! own API tokens (consumers, providers) come with the accounts module; they resolve to the
-//! same type, so handlers are written once against it: a handler scopes every lookup by
+//! Two kinds of bearer credential (`Authorization: Bearer …`) resolve to a principal:
+//!
+//! - the operator credential (`DATA/operator.token`): [`Role::Operator`] with the account id
+//!   [`OPERATOR_ACCOUNT`], compared in constant time against its SHA-256;
+//! - an account's API token (from `POST /api/v1/login` or `POST /api/v1/api-tokens`): looked
+//!   up by its SHA-256 in `api_tokens`, giving that account's id and role, unless the token
+//!   has expired or the account is disabled.
+//!
+//! Handlers are written once against [`Principal`]: a handler scopes every lookup by
 //! [`Principal::account_id`] (another tenant's ids are 404, never 403) unless
-//! [`Principal::is_operator`].
+//! [`Principal::is_operator`], and operator-only routes call [`Principal::require_operator`].
 
 use super::{ApiError, AppState};
 use axum::extract::FromRequestParts;
@@ -26,6 +31,38 @@ pub enum Role {
     Provider,
     /// Fleet-wide (OTA is an operator permission).
     Operator,
+}
+
+impl Role {
+    /// The name stored and shown: `consumer`, `provider`, `operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Consumer => "consumer",
+            Role::Provider => "provider",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "consumer" => Ok(Role::Consumer),
+            "provider" => Ok(Role::Provider),
+            "operator" => Ok(Role::Operator),
+            other => Err(format!(
+                "unknown role {other:?} (consumer, provider or operator)"
+            )),
+        }
+    }
 }
 
 /// The authenticated caller.
@@ -68,12 +105,47 @@ impl FromRequestParts<Arc<AppState>> for Principal {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let given = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        if crate::secrets::same_hash(&crate::secrets::hash_secret(given), &state.operator_hash) {
-            return Ok(Principal {
-                account_id: OPERATOR_ACCOUNT.to_string(),
-                role: Role::Operator,
-            });
+        resolve(state, given).await
+    }
+}
+
+/// `Option<Principal>`: `None` without an `Authorization` header; a header that does not
+/// resolve is still 401 (a caller who sent a wrong token learns it).
+impl axum::extract::OptionalFromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Option<Self>, ApiError> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(None);
         }
-        Err(ApiError::Unauthorized)
+        let given = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        resolve(state, given).await.map(Some)
+    }
+}
+
+/// The principal a bearer credential stands for.
+async fn resolve(state: &AppState, given: &str) -> Result<Principal, ApiError> {
+    let hash = crate::secrets::hash_secret(given);
+    if crate::secrets::same_hash(&hash, &state.operator_hash) {
+        return Ok(Principal {
+            account_id: OPERATOR_ACCOUNT.to_string(),
+            role: Role::Operator,
+        });
+    }
+    // Looked up by the hash of a 256-bit random value: timing of the index lookup tells an
+    // attacker nothing usable about a token.
+    match state
+        .store
+        .token_principal(&hash, lattice_wire::now_ms())
+        .await?
+    {
+        Some((account_id, role)) => Ok(Principal { account_id, role }),
+        None => Err(ApiError::Unauthorized),
     }
 }

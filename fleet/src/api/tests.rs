@@ -28,6 +28,7 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         broker_urls: vec!["mqtt://127.0.0.1:1".into()],
         heartbeat_secs: 10,
         accounts,
+        login_limits: Default::default(),
     })
 }
 

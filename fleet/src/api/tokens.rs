@@ -1,6 +1,6 @@
 //! Provisioning tokens: created by operators, printed as one provisioning string.
 
-use super::{ApiError, AppState, Operator};
+use super::{ApiError, AppState, Principal};
 use crate::secrets::{hash_secret, random_secret};
 use crate::store::TokenRow;
 use axum::extract::rejection::JsonRejection;
@@ -37,13 +37,15 @@ pub struct CreatedToken {
 }
 
 /// Creates a provisioning token.
-#[utoipa::path(post, path = "/api/v1/tokens", security(("operator" = [])), request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/tokens", security(("bearer" = [])), request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody),
+        (status = 403, description = "operators only", body = super::ErrorBody)))]
 pub async fn create(
-    _: Operator,
+    p: Principal,
     State(s): State<Arc<AppState>>,
     body: Result<Json<CreateToken>, JsonRejection>,
 ) -> Result<(axum::http::StatusCode, Json<CreatedToken>), ApiError> {
+    p.require_operator()?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let uses = req.uses.unwrap_or(1);
     if uses == 0 || uses > 100_000 {
@@ -65,6 +67,14 @@ pub async fn create(
         }
     }
     let t = issue(&s, req.owner, uses, ttl).await?;
+    crate::audit::record(
+        &s.store,
+        &p.account_id,
+        crate::audit::Action::ProvisioningTokenCreated,
+        &t.id,
+        &format!("owner={} uses={uses}", t.owner.as_deref().unwrap_or("-")),
+    )
+    .await?;
     Ok((axum::http::StatusCode::CREATED, Json(t)))
 }
 
@@ -106,11 +116,13 @@ pub async fn issue(
 }
 
 /// Lists tokens (never their secrets).
-#[utoipa::path(get, path = "/api/v1/tokens", security(("operator" = [])),
-    responses((status = 200, body = [TokenRow]), (status = 401, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/tokens", security(("bearer" = [])),
+    responses((status = 200, body = [TokenRow]), (status = 401, body = super::ErrorBody),
+        (status = 403, description = "operators only", body = super::ErrorBody)))]
 pub async fn list(
-    _: Operator,
+    p: Principal,
     State(s): State<Arc<AppState>>,
 ) -> Result<Json<Vec<TokenRow>>, ApiError> {
+    p.require_operator()?;
     Ok(Json(s.store.tokens().await?))
 }

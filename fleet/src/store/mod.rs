@@ -6,11 +6,15 @@
 //! processes sharing a database agree on what was accepted even when messages reach them out
 //! of order.
 
+mod accounts;
+mod audit;
 pub mod gateway;
 mod ingest;
 mod nodes;
 mod tokens;
 
+pub use accounts::{AccountRow, ApiTokenRow};
+pub use audit::{AuditEntry, AuditFilter};
 pub use ingest::{Effect, IngestOutcome};
 pub use nodes::{NewNode, NodeRow};
 pub use tokens::{TokenProblem, TokenRow};

@@ -304,3 +304,5 @@ async fn concurrent_duplicates_are_accepted_once(s: Store) {
     }
     assert_eq!(applied, 1);
 }
+
+mod accounts;
