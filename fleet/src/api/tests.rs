@@ -259,6 +259,12 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/nodes/{id}",
         "/api/v1/nodes/{id}/revoke",
         "/api/v1/tokens",
+        "/api/v1/accounts",
+        "/api/v1/login",
+        "/api/v1/me",
+        "/api/v1/api-tokens",
+        "/api/v1/api-tokens/{id}",
+        "/api/v1/audit",
         "/healthz",
         "/metrics",
     ] {
@@ -413,3 +419,5 @@ async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
     assert_eq!(v["revoked"], true);
     assert_eq!(accounts.calls().last().unwrap(), &format!("revoke {node}"));
 }
+
+mod accounts;
