@@ -1,4 +1,5 @@
-//! The CLI's HTTP client: pinned to the fleet key, authenticated as the operator.
+//! The CLI's HTTP client: pinned to the fleet key, authenticated with the config's credential
+//! (an account's API token after `lattice login`, else the operator credential).
 
 use super::config::CliConfig;
 use crate::api::ErrorBody;
@@ -9,7 +10,7 @@ use std::time::Duration;
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -19,15 +20,49 @@ impl Client {
         Ok(Client {
             http: lattice_wire::pin::pinned_http_client(&key, Duration::from_secs(15))?,
             base: cfg.fleet_url.trim_end_matches('/').to_string(),
-            token: cfg.operator_token()?,
+            token: Some(cfg.credential()?),
         })
+    }
+
+    /// A client that sends no credential (sign-up, login), or the config's when it has one.
+    pub fn anonymous(cfg: &CliConfig) -> anyhow::Result<Client> {
+        let key = lattice_wire::IdentityPublic::parse(&cfg.fleet_key)
+            .context("fleet_key in the CLI config")?;
+        Ok(Client {
+            http: lattice_wire::pin::pinned_http_client(&key, Duration::from_secs(15))?,
+            base: cfg.fleet_url.trim_end_matches('/').to_string(),
+            token: cfg.credential().ok(),
+        })
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// DELETE; the answer's body is ignored.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let resp = self
+            .auth(self.http.delete(format!("{}{path}", self.base)))
+            .send()
+            .await;
+        let resp = resp.with_context(|| format!("cannot reach the fleet for {path}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => bail!("{} ({status})", e.message),
+                Err(_) => bail!("{path}: HTTP {status}"),
+            }
+        }
+        Ok(())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .auth(self.http.get(format!("{}{path}", self.base)))
             .send()
             .await;
         decode(path, resp).await
@@ -39,9 +74,7 @@ impl Client {
         body: &serde_json::Value,
     ) -> anyhow::Result<T> {
         let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .auth(self.http.post(format!("{}{path}", self.base)))
             .json(body)
             .send()
             .await;

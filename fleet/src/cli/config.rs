@@ -1,5 +1,6 @@
 //! The CLI's own config: where the fleet is, the key it pins, and where the operator
-//! credential lives. `lattice up` writes it; `$LATTICE_CLI_CONFIG` points elsewhere.
+//! credential lives, or an account's API token after `lattice login`. `lattice up` writes it;
+//! `$LATTICE_CLI_CONFIG` points elsewhere. Always written mode 0600.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,20 @@ pub struct CliConfig {
     /// The fleet's Ed25519 key (base64url): the CLI trusts only a server holding it.
     pub fleet_key: String,
     /// File holding the operator credential (mode 0600). The credential is never stored here.
+    /// Empty for a config made by `lattice signup`/`login` without one.
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub operator_token_file: PathBuf,
+    /// An account's API token from `lattice login`; when set it is used instead of the
+    /// operator credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
+    /// The id of `api_token` (what `lattice logout` deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_id: Option<String>,
+}
+
+fn is_empty(p: &Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 /// `$LATTICE_CLI_CONFIG`, else `$XDG_CONFIG_HOME/lattice/cli.toml`, else `~/.config/lattice/cli.toml`.
@@ -46,6 +60,18 @@ impl CliConfig {
         let text = toml::to_string_pretty(self)?;
         crate::secrets::write_secret(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The bearer credential the CLI sends: the API token after `lattice login`, else the
+    /// operator credential.
+    pub fn credential(&self) -> anyhow::Result<String> {
+        match &self.api_token {
+            Some(t) => Ok(t.clone()),
+            None if is_empty(&self.operator_token_file) => anyhow::bail!(
+                "no credential in the CLI config: run `lattice login` (or `lattice up`)"
+            ),
+            None => self.operator_token(),
+        }
     }
 
     pub fn operator_token(&self) -> anyhow::Result<String> {

@@ -1,5 +1,6 @@
 //! The `lattice` command line: `up`, `fleet`, `broker`, `tokens`, `nodes`, `node`.
 
+mod account;
 mod client;
 pub mod config;
 mod image;
@@ -114,6 +115,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    #[command(flatten)]
+    Account(account::AccountCmd),
     /// The provider image: build, provision, inspect, boot in QEMU.
     Image {
         #[command(subcommand)]
@@ -201,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens { cmd } => show::tokens(cmd).await,
         Command::Nodes { json } => show::nodes(json).await,
         Command::Node { cmd } => show::node(cmd).await,
+        Command::Account(cmd) => account::run(cmd).await,
         Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
     }
 }

@@ -16,6 +16,8 @@ async fn start_fleet(
         fleet_url: fleet.https_url.clone(),
         fleet_key: fleet.fleet_key.to_string(),
         operator_token_file: data.join("operator.token"),
+        api_token: None,
+        api_token_id: None,
     };
     // The instance's own copy, always; the default path only when it is free or already ours,
     // so a second instance beside the first does not take over the first one's CLI.

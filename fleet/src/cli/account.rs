@@ -1,0 +1,254 @@
+//! Account commands: `signup`, `login`, `logout`, `whoami`, and the operators' `audit`.
+//!
+//! The password is read from standard input: typed without echo on a terminal, else the first
+//! line (`--password-stdin` style, for scripts). It never appears in arguments, the
+//! environment, the config or the logs.
+
+use super::client::Client;
+use super::config::{default_path, CliConfig};
+use crate::api::Role;
+use crate::store::{AccountRow, AuditEntry};
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::io::IsTerminal;
+
+/// Where the fleet is, for a first sign-up or login on a machine without a CLI config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetFlags {
+    /// The fleet's HTTPS URL (default: the CLI config's).
+    #[arg(long = "fleet", value_name = "URL", requires = "fleet_key")]
+    pub fleet: Option<String>,
+    /// The fleet's public key, as `lattice fleet` prints it (default: the CLI config's).
+    #[arg(long, value_name = "KEY", requires = "fleet")]
+    pub fleet_key: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AccountCmd {
+    /// Creates an account (consumer unless --role says otherwise; operator accounts need the
+    /// operator credential in the CLI config). Reads the password from standard input.
+    Signup {
+        #[arg(long)]
+        email: String,
+        /// Display name (default: the part of the email before `@`).
+        #[arg(long)]
+        name: Option<String>,
+        /// consumer, provider or operator.
+        #[arg(long, default_value = "consumer")]
+        role: String,
+        #[command(flatten)]
+        fleet: FleetFlags,
+    },
+    /// Logs in and keeps the API token in the CLI config (mode 0600). Reads the password from
+    /// standard input.
+    Login {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        fleet: FleetFlags,
+    },
+    /// Deletes the logged-in API token on the fleet and forgets it.
+    Logout,
+    /// Who the CLI's credential is.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log, newest first (operators).
+    Audit {
+        /// Only what this account id did.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this action, e.g. login.failure.
+        #[arg(long)]
+        action: Option<String>,
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The CLI config to use: the existing one, or a new one for `--fleet`/`--fleet-key`.
+fn config(fleet: &FleetFlags) -> anyhow::Result<CliConfig> {
+    let path = default_path();
+    match (&fleet.fleet, &fleet.fleet_key) {
+        (Some(url), Some(key)) => {
+            let mut cfg = CliConfig::load(&path).ok().filter(|c| &c.fleet_url == url);
+            if let Some(c) = &mut cfg {
+                c.fleet_key = key.clone();
+            }
+            Ok(cfg.unwrap_or(CliConfig {
+                fleet_url: url.clone(),
+                fleet_key: key.clone(),
+                operator_token_file: Default::default(),
+                api_token: None,
+                api_token_id: None,
+            }))
+        }
+        _ => CliConfig::load(&path),
+    }
+}
+
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    let pw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).context("reading the password")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if pw.is_empty() {
+        bail!("no password given (type it, or pipe it on standard input)");
+    }
+    Ok(pw)
+}
+
+#[derive(Deserialize)]
+struct LoggedIn {
+    token: String,
+    token_id: String,
+    account_id: String,
+    role: Role,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct Me {
+    account_id: String,
+    role: Role,
+    email: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct AuditPage {
+    entries: Vec<AuditEntry>,
+    next: Option<String>,
+}
+
+pub async fn run(cmd: AccountCmd) -> anyhow::Result<()> {
+    match cmd {
+        AccountCmd::Signup {
+            email,
+            name,
+            role,
+            fleet,
+        } => {
+            let role: Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let cfg = config(&fleet)?;
+            let password = read_password("Password for the new account: ")?;
+            let body = serde_json::json!({
+                "email": email, "name": name, "password": password, "role": role,
+            });
+            let a: AccountRow = Client::anonymous(&cfg)?
+                .post("/api/v1/accounts", &body)
+                .await?;
+            println!("account {} ({}, {}) created", a.id, a.email, a.role);
+            println!("next: lattice login --email {}", a.email);
+            Ok(())
+        }
+        AccountCmd::Login { email, fleet } => {
+            let mut cfg = config(&fleet)?;
+            let password = read_password("Password: ")?;
+            let body = serde_json::json!({ "email": email, "password": password });
+            // A login sends no credential, whatever the config holds.
+            let mut anon = cfg.clone();
+            anon.api_token = None;
+            anon.operator_token_file = Default::default();
+            let l: LoggedIn = Client::anonymous(&anon)?
+                .post("/api/v1/login", &body)
+                .await?;
+            cfg.api_token = Some(l.token);
+            cfg.api_token_id = Some(l.token_id);
+            let path = default_path();
+            cfg.save(&path)?;
+            println!(
+                "logged in as {} ({}); token kept in {}",
+                l.account_id,
+                l.role,
+                path.display()
+            );
+            Ok(())
+        }
+        AccountCmd::Logout => {
+            let path = default_path();
+            let mut cfg = CliConfig::load(&path)?;
+            let Some(id) = cfg.api_token_id.clone() else {
+                bail!("not logged in (no API token in {})", path.display());
+            };
+            if let Err(e) = Client::new(&cfg)?
+                .delete(&format!("/api/v1/api-tokens/{id}"))
+                .await
+            {
+                eprintln!("the fleet did not delete token {id}: {e:#}");
+            }
+            cfg.api_token = None;
+            cfg.api_token_id = None;
+            cfg.save(&path)?;
+            println!("logged out");
+            Ok(())
+        }
+        AccountCmd::Whoami { json } => {
+            let cfg = CliConfig::load(&default_path())?;
+            let me: Me = Client::new(&cfg)?.get("/api/v1/me").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&me)?);
+            } else {
+                println!(
+                    "{} ({}){}",
+                    me.account_id,
+                    me.role,
+                    me.email.map(|e| format!(" {e}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        AccountCmd::Audit {
+            account,
+            action,
+            limit,
+            json,
+        } => {
+            let cfg = CliConfig::load(&default_path())?;
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [("account", account), ("action", action)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(&v)));
+                }
+            }
+            let page: AuditPage = Client::new(&cfg)?
+                .get(&format!("/api/v1/audit?{}", q.join("&")))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page.entries)?);
+                return Ok(());
+            }
+            println!(
+                "{:<14} {:<20} {:<26} {:<20} DETAIL",
+                "AT (ms)", "ACTOR", "ACTION", "TARGET"
+            );
+            for e in page.entries {
+                println!(
+                    "{:<14} {:<20} {:<26} {:<20} {}",
+                    e.at_ms, e.actor, e.action, e.target, e.detail
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
