@@ -221,6 +221,118 @@ async fn nodes_only_serve_what_the_fleet_placed_on_them() {
     assert!(!tunnels.is_connected("n-b"), "a revoked node reconnected");
 }
 
+/// An HTTP server that streams `len` bytes slowly enough to be cut mid-way.
+async fn big(len: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                );
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < len {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_dropped_mid_transfer_closes_the_client_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("fleet.db").display()
+    ))
+    .await
+    .unwrap();
+    let fleet = IdentityKey::generate();
+    let a = IdentityKey::generate();
+    register(&store, "n-a", &a).await;
+    store
+        .set_target("n-a", &target("w-a", "big"))
+        .await
+        .unwrap();
+    let metrics = lattice_fleet::metrics::Metrics::new();
+    let args = GatewayArgs {
+        apps_http: Some("127.0.0.1:0".parse().unwrap()),
+        apps_https: Some("127.0.0.1:0".parse().unwrap()),
+        apps_domain: "apps.test".into(),
+        ..GatewayArgs::default()
+    };
+    let gw = gateway::start(
+        args,
+        dir.path().to_path_buf(),
+        store.clone(),
+        metrics.gateway.clone(),
+        &fleet,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let total = 64 * 1024 * 1024;
+    let _client = connect(&gw, &fleet, &a, big(total).await);
+    let tunnels = gw.gateway.tunnels().clone();
+    let up = || {
+        let t = tunnels.clone();
+        async move { t.is_connected("n-a") }
+    };
+    wait("tunnel", up).await;
+
+    let mut s = TcpStream::connect(gw.http_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: big.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < 1024 * 1024 {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "ended early");
+        got += n;
+    }
+    gw.gateway
+        .tunnels()
+        .disconnect("n-a", "test: tunnel dropped");
+    // The consumer sees its connection end well before the body is complete.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await
+    .expect("the consumer connection was left hanging");
+    assert!(
+        end < total,
+        "the whole body arrived ({end} bytes) despite the drop"
+    );
+    // The node reconnects and new requests work.
+    wait("tunnel back", up).await;
+    let mut s = TcpStream::connect(gw.http_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: big.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
 /// A missing or expired apps certificate stops `lattice fleet` at start-up with a clear error.
 #[test]
 fn a_missing_or_expired_apps_certificate_is_a_clear_start_up_error() {
