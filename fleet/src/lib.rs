@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod link;
 pub mod metrics;
+pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod store;
