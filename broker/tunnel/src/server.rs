@@ -175,6 +175,30 @@ impl TunnelServer {
         }
     }
 
+    /// Like [`TunnelServer::open`], without waiting for the node's answer: the caller may
+    /// write at once (saving a round trip); the first read fails with `ConnectionRefused` if
+    /// the node refused. For protocols where the client speaks first (HTTP).
+    pub async fn open_early(&self, node: &str, open: &Open) -> Result<TunnelStream, OpenError> {
+        let header = proto::encode_open(open)?;
+        let conn = lock(&self.nodes)
+            .get(node)
+            .cloned()
+            .ok_or_else(|| OpenError::NodeOffline(node.to_owned()))?;
+        let stream_err = |e: &dyn std::fmt::Display| OpenError::Stream {
+            node: node.to_owned(),
+            reason: e.to_string(),
+        };
+        let attempt = async {
+            let (mut send, recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+            send.write_all(&header).await.map_err(|e| stream_err(&e))?;
+            Ok(TunnelStream::awaiting_reply(send, recv))
+        };
+        match tokio::time::timeout(self.opts.open_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(OpenError::Timeout(node.to_owned())),
+        }
+    }
+
     async fn accept_loop(self, authorizer: Arc<dyn Authorizer>) {
         while let Some(incoming) = self.endpoint.accept().await {
             let server = self.clone();

@@ -45,15 +45,68 @@ pub fn transport() -> Arc<quinn::TransportConfig> {
 /// A bidirectional tunnel stream: reads what the far end sends, writes toward it. Shutting
 /// down the write half finishes the QUIC stream (the far end reads EOF); dropping it resets
 /// whatever is unfinished.
+///
+/// A stream opened with [`crate::TunnelServer::open_early`] has not seen the node's reply yet:
+/// its first read consumes the reply and fails with `ConnectionRefused` (the message names the
+/// node's reason) if the node refused the stream.
 #[derive(Debug)]
 pub struct TunnelStream {
     pub(crate) send: quinn::SendStream,
     pub(crate) recv: quinn::RecvStream,
+    /// The node's reply still to be read, and how much of it has arrived.
+    reply: Option<([u8; crate::proto::REPLY_LEN], usize)>,
 }
 
 impl TunnelStream {
     pub(crate) fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
-        TunnelStream { send, recv }
+        TunnelStream {
+            send,
+            recv,
+            reply: None,
+        }
+    }
+
+    pub(crate) fn awaiting_reply(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+        TunnelStream {
+            send,
+            recv,
+            reply: Some(([0; crate::proto::REPLY_LEN], 0)),
+        }
+    }
+
+    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        use crate::proto::{decode_reply, Decoded, Reply};
+        use std::io::{Error, ErrorKind};
+        while let Some((buf, have)) = self.reply.as_mut() {
+            if *have == buf.len() {
+                let result = decode_reply(buf);
+                self.reply = None;
+                return Poll::Ready(match result {
+                    Ok(Decoded::Done(Reply::Ok, _)) => Ok(()),
+                    Ok(Decoded::Done(reply, _)) => Err(Error::new(
+                        ErrorKind::ConnectionRefused,
+                        format!("the node refused the stream: {reply}"),
+                    )),
+                    Ok(Decoded::NeedMore(_)) | Err(_) => Err(Error::new(
+                        ErrorKind::InvalidData,
+                        "the node sent a malformed reply",
+                    )),
+                });
+            }
+            let mut rb = ReadBuf::new(&mut buf[*have..]);
+            match Pin::new(&mut self.recv).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    return Poll::Ready(Err(Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "the node closed the stream without a reply",
+                    )))
+                }
+                Poll::Ready(Ok(())) => *have += rb.filled().len(),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -63,6 +116,12 @@ impl AsyncRead for TunnelStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.reply.is_some() {
+            match self.poll_reply(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
         Pin::new(&mut self.recv).poll_read(cx, buf)
     }
 }

@@ -297,3 +297,25 @@ async fn a_thousand_concurrent_streams() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn early_streams_carry_data_and_report_refusals_on_read() {
+    let rig = rig().await;
+    let _client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+    let mut s = rig.server.open_early("n-1", &echo_open()).await.unwrap();
+    s.write_all(b"sent before the reply").await.unwrap();
+    let mut b = vec![0u8; 21];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(b, b"sent before the reply");
+
+    let open = Open {
+        workload: "w-echo".into(),
+        port: 22,
+    };
+    let mut s = rig.server.open_early("n-1", &open).await.unwrap();
+    let _ = s.write_all(b"x").await;
+    let e = s.read(&mut b).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(e.to_string().contains("port_not_declared"), "{e}");
+}

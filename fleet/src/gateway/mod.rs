@@ -173,8 +173,14 @@ impl Gateway {
         Duration::from_secs(self.args.idle_timeout_secs.max(1))
     }
 
-    /// Opens a counted stream to `route`, within the workload's connection limit.
-    pub async fn open(&self, route: &Route) -> Result<Counted<TunnelStream>, Unavailable> {
+    /// Opens a counted stream to `route`, within the workload's connection limit. `early`:
+    /// do not wait for the node's answer (the first read reports a refusal; saves a round
+    /// trip for protocols where the client speaks first).
+    pub async fn open(
+        &self,
+        route: &Route,
+        early: bool,
+    ) -> Result<Counted<TunnelStream>, Unavailable> {
         let sem = self
             .limits
             .lock()
@@ -190,7 +196,12 @@ impl Gateway {
             workload: route.workload.clone(),
             port: route.port,
         };
-        let stream = self.tunnels.open(&route.node, &open).await.map_err(|e| {
+        let opened = if early {
+            self.tunnels.open_early(&route.node, &open).await
+        } else {
+            self.tunnels.open(&route.node, &open).await
+        };
+        let stream = opened.map_err(|e| {
             let why = match &e {
                 OpenError::NodeOffline(_) => Unavailable::NodeOffline,
                 OpenError::Timeout(_) => Unavailable::Timeout,

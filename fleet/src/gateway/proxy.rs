@@ -128,7 +128,7 @@ async fn handle(
             "Nothing is deployed under this name.",
         );
     };
-    let stream = match gateway.open(&route).await {
+    let stream = match gateway.open(&route, true).await {
         Ok(s) => s,
         Err(why) => return unavailable(why),
     };
@@ -165,6 +165,10 @@ async fn handle(
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.boxed())
         }
+        Err(e) if refused(&e) => {
+            gateway.metrics().refuse(Unavailable::NotRunning.as_str());
+            unavailable(Unavailable::NotRunning)
+        }
         Err(e) => {
             tracing::debug!(workload = %route.workload, error = %e, "workload did not answer");
             page(
@@ -186,6 +190,18 @@ async fn drive(
         _ = conn => {}
         _ = super::tcp::idle_watch(activity, idle) => {}
     }
+}
+
+/// True if the node refused the stream (see `lattice_tunnel::TunnelServer::open_early`).
+fn refused(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn unavailable(why: Unavailable) -> Response<Body> {

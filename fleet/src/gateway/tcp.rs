@@ -103,7 +103,7 @@ async fn carry(
         .cloned()
         .ok_or(Unavailable::NotRunning)?;
     let _ = client.set_nodelay(true);
-    let mut stream = gateway.open(&route).await?;
+    let mut stream = gateway.open(&route, false).await?;
     let activity = stream.activity.clone();
     let idle = gateway.idle_timeout();
     let copy =
