@@ -19,6 +19,8 @@ pub const ANONYMOUS: &str = "anonymous";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     AccountCreated,
+    /// An operator changed an account's role or disabled/enabled it.
+    AccountChanged,
     LoginSucceeded,
     LoginFailed,
     ApiTokenCreated,
@@ -33,8 +35,9 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::AccountCreated,
+        Action::AccountChanged,
         Action::LoginSucceeded,
         Action::LoginFailed,
         Action::ApiTokenCreated,
@@ -50,6 +53,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::AccountCreated => "account.created",
+            Action::AccountChanged => "account.changed",
             Action::LoginSucceeded => "login.success",
             Action::LoginFailed => "login.failure",
             Action::ApiTokenCreated => "api_token.created",

@@ -7,7 +7,7 @@ use crate::accounts::{self as acc, Refused};
 use crate::audit::{self, Action, ANONYMOUS};
 use crate::store::{AccountRow, ApiTokenRow};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
@@ -283,4 +283,63 @@ pub async fn list(
 ) -> Result<Json<Vec<AccountRow>>, ApiError> {
     p.require_operator()?;
     Ok(Json(s.store.accounts().await?))
+}
+
+/// What an operator changes on an account; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeAccount {
+    pub role: Option<Role>,
+    /// A disabled account cannot log in and its API tokens stop working at once.
+    pub disabled: Option<bool>,
+}
+
+/// Changes an account's role or disables it (operators only).
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "account id")), request_body = ChangeAccount,
+    responses((status = 200, body = AccountRow),
+        (status = 400, description = "a field is invalid; the message names it", body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+pub async fn change(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<ChangeAccount>, JsonRejection>,
+) -> Result<Json<AccountRow>, ApiError> {
+    p.require_operator()?;
+    let req = json(body)?;
+    if req.role.is_none() && req.disabled.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to change: give role and/or disabled".into(),
+        ));
+    }
+    if id == p.account_id
+        && (req.disabled == Some(true) || req.role.is_some_and(|r| r != Role::Operator))
+    {
+        return Err(ApiError::BadRequest(
+            "an operator cannot disable or demote its own account (role, disabled)".into(),
+        ));
+    }
+    let row = s
+        .store
+        .update_account(&id, req.role, req.disabled)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
+    let mut what = Vec::new();
+    if let Some(r) = req.role {
+        what.push(format!("role={r}"));
+    }
+    if let Some(d) = req.disabled {
+        what.push(format!("disabled={d}"));
+    }
+    audit::record(
+        &s.store,
+        &p.account_id,
+        Action::AccountChanged,
+        &id,
+        &what.join(" "),
+    )
+    .await?;
+    Ok(Json(row))
 }

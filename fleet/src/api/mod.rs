@@ -76,13 +76,13 @@ impl FromRequestParts<Arc<AppState>> for Operator {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Lattice fleet API", description = "Operator and node-registration API of the Lattice fleet manager."),
+    info(title = "Lattice fleet API", description = "The HTTP API of the Lattice fleet manager (bearer: the operator credential or an account's API token)."),
     paths(
         register::register,
         nodes::list, nodes::show, nodes::revoke,
         tokens::create, tokens::list,
         ops::healthz, ops::metrics,
-        accounts::signup, accounts::login, accounts::me, accounts::list,
+        accounts::signup, accounts::login, accounts::me, accounts::list, accounts::change,
         api_tokens::create, api_tokens::list, api_tokens::delete,
         audit::list,
     ),
@@ -91,7 +91,7 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         lattice_wire::register::RegisterRequest, lattice_wire::register::RegisterResponse,
         lattice_wire::msg::Inventory,
         Role, crate::store::AccountRow, crate::store::ApiTokenRow, crate::store::AuditEntry,
-        accounts::SignUp, accounts::Login, accounts::LoggedIn, accounts::Me,
+        accounts::SignUp, accounts::Login, accounts::LoggedIn, accounts::Me, accounts::ChangeAccount,
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
     )),
     modifiers(&SecurityAddon),
@@ -131,6 +131,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/api/v1/accounts",
             post(accounts::signup).get(accounts::list),
+        )
+        .route(
+            "/api/v1/accounts/{id}",
+            axum::routing::patch(accounts::change),
         )
         .route("/api/v1/login", post(accounts::login))
         .route("/api/v1/me", get(accounts::me))

@@ -260,6 +260,7 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/nodes/{id}/revoke",
         "/api/v1/tokens",
         "/api/v1/accounts",
+        "/api/v1/accounts/{id}",
         "/api/v1/login",
         "/api/v1/me",
         "/api/v1/api-tokens",

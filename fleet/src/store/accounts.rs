@@ -107,6 +107,37 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Changes an account's role and/or disabled flag. Returns the account as it is now, or
+    /// `None` when there is no such account.
+    pub async fn update_account(
+        &self,
+        id: &str,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        if let Some(r) = role {
+            sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2")
+                .bind(r.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(d) = disabled {
+            sqlx::query("UPDATE accounts SET disabled = $1 WHERE id = $2")
+                .bind(i64::from(d))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.as_ref().map(account_from_row).transpose()?)
+    }
+
     pub async fn insert_api_token(&self, t: &ApiTokenRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_tokens (id, account_id, name, secret_hash, created_ms, expires_ms) \

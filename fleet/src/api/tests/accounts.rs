@@ -4,7 +4,7 @@ use super::*;
 use serde_json::json;
 
 /// Signs up and logs in; returns (account id, token).
-async fn account(s: &Arc<AppState>, email: &str, role: &str) -> (String, String) {
+pub(super) async fn account(s: &Arc<AppState>, email: &str, role: &str) -> (String, String) {
     let auth = (role == "operator").then_some(OP);
     let (st, v) = call(
         s,
@@ -401,4 +401,86 @@ async fn logins_past_the_account_limit_are_429_with_retry_after() {
     )
     .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn operators_change_roles_and_disable_accounts_at_once() {
+    let s = state().await;
+    let (id, token) = account(&s, "ann@x.org", "consumer").await;
+    let (_, other) = account(&s, "bob@x.org", "consumer").await;
+    let path = format!("/api/v1/accounts/{id}");
+    let promote = Some(json!({"role": "provider"}).to_string());
+    assert_eq!(
+        call(&s, "PATCH", &path, Some(&other), promote.clone())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&s, "GET", "/api/v1/nodes", Some(&token), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, v) = call(&s, "PATCH", &path, Some(OP), promote).await;
+    assert_eq!(
+        (st, &v["role"]),
+        (StatusCode::OK, &json!("provider")),
+        "{v}"
+    );
+    // The same token has the new role at once.
+    assert_eq!(
+        call(&s, "GET", "/api/v1/nodes", Some(&token), None).await.0,
+        StatusCode::OK
+    );
+    let off = Some(json!({"disabled": true}).to_string());
+    assert_eq!(
+        call(&s, "PATCH", &path, Some(OP), off).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&s, "GET", "/api/v1/me", Some(&token), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some(json!({"email": "ann@x.org", "password": "correct horse"}).to_string()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (_, page) = call(
+        &s,
+        "GET",
+        &format!("/api/v1/audit?account={id}"),
+        Some(OP),
+        None,
+    )
+    .await;
+    assert!(page.to_string().contains("account disabled"), "{page}");
+    let (_, page) = call(
+        &s,
+        "GET",
+        "/api/v1/audit?action=account.changed",
+        Some(OP),
+        None,
+    )
+    .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2, "{page}");
+    for (uri, body, want) in [
+        (
+            "/api/v1/accounts/a-nope",
+            json!({"disabled": true}),
+            StatusCode::NOT_FOUND,
+        ),
+        (path.as_str(), json!({}), StatusCode::BAD_REQUEST),
+        (
+            path.as_str(),
+            json!({"role": "root"}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (st, v) = call(&s, "PATCH", uri, Some(OP), Some(body.to_string())).await;
+        assert_eq!(st, want, "{uri} {body}: {v}");
+    }
 }

@@ -87,15 +87,29 @@ async fn tokens_resolve_until_expiry_or_disable_and_delete_is_scoped(s: Store) {
     assert_eq!(gone.map(|t| t.id), Some("k-1".into()));
     assert_eq!(s.token_principal("h1", 1).await.unwrap(), None);
     assert!(s.delete_api_token("k-2", None).await.unwrap().is_some());
-    // A disabled account's tokens stop working.
     s.insert_api_token(&api_token("k-3", "a-2", "h3", 1000))
         .await
         .unwrap();
-    sqlx::query("UPDATE accounts SET disabled = 1 WHERE id = 'a-2'")
-        .execute(s.pool())
+    // A role change shows in the next lookup; a disabled account's tokens stop working.
+    let a2 = s
+        .update_account("a-2", Some(Role::Provider), None)
         .await
         .unwrap();
+    assert_eq!(
+        a2.map(|a| (a.role, a.disabled)),
+        Some((Role::Provider, false))
+    );
+    assert_eq!(
+        s.token_principal("h3", 1).await.unwrap(),
+        Some(("a-2".to_string(), Role::Provider))
+    );
+    s.update_account("a-2", None, Some(true)).await.unwrap();
     assert_eq!(s.token_principal("h3", 1).await.unwrap(), None);
+    assert!(s
+        .update_account("a-9", None, Some(true))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn audit_filters_and_pages_never_overlap(s: Store) {
