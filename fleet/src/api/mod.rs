@@ -12,6 +12,7 @@ mod ops;
 pub mod principal;
 mod register;
 mod tokens;
+mod workloads;
 
 pub use error::{ApiError, ErrorBody};
 pub use principal::{Principal, Role};
@@ -85,6 +86,7 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         accounts::signup, accounts::login, accounts::me, accounts::list, accounts::change,
         api_tokens::create, api_tokens::list, api_tokens::delete,
         audit::list,
+        workloads::create, workloads::list, workloads::show, workloads::delete,
     ),
     components(schemas(
         crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
@@ -93,6 +95,7 @@ impl FromRequestParts<Arc<AppState>> for Operator {
         Role, crate::store::AccountRow, crate::store::ApiTokenRow, crate::store::AuditEntry,
         accounts::SignUp, accounts::Login, accounts::LoggedIn, accounts::Me, accounts::ChangeAccount,
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
+        crate::workloads::DeployRequest, crate::workloads::WorkloadView, crate::store::WorkloadEvent,
     )),
     modifiers(&SecurityAddon),
 )]
@@ -147,6 +150,14 @@ pub fn app(state: Arc<AppState>) -> Router {
             axum::routing::delete(api_tokens::delete),
         )
         .route("/api/v1/audit", get(audit::list))
+        .route(
+            "/api/v1/workloads",
+            post(workloads::create).get(workloads::list),
+        )
+        .route(
+            "/api/v1/workloads/{name}",
+            get(workloads::show).delete(workloads::delete),
+        )
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -422,3 +422,4 @@ async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
 }
 
 mod accounts;
+mod workloads;

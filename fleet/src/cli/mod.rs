@@ -3,6 +3,7 @@
 mod account;
 mod client;
 pub mod config;
+mod deploy;
 mod image;
 mod show;
 mod up;
@@ -117,6 +118,8 @@ pub enum Command {
     },
     #[command(flatten)]
     Account(account::AccountCmd),
+    #[command(flatten)]
+    Workload(deploy::WorkloadCmd),
     /// The provider image: build, provision, inspect, boot in QEMU.
     Image {
         #[command(subcommand)]
@@ -205,6 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes { json } => show::nodes(json).await,
         Command::Node { cmd } => show::node(cmd).await,
         Command::Account(cmd) => account::run(cmd).await,
+        Command::Workload(cmd) => deploy::run(cmd).await,
         Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
     }
 }

@@ -12,12 +12,14 @@ pub mod gateway;
 mod ingest;
 mod nodes;
 mod tokens;
+mod workloads;
 
 pub use accounts::{AccountRow, ApiTokenRow};
 pub use audit::{AuditEntry, AuditFilter};
 pub use ingest::{Effect, IngestOutcome};
 pub use nodes::{NewNode, NodeRow};
 pub use tokens::{TokenProblem, TokenRow};
+pub use workloads::{WorkloadEvent, WorkloadRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};

@@ -1,0 +1,118 @@
+//! Workload routes are per tenant: another account's workload is 404 on every route, listing
+//! shows only the caller's, and only operators list every account's.
+
+use super::accounts::account;
+use super::*;
+use crate::store::WorkloadRow;
+
+async fn stored(s: &Arc<AppState>, account: &str, name: &str) -> WorkloadRow {
+    let w = WorkloadRow {
+        id: format!("w-{name}-{account}"),
+        account_id: account.into(),
+        name: name.into(),
+        kind: "container".into(),
+        plan: "small".into(),
+        settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
+        node_id: None,
+        cpu_millis: 250,
+        memory_bytes: 256 << 20,
+        disk_bytes: 0,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    assert!(s.store.insert_workload(&w, "test").await.unwrap());
+    w
+}
+
+#[tokio::test]
+async fn another_tenants_workloads_are_404_on_every_route() {
+    let s = state().await;
+    let (a, token_a) = account(&s, "a@example.org", "consumer").await;
+    let (_b, token_b) = account(&s, "b@example.org", "consumer").await;
+    stored(&s, &a, "web").await;
+
+    let (st, v) = call(&s, "GET", "/api/v1/workloads/web", Some(&token_a), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["name"].as_str(), v["state"].as_str()),
+        (Some("web"), Some("pending"))
+    );
+
+    let (st, _) = call(&s, "GET", "/api/v1/workloads/web", Some(&token_b), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = call(&s, "DELETE", "/api/v1/workloads/web", Some(&token_b), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = call(&s, "GET", "/api/v1/workloads", Some(&token_b), None).await;
+    assert_eq!((st, v), (StatusCode::OK, serde_json::json!([])));
+    let (st, _) = call(
+        &s,
+        "GET",
+        "/api/v1/workloads?all=true",
+        Some(&token_b),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // B may use the same name: names are per account.
+    stored(&s, &_b, "web").await;
+
+    let (st, v) = call(&s, "GET", "/api/v1/workloads?all=true", Some(OP), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+
+    // A's delete works and is audited.
+    let (st, _) = call(&s, "DELETE", "/api/v1/workloads/web", Some(&token_a), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = call(&s, "GET", "/api/v1/workloads/web", Some(&token_a), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, audit) = call(
+        &s,
+        "GET",
+        "/api/v1/audit?action=workload.deleted",
+        Some(OP),
+        None,
+    )
+    .await;
+    assert!(audit.to_string().contains("w-web-"), "{audit}");
+}
+
+#[tokio::test]
+async fn a_bad_deploy_body_is_400_naming_the_problem_and_no_capacity_is_409() {
+    let s = state().await;
+    let (_, token) = account(&s, "c@example.org", "consumer").await;
+    for (body, why) in [
+        (r#"{"kind":"container"}"#, "name"),
+        (
+            r#"{"kind":"container","name":"x","image":"r@sha256:a","colour":"red"}"#,
+            "colour",
+        ),
+        (
+            r#"{"kind":"container","name":"Bad","image":"r@sha256:a"}"#,
+            "lower-case",
+        ),
+    ] {
+        let (st, v) = call(
+            &s,
+            "POST",
+            "/api/v1/workloads",
+            Some(&token),
+            Some(body.into()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v.to_string().contains(why), "{body}: {v}");
+    }
+    let body = r#"{"kind":"container","name":"web","image":"r/a@sha256:aa"}"#;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/workloads",
+        Some(&token),
+        Some(body.into()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no nodes"), "{v}");
+    let (st, _) = call(&s, "POST", "/api/v1/workloads", None, Some(body.into())).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,122 @@
+//! Workloads: a consumer deploys, lists, shows and deletes its own; another account's names
+//! are 404 (never 403); operators see every account's with `?all=true`.
+
+use super::{ApiError, AppState, Principal};
+use crate::audit::{self, Action};
+use crate::workloads::{self, DeployRequest, FrameError, WorkloadView};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use std::sync::Arc;
+
+impl From<FrameError> for ApiError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Invalid(m) => ApiError::BadRequest(m),
+            FrameError::NotFound(m) => ApiError::NotFound(m),
+            FrameError::Exists(m) => ApiError::Conflict(m),
+            FrameError::NoCapacity(m) => ApiError::Conflict(m),
+            FrameError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Deploys a workload (kind `container`: an image, a port, env and a plan).
+#[utoipa::path(post, path = "/api/v1/workloads", security(("bearer" = [])),
+    request_body = DeployRequest,
+    responses((status = 201, body = WorkloadView),
+        (status = 400, description = "invalid name, kind, plan, image or body", body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody),
+        (status = 409, description = "name taken, or no node has the capacity (the message names the resource)", body = super::ErrorBody)))]
+pub async fn create(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<DeployRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<WorkloadView>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let w = workloads::deploy(&s.store, &p.account_id, &req, lattice_wire::now_ms()).await?;
+    audit::record(
+        &s.store,
+        &p.account_id,
+        Action::WorkloadCreated,
+        &w.id,
+        &format!("kind={} plan={} name={}", w.kind, w.plan, w.name),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(workloads::view(&s.store, &w).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Operators: every account's workloads.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The caller's workloads.
+#[utoipa::path(get, path = "/api/v1/workloads", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = [WorkloadView]), (status = 401, body = super::ErrorBody),
+        (status = 403, description = "all=true for a non-operator", body = super::ErrorBody)))]
+pub async fn list(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<WorkloadView>>, ApiError> {
+    let account = if q.all {
+        p.require_operator()?;
+        None
+    } else {
+        Some(p.account_id.as_str())
+    };
+    let mut out = Vec::new();
+    for w in s.store.workloads(account).await? {
+        out.push(workloads::view(&s.store, &w).await?);
+    }
+    Ok(Json(out))
+}
+
+/// One of the caller's workloads: state, node, events.
+#[utoipa::path(get, path = "/api/v1/workloads/{name}", security(("bearer" = [])),
+    params(("name" = String, Path, description = "workload name")),
+    responses((status = 200, body = WorkloadView), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+pub async fn show(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<WorkloadView>, ApiError> {
+    let w = s
+        .store
+        .workload(&p.account_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no workload named {name:?}")))?;
+    Ok(Json(workloads::view(&s.store, &w).await?))
+}
+
+/// Deletes one of the caller's workloads everywhere (its node removes the container, network
+/// and volumes).
+#[utoipa::path(delete, path = "/api/v1/workloads/{name}", security(("bearer" = [])),
+    params(("name" = String, Path, description = "workload name")),
+    responses((status = 204), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)))]
+pub async fn delete(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let w = workloads::delete(&s.store, &p.account_id, &name).await?;
+    audit::record(
+        &s.store,
+        &p.account_id,
+        Action::WorkloadDeleted,
+        &w.id,
+        &format!("name={}", w.name),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

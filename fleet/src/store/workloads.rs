@@ -1,0 +1,198 @@
+//! Workloads: what consumers deployed, where it was placed, and its events.
+
+use super::{from_db, to_db, Store, StoreError};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// A workload as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct WorkloadRow {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub kind: String,
+    pub plan: String,
+    /// JSON of the kind's settings (image, port, env, …).
+    #[serde(skip)]
+    pub settings: String,
+    pub node_id: Option<String>,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One lifecycle event of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct WorkloadEvent {
+    pub at_ms: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+fn row(r: &AnyRow) -> Result<WorkloadRow, sqlx::Error> {
+    Ok(WorkloadRow {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        plan: r.try_get("plan")?,
+        settings: r.try_get("settings")?,
+        node_id: r.try_get("node_id")?,
+        cpu_millis: from_db(r.try_get("cpu_millis")?),
+        memory_bytes: from_db(r.try_get("memory_bytes")?),
+        disk_bytes: from_db(r.try_get("disk_bytes")?),
+        created_ms: from_db(r.try_get("created_ms")?),
+        updated_ms: from_db(r.try_get("updated_ms")?),
+    })
+}
+
+impl Store {
+    /// Stores a new workload with its first event. `Ok(false)`: the account already has a
+    /// workload of that name.
+    pub async fn insert_workload(&self, w: &WorkloadRow, event: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let exists = sqlx::query("SELECT id FROM workloads WHERE account_id = $1 AND name = $2")
+            .bind(&w.account_id)
+            .bind(&w.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO workloads (id, account_id, name, kind, plan, settings, node_id, \
+             cpu_millis, memory_bytes, disk_bytes, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&w.id)
+        .bind(&w.account_id)
+        .bind(&w.name)
+        .bind(&w.kind)
+        .bind(&w.plan)
+        .bind(&w.settings)
+        .bind(&w.node_id)
+        .bind(to_db(w.cpu_millis))
+        .bind(to_db(w.memory_bytes))
+        .bind(to_db(w.disk_bytes))
+        .bind(to_db(w.created_ms))
+        .bind(to_db(w.updated_ms))
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, &w.id, w.created_ms, "created", event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// An account's workloads (every account's for `None`), by name.
+    pub async fn workloads(&self, account: Option<&str>) -> Result<Vec<WorkloadRow>, StoreError> {
+        let rows = match account {
+            Some(a) => {
+                sqlx::query("SELECT * FROM workloads WHERE account_id = $1 ORDER BY name")
+                    .bind(a)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM workloads ORDER BY account_id, name")
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// The workload `name` of `account`.
+    pub async fn workload(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<WorkloadRow>, StoreError> {
+        let r = sqlx::query("SELECT * FROM workloads WHERE account_id = $1 AND name = $2")
+            .bind(account)
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(r.as_ref().map(row).transpose()?)
+    }
+
+    /// Every workload placed on `node`.
+    pub async fn workloads_on(&self, node: &str) -> Result<Vec<WorkloadRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM workloads WHERE node_id = $1 ORDER BY id")
+            .bind(node)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a workload and its events; `false` if it was not there.
+    pub async fn delete_workload(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM workload_events WHERE workload_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM workloads WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Appends an event to a workload's history.
+    pub async fn workload_event(
+        &self,
+        id: &str,
+        at_ms: u64,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        insert_event(&mut tx, id, at_ms, kind, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A workload's events, oldest first.
+    pub async fn workload_events(&self, id: &str) -> Result<Vec<WorkloadEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, kind, detail FROM workload_events WHERE workload_id = $1 \
+             ORDER BY at_ms",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkloadEvent {
+                    at_ms: from_db(r.try_get("at_ms")?),
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    at_ms: u64,
+    kind: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO workload_events (workload_id, at_ms, kind, detail) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(to_db(at_ms))
+    .bind(kind)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

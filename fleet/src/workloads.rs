@@ -1,0 +1,501 @@
+//! The workload frame (issue 5, item 2): a kind is a template (image, limits per plan, class)
+//! turned into node targets by the fleet. The first kind is `container`: any stateless HTTP or
+//! TCP service from an image in the fleet's registry, with a port, env and a plan.
+//!
+//! [`deploy`] validates the request, asks the [scheduler](crate::scheduler) for a node, stores
+//! the workload with its placement and rewrites that node's target (the link sends it and
+//! re-sends until the node acknowledges). [`delete`] removes it from its node's target (the node
+//! removes its container, network and volumes) and from the store. [`view`] joins a workload
+//! with what its node last reported.
+//!
+//! Capacity: until nodes report their envelope, a node offers half of its CPUs and half of its
+//! memory (latticed's default envelope), every node is taken as offering 24/7 with reliability
+//! 1.0 and no price. These are the scheduler's inputs to replace as the data arrives.
+
+use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
+use crate::store::{NodeRow, Store, StoreError, WorkloadEvent, WorkloadRow};
+use lattice_wire::msg::{
+    Inventory, RestartPolicy, WorkloadClass, WorkloadSpec, WorkloadState, WorkloadStatus,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Kinds the fleet can deploy.
+pub const KINDS: &[&str] = &["container"];
+
+/// Names a workload may not have (they would shadow the fleet's own host names).
+pub const RESERVED_NAMES: &[&str] = &[
+    "api",
+    "admin",
+    "console",
+    "fleet",
+    "gateway",
+    "lattice",
+    "localhost",
+    "www",
+    "registry",
+];
+
+/// A plan: what a workload of that size gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub name: &'static str,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub pids_max: u32,
+}
+
+pub const PLANS: &[Plan] = &[
+    Plan {
+        name: "small",
+        cpu_millis: 250,
+        memory_bytes: 256 << 20,
+        pids_max: 256,
+    },
+    Plan {
+        name: "medium",
+        cpu_millis: 500,
+        memory_bytes: 512 << 20,
+        pids_max: 512,
+    },
+    Plan {
+        name: "large",
+        cpu_millis: 1000,
+        memory_bytes: 1 << 30,
+        pids_max: 1024,
+    },
+];
+
+/// `POST /api/v1/workloads`.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub kind: String,
+    pub name: String,
+    /// `small` (default), `medium` or `large`.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Image reference pinned by digest (`registry/repo@sha256:…`).
+    pub image: String,
+    /// The port the service listens on.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Command (entrypoint and arguments); empty: the image's own.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// What is stored as the `container` kind's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSettings {
+    pub image: String,
+    pub port: Option<u16>,
+    pub env: BTreeMap<String, String>,
+    pub command: Vec<String>,
+}
+
+/// Why a deploy or delete was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    /// No node can take it: the reason names the resource that was short, or the rule.
+    #[error("{0}")]
+    NoCapacity(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A name: 1 to 32 of `a-z 0-9 -`, starting with a letter, not ending with `-`, not reserved
+/// (it becomes a DNS label of the workload's address).
+pub fn check_name(name: &str) -> Result<(), FrameError> {
+    let bad = |why: &str| Err(FrameError::Invalid(format!("name {name:?}: {why}")));
+    if name.is_empty() || name.len() > 32 {
+        return bad("must be 1 to 32 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return bad("may hold only lower-case letters, digits and '-'");
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase() {
+        return bad("must start with a letter");
+    }
+    if name.ends_with('-') {
+        return bad("must not end with '-'");
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return bad("is reserved");
+    }
+    Ok(())
+}
+
+/// The plan named (`small` when none).
+pub fn plan(name: Option<&str>) -> Result<Plan, FrameError> {
+    let n = name.unwrap_or("small");
+    PLANS.iter().copied().find(|p| p.name == n).ok_or_else(|| {
+        let known: Vec<&str> = PLANS.iter().map(|p| p.name).collect();
+        FrameError::Invalid(format!("unknown plan {n:?} (plans: {})", known.join(", ")))
+    })
+}
+
+/// Checks a deploy request; returns its plan and settings.
+pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), FrameError> {
+    if !KINDS.contains(&req.kind.as_str()) {
+        return Err(FrameError::Invalid(format!(
+            "unknown kind {:?} (kinds: {})",
+            req.kind,
+            KINDS.join(", ")
+        )));
+    }
+    check_name(&req.name)?;
+    let plan = plan(req.plan.as_deref())?;
+    if !req.image.contains("@sha256:") {
+        return Err(FrameError::Invalid(format!(
+            "image {:?} must be pinned by digest (registry/repo@sha256:…)",
+            req.image
+        )));
+    }
+    if req.port == Some(0) {
+        return Err(FrameError::Invalid("port must be 1 to 65535".into()));
+    }
+    for k in req.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(FrameError::Invalid(format!("env name {k:?} is not valid")));
+        }
+    }
+    Ok((
+        plan,
+        ContainerSettings {
+            image: req.image.clone(),
+            port: req.port,
+            env: req.env.clone(),
+            command: req.command.clone(),
+        },
+    ))
+}
+
+/// The node-side spec of a stored workload.
+pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
+    let s: ContainerSettings = serde_json::from_str(&w.settings)
+        .map_err(|e| StoreError::Corrupt(format!("workload {} settings: {e}", w.id)))?;
+    let p = plan(Some(&w.plan)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(WorkloadSpec {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        image: s.image,
+        command: s.command,
+        env: s.env.into_iter().collect(),
+        volumes: vec![],
+        cpu_millis: p.cpu_millis,
+        memory_bytes: p.memory_bytes,
+        pids_max: p.pids_max,
+        health: None,
+        restart: RestartPolicy::Always,
+        class: WorkloadClass::AlwaysOn,
+        egress: false,
+        capabilities: vec![],
+        ports: s.port.into_iter().collect(),
+    })
+}
+
+/// The scheduler's view of the fleet's nodes, with what placed workloads reserve.
+pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
+    let mut reserved: BTreeMap<&str, Resources> = BTreeMap::new();
+    for w in placed {
+        if let Some(n) = w.node_id.as_deref() {
+            let r = reserved.entry(n).or_default();
+            r.cpu_millis += w.cpu_millis;
+            r.memory_bytes += w.memory_bytes;
+            r.disk_bytes += w.disk_bytes;
+        }
+    }
+    nodes
+        .iter()
+        .filter(|n| !n.revoked)
+        .map(|n| {
+            let inv: Option<Inventory> = serde_json::from_str(&n.inventory).ok();
+            let (cpus, memory, disk, arch) = inv
+                .map(|i| {
+                    (
+                        u64::from(i.cpu_count),
+                        i.memory_bytes,
+                        i.disk_free_bytes,
+                        i.arch,
+                    )
+                })
+                .unwrap_or_default();
+            NodeView {
+                id: n.id.clone(),
+                provider: n.owner.clone().unwrap_or_else(|| n.id.clone()),
+                online: n.online,
+                cordoned: false,
+                arch,
+                region: String::new(),
+                labels: BTreeMap::new(),
+                storage_classes: vec![],
+                always_available: true,
+                capacity: Resources {
+                    cpu_millis: cpus * 1000 / 2,
+                    memory_bytes: memory / 2,
+                    disk_bytes: disk / 2,
+                },
+                reserved: reserved.get(n.id.as_str()).copied().unwrap_or_default(),
+                reliability: 1.0,
+                price: 0,
+            }
+        })
+        .collect()
+}
+
+/// Rewrites `node`'s target from the workloads placed on it; the link delivers it.
+pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
+    let specs = store
+        .workloads_on(node)
+        .await?
+        .iter()
+        .map(spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let json = serde_json::to_string(&specs)
+        .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))?;
+    store.set_target(node, &json).await
+}
+
+/// Deploys a workload for `account`: checked, placed, stored, sent.
+pub async fn deploy(
+    store: &Store,
+    account: &str,
+    req: &DeployRequest,
+    now_ms: u64,
+) -> Result<WorkloadRow, FrameError> {
+    let (plan, settings) = check_request(req)?;
+    if store.workload(account, &req.name).await?.is_some() {
+        return Err(FrameError::Exists(format!(
+            "a workload named {:?} exists already",
+            req.name
+        )));
+    }
+    let nodes = store.nodes().await?;
+    let placed = store.workloads(None).await?;
+    let request = Request {
+        needs: Resources {
+            cpu_millis: u64::from(plan.cpu_millis),
+            memory_bytes: plan.memory_bytes,
+            disk_bytes: 0,
+        },
+        class: Class::AlwaysOn,
+        arch: None,
+        region: None,
+        labels: BTreeMap::new(),
+        storage_class: None,
+        avoid_nodes: vec![],
+        avoid_providers: vec![],
+    };
+    let decision = scheduler::place(&node_views(&nodes, &placed), &request);
+    let Some(node) = decision.node.clone() else {
+        let why = match decision.short_resource() {
+            Some(Reason::Cpu) => "not enough CPU on any node".to_string(),
+            Some(Reason::Memory) => "not enough memory on any node".to_string(),
+            Some(Reason::Disk) => "not enough disk on any node".to_string(),
+            _ if nodes.is_empty() => "no nodes have registered".to_string(),
+            _ => format!("no node can take it (rejected: {:?})", decision.rejected),
+        };
+        return Err(FrameError::NoCapacity(format!(
+            "cannot place {:?} (plan {}): {why}",
+            req.name, plan.name
+        )));
+    };
+    let row = WorkloadRow {
+        id: format!("w-{}", hex::encode(rand::random::<[u8; 8]>())),
+        account_id: account.to_string(),
+        name: req.name.clone(),
+        kind: req.kind.clone(),
+        plan: plan.name.to_string(),
+        settings: serde_json::to_string(&settings)
+            .map_err(|e| FrameError::Invalid(e.to_string()))?,
+        node_id: Some(node.clone()),
+        cpu_millis: u64::from(plan.cpu_millis),
+        memory_bytes: plan.memory_bytes,
+        disk_bytes: 0,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+    };
+    let detail = format!("placed on {node} (score {:.1})", decision.score);
+    if !store.insert_workload(&row, &detail).await? {
+        return Err(FrameError::Exists(format!(
+            "a workload named {:?} exists already",
+            req.name
+        )));
+    }
+    retarget(store, &node).await?;
+    Ok(row)
+}
+
+/// Deletes `account`'s workload `name` everywhere: off its node's target, out of the store.
+pub async fn delete(store: &Store, account: &str, name: &str) -> Result<WorkloadRow, FrameError> {
+    let w = store
+        .workload(account, name)
+        .await?
+        .ok_or_else(|| FrameError::NotFound(format!("no workload named {name:?}")))?;
+    store.delete_workload(&w.id).await?;
+    if let Some(node) = &w.node_id {
+        retarget(store, node).await?;
+    }
+    Ok(w)
+}
+
+/// A workload as its owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkloadView {
+    pub name: String,
+    pub kind: String,
+    pub plan: String,
+    /// pending, scheduled, starting, running, degraded or failed.
+    pub state: String,
+    /// Why, when degraded or failed.
+    pub reason: Option<String>,
+    pub node: Option<String>,
+    pub image: String,
+    pub port: Option<u16>,
+    pub restarts: u32,
+    pub created_ms: u64,
+    pub events: Vec<WorkloadEvent>,
+}
+
+/// The lifecycle state of a workload from its placement and its node's last report.
+pub fn lifecycle(w: &WorkloadRow, node: Option<&NodeRow>) -> (&'static str, Option<String>, u32) {
+    let Some(node) = node else {
+        return ("pending", None, 0);
+    };
+    let statuses: Vec<WorkloadStatus> = serde_json::from_str(&node.workloads).unwrap_or_default();
+    let Some(st) = statuses.into_iter().find(|s| s.id == w.id) else {
+        return ("scheduled", None, 0);
+    };
+    let (state, reason) = match st.state {
+        WorkloadState::Creating => ("starting", None),
+        WorkloadState::Running | WorkloadState::Healthy => ("running", None),
+        WorkloadState::Paused => ("degraded", Some("paused outside the node's windows".into())),
+        WorkloadState::Unhealthy => ("degraded", Some("health check failing".into())),
+        WorkloadState::Exited { code } => ("failed", Some(format!("exited with code {code}"))),
+        WorkloadState::OomKilled => ("failed", Some("killed: out of memory".into())),
+        WorkloadState::ImageMissing { reason } => {
+            ("failed", Some(format!("image missing: {reason}")))
+        }
+        WorkloadState::Failed { reason } => ("failed", Some(reason)),
+    };
+    if !node.online && state == "running" {
+        return (
+            "degraded",
+            Some(format!("node offline: {}", node.offline_reason)),
+            st.restarts,
+        );
+    }
+    (state, reason, st.restarts)
+}
+
+/// Joins a workload with its node's report and its events.
+pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreError> {
+    let node = match &w.node_id {
+        Some(id) => store.node(id).await?,
+        None => None,
+    };
+    let (state, reason, restarts) = lifecycle(w, node.as_ref());
+    let s: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
+    Ok(WorkloadView {
+        name: w.name.clone(),
+        kind: w.kind.clone(),
+        plan: w.plan.clone(),
+        state: state.to_string(),
+        reason,
+        node: w.node_id.clone(),
+        image: s.image,
+        port: s.port,
+        restarts,
+        created_ms: w.created_ms,
+        events: store.workload_events(&w.id).await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str) -> DeployRequest {
+        DeployRequest {
+            kind: "container".into(),
+            name: name.into(),
+            plan: None,
+            image: "127.0.0.1:5000/app@sha256:aa".into(),
+            port: Some(8080),
+            env: BTreeMap::new(),
+            command: vec![],
+        }
+    }
+
+    #[test]
+    fn names_kinds_plans_and_images_are_checked_with_the_reason() {
+        for (name, why) in [
+            ("", "1 to 32"),
+            (&"a".repeat(33)[..], "1 to 32"),
+            ("Web", "lower-case"),
+            ("web_1", "lower-case"),
+            ("1web", "start with a letter"),
+            ("web-", "end with"),
+            ("api", "reserved"),
+        ] {
+            let e = check_request(&req(name)).unwrap_err().to_string();
+            assert!(e.contains(why), "{name:?}: {e}");
+        }
+        let mut r = req("web");
+        r.kind = "vm".into();
+        assert!(check_request(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown kind \"vm\""));
+        let mut r = req("web");
+        r.plan = Some("huge".into());
+        assert!(check_request(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("small, medium, large"));
+        let mut r = req("web");
+        r.image = "busybox:latest".into();
+        assert!(check_request(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("pinned by digest"));
+        let (p, s) = check_request(&req("web-1")).unwrap();
+        assert_eq!((p.name, s.port), ("small", Some(8080)));
+    }
+
+    #[test]
+    fn a_stored_workload_becomes_the_spec_the_node_runs() {
+        let (p, s) = check_request(&req("web")).unwrap();
+        let w = WorkloadRow {
+            id: "w-1".into(),
+            account_id: "a".into(),
+            name: "web".into(),
+            kind: "container".into(),
+            plan: p.name.into(),
+            settings: serde_json::to_string(&s).unwrap(),
+            node_id: Some("n-1".into()),
+            cpu_millis: 250,
+            memory_bytes: 256 << 20,
+            disk_bytes: 0,
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        let spec = spec(&w).unwrap();
+        assert_eq!(spec.id, "w-1");
+        assert_eq!(spec.ports, vec![8080]);
+        assert_eq!((spec.cpu_millis, spec.memory_bytes), (250, 256 << 20));
+        assert!(!spec.egress, "containers get no egress unless asked");
+    }
+}
