@@ -272,6 +272,29 @@ fn accounts_roles_tenancy_and_audit_on_a_real_fleet() {
         "{table}"
     );
 
+    // Operators list accounts and disable one: its tokens stop at once.
+    let (ok, list, err) = lattice(&f.cli_config, &["accounts", "list", "--json"], "");
+    assert!(ok, "{err}");
+    let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(!format!("{list:?}").contains("argon2"));
+    let bob_id = list
+        .iter()
+        .find(|a| a["email"] == "bob@example.org")
+        .and_then(|a| a["id"].as_str())
+        .unwrap()
+        .to_string();
+    assert_eq!(api.call("GET", "/api/v1/me", Some(&bob), None).0, 200);
+    let (ok, out, err) = lattice(
+        &f.cli_config,
+        &["accounts", "set", &bob_id, "--disable"],
+        "",
+    );
+    assert!(ok && out.contains("disabled"), "{out}{err}");
+    assert_eq!(api.call("GET", "/api/v1/me", Some(&bob), None).0, 401);
+    let (ok, _, err) = lattice(&ann_cfg, &["accounts", "set", &bob_id, "--enable"], "");
+    assert!(!ok && err.contains("403"), "{err}");
+
     // Rate limit per IP: past the burst, 429 with Retry-After (also for a right password).
     let mut refused = None;
     for i in 0..30 {

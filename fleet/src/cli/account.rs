@@ -54,6 +54,11 @@ pub enum AccountCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Accounts (operators): list them, change a role, disable or enable one.
+    Accounts {
+        #[command(subcommand)]
+        cmd: AccountsCmd,
+    },
     /// The audit log, newest first (operators).
     Audit {
         /// Only what this account id did.
@@ -67,6 +72,27 @@ pub enum AccountCmd {
         limit: u32,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AccountsCmd {
+    /// Every account (never password hashes).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Changes an account's role, or disables (its tokens stop working at once) or enables it.
+    Set {
+        /// Account id (`lattice accounts list`).
+        id: String,
+        /// consumer, provider or operator.
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
     },
 }
 
@@ -206,6 +232,7 @@ pub async fn run(cmd: AccountCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AccountCmd::Accounts { cmd } => accounts(cmd).await,
         AccountCmd::Audit {
             account,
             action,
@@ -236,6 +263,58 @@ pub async fn run(cmd: AccountCmd) -> anyhow::Result<()> {
                     e.at_ms, e.actor, e.action, e.target, e.detail
                 );
             }
+            Ok(())
+        }
+    }
+}
+
+async fn accounts(cmd: AccountsCmd) -> anyhow::Result<()> {
+    let c = Client::new(&CliConfig::load(&default_path())?)?;
+    match cmd {
+        AccountsCmd::List { json } => {
+            let list: Vec<AccountRow> = c.get("/api/v1/accounts").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<9} {:<9} {:<32} NAME",
+                "ID", "ROLE", "STATE", "EMAIL"
+            );
+            for a in list {
+                let state = if a.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<20} {:<9} {:<9} {:<32} {}",
+                    a.id, a.role, state, a.email, a.name
+                );
+            }
+            Ok(())
+        }
+        AccountsCmd::Set {
+            id,
+            role,
+            disable,
+            enable,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(r) = role {
+                let r: Role = r.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                body.insert("role".into(), serde_json::json!(r));
+            }
+            if disable || enable {
+                body.insert("disabled".into(), serde_json::json!(disable));
+            }
+            if body.is_empty() {
+                bail!("nothing to change: give --role, --disable or --enable");
+            }
+            let a: AccountRow = c
+                .patch(
+                    &format!("/api/v1/accounts/{}", urlencode(&id)),
+                    &body.into(),
+                )
+                .await?;
+            let state = if a.disabled { "disabled" } else { "active" };
+            println!("{} ({}): {}, {state}", a.id, a.email, a.role);
             Ok(())
         }
     }

@@ -80,6 +80,19 @@ impl Client {
             .await;
         decode(path, resp).await
     }
+
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .auth(self.http.patch(format!("{}{path}", self.base)))
+            .json(body)
+            .send()
+            .await;
+        decode(path, resp).await
+    }
 }
 
 async fn decode<T: DeserializeOwned>(
