@@ -6,55 +6,12 @@
 
 mod common;
 
+use common::docker::*;
 use common::*;
-use std::process::Command;
-
-fn test_image() -> String {
-    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/test-images.env");
-    let text = std::fs::read_to_string(&env)
-        .unwrap_or_else(|_| panic!("{} is missing: run scripts/test-images", env.display()));
-    text.lines()
-        .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE="))
-        .expect("LATTICE_TEST_IMAGE in test-images.env")
-        .trim()
-        .to_string()
-}
-
-fn containers_of(node: &str) -> String {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=io.lattice.node={node}"))
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Removes what the node left in the engine and its envelope, even when the test failed.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for id in containers_of(&self.0).lines() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
-        }
-        let nets = Command::new("docker")
-            .args(["network", "ls", "-q", "--filter"])
-            .arg(format!("label=io.lattice.node={}", self.0))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        for n in nets.lines() {
-            let _ = Command::new("docker").args(["network", "rm", n]).output();
-        }
-        remove_envelope(&self.0);
-    }
-}
 
 #[test]
 fn deploy_show_refuse_and_delete_a_container_workload() {
-    if !std::path::Path::new("/var/run/docker.sock").exists() || !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs root and Docker");
-        eprintln!("SKIPPED: needs root and a Docker engine");
+    if !can_run_workloads() {
         return;
     }
     let image = test_image();

@@ -5,61 +5,8 @@
 
 mod common;
 
+use common::docker::*;
 use common::*;
-use std::process::Command;
-
-fn test_image() -> String {
-    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/test-images.env");
-    let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run scripts/test-images first",
-            env.display()
-        )
-    });
-    text.lines()
-        .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE="))
-        .expect("LATTICE_TEST_IMAGE in test-images.env")
-        .trim()
-        .to_string()
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Removes whatever a node left in the engine and its envelope, even when the test failed.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.lattice.node={}", self.0),
-        ]);
-        for id in ids.lines() {
-            docker(&["rm", "-f", "-v", id]);
-        }
-        for kind in ["network", "volume"] {
-            let names = docker(&[
-                kind,
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=io.lattice.node={}", self.0),
-            ]);
-            for n in names.lines() {
-                docker(&[kind, "rm", n]);
-            }
-        }
-        remove_envelope(&self.0);
-    }
-}
 
 fn workload_state(f: &Fleet, node: &str, workload: &str) -> Option<String> {
     let n = f.node(node);
@@ -72,9 +19,7 @@ fn workload_state(f: &Fleet, node: &str, workload: &str) -> Option<String> {
 
 #[test]
 fn a_target_runs_as_a_hardened_container_adopted_across_a_supervisor_crash() {
-    if !std::path::Path::new("/var/run/docker.sock").exists() || !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs root and Docker");
-        eprintln!("SKIPPED: needs root and a Docker engine");
+    if !can_run_workloads() {
         return;
     }
     let image = test_image();

@@ -1,6 +1,8 @@
 //! Test harness: real `lattice` and `latticed` processes on loopback, driven through the CLI.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
