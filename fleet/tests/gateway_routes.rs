@@ -152,6 +152,7 @@ async fn nodes_only_serve_what_the_fleet_placed_on_them() {
         apps_http: Some("127.0.0.1:0".parse().unwrap()),
         apps_https: Some("127.0.0.1:0".parse().unwrap()),
         apps_domain: "apps.test".into(),
+        header_timeout_secs: 1,
         ..GatewayArgs::default()
     };
     let gw = gateway::start(
