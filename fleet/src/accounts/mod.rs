@@ -12,6 +12,12 @@ pub const LOGIN_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Default life of a token made with `POST /api/v1/api-tokens`: 90 days (at most 1 year).
 pub const API_TOKEN_TTL_SECS: u64 = 90 * 24 * 3600;
 pub const API_TOKEN_MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+/// The name of the tokens `POST /api/v1/login` hands out (reserved for them).
+pub const LOGIN_TOKEN_NAME: &str = "login";
+/// Login tokens kept per account: a new login deletes the oldest beyond these.
+pub const LOGIN_TOKENS_KEPT: u32 = 20;
+/// Tokens an account may create with `POST /api/v1/api-tokens`.
+pub const API_TOKENS_MAX: u64 = 100;
 /// Passwords: at least this many characters...
 pub const PASSWORD_MIN_CHARS: usize = 10;
 /// ...and at most this many bytes (argon2 reads all of it; this bounds the work per request).

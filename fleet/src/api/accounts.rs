@@ -210,8 +210,20 @@ pub async fn login(
             return Err(ApiError::LoginFailed);
         }
     };
-    let (token, row) = new_api_token(&account.id, "login", acc::LOGIN_TOKEN_TTL_SECS);
+    let (token, row) = new_api_token(
+        &account.id,
+        acc::LOGIN_TOKEN_NAME,
+        acc::LOGIN_TOKEN_TTL_SECS,
+    );
     s.store.insert_api_token(&row).await?;
+    s.store
+        .prune_api_tokens(
+            &account.id,
+            acc::LOGIN_TOKEN_NAME,
+            acc::LOGIN_TOKENS_KEPT,
+            lattice_wire::now_ms(),
+        )
+        .await?;
     audit::record(
         &s.store,
         &account.id,

@@ -56,11 +56,27 @@ pub async fn create(
         ));
     }
     acc::check_name("name", &req.name).map_err(ApiError::BadRequest)?;
+    if req.name == acc::LOGIN_TOKEN_NAME {
+        return Err(ApiError::BadRequest(format!(
+            "name {:?} is reserved for the tokens login hands out",
+            acc::LOGIN_TOKEN_NAME
+        )));
+    }
     let ttl = req.ttl_secs.unwrap_or(acc::API_TOKEN_TTL_SECS);
     if ttl == 0 || ttl > acc::API_TOKEN_MAX_TTL_SECS {
         return Err(ApiError::BadRequest(format!(
             "ttl_secs must be between 1 and {}",
             acc::API_TOKEN_MAX_TTL_SECS
+        )));
+    }
+    let held = s
+        .store
+        .count_api_tokens(&p.account_id, acc::LOGIN_TOKEN_NAME)
+        .await?;
+    if held >= acc::API_TOKENS_MAX {
+        return Err(ApiError::Conflict(format!(
+            "this account already holds {held} API tokens (at most {}); delete some first",
+            acc::API_TOKENS_MAX
         )));
     }
     let (token, row) = new_api_token(&p.account_id, &req.name, ttl);

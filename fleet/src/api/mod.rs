@@ -22,8 +22,7 @@ use crate::ingest::Ingest;
 use crate::link::Outbound;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
@@ -46,33 +45,6 @@ pub struct AppState {
     pub accounts: Arc<dyn crate::broker::BrokerAccounts>,
     /// Login and sign-up rate limits (per process).
     pub login_limits: Arc<crate::accounts::LoginLimiter>,
-}
-
-/// Proof that the request carried the operator credential (`Authorization: Bearer …`).
-pub struct Operator;
-
-impl FromRequestParts<Arc<AppState>> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let given = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        if crate::secrets::same_hash(
-            &crate::secrets::hash_secret(given.trim()),
-            &state.operator_hash,
-        ) {
-            Ok(Operator)
-        } else {
-            Err(ApiError::Unauthorized)
-        }
-    }
 }
 
 #[derive(OpenApi)]

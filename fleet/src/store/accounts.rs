@@ -177,6 +177,41 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Deletes `account`'s expired tokens and all but its `keep` newest tokens named `name`
+    /// (login tokens pile up otherwise: one per login). Returns how many went.
+    pub async fn prune_api_tokens(
+        &self,
+        account: &str,
+        name: &str,
+        keep: u32,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM api_tokens WHERE account_id = $1 AND (expires_ms <= $2 OR (name = $3 \
+             AND id NOT IN (SELECT id FROM api_tokens WHERE account_id = $1 AND name = $3 \
+             ORDER BY created_ms DESC, id DESC LIMIT $4)))",
+        )
+        .bind(account)
+        .bind(to_db(now_ms))
+        .bind(name)
+        .bind(i64::from(keep))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How many tokens `account` holds, apart from those named `except`.
+    pub async fn count_api_tokens(&self, account: &str, except: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_tokens WHERE account_id = $1 AND name <> $2",
+        )
+        .bind(account)
+        .bind(except)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(from_db(row.try_get("n")?))
+    }
+
     /// Deletes token `id` if it belongs to `account` (any account when `None`). Returns the
     /// deleted token; `None` when there was no such token for that account.
     pub async fn delete_api_token(

@@ -338,6 +338,7 @@ async fn malformed_bodies_are_400_naming_the_field() {
     let (_, t) = account(&s, "a@x.org", "consumer").await;
     for (body, field) in [
         (json!({}), "name"),
+        (json!({"name": "login"}), "name"),
         (json!({"name": "x", "ttl_secs": 0}), "ttl_secs"),
         (json!({"name": "x", "ttl_secs": -1}), "ttl_secs"),
     ] {

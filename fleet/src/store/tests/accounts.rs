@@ -8,6 +8,7 @@ on_both!(
     emails_are_unique_and_hashes_stay_in_the_store,
     tokens_resolve_until_expiry_or_disable_and_delete_is_scoped,
     audit_filters_and_pages_never_overlap,
+    expired_and_surplus_login_tokens_are_pruned,
 );
 
 fn account(id: &str, email: &str, role: Role) -> AccountRow {
@@ -172,4 +173,41 @@ async fn audit_filters_and_pages_never_overlap(s: Store) {
     let window = s.audit(&f(None, None, Some(101), Some(103))).await.unwrap();
     assert_eq!(window.len(), 6);
     assert!(window.iter().all(|e| (101..103).contains(&e.at_ms)));
+}
+
+async fn expired_and_surplus_login_tokens_are_pruned(s: Store) {
+    s.create_account(&account("a-1", "ann@x.org", Role::Consumer))
+        .await
+        .unwrap();
+    s.create_account(&account("a-2", "bob@x.org", Role::Consumer))
+        .await
+        .unwrap();
+    for i in 0..5u64 {
+        let mut t = api_token(&format!("k-l{i}"), "a-1", &format!("hl{i}"), 1000);
+        t.name = "login".into();
+        t.created_ms = 10 + i;
+        s.insert_api_token(&t).await.unwrap();
+    }
+    s.insert_api_token(&api_token("k-ci", "a-1", "hci", 1000))
+        .await
+        .unwrap();
+    s.insert_api_token(&api_token("k-old", "a-1", "hold", 50))
+        .await
+        .unwrap();
+    let mut bobs = api_token("k-b", "a-2", "hb", 50);
+    bobs.name = "login".into();
+    s.insert_api_token(&bobs).await.unwrap();
+    assert_eq!(s.count_api_tokens("a-1", "login").await.unwrap(), 2);
+    // Keep the 2 newest login tokens; drop the expired one; leave other accounts alone.
+    assert_eq!(s.prune_api_tokens("a-1", "login", 2, 100).await.unwrap(), 4);
+    let mut left: Vec<String> = s
+        .api_tokens(Some("a-1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["k-ci", "k-l3", "k-l4"]);
+    assert_eq!(s.api_tokens(Some("a-2")).await.unwrap().len(), 1);
 }
