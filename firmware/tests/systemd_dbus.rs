@@ -167,6 +167,28 @@ async fn serve(bus: &Bus, fake: FakeSystemd) -> zbus::Connection {
         .expect("serving the fake manager")
 }
 
+/// A stand-in manager served on `bus`, and a `SystemdManager` for node `n-1` talking to it.
+async fn manager(
+    bus: &Bus,
+) -> (
+    FakeSystemd,
+    zbus::Connection,
+    SystemdManager,
+    tempfile::TempDir,
+) {
+    let fake = FakeSystemd::default();
+    let server = serve(bus, fake.clone()).await;
+    let root = tempfile::tempdir().unwrap();
+    let mgr = SystemdManager::new(
+        "n-1",
+        root.path(),
+        2,
+        Box::new(DbusSystemd::at(bus.address.clone())),
+    )
+    .unwrap();
+    (fake, server, mgr, root)
+}
+
 fn prop<'a>(r: &'a Received, name: &str) -> &'a (String, String, String) {
     r.properties
         .iter()
@@ -177,16 +199,7 @@ fn prop<'a>(r: &'a Received, name: &str) -> &'a (String, String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_slice_is_made_changed_and_stopped_through_the_managers_methods() {
     let Some(bus) = Bus::start() else { return };
-    let fake = FakeSystemd::default();
-    let _server = serve(&bus, fake.clone()).await;
-    let root = tempfile::tempdir().unwrap();
-    let mgr = SystemdManager::new(
-        "n-1",
-        root.path(),
-        2,
-        Box::new(DbusSystemd::at(bus.address.clone())),
-    )
-    .unwrap();
+    let (fake, _server, mgr, _root) = manager(&bus).await;
     let limits = EnvelopeLimits::new(50, 1 << 30, 512).unwrap();
 
     // The manager's methods are synchronous and called from async code: as latticed does.
@@ -235,16 +248,7 @@ async fn the_slice_is_made_changed_and_stopped_through_the_managers_methods() {
 #[tokio::test(flavor = "multi_thread")]
 async fn systemds_refusals_come_back_with_its_error_name() {
     let Some(bus) = Bus::start() else { return };
-    let fake = FakeSystemd::default();
-    let _server = serve(&bus, fake.clone()).await;
-    let root = tempfile::tempdir().unwrap();
-    let mgr = SystemdManager::new(
-        "n-1",
-        root.path(),
-        2,
-        Box::new(DbusSystemd::at(bus.address.clone())),
-    )
-    .unwrap();
+    let (fake, _server, mgr, _root) = manager(&bus).await;
     // A scope that exists already: systemd says UnitExists, and the error says so.
     mgr.add_process(7).unwrap();
     let err = mgr.add_process(7).unwrap_err().to_string();
