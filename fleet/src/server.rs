@@ -32,6 +32,8 @@ pub struct FleetConfig {
     pub heartbeat_secs: u32,
     /// An external broker instead of the embedded one (`mqtts`/`mqtt_plain` are then unused).
     pub broker: Option<ExternalBroker>,
+    /// Who may create accounts.
+    pub signup: crate::accounts::SignupPolicy,
 }
 
 impl FleetConfig {
@@ -45,6 +47,7 @@ impl FleetConfig {
             public_hosts: vec!["127.0.0.1".into(), "localhost".into()],
             heartbeat_secs: 10,
             broker: None,
+            signup: Default::default(),
         }
     }
 }
@@ -203,6 +206,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         heartbeat_secs: cfg.heartbeat_secs,
         accounts,
         login_limits: Default::default(),
+        signup: cfg.signup,
     });
     let rustls_cfg =
         axum_server::tls_rustls::RustlsConfig::from_config(crate::tls::server_config(&tls)?);

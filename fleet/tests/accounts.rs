@@ -331,3 +331,26 @@ fn accounts_roles_tenancy_and_audit_on_a_real_fleet() {
         assert!(!audit.contains(pw), "a password is in the audit log");
     }
 }
+
+#[test]
+fn signup_operators_closes_sign_up_to_everyone_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fleet::start(
+        "fleet",
+        &dir.path().join("fleet"),
+        free_port(),
+        free_port(),
+        &["--signup", "operators"],
+    );
+    let (api, _) = Api::new(&f);
+    let body = json!({"email": "ann@example.org", "password": ANN_PW});
+    let (st, _, v) = api.call("POST", "/api/v1/accounts", None, Some(body));
+    assert_eq!(st, 403, "{v}");
+    let (ok, out, err) = lattice(
+        &f.cli_config,
+        &["signup", "--email", "ann@example.org"],
+        &format!("{ANN_PW}\n"),
+    );
+    assert!(ok, "{out}{err}");
+    api.login("ann@example.org", ANN_PW);
+}

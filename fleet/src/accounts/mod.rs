@@ -7,6 +7,16 @@ mod password;
 pub use limits::{LoginLimiter, Refused};
 pub use password::{hash_password, verify_password, ARGON2_M_KIB, ARGON2_P, ARGON2_T};
 
+/// Who may create accounts with `POST /api/v1/accounts` (`--signup`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignupPolicy {
+    /// Anyone who reaches the API may sign up as a consumer or provider.
+    #[default]
+    Open,
+    /// Only operators create accounts.
+    Operators,
+}
+
 /// Life of the token `POST /api/v1/login` returns: 30 days.
 pub const LOGIN_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Default life of a token made with `POST /api/v1/api-tokens`: 90 days (at most 1 year).

@@ -81,7 +81,7 @@ impl std::fmt::Debug for SignUp {
     security((), ("bearer" = [])),
     responses((status = 201, body = AccountRow),
         (status = 400, description = "a field is missing or invalid; the message names it", body = super::ErrorBody),
-        (status = 403, description = "role operator asked without an operator's credential", body = super::ErrorBody),
+        (status = 403, description = "role operator asked without an operator's credential, or sign-up closed (--signup operators)", body = super::ErrorBody),
         (status = 409, description = "the email is taken", body = super::ErrorBody),
         (status = 429, description = "too many sign-ups from this address (Retry-After)", body = super::ErrorBody)))]
 pub async fn signup(
@@ -96,6 +96,11 @@ pub async fn signup(
     if role == Role::Operator && !is_operator {
         return Err(ApiError::Forbidden(
             "only an operator can create an operator account".into(),
+        ));
+    }
+    if s.signup == acc::SignupPolicy::Operators && !is_operator {
+        return Err(ApiError::Forbidden(
+            "sign-up is closed on this fleet: an operator creates accounts".into(),
         ));
     }
     if !is_operator {

@@ -45,6 +45,8 @@ pub struct AppState {
     pub accounts: Arc<dyn crate::broker::BrokerAccounts>,
     /// Login and sign-up rate limits (per process).
     pub login_limits: Arc<crate::accounts::LoginLimiter>,
+    /// Who may create accounts.
+    pub signup: crate::accounts::SignupPolicy,
 }
 
 #[derive(OpenApi)]

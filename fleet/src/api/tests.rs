@@ -29,6 +29,7 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         heartbeat_secs: 10,
         accounts,
         login_limits: Default::default(),
+        signup: Default::default(),
     })
 }
 

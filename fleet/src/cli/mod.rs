@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// Seconds between node heartbeats (1 to 3600).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub heartbeat_secs: u32,
+    /// Who may create accounts: `open` (anyone, as consumer or provider) or `operators`.
+    #[arg(long, value_enum, default_value = "open")]
+    pub signup: crate::accounts::SignupPolicy,
     #[command(flatten)]
     pub gateway: crate::gateway::GatewayArgs,
 }
@@ -185,6 +188,7 @@ impl ServeArgs {
             cfg.public_hosts = self.public_hosts.clone();
         }
         cfg.heartbeat_secs = self.heartbeat_secs;
+        cfg.signup = self.signup;
         Ok(cfg)
     }
 }

@@ -485,3 +485,18 @@ async fn operators_change_roles_and_disable_accounts_at_once() {
         assert_eq!(st, want, "{uri} {body}: {v}");
     }
 }
+
+#[tokio::test]
+async fn closed_signup_leaves_account_creation_to_operators() {
+    let Some(mut st) = Arc::try_unwrap(state().await).ok() else {
+        panic!("state is shared")
+    };
+    st.signup = crate::accounts::SignupPolicy::Operators;
+    let s = Arc::new(st);
+    let body = json!({"email": "ann@x.org", "password": "correct horse"}).to_string();
+    let (st, v) = call(&s, "POST", "/api/v1/accounts", None, Some(body.clone())).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("closed"), "{v}");
+    let (st, v) = call(&s, "POST", "/api/v1/accounts", Some(OP), Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
