@@ -87,14 +87,18 @@ impl Principal {
     }
 }
 
-/// The bearer token of a request, trimmed.
+/// The bearer token of a request, trimmed (the scheme name is case-insensitive, RFC 9110).
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
+    let v = parts
         .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl FromRequestParts<Arc<AppState>> for Principal {
@@ -147,5 +151,37 @@ async fn resolve(state: &AppState, given: &str) -> Result<Principal, ApiError> {
     {
         Some((account_id, role)) => Ok(Principal { account_id, role }),
         None => Err(ApiError::Unauthorized),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(auth: &str) -> Parts {
+        let (parts, _) = axum::http::Request::builder()
+            .header("authorization", auth)
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer(&parts("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&parts("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(&parts("Basic abc")), None);
+        assert_eq!(bearer(&parts("Bearer ")), None);
+        assert_eq!(bearer(&parts("Bearerabc")), None);
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for r in [Role::Consumer, Role::Provider, Role::Operator] {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert!("admin".parse::<Role>().is_err());
     }
 }
