@@ -253,6 +253,11 @@ async fn systemds_refusals_come_back_with_its_error_name() {
     mgr.add_process(7).unwrap();
     let err = mgr.add_process(7).unwrap_err().to_string();
     assert!(err.contains("org.freedesktop.systemd1.UnitExists"), "{err}");
+    assert_eq!(
+        fake.calls.lock().unwrap().len(),
+        1,
+        "the refused call changed nothing"
+    );
     // GetUnit's NoSuchUnit is "not loaded", not an error: remove of nothing is fine.
     assert!(NO_SUCH_UNIT.ends_with("NoSuchUnit"));
     mgr.remove().unwrap();
