@@ -40,6 +40,24 @@ pub fn gateway_address(fleet_url: &str) -> Option<String> {
     })
 }
 
+/// The tunnel client on its own thread and runtime (two workers), so consumer traffic never
+/// competes with the agent's single-threaded control loop. Stops when dropped.
+pub struct TunnelThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TunnelThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Starts the tunnel client for a registered node: to the gateway at the fleet's address,
 /// with the node's key, pinning the fleet key, dialling containers of `docker_socket`'s
 /// engine.
@@ -48,20 +66,48 @@ pub fn start(
     registration: &crate::identity::Registration,
     keys: &crate::identity::NodeKeys,
     docker_socket: &std::path::Path,
-) -> Result<lattice_tunnel::ClientHandle, String> {
+) -> Result<TunnelThread, String> {
     let gateway = gateway_address(&registration.fleet_url)
         .ok_or_else(|| format!("fleet URL {} has no host", registration.fleet_url))?;
     let fleet_key = registration
         .fleet_public()
         .map_err(|e| format!("fleet key in the registration: {e}"))?;
-    let dialer = NodeDialer {
-        target: TargetFile::new(data_dir),
-        bridge: DockerBridge::new(docker_socket, registration.node_id.clone())?,
-        connect_timeout: Duration::from_secs(5),
-    };
+    // Fail here, not in the thread, if the TLS configuration cannot be built.
+    lattice_tunnel::tls::client_crypto(&keys.identity, &fleet_key).map_err(|e| e.to_string())?;
+    let bridge = DockerBridge::new(docker_socket, registration.node_id.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("latticed-tunnel")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the tunnel's runtime: {e}"))?;
+    let opts =
+        lattice_tunnel::ClientOptions::new(gateway.clone(), keys.identity.clone(), fleet_key);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(%gateway, "starting the tunnel to the gateway");
-    let opts = lattice_tunnel::ClientOptions::new(gateway, keys.identity.clone(), fleet_key);
-    lattice_tunnel::client::spawn(opts, Arc::new(dialer)).map_err(|e| e.to_string())
+    let thread = std::thread::Builder::new()
+        .name("latticed-tunnel".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let dialer = NodeDialer {
+                    target: TargetFile::new(data_dir),
+                    bridge,
+                    connect_timeout: Duration::from_secs(5),
+                };
+                match lattice_tunnel::client::spawn(opts, Arc::new(dialer)) {
+                    Ok(handle) => {
+                        let _ = stopped.await;
+                        handle.stop();
+                    }
+                    Err(e) => tracing::error!(error = %e, "the tunnel cannot start"),
+                }
+            });
+        })
+        .map_err(|e| format!("starting the tunnel's thread: {e}"))?;
+    Ok(TunnelThread {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// Where a workload's container can be reached from the host.
