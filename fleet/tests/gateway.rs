@@ -7,58 +7,12 @@
 
 mod common;
 
+use common::docker::{can_run_workloads, test_image, Cleanup};
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn test_image() -> String {
-    let env = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/test-images.env");
-    let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run scripts/test-images first",
-            env.display()
-        )
-    });
-    text.lines()
-        .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE="))
-        .expect("LATTICE_TEST_IMAGE")
-        .trim()
-        .to_string()
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Removes what a node left in the engine, even when the test failed.
-pub struct Cleanup(pub String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=io.lattice.node={}", self.0);
-        for id in docker(&["ps", "-aq", "--filter", &filter]).lines() {
-            docker(&["rm", "-f", "-v", id]);
-        }
-        for kind in ["network", "volume"] {
-            for n in docker(&[kind, "ls", "-q", "--filter", &filter]).lines() {
-                docker(&[kind, "rm", n]);
-            }
-        }
-        remove_envelope(&self.0);
-    }
-}
-
-fn can_run() -> bool {
-    if !std::path::Path::new("/var/run/docker.sock").exists() || !nix::unistd::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs root and Docker");
-        eprintln!("SKIPPED: needs root and a Docker engine");
-        return false;
-    }
-    true
-}
 
 /// One raw HTTP/1.1 request; returns (status, body). `None` if the connection failed.
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
@@ -191,7 +145,7 @@ pub fn echo_spec(image: &str) -> serde_json::Value {
 
 #[test]
 fn workloads_are_reached_only_through_the_gateway() {
-    if !can_run() {
+    if !can_run_workloads() {
         return;
     }
     let image = test_image();
