@@ -388,3 +388,115 @@ fn a_missing_or_expired_apps_certificate_is_a_clear_start_up_error() {
         "{err}"
     );
 }
+
+/// Starts `lattice ARGS`, returns it once a stdout line starts with `until`.
+fn lattice(args: &[String], until: &str, cli: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(args)
+        .env("LATTICE_CLI_CONFIG", cli)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines().map_while(Result::ok) {
+        if line.starts_with(until) {
+            return child;
+        }
+    }
+    panic!("lattice {args:?} ended before printing {until:?}");
+}
+
+/// `lattice gateway` as its own process beside `lattice fleet --no-gateway`: it takes the
+/// node's tunnel on the fleet's API address (UDP), routes from the shared store, and serves
+/// its own /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_as_its_own_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (api, apps, metrics) = (port(0), port(1), port(2));
+    let cli = dir.path().join("cli.toml");
+    let s = |v: &str| v.to_owned();
+    let mut fleet = lattice(
+        &[
+            s("fleet"),
+            s("--data"),
+            data.display().to_string(),
+            s("--http"),
+            format!("127.0.0.1:{api}"),
+            s("--mqtt"),
+            s("127.0.0.1:0"),
+            s("--no-gateway"),
+        ],
+        "CLI config:",
+        &cli,
+    );
+    let mut gateway = lattice(
+        &[
+            s("gateway"),
+            s("--data"),
+            data.display().to_string(),
+            s("--tunnel"),
+            format!("127.0.0.1:{api}"),
+            s("--metrics"),
+            format!("127.0.0.1:{metrics}"),
+            s("--apps-http"),
+            format!("127.0.0.1:{apps}"),
+            s("--apps-https"),
+            s("127.0.0.1:0"),
+        ],
+        "ready",
+        &cli,
+    );
+    let store = Store::open(&format!("sqlite://{}", data.join("fleet.db").display()))
+        .await
+        .unwrap();
+    let node = IdentityKey::generate();
+    register(&store, "n-a", &node).await;
+    store
+        .set_target("n-a", &target("w-a", "shop"))
+        .await
+        .unwrap();
+    let fleet_key =
+        IdentityKey::from_bytes(&std::fs::read(data.join("fleet.key")).unwrap()).unwrap();
+    let mut opts = ClientOptions::new(format!("127.0.0.1:{api}"), node, fleet_key.public());
+    opts.backoff_base = Duration::from_millis(50);
+    opts.backoff_cap = Duration::from_millis(200);
+    let _client = client::spawn(opts, Arc::new(Greedy(answering("from-a").await))).unwrap();
+    let gw: SocketAddr = format!("127.0.0.1:{apps}").parse().unwrap();
+    let mut last = (0, String::new());
+    for _ in 0..100 {
+        last = get(gw, "shop.lattice-apps.localhost").await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, (200, "from-a".into()));
+    let (status, text) = get(format!("127.0.0.1:{metrics}").parse().unwrap(), "localhost").await;
+    assert_eq!(status, 404, "only /metrics is served: {text}");
+    let mut s = TcpStream::connect(format!("127.0.0.1:{metrics}"))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    assert!(
+        text.contains("lattice_gateway_bytes_out_total{workload=\"w-a\"}"),
+        "{text}"
+    );
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let _ = fleet.kill();
+    let _ = fleet.wait();
+}

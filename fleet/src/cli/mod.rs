@@ -88,6 +88,22 @@ pub enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// Runs the gateway alone (workload traffic and node tunnels), on the fleet's store and
+    /// key (same --data and --database); run the fleet with --no-gateway.
+    Gateway {
+        #[arg(long, default_value = "./lattice-data")]
+        data: PathBuf,
+        #[arg(long)]
+        database: Option<String>,
+        /// UDP address of the tunnel listener: nodes use the fleet URL's host and port.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tunnel: SocketAddr,
+        /// Plain HTTP listener for /metrics (keep it private).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics: SocketAddr,
+        #[command(flatten)]
+        gateway: crate::gateway::GatewayArgs,
+    },
     /// Runs the embedded MQTT broker alone, authenticating nodes against the fleet's store
     /// (same --data and --database as the fleet).
     Broker {
@@ -201,6 +217,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             latticed,
         } => up::up(serve, !no_node, latticed).await,
         Command::Fleet { serve } => up::fleet_only(serve).await,
+        Command::Gateway {
+            data,
+            database,
+            tunnel,
+            metrics,
+            gateway,
+        } => crate::gateway::run_alone(gateway, data, database, tunnel, metrics).await,
         Command::Broker {
             data,
             database,

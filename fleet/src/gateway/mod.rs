@@ -451,3 +451,59 @@ mod tests {
         assert!(parse_range("5").is_err());
     }
 }
+
+/// `lattice gateway`: the gateway as its own process, next to (or in front of) fleet
+/// processes started with `--no-gateway`. It reads routes and node keys from the same store
+/// and holds the fleet key (nodes pin it). Nodes reach the tunnel at the fleet URL's host and
+/// port over UDP, so on one machine give it the API's address (`--tunnel`); across machines,
+/// send that address's UDP to gateways and its TCP to fleet replicas. Its Prometheus metrics
+/// are on `http://METRICS/metrics`.
+pub async fn run_alone(
+    args: GatewayArgs,
+    data_dir: PathBuf,
+    database: Option<String>,
+    tunnel: SocketAddr,
+    metrics_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    crate::server::prepare_data_dir(&data_dir)?;
+    let url =
+        database.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("fleet.db").display()));
+    let store = Store::open(&url).await?;
+    let key = crate::secrets::fleet_key(&data_dir)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let gw = start(args, data_dir, store, metrics.gateway.clone(), &key, tunnel).await?;
+    let listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics listener on {metrics_addr}"))?;
+    let metrics_local = listener.local_addr()?;
+    let m = metrics.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = m.clone();
+            async move { m.render() }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    });
+    println!("apps (HTTP):      {}", gw.http_url("NAME"));
+    println!(
+        "apps (HTTPS):     https://NAME.{}:{}",
+        gw.gateway.args.apps_domain,
+        gw.https_addr.port()
+    );
+    println!("tunnel (QUIC):    udp://{}", gw.tunnel_addr);
+    println!("metrics:          http://{metrics_local}/metrics");
+    println!("ready");
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    gw.shutdown();
+    Ok(())
+}
