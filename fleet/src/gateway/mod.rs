@@ -438,20 +438,6 @@ pub async fn start(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges_parse_and_are_checked() {
-        assert_eq!(parse_range("20000-20999"), Ok((20000, 20999)));
-        assert_eq!(parse_range("5-5"), Ok((5, 5)));
-        assert!(parse_range("9-5").is_err());
-        assert!(parse_range("0-5").is_err());
-        assert!(parse_range("5").is_err());
-    }
-}
-
 /// `lattice gateway`: the gateway as its own process, next to (or in front of) fleet
 /// processes started with `--no-gateway`. It reads routes and node keys from the same store
 /// and holds the fleet key (nodes pin it). Nodes reach the tunnel at the fleet URL's host and
@@ -506,4 +492,18 @@ pub async fn run_alone(
     }
     gw.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_are_checked() {
+        assert_eq!(parse_range("20000-20999"), Ok((20000, 20999)));
+        assert_eq!(parse_range("5-5"), Ok((5, 5)));
+        assert!(parse_range("9-5").is_err());
+        assert!(parse_range("0-5").is_err());
+        assert!(parse_range("5").is_err());
+    }
 }
