@@ -21,6 +21,8 @@ pub struct Governor {
     threshold: f64,
     cap: u32,
     quiet: u32,
+    /// The lowest the cap may go now: `min`, or more while a workload needs more.
+    floor: u32,
 }
 
 /// A change the governor asks for.
@@ -43,7 +45,24 @@ impl Governor {
             threshold: f64::from(threshold),
             cap: configured,
             quiet: 0,
+            floor: min,
         }
+    }
+
+    /// The cap may not go below `pct` (the largest workload's own CPU limit, in percent of the
+    /// machine): on cgroup v1 the kernel refuses to start a container whose quota is above the
+    /// envelope's. Raises the cap at once if it is below; never above the configured cap.
+    pub fn set_floor(&mut self, pct: u32) -> Option<Change> {
+        self.floor = pct.clamp(self.min, self.configured.max(self.min));
+        let from = self.cap;
+        if self.cap < self.floor {
+            self.cap = self.floor;
+        }
+        (self.cap != from).then_some(Change {
+            from,
+            to: self.cap,
+            other_load: f64::NAN,
+        })
     }
 
     /// The cap in force now.
@@ -58,7 +77,7 @@ impl Governor {
         let from = self.cap;
         if other > self.threshold {
             self.quiet = 0;
-            self.cap = (self.cap / 2).max(self.min);
+            self.cap = (self.cap / 2).max(self.floor);
         } else if other < self.threshold - HYSTERESIS {
             self.quiet += 1;
             if self.quiet >= QUIET_SAMPLES && self.cap < self.configured {
@@ -123,6 +142,24 @@ mod tests {
         assert_eq!(g.sample(10.0, 5.0), None);
         assert_eq!(g.sample(10.0, 5.0).unwrap().to, 80);
         assert_eq!(g.sample(10.0, 5.0), None);
+    }
+
+    #[test]
+    fn the_cap_never_goes_below_the_largest_workload() {
+        let mut g = Governor::new(80, 5, 50);
+        assert_eq!(g.set_floor(30), None);
+        for _ in 0..5 {
+            g.sample(100.0, 0.0);
+        }
+        assert_eq!(g.cap(), 30);
+        // A bigger workload arrives: the cap goes up to it at once.
+        let c = g.set_floor(50).unwrap();
+        assert_eq!((c.from, c.to), (30, 50));
+        // Never above the provider's cap, never below the minimum.
+        assert_eq!(g.set_floor(95).unwrap().to, 80);
+        g.set_floor(0);
+        g.sample(100.0, 0.0);
+        assert_eq!(g.cap(), 40);
     }
 
     #[test]

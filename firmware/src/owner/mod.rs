@@ -158,7 +158,14 @@ impl Policy {
 
     /// One step at local time `now`, with a load sample (host busy, envelope busy; percent of
     /// the machine) when one is available. The first step always says whether batch may run.
-    pub fn step(&mut self, now: &jiff::Zoned, load: Option<(f64, f64)>) -> Vec<Effect> {
+    /// `floor_pct`: the envelope's CPU cap may not go below this (the largest workload's own
+    /// limit, in percent of the machine).
+    pub fn step(
+        &mut self,
+        now: &jiff::Zoned,
+        load: Option<(f64, f64)>,
+        floor_pct: u32,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let weekday = now.weekday().to_monday_zero_offset() as u8;
         let minute = now.hour() as u16 * 60 + now.minute() as u16;
@@ -175,9 +182,14 @@ impl Policy {
                 },
             });
         }
-        if let (Some(g), Some((host, env))) = (self.governor.as_mut(), load) {
-            if let Some(c) = g.sample(host, env) {
+        if let Some(g) = self.governor.as_mut() {
+            if let Some(c) = g.set_floor(floor_pct) {
                 effects.push(Effect::Cpu(c));
+            }
+            if let Some((host, env)) = load {
+                if let Some(c) = g.sample(host, env) {
+                    effects.push(Effect::Cpu(c));
+                }
             }
         }
         effects
@@ -280,7 +292,11 @@ pub fn spawn<M: CgroupManager + 'static>(
             .await
             .ok()
             .and_then(|(h, e)| meter.sample(h, e));
-            for effect in policy.step(&now, load) {
+            // A workload's own CPU limit, as percent of the machine, rounded up.
+            let machine_millis = u64::from(crate::cgroup::online_cpus().max(1)) * 1000;
+            let floor = (u64::from(reconcile.largest_cpu_millis()) * 100).div_ceil(machine_millis);
+            let floor = u32::try_from(floor).unwrap_or(100);
+            for effect in policy.step(&now, load, floor) {
                 match effect {
                     Effect::Batch { allowed, why } => {
                         reconcile.set_batch_allowed(allowed);
@@ -299,10 +315,17 @@ pub fn spawn<M: CgroupManager + 'static>(
                         let set =
                             tokio::task::spawn_blocking(move || env.set_cpu_percent(change.to))
                                 .await;
-                        let detail = format!(
-                            "{}% -> {}% of the machine (load outside Lattice {:.0}%)",
-                            change.from, change.to, change.other_load
-                        );
+                        let detail = if change.other_load.is_nan() {
+                            format!(
+                                "{}% -> {}% of the machine (a workload needs that much)",
+                                change.from, change.to
+                            )
+                        } else {
+                            format!(
+                                "{}% -> {}% of the machine (load outside Lattice {:.0}%)",
+                                change.from, change.to, change.other_load
+                            )
+                        };
                         match set {
                             Ok(Ok(())) => {
                                 let kind = if change.to < change.from {
@@ -357,23 +380,23 @@ mod tests {
     fn batch_follows_the_windows_in_the_providers_zone_and_reports_each_change() {
         let mut p = Policy::new(&settings(&["Mon-Fri 19:00-07:00"], 0), 50);
         // 2026-11-23 is a Monday.
-        let e = p.step(&berlin("2026-11-23T12:00"), None);
+        let e = p.step(&berlin("2026-11-23T12:00"), None, 0);
         assert!(
             matches!(&e[..], [Effect::Batch { allowed: false, why }] if why.contains("outside")),
             "{e:?}"
         );
-        assert!(p.step(&berlin("2026-11-23T18:59"), None).is_empty());
-        let e = p.step(&berlin("2026-11-23T19:00"), None);
+        assert!(p.step(&berlin("2026-11-23T18:59"), None, 0).is_empty());
+        let e = p.step(&berlin("2026-11-23T19:00"), None, 0);
         assert!(
             matches!(&e[..], [Effect::Batch { allowed: true, .. }]),
             "{e:?}"
         );
-        assert!(p.step(&berlin("2026-11-24T06:59"), None).is_empty());
-        assert_eq!(p.step(&berlin("2026-11-24T07:00"), None).len(), 1);
+        assert!(p.step(&berlin("2026-11-24T06:59"), None, 0).is_empty());
+        assert_eq!(p.step(&berlin("2026-11-24T07:00"), None, 0).len(), 1);
         // The same instant in UTC is an hour earlier on the clock; the zone decides.
         let utc: jiff::Zoned = "2026-11-23T18:30[UTC]".parse().unwrap();
         let mut p = Policy::new(&settings(&["Mon-Fri 19:00-07:00"], 0), 50);
-        let e = p.step(&utc.with_time_zone(zone("Europe/Berlin").unwrap()), None);
+        let e = p.step(&utc.with_time_zone(zone("Europe/Berlin").unwrap()), None, 0);
         assert!(
             matches!(&e[..], [Effect::Batch { allowed: true, .. }]),
             "{e:?}"
@@ -384,12 +407,20 @@ mod tests {
     fn the_governor_acts_only_with_a_sample_and_only_when_on() {
         let mut p = Policy::new(&settings(&[], 40), 60);
         let now = berlin("2026-11-23T12:00");
-        assert_eq!(p.step(&now, None).len(), 1); // batch allowed (no windows: always)
-        let e = p.step(&now, Some((90.0, 10.0)));
+        assert_eq!(p.step(&now, None, 0).len(), 1); // batch allowed (no windows: always)
+        let e = p.step(&now, Some((90.0, 10.0)), 0);
         assert!(matches!(&e[..], [Effect::Cpu(c)] if c.to == 30), "{e:?}");
+        // A workload needing 40% of the machine holds the cap there, and raises it at once.
+        let e = p.step(&now, Some((90.0, 10.0)), 40);
+        assert!(
+            matches!(&e[..], [Effect::Cpu(c)] if c.from == 30 && c.to == 40),
+            "{e:?}"
+        );
+        let e = p.step(&now, Some((90.0, 10.0)), 40);
+        assert!(e.is_empty(), "{e:?}");
         let mut off = Policy::new(&settings(&[], 0), 60);
-        off.step(&now, None);
-        assert!(off.step(&now, Some((100.0, 0.0))).is_empty());
+        off.step(&now, None, 0);
+        assert!(off.step(&now, Some((100.0, 0.0)), 0).is_empty());
     }
 
     #[test]

@@ -51,6 +51,16 @@ impl ReconcileHandle {
         });
     }
 
+    /// The largest CPU limit (millicores) of the current target's workloads: the envelope's
+    /// CPU cap must not go below it (cgroup v1 refuses a child quota above its parent's).
+    pub fn largest_cpu_millis(&self) -> u32 {
+        self.target
+            .borrow()
+            .as_ref()
+            .and_then(|t| t.workloads.iter().map(|w| w.cpu_millis).max())
+            .unwrap_or(0)
+    }
+
     /// The last published status of every desired workload.
     pub fn statuses(&self) -> Vec<WorkloadStatus> {
         self.statuses.borrow().clone()
