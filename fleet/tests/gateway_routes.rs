@@ -405,6 +405,8 @@ fn lattice(args: &[String], until: &str, cli: &std::path::Path) -> std::process:
             return child;
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("lattice {args:?} ended before printing {until:?}");
 }
 
