@@ -177,6 +177,25 @@ fn accounts_roles_tenancy_and_audit_on_a_real_fleet() {
         assert_eq!(api.call(m, path, Some(&ann), body).0, 403, "{m} {path}");
     }
 
+    // API tokens through the CLI: made, listed (without the secret), usable, deleted.
+    let (ok, ci_token, err) = lattice(&ann_cfg, &["api-tokens", "create", "deploy-bot"], "");
+    assert!(ok, "{err}");
+    let ci_token = ci_token.trim().to_string();
+    assert!(ci_token.starts_with("lat_"), "{ci_token}");
+    assert_eq!(api.call("GET", "/api/v1/me", Some(&ci_token), None).0, 200);
+    let (ok, list, err) = lattice(&ann_cfg, &["api-tokens", "list", "--json"], "");
+    assert!(ok, "{err}");
+    assert!(!list.contains(&ci_token), "{list}");
+    let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+    let bot = list.iter().find(|t| t["name"] == "deploy-bot").unwrap();
+    let (ok, _, err) = lattice(
+        &ann_cfg,
+        &["api-tokens", "delete", bot["id"].as_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(api.call("GET", "/api/v1/me", Some(&ci_token), None).0, 401);
+
     // Tenancy: Bob cannot see or delete Ann's API token (404), which keeps working.
     let (st, _, _) = api.call(
         "POST",

@@ -7,7 +7,7 @@
 use super::client::Client;
 use super::config::{default_path, CliConfig};
 use crate::api::Role;
-use crate::store::{AccountRow, AuditEntry};
+use crate::store::{AccountRow, ApiTokenRow, AuditEntry};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::io::IsTerminal;
@@ -54,6 +54,11 @@ pub enum AccountCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The logged-in account's API tokens (for scripts and CI).
+    ApiTokens {
+        #[command(subcommand)]
+        cmd: ApiTokensCmd,
+    },
     /// Accounts (operators): list them, change a role, disable or enable one.
     Accounts {
         #[command(subcommand)]
@@ -73,6 +78,27 @@ pub enum AccountCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ApiTokensCmd {
+    /// Creates a token and prints it on stdout (shown once; only its hash is kept).
+    Create {
+        /// What it is for, e.g. `ci`.
+        name: String,
+        /// Seconds until it expires (default 90 days, at most 1 year).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists tokens (every account's for operators), never their secrets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes a token: it stops working at once.
+    Delete { id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -233,6 +259,7 @@ pub async fn run(cmd: AccountCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AccountCmd::Accounts { cmd } => accounts(cmd).await,
+        AccountCmd::ApiTokens { cmd } => api_tokens(cmd).await,
         AccountCmd::Audit {
             account,
             action,
@@ -263,6 +290,53 @@ pub async fn run(cmd: AccountCmd) -> anyhow::Result<()> {
                     e.at_ms, e.actor, e.action, e.target, e.detail
                 );
             }
+            Ok(())
+        }
+    }
+}
+
+async fn api_tokens(cmd: ApiTokensCmd) -> anyhow::Result<()> {
+    let c = Client::new(&CliConfig::load(&default_path())?)?;
+    match cmd {
+        ApiTokensCmd::Create {
+            name,
+            ttl_secs,
+            json,
+        } => {
+            let body = serde_json::json!({ "name": name, "ttl_secs": ttl_secs });
+            let t: serde_json::Value = c.post("/api/v1/api-tokens", &body).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                eprintln!(
+                    "API token {} ({}), expires at {} ms; shown once:",
+                    t["id"].as_str().unwrap_or_default(),
+                    t["name"].as_str().unwrap_or_default(),
+                    t["expires_ms"]
+                );
+                println!("{}", t["token"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        ApiTokensCmd::List { json } => {
+            let list: Vec<ApiTokenRow> = c.get("/api/v1/api-tokens").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<20} {:<20} {:<20} EXPIRES (ms)", "ID", "ACCOUNT", "NAME");
+            for t in list {
+                println!(
+                    "{:<20} {:<20} {:<20} {}",
+                    t.id, t.account_id, t.name, t.expires_ms
+                );
+            }
+            Ok(())
+        }
+        ApiTokensCmd::Delete { id } => {
+            c.delete(&format!("/api/v1/api-tokens/{}", urlencode(&id)))
+                .await?;
+            println!("API token {id} deleted");
             Ok(())
         }
     }
