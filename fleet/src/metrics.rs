@@ -35,6 +35,7 @@ pub struct Metrics {
     /// Seconds from a heartbeat's envelope timestamp to its commit in the store.
     pub heartbeat_lag: Histogram,
     pub gateway: crate::gateway::metrics::GatewayMetrics,
+    pub auth: crate::accounts::metrics::AuthMetrics,
 }
 
 impl Default for Metrics {
@@ -78,7 +79,9 @@ impl Metrics {
             heartbeat_lag.clone(),
         );
         let gateway = crate::gateway::metrics::GatewayMetrics::register(&mut registry);
+        let auth = crate::accounts::metrics::AuthMetrics::register(&mut registry);
         Metrics {
+            auth,
             gateway,
             registry,
             nodes,

@@ -2,6 +2,7 @@
 //! limits. The HTTP handlers are in `crate::api::accounts`; the rows in `crate::store`.
 
 mod limits;
+pub mod metrics;
 mod password;
 
 pub use limits::{LoginLimiter, Refused};

@@ -90,6 +90,21 @@ pub async fn signup(
     State(s): State<Arc<AppState>>,
     body: Result<Json<SignUp>, JsonRejection>,
 ) -> Result<(StatusCode, Json<AccountRow>), ApiError> {
+    let r = create_account(caller, ip, &s, body).await;
+    s.metrics.auth.signup(match &r {
+        Ok(_) => "success",
+        Err(ApiError::TooManyRequests { .. }) => "throttled",
+        Err(_) => "refused",
+    });
+    r
+}
+
+async fn create_account(
+    caller: Option<Principal>,
+    ip: ClientIp,
+    s: &AppState,
+    body: Result<Json<SignUp>, JsonRejection>,
+) -> Result<(StatusCode, Json<AccountRow>), ApiError> {
     let req = json(body)?;
     let is_operator = caller.as_ref().is_some_and(Principal::is_operator);
     let role = req.role.unwrap_or(Role::Consumer);
@@ -181,6 +196,21 @@ pub struct LoggedIn {
 pub async fn login(
     ip: ClientIp,
     State(s): State<Arc<AppState>>,
+    body: Result<Json<Login>, JsonRejection>,
+) -> Result<Json<LoggedIn>, ApiError> {
+    let r = log_in(ip, &s, body).await;
+    s.metrics.auth.login(match &r {
+        Ok(_) => "success",
+        Err(ApiError::LoginFailed) => "failure",
+        Err(ApiError::TooManyRequests { .. }) => "throttled",
+        Err(_) => "error",
+    });
+    r
+}
+
+async fn log_in(
+    ip: ClientIp,
+    s: &AppState,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Json<LoggedIn>, ApiError> {
     let req = json(body)?;

@@ -241,6 +241,20 @@ async fn a_wrong_password_is_401_and_audited_without_the_password() {
         // Which of the two was wrong is not said.
         assert_eq!(v["message"], "wrong email or password");
     }
+    let (_, m) = call(&s, "GET", "/metrics", None, None).await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains("lattice_logins_total{result=\"failure\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lattice_logins_total{result=\"success\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lattice_signups_total{result=\"success\"} 1"),
+        "{m}"
+    );
     let (st, page) = call(
         &s,
         "GET",
