@@ -186,6 +186,39 @@ async fn nodes_only_serve_what_the_fleet_placed_on_them() {
         (200, "from-b".into())
     );
 
+    // A keep-alive client that goes quiet after its answer is closed by the header timeout.
+    let mut s = TcpStream::connect(gw.http_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: shop.apps.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let quiet = std::time::Instant::now();
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "an idle keep-alive connection stayed open");
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(700),
+        "closed after {:?}: kept alive, then cut by the timeout, not at once",
+        quiet.elapsed()
+    );
+
+    // A client that opens a TLS connection and never says hello is cut too.
+    let mut s = TcpStream::connect(gw.https_addr).await.unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent TLS client was kept: {cut:?}"
+    );
+
     // Node A goes away: its workload is unavailable, never served by the greedy node B.
     ca.stop();
     drop(ca);
