@@ -91,11 +91,9 @@ pub fn self_signed(dir: &Path, domain: &str) -> Result<Arc<rustls::ServerConfig>
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
     let marker = format!("Lattice apps {domain}");
-    if let (Ok(c), true) = (std::fs::read_to_string(&cert_path), key_path.exists()) {
-        if c.contains(&marker) || cert_subject_is(&cert_path, &marker) {
-            if let Ok(cfg) = from_files(&cert_path, &key_path) {
-                return Ok(cfg);
-            }
+    if key_path.exists() && cert_subject_is(&cert_path, &marker) {
+        if let Ok(cfg) = from_files(&cert_path, &key_path) {
+            return Ok(cfg);
         }
     }
     let fail = |reason: String| CertError::Generate {
