@@ -259,31 +259,28 @@ impl Gateway {
     }
 
     async fn flush_traffic(&self) -> anyhow::Result<()> {
-        let batch: Vec<(String, (u64, u64, u64))> = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
         let now = lattice_wire::now_ms();
-        for (workload_id, (bytes_in, bytes_out, connections)) in batch {
-            let t = Traffic {
-                workload_id,
-                bytes_in,
-                bytes_out,
-                connections,
-            };
-            if let Err(e) = self.store.add_gateway_traffic(&t, now).await {
-                // Put it back: it is billed later rather than never.
-                let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                let e2 = p.entry(t.workload_id.clone()).or_default();
-                e2.0 += t.bytes_in;
-                e2.1 += t.bytes_out;
-                e2.2 += t.connections;
-                return Err(e).context("storing gateway traffic");
+        let mut failed = None;
+        for (workload_id, d) in self.pending.take() {
+            if failed.is_none() {
+                let t = Traffic {
+                    workload_id: workload_id.clone(),
+                    bytes_in: d.0,
+                    bytes_out: d.1,
+                    connections: d.2,
+                };
+                match self.store.add_gateway_traffic(&t, now).await {
+                    Ok(()) => continue,
+                    Err(e) => failed = Some(e),
+                }
             }
+            // Not stored: put it back, it is billed later rather than never.
+            self.pending.requeue(&workload_id, d);
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e).context("storing gateway traffic"),
+            None => Ok(()),
+        }
     }
 }
 
