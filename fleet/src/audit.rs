@@ -21,6 +21,8 @@ pub enum Action {
     AccountCreated,
     /// An operator changed an account's role or disabled/enabled it.
     AccountChanged,
+    /// An account changed its password (all its API tokens were deleted).
+    PasswordChanged,
     LoginSucceeded,
     LoginFailed,
     ApiTokenCreated,
@@ -35,9 +37,10 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::AccountCreated,
         Action::AccountChanged,
+        Action::PasswordChanged,
         Action::LoginSucceeded,
         Action::LoginFailed,
         Action::ApiTokenCreated,
@@ -54,6 +57,7 @@ impl Action {
         match self {
             Action::AccountCreated => "account.created",
             Action::AccountChanged => "account.changed",
+            Action::PasswordChanged => "account.password_changed",
             Action::LoginSucceeded => "login.success",
             Action::LoginFailed => "login.failure",
             Action::ApiTokenCreated => "api_token.created",

@@ -101,6 +101,7 @@ impl Api {
 }
 
 const ANN_PW: &str = "ann's long passphrase 1";
+const ANN_PW2: &str = "ann's new passphrase 5";
 const BOB_PW: &str = "bob's long passphrase 2";
 const OPS_PW: &str = "operator passphrase 3";
 const WRONG_PW: &str = "not ann's passphrase 4";
@@ -195,6 +196,16 @@ fn accounts_roles_tenancy_and_audit_on_a_real_fleet() {
     );
     assert!(ok, "{err}");
     assert_eq!(api.call("GET", "/api/v1/me", Some(&ci_token), None).0, 401);
+
+    // A password change through the CLI: the old login token is gone, the CLI keeps the new.
+    // (Ann's logins so far: 2 of the per-account burst of 5.)
+    let old = ann.clone();
+    let (ok, out, err) = lattice(&ann_cfg, &["passwd"], &format!("{ANN_PW}\n{ANN_PW2}\n"));
+    assert!(ok, "{out}{err}");
+    assert_eq!(api.call("GET", "/api/v1/me", Some(&old), None).0, 401);
+    let (ok, _, err) = lattice(&ann_cfg, &["whoami"], "");
+    assert!(ok, "{err}");
+    let ann = api.login("ann@example.org", ANN_PW2);
 
     // Tenancy: Bob cannot see or delete Ann's API token (404), which keeps working.
     let (st, _, _) = api.call(
@@ -345,7 +356,7 @@ fn accounts_roles_tenancy_and_audit_on_a_real_fleet() {
     // audit log.
     let log = f.log_text();
     assert!(log.contains("login failed"), "the log has the login lines");
-    for pw in [ANN_PW, BOB_PW, OPS_PW, WRONG_PW] {
+    for pw in [ANN_PW, ANN_PW2, BOB_PW, OPS_PW, WRONG_PW] {
         assert!(!log.contains(pw), "a password is in the fleet's log");
         assert!(!audit.contains(pw), "a password is in the audit log");
     }

@@ -390,3 +390,95 @@ pub async fn change(
     .await?;
     Ok(Json(row))
 }
+
+/// A password change: the current password, and the new one.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    /// 10 characters to 1024 bytes.
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangePassword { <redacted> }")
+    }
+}
+
+/// Changes the caller's password. Every API token of the account is deleted (other sessions
+/// and scripts stop at once) and a new login token is returned. Rate-limited like a login.
+#[utoipa::path(put, path = "/api/v1/me/password", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses((status = 200, description = "changed; every earlier token is gone", body = LoggedIn),
+        (status = 400, description = "a field is missing or invalid; the message names it", body = super::ErrorBody),
+        (status = 401, description = "no credential, or the current password is wrong", body = super::ErrorBody),
+        (status = 403, description = "the operator credential has no password", body = super::ErrorBody),
+        (status = 429, description = "too many attempts (Retry-After)", body = super::ErrorBody)))]
+pub async fn change_password(
+    p: Principal,
+    ip: ClientIp,
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<ChangePassword>, JsonRejection>,
+) -> Result<Json<LoggedIn>, ApiError> {
+    let req = json(body)?;
+    if p.account_id == OPERATOR_ACCOUNT {
+        return Err(ApiError::Forbidden(
+            "the operator credential has no password; rotate operator.token instead".into(),
+        ));
+    }
+    acc::check_password(&req.new_password).map_err(|e| ApiError::BadRequest(format!("new_{e}")))?;
+    let account = s
+        .store
+        .account(&p.account_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    s.login_limits
+        .login(ip.0, &account.email)
+        .map_err(|r| throttled(r, "password change", &ip))?;
+    if !acc::verify_password(req.current_password, Some(account.password_hash)).await {
+        audit::record(
+            &s.store,
+            &account.id,
+            Action::LoginFailed,
+            &account.id,
+            &format!(
+                "wrong current password at a password change; ip={}",
+                ip.label()
+            ),
+        )
+        .await?;
+        return Err(ApiError::LoginFailed);
+    }
+    let hash = acc::hash_password(req.new_password)
+        .await
+        .map_err(ApiError::Internal)?;
+    if !s.store.set_password(&account.id, &hash).await? {
+        return Err(ApiError::Unauthorized);
+    }
+    let (token, row) = new_api_token(
+        &account.id,
+        acc::LOGIN_TOKEN_NAME,
+        acc::LOGIN_TOKEN_TTL_SECS,
+    );
+    s.store.insert_api_token(&row).await?;
+    audit::record(
+        &s.store,
+        &account.id,
+        Action::PasswordChanged,
+        &account.id,
+        &format!(
+            "every API token deleted; new token={}; ip={}",
+            row.id,
+            ip.label()
+        ),
+    )
+    .await?;
+    Ok(Json(LoggedIn {
+        token,
+        token_id: row.id,
+        account_id: account.id,
+        role: account.role,
+        expires_ms: row.expires_ms,
+    }))
+}

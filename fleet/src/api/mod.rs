@@ -58,6 +58,7 @@ pub struct AppState {
         tokens::create, tokens::list,
         ops::healthz, ops::metrics,
         accounts::signup, accounts::login, accounts::me, accounts::list, accounts::change,
+        accounts::change_password,
         api_tokens::create, api_tokens::list, api_tokens::delete,
         audit::list,
         workloads::create, workloads::list, workloads::show, workloads::delete,
@@ -68,6 +69,7 @@ pub struct AppState {
         lattice_wire::msg::Inventory,
         Role, crate::store::AccountRow, crate::store::ApiTokenRow, crate::store::AuditEntry,
         accounts::SignUp, accounts::Login, accounts::LoggedIn, accounts::Me, accounts::ChangeAccount,
+        accounts::ChangePassword,
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
         crate::workloads::DeployRequest, crate::workloads::WorkloadView, crate::store::WorkloadEvent,
     )),
@@ -115,6 +117,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/login", post(accounts::login))
         .route("/api/v1/me", get(accounts::me))
+        .route(
+            "/api/v1/me/password",
+            axum::routing::put(accounts::change_password),
+        )
         .route(
             "/api/v1/api-tokens",
             post(api_tokens::create).get(api_tokens::list),

@@ -264,6 +264,7 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/accounts/{id}",
         "/api/v1/login",
         "/api/v1/me",
+        "/api/v1/me/password",
         "/api/v1/api-tokens",
         "/api/v1/api-tokens/{id}",
         "/api/v1/audit",

@@ -49,6 +49,9 @@ pub enum AccountCmd {
     },
     /// Deletes the logged-in API token on the fleet and forgets it.
     Logout,
+    /// Changes the logged-in account's password: reads the current one, then the new one, from
+    /// standard input. Every API token of the account is deleted; the CLI keeps the new one.
+    Passwd,
     /// Who the CLI's credential is.
     Whoami {
         #[arg(long)]
@@ -241,6 +244,33 @@ pub async fn run(cmd: AccountCmd) -> anyhow::Result<()> {
             cfg.api_token_id = None;
             cfg.save(&path)?;
             println!("logged out");
+            Ok(())
+        }
+        AccountCmd::Passwd => {
+            let path = default_path();
+            let mut cfg = CliConfig::load(&path)?;
+            if cfg.api_token.is_none() {
+                bail!("not logged in: run `lattice login` first");
+            }
+            let (current, new) = if std::io::stdin().is_terminal() {
+                let current = read_password("Current password: ")?;
+                let new = read_password("New password: ")?;
+                if read_password("New password again: ")? != new {
+                    bail!("the new passwords differ");
+                }
+                (current, new)
+            } else {
+                (read_password("")?, read_password("")?)
+            };
+            let body = serde_json::json!({ "current_password": current, "new_password": new });
+            let l: LoggedIn = Client::new(&cfg)?.put("/api/v1/me/password", &body).await?;
+            cfg.api_token = Some(l.token);
+            cfg.api_token_id = Some(l.token_id);
+            cfg.save(&path)?;
+            println!(
+                "password changed; every earlier API token of {} is deleted",
+                l.account_id
+            );
             Ok(())
         }
         AccountCmd::Whoami { json } => {

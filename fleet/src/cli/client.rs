@@ -81,6 +81,19 @@ impl Client {
         decode(path, resp).await
     }
 
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .auth(self.http.put(format!("{}{path}", self.base)))
+            .json(body)
+            .send()
+            .await;
+        decode(path, resp).await
+    }
+
     pub async fn patch<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -138,6 +138,23 @@ impl Store {
         Ok(row.as_ref().map(account_from_row).transpose()?)
     }
 
+    /// Replaces an account's password hash and deletes every API token it holds, in one
+    /// transaction. False when there is no such account.
+    pub async fn set_password(&self, id: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM api_tokens WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn insert_api_token(&self, t: &ApiTokenRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_tokens (id, account_id, name, secret_hash, created_ms, expires_ms) \

@@ -514,3 +514,96 @@ async fn closed_signup_leaves_account_creation_to_operators() {
     let (st, v) = call(&s, "POST", "/api/v1/accounts", Some(OP), Some(body)).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
 }
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_one_and_ends_every_token() {
+    let s = state().await;
+    let (id, old) = account(&s, "ann@x.org", "consumer").await;
+    let (_, ci) = call(
+        &s,
+        "POST",
+        "/api/v1/api-tokens",
+        Some(&old),
+        Some(json!({"name": "ci"}).to_string()),
+    )
+    .await;
+    let ci = ci["token"].as_str().unwrap().to_string();
+    let change = |current: &str, new: &str| {
+        Some(json!({"current_password": current, "new_password": new}).to_string())
+    };
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/api/v1/me/password",
+        Some(&old),
+        change("nope nope nope", "new passphrase"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/api/v1/me/password",
+        Some(&old),
+        change("correct horse", "short"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("new_password"),
+        "{v}"
+    );
+    assert_eq!(
+        call(
+            &s,
+            "PUT",
+            "/api/v1/me/password",
+            Some(OP),
+            change("x", "new passphrase")
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/api/v1/me/password",
+        Some(&old),
+        change("correct horse", "new passphrase"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let fresh = v["token"].as_str().unwrap();
+    for t in [old.as_str(), ci.as_str()] {
+        assert_eq!(
+            call(&s, "GET", "/api/v1/me", Some(t), None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (_, me) = call(&s, "GET", "/api/v1/me", Some(fresh), None).await;
+    assert_eq!(me["account_id"], id.as_str());
+    let login = |pw: &str| Some(json!({"email": "ann@x.org", "password": pw}).to_string());
+    assert_eq!(
+        call(&s, "POST", "/api/v1/login", None, login("correct horse"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&s, "POST", "/api/v1/login", None, login("new passphrase"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, page) = call(
+        &s,
+        "GET",
+        "/api/v1/audit?action=account.password_changed",
+        Some(OP),
+        None,
+    )
+    .await;
+    assert_eq!(page["entries"][0]["actor"], id.as_str());
+    assert!(!page.to_string().contains("passphrase"), "{page}");
+}

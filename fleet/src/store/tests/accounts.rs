@@ -210,4 +210,11 @@ async fn expired_and_surplus_login_tokens_are_pruned(s: Store) {
     left.sort();
     assert_eq!(left, ["k-ci", "k-l3", "k-l4"]);
     assert_eq!(s.api_tokens(Some("a-2")).await.unwrap().len(), 1);
+    // A new password takes every token of that account with it, and only of that account.
+    assert!(s.set_password("a-1", "$argon2id$new").await.unwrap());
+    assert!(s.api_tokens(Some("a-1")).await.unwrap().is_empty());
+    assert_eq!(s.api_tokens(Some("a-2")).await.unwrap().len(), 1);
+    let a = s.account("a-1").await.unwrap().unwrap();
+    assert_eq!(a.password_hash, "$argon2id$new");
+    assert!(!s.set_password("a-9", "x").await.unwrap());
 }
