@@ -217,8 +217,13 @@ impl VolumeHost {
             volume: vol.into(),
             reason: format!("size {size} is too large"),
         })?;
-        nix::fcntl::fallocate(file.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, len)
-            .map_err(|e| io(&tmp)(e.into()))?;
+        nix::fcntl::fallocate(
+            file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            len,
+        )
+        .map_err(|e| io(&tmp)(e.into()))?;
         drop(file);
         let made = run(
             vol,

@@ -263,12 +263,33 @@ fn database_passwords_are_redacted() {
 /// Gateway TCP ports: the same (workload, port) keeps its port, others get the next free one,
 /// a full range says so.
 async fn gateway_ports_are_stable_and_unique(s: Store) {
-    let a = s.gateway_port("w-a", 5432, (20000, 20001), 1).await.unwrap();
+    let a = s
+        .gateway_port("w-a", 5432, (20000, 20001), 1)
+        .await
+        .unwrap();
     assert_eq!(a, Some(20000));
-    assert_eq!(s.gateway_port("w-a", 5432, (20000, 20001), 2).await.unwrap(), a);
-    assert_eq!(s.gateway_port("w-b", 5432, (20000, 20001), 3).await.unwrap(), Some(20001));
-    assert_eq!(s.gateway_port("w-c", 80, (20000, 20001), 4).await.unwrap(), None);
-    assert_eq!(s.gateway_port("w-a", 5432, (20000, 20001), 5).await.unwrap(), a);
+    assert_eq!(
+        s.gateway_port("w-a", 5432, (20000, 20001), 2)
+            .await
+            .unwrap(),
+        a
+    );
+    assert_eq!(
+        s.gateway_port("w-b", 5432, (20000, 20001), 3)
+            .await
+            .unwrap(),
+        Some(20001)
+    );
+    assert_eq!(
+        s.gateway_port("w-c", 80, (20000, 20001), 4).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.gateway_port("w-a", 5432, (20000, 20001), 5)
+            .await
+            .unwrap(),
+        a
+    );
 }
 
 async fn gateway_traffic_adds_up(s: Store) {
@@ -280,7 +301,9 @@ async fn gateway_traffic_adds_up(s: Store) {
         connections: c,
     };
     s.add_gateway_traffic(&t(10, 100, 1), 1).await.unwrap();
-    s.add_gateway_traffic(&t(5, u64::from(u32::MAX) * 4, 2), 2).await.unwrap();
+    s.add_gateway_traffic(&t(5, u64::from(u32::MAX) * 4, 2), 2)
+        .await
+        .unwrap();
     assert_eq!(
         s.gateway_traffic().await.unwrap(),
         vec![t(15, 100 + u64::from(u32::MAX) * 4, 3)]
