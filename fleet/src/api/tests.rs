@@ -268,6 +268,8 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/api-tokens",
         "/api/v1/api-tokens/{id}",
         "/api/v1/audit",
+        "/api/v1/workloads",
+        "/api/v1/workloads/{name}",
         "/healthz",
         "/metrics",
     ] {
