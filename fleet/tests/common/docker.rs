@@ -66,5 +66,10 @@ impl Drop for Cleanup {
             }
         }
         super::remove_envelope(&self.0);
+        // The node's firewall chains (a SIGKILLed latticed leaves them behind).
+        use latticed::firewall::Firewall;
+        if let Err(e) = latticed::firewall::iptables::Iptables::new().clear(&self.0) {
+            eprintln!("cleanup of node {}: firewall: {e}", self.0);
+        }
     }
 }
