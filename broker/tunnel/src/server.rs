@@ -141,32 +141,40 @@ impl TunnelServer {
         lock(&self.nodes).clear();
     }
 
-    /// Opens a stream to `open.workload`'s `open.port` on `node`; returns it once the node
-    /// has connected it to the container.
-    pub async fn open(&self, node: &str, open: &Open) -> Result<TunnelStream, OpenError> {
+    /// A new stream to `node` with the open header already written.
+    async fn start_stream(
+        &self,
+        node: &str,
+        open: &Open,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
         let header = proto::encode_open(open)?;
         let conn = lock(&self.nodes)
             .get(node)
             .cloned()
             .ok_or_else(|| OpenError::NodeOffline(node.to_owned()))?;
-        let stream_err = |e: &dyn std::fmt::Display| OpenError::Stream {
-            node: node.to_owned(),
-            reason: e.to_string(),
-        };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| stream_err(node, &e))?;
+        send.write_all(&header)
+            .await
+            .map_err(|e| stream_err(node, &e))?;
+        Ok((send, recv))
+    }
+
+    /// Opens a stream to `open.workload`'s `open.port` on `node`; returns it once the node
+    /// has connected it to the container.
+    pub async fn open(&self, node: &str, open: &Open) -> Result<TunnelStream, OpenError> {
         let attempt = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
-            send.write_all(&header).await.map_err(|e| stream_err(&e))?;
+            let (send, mut recv) = self.start_stream(node, open).await?;
             let mut buf = [0u8; proto::REPLY_LEN];
             recv.read_exact(&mut buf)
                 .await
-                .map_err(|e| stream_err(&e))?;
+                .map_err(|e| stream_err(node, &e))?;
             match proto::decode_reply(&buf)? {
                 Decoded::Done(Reply::Ok, _) => Ok(TunnelStream::new(send, recv)),
                 Decoded::Done(reply, _) => Err(OpenError::Refused {
                     node: node.to_owned(),
                     reply,
                 }),
-                Decoded::NeedMore(_) => Err(stream_err(&"short reply")),
+                Decoded::NeedMore(_) => Err(stream_err(node, &"short reply")),
             }
         };
         match tokio::time::timeout(self.opts.open_timeout, attempt).await {
@@ -179,18 +187,8 @@ impl TunnelServer {
     /// write at once (saving a round trip); the first read fails with `ConnectionRefused` if
     /// the node refused. For protocols where the client speaks first (HTTP).
     pub async fn open_early(&self, node: &str, open: &Open) -> Result<TunnelStream, OpenError> {
-        let header = proto::encode_open(open)?;
-        let conn = lock(&self.nodes)
-            .get(node)
-            .cloned()
-            .ok_or_else(|| OpenError::NodeOffline(node.to_owned()))?;
-        let stream_err = |e: &dyn std::fmt::Display| OpenError::Stream {
-            node: node.to_owned(),
-            reason: e.to_string(),
-        };
         let attempt = async {
-            let (mut send, recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
-            send.write_all(&header).await.map_err(|e| stream_err(&e))?;
+            let (send, recv) = self.start_stream(node, open).await?;
             Ok(TunnelStream::awaiting_reply(send, recv))
         };
         match tokio::time::timeout(self.opts.open_timeout, attempt).await {
@@ -255,6 +253,13 @@ impl TunnelServer {
             tracing::info!(%node, reason = %why, "tunnel down");
         });
         Ok(())
+    }
+}
+
+fn stream_err(node: &str, e: &dyn std::fmt::Display) -> OpenError {
+    OpenError::Stream {
+        node: node.to_owned(),
+        reason: e.to_string(),
     }
 }
 
