@@ -18,8 +18,14 @@ pub struct FleetFlags {
     /// The fleet's HTTPS URL (default: the CLI config's).
     #[arg(long = "fleet", value_name = "URL", requires = "fleet_key")]
     pub fleet: Option<String>,
-    /// The fleet's public key, as `lattice fleet` prints it (default: the CLI config's).
-    #[arg(long, value_name = "KEY", requires = "fleet")]
+    /// The fleet's public key, as `lattice fleet` prints it (default: the CLI config's). Keys
+    /// are base64url and may start with `-`, so the value is taken as given.
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "fleet",
+        allow_hyphen_values = true
+    )]
     pub fleet_key: Option<String>,
 }
 

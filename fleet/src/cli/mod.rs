@@ -239,3 +239,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fleet keys are base64url: one in 32 starts with `-` and must still parse as a value.
+    #[test]
+    fn a_fleet_key_starting_with_a_dash_is_a_value_not_a_flag() {
+        let cli = Cli::try_parse_from([
+            "lattice",
+            "signup",
+            "--email",
+            "ann@example.org",
+            "--fleet",
+            "https://127.0.0.1:8443",
+            "--fleet-key",
+            "-vX0a9",
+        ])
+        .expect("parses");
+        let Command::Account(account::AccountCmd::Signup { fleet, .. }) = cli.command else {
+            panic!("not a signup: {:?}", cli.command);
+        };
+        assert_eq!(fleet.fleet_key.as_deref(), Some("-vX0a9"));
+    }
+}
