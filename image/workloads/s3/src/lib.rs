@@ -1,0 +1,26 @@
+//! `lattice-s3`: the S3 server that runs inside an `s3` workload's container.
+//!
+//! The S3 protocol (HTTP routing, XML, SigV4 headers and presigned URLs, aws-chunked bodies) is
+//! [s3s](https://docs.rs/s3s) 0.14; everything about storing is this crate's own:
+//!
+//! - [`store`]: buckets, objects and multipart uploads on the workload's volume, written
+//!   durably (temporary file, fsync, rename, directory fsync) and testable without HTTP;
+//! - [`checksum`]: the ETag's MD5 and the flexible checksums clients send, verified before a
+//!   write is committed;
+//! - [`quota`]: the plan's size limit; [`cors`]: bucket CORS rules; [`names`]: bucket names and
+//!   keys;
+//! - [`s3`]: the `s3s::S3` implementation mapping requests onto the store;
+//! - [`auth`]: the one access key of the deployment; [`config`]: flags, environment, files;
+//! - [`server`]: the HTTP listener (TCP_NODELAY, CORS preflight) around s3s's service.
+//!
+//! See docs/s3.md.
+
+pub mod auth;
+pub mod checksum;
+pub mod config;
+pub mod cors;
+pub mod names;
+pub mod quota;
+pub mod s3;
+pub mod server;
+pub mod store;

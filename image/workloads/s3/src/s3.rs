@@ -1,0 +1,1027 @@
+//! The `s3s::S3` implementation: turns parsed S3 requests into calls on the [`Store`] and its
+//! results into S3 answers. Store calls are blocking file I/O; they run in
+//! `tokio::task::block_in_place` (the server uses the multi-threaded runtime).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use hyper::HeaderMap;
+use s3s::dto::*;
+use s3s::stream::ByteStream as _;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+
+use crate::checksum::{Algorithm, ChecksumError, Checksums, Expected};
+use crate::cors::CorsRule;
+use crate::names::NameError;
+use crate::store::{Attrs, CompletePart, ListQuery, ObjectWriter, Store, StoreError};
+
+/// Body bytes are handed to the store in batches of this size (fewer blocking sections).
+const WRITE_BATCH: usize = 1 << 20;
+/// GET bodies are read from disk in chunks of this size.
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct Backend {
+    store: Arc<Store>,
+}
+
+impl Backend {
+    pub fn new(store: Arc<Store>) -> Self {
+        Backend { store }
+    }
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Every store error as the S3 error a client expects, in one exhaustive match.
+pub fn to_s3_error(e: StoreError) -> S3Error {
+    let msg = e.to_string();
+    let code = match e {
+        StoreError::Name(NameError::InvalidBucketName { .. }) => S3ErrorCode::InvalidBucketName,
+        StoreError::Name(NameError::KeyTooLong { .. }) => S3ErrorCode::KeyTooLongError,
+        StoreError::Name(NameError::EmptyKey) => S3ErrorCode::InvalidArgument,
+        StoreError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        StoreError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+        StoreError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
+        StoreError::NoSuchKey { .. } => S3ErrorCode::NoSuchKey,
+        StoreError::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+        StoreError::NoSuchCors(_) => S3ErrorCode::NoSuchCORSConfiguration,
+        StoreError::InvalidPart { .. } => S3ErrorCode::InvalidPart,
+        StoreError::InvalidPartOrder { .. } => S3ErrorCode::InvalidPartOrder,
+        StoreError::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+        StoreError::Quota(_) => {
+            let mut err = S3Error::with_message(S3ErrorCode::Custom("QuotaExceeded".into()), msg);
+            err.set_status_code(hyper::StatusCode::FORBIDDEN);
+            return err;
+        }
+        StoreError::Checksum(ChecksumError::Mismatch(_) | ChecksumError::Md5Mismatch) => {
+            S3ErrorCode::BadDigest
+        }
+        StoreError::Checksum(ChecksumError::Malformed { .. } | ChecksumError::MalformedMd5(_)) => {
+            S3ErrorCode::InvalidDigest
+        }
+        StoreError::Checksum(ChecksumError::UnknownAlgorithm(_)) => S3ErrorCode::InvalidArgument,
+        StoreError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+        StoreError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
+        StoreError::Io { .. } | StoreError::Corrupt(_) => {
+            tracing::error!(error = %msg, "storage failure");
+            return S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "the server could not complete the request",
+            );
+        }
+    };
+    S3Error::with_message(code, msg)
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+fn checksum_error(e: ChecksumError) -> S3Error {
+    to_s3_error(StoreError::Checksum(e))
+}
+
+/// What the client declared about the body: header checksum values, trailer names
+/// (`x-amz-trailer`), the SDK's algorithm, Content-MD5.
+fn expected(
+    headers: &HeaderMap,
+    values: [(Algorithm, Option<&String>); 5],
+    content_md5: Option<&String>,
+    algorithm: Option<&ChecksumAlgorithm>,
+) -> S3Result<Expected> {
+    let mut e = Expected::default();
+    for (a, v) in values {
+        if let Some(v) = v {
+            e.add_value(a, v).map_err(checksum_error)?;
+        }
+    }
+    if let Some(md5) = content_md5 {
+        e.set_content_md5(md5).map_err(checksum_error)?;
+    }
+    if let Some(t) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
+        e.add_trailer_names(t).map_err(checksum_error)?;
+    }
+    let sdk = headers
+        .get("x-amz-sdk-checksum-algorithm")
+        .and_then(|v| v.to_str().ok());
+    for name in sdk
+        .into_iter()
+        .chain(algorithm.map(ChecksumAlgorithm::as_str))
+    {
+        e.request(name).map_err(checksum_error)?;
+    }
+    Ok(e)
+}
+
+/// The trailing headers of an aws-chunked body, once it has been read to the end.
+fn trailers<T>(req: &S3Request<T>) -> Vec<(String, String)> {
+    let Some(t) = &req.trailing_headers else {
+        return Vec::new();
+    };
+    t.take()
+        .map(|h| {
+            h.iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn body_error(e: s3s::StdError) -> S3Error {
+    match e.downcast::<S3Error>() {
+        Ok(s3) => *s3,
+        Err(e) => S3Error::with_message(
+            S3ErrorCode::IncompleteBody,
+            format!("reading the request body failed: {e}"),
+        ),
+    }
+}
+
+/// Streams the body into the writer; checks the length the client announced.
+async fn receive(
+    store: &Store,
+    w: &mut ObjectWriter,
+    mut body: StreamingBlob,
+    length: Option<u64>,
+) -> S3Result<()> {
+    let mut batch = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(body_error)?;
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= WRITE_BATCH {
+            let data = batch.split().freeze();
+            blocking(|| store.write(w, &data)).map_err(to_s3_error)?;
+        }
+    }
+    if !batch.is_empty() {
+        blocking(|| store.write(w, &batch)).map_err(to_s3_error)?;
+    }
+    match length {
+        Some(expected) if expected != w.written() => Err(to_s3_error(StoreError::IncompleteBody {
+            got: w.written(),
+            expected,
+        })),
+        _ => Ok(()),
+    }
+}
+
+fn body_length(body: &StreamingBlob, content_length: Option<i64>) -> Option<u64> {
+    body.remaining_length()
+        .exact()
+        .map(|n| n as u64)
+        .or(content_length.and_then(|n| u64::try_from(n).ok()))
+}
+
+fn user_metadata(m: Option<Metadata>) -> std::collections::BTreeMap<String, String> {
+    m.map(|m| m.into_iter().collect()).unwrap_or_default()
+}
+
+fn checksum_values(c: &Checksums) -> [Option<String>; 5] {
+    let get = |a| c.get(a).map(str::to_owned);
+    [
+        get(Algorithm::Crc32),
+        get(Algorithm::Crc32c),
+        get(Algorithm::Crc64Nvme),
+        get(Algorithm::Sha1),
+        get(Algorithm::Sha256),
+    ]
+}
+
+fn checksum_type(c: &Checksums) -> Option<ChecksumType> {
+    match (c.values.is_empty(), c.composite) {
+        (true, _) => None,
+        (false, true) => Some(ChecksumType::from_static(ChecksumType::COMPOSITE)),
+        (false, false) => Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
+    }
+}
+
+/// Percent-encodes for `encoding-type=url` (keys may hold characters XML 1.0 cannot carry).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_token(token: &str) -> S3Result<String> {
+    TOKEN
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
+}
+
+fn max_keys(n: Option<i32>) -> S3Result<usize> {
+    match n {
+        None => Ok(1000),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
+        Some(n) => Ok((n as usize).min(1000)),
+    }
+}
+
+fn to_cors(rule: CORSRule) -> CorsRule {
+    CorsRule {
+        id: rule.id,
+        allowed_origins: rule.allowed_origins,
+        allowed_methods: rule.allowed_methods,
+        allowed_headers: rule.allowed_headers.unwrap_or_default(),
+        expose_headers: rule.expose_headers.unwrap_or_default(),
+        max_age_seconds: rule.max_age_seconds,
+    }
+}
+
+fn from_cors(rule: CorsRule) -> CORSRule {
+    CORSRule {
+        id: rule.id,
+        allowed_origins: rule.allowed_origins,
+        allowed_methods: rule.allowed_methods,
+        allowed_headers: Some(rule.allowed_headers).filter(|v| !v.is_empty()),
+        expose_headers: Some(rule.expose_headers).filter(|v| !v.is_empty()),
+        max_age_seconds: rule.max_age_seconds,
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Backend {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        blocking(|| self.store.create_bucket(&bucket)).map_err(to_s3_error)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        blocking(|| self.store.head_bucket(&req.input.bucket)).map_err(to_s3_error)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        blocking(|| self.store.delete_bucket(&req.input.bucket)).map_err(to_s3_error)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = blocking(|| self.store.list_buckets())
+            .into_iter()
+            .map(|b| Bucket {
+                name: Some(b.name),
+                creation_date: Some(ts(b.created_ms)),
+                bucket_region: None,
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        blocking(|| self.store.head_bucket(&req.input.bucket)).map_err(to_s3_error)?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let i = &req.input;
+        let expected = expected(
+            &req.headers,
+            [
+                (Algorithm::Crc32, i.checksum_crc32.as_ref()),
+                (Algorithm::Crc32c, i.checksum_crc32c.as_ref()),
+                (Algorithm::Crc64Nvme, i.checksum_crc64nvme.as_ref()),
+                (Algorithm::Sha1, i.checksum_sha1.as_ref()),
+                (Algorithm::Sha256, i.checksum_sha256.as_ref()),
+            ],
+            i.content_md5.as_ref(),
+            i.checksum_algorithm.as_ref(),
+        )?;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported by this server yet"
+            ));
+        }
+        let mut req = req;
+        let body = req
+            .input
+            .body
+            .take()
+            .ok_or_else(|| s3_error!(IncompleteBody, "PutObject needs a body"))?;
+        let length = body_length(&body, req.input.content_length);
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let mut w = blocking(|| self.store.begin_put(&bucket, &key, length, &expected))
+            .map_err(to_s3_error)?;
+        receive(&self.store, &mut w, body, length).await?;
+        let trailers = trailers(&req);
+        let i = req.input;
+        let attrs = Attrs {
+            content_type: i.content_type,
+            cache_control: i.cache_control,
+            content_disposition: i.content_disposition,
+            content_encoding: i.content_encoding,
+            content_language: i.content_language,
+            user: user_metadata(i.metadata),
+        };
+        let meta = blocking(|| {
+            self.store
+                .commit_put(w, &bucket, &key, attrs, &expected, &trailers)
+        })
+        .map_err(to_s3_error)?;
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_values(&meta.checksums);
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_type: checksum_type(&meta.checksums),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = req.input;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported by this server yet"
+            ));
+        }
+        let (meta, file) =
+            blocking(|| self.store.open_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        let range = match &i.range {
+            None => None,
+            Some(r) => Some(r.check(meta.size).map_err(|_| {
+                s3_error!(
+                    InvalidRange,
+                    "The requested range is not satisfiable for an object of {} bytes",
+                    meta.size
+                )
+            })?),
+        };
+        let (start, end) = range.as_ref().map_or((0, meta.size), |r| (r.start, r.end));
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0 {
+            use tokio::io::AsyncSeekExt as _;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(S3Error::internal_error)?;
+        }
+        let body = read_stream(file, end - start);
+        let with_checksums = range.is_none()
+            && i.checksum_mode
+                .as_ref()
+                .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = if with_checksums {
+            checksum_values(&meta.checksums)
+        } else {
+            Default::default()
+        };
+        let a = meta.attrs.clone();
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some((end - start) as i64),
+            content_range: range.map(|r| {
+                format!(
+                    "bytes {}-{}/{}",
+                    r.start,
+                    r.end.saturating_sub(1),
+                    meta.size
+                )
+            }),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            last_modified: Some(ts(meta.last_modified_ms)),
+            metadata: Some(
+                meta.attrs
+                    .user
+                    .clone()
+                    .into_iter()
+                    .collect::<HashMap<_, _>>(),
+            )
+            .filter(|m| !m.is_empty()),
+            content_type: a.content_type,
+            cache_control: a.cache_control,
+            content_disposition: a.content_disposition,
+            content_encoding: a.content_encoding,
+            content_language: a.content_language,
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_type: if with_checksums {
+                checksum_type(&meta.checksums)
+            } else {
+                None
+            },
+            parts_count: meta.parts.map(|n| n as i32),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = req.input;
+        let (meta, _) =
+            blocking(|| self.store.open_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        let with_checksums = i
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = if with_checksums {
+            checksum_values(&meta.checksums)
+        } else {
+            Default::default()
+        };
+        let a = meta.attrs.clone();
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(meta.size as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            last_modified: Some(ts(meta.last_modified_ms)),
+            metadata: Some(
+                meta.attrs
+                    .user
+                    .clone()
+                    .into_iter()
+                    .collect::<HashMap<_, _>>(),
+            )
+            .filter(|m| !m.is_empty()),
+            content_type: a.content_type,
+            cache_control: a.cache_control,
+            content_disposition: a.content_disposition,
+            content_encoding: a.content_encoding,
+            content_language: a.content_language,
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_type: if with_checksums {
+                checksum_type(&meta.checksums)
+            } else {
+                None
+            },
+            parts_count: meta.parts.map(|n| n as i32),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let i = req.input;
+        blocking(|| self.store.delete_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        blocking(|| self.store.head_bucket(&i.bucket)).map_err(to_s3_error)?;
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for o in i.delete.objects {
+            match blocking(|| self.store.delete_object(&i.bucket, &o.key)) {
+                Ok(_) => deleted.push(DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    let err = to_s3_error(e);
+                    errors.push(Error {
+                        code: Some(err.code().as_str().to_owned()),
+                        key: Some(o.key),
+                        message: err.message().map(str::to_owned),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: if quiet { None } else { Some(deleted) },
+            errors: Some(errors).filter(|e| !e.is_empty()),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        let (src_bucket, src_key) = match &i.copy_source {
+            CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
+            CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "access points and outposts are not supported"
+                ));
+            }
+        };
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && src_bucket == i.bucket && src_key == i.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata."
+            ));
+        }
+        let attrs = replace.then(|| Attrs {
+            content_type: i.content_type.clone(),
+            cache_control: i.cache_control.clone(),
+            content_disposition: i.content_disposition.clone(),
+            content_encoding: i.content_encoding.clone(),
+            content_language: i.content_language.clone(),
+            user: user_metadata(i.metadata.clone()),
+        });
+        let meta = blocking(|| {
+            self.store
+                .copy_object(&src_bucket, &src_key, &i.bucket, &i.key, attrs)
+        })
+        .map_err(to_s3_error)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(meta.etag.clone())),
+                last_modified: Some(ts(meta.last_modified_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let i = req.input;
+        let after = match (&i.continuation_token, &i.start_after) {
+            (Some(t), _) => Some(decode_token(t)?),
+            (None, Some(s)) => Some(s.clone()),
+            (None, None) => None,
+        };
+        let query = ListQuery {
+            prefix: i.prefix.clone().unwrap_or_default(),
+            delimiter: i.delimiter.clone(),
+            after,
+            max_keys: max_keys(i.max_keys)?,
+        };
+        let page = blocking(|| self.store.list_objects(&i.bucket, &query)).map_err(to_s3_error)?;
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        let contents: Vec<Object> = page
+            .objects
+            .into_iter()
+            .map(|(key, e)| Object {
+                key: Some(enc(key)),
+                size: Some(e.size as i64),
+                e_tag: Some(ETag::Strong(e.etag)),
+                last_modified: Some(ts(e.last_modified_ms)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        let common: Vec<CommonPrefix> = page
+            .common_prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(i.bucket),
+            prefix: Some(enc(query.prefix)),
+            delimiter: i.delimiter.map(enc),
+            max_keys: Some(query.max_keys as i32),
+            key_count: Some(key_count),
+            is_truncated: Some(page.truncated),
+            continuation_token: i.continuation_token,
+            next_continuation_token: page
+                .next_marker
+                .filter(|_| page.truncated)
+                .map(|m| TOKEN.encode(m)),
+            start_after: i.start_after.map(enc),
+            encoding_type: i.encoding_type,
+            contents: Some(contents).filter(|c| !c.is_empty()),
+            common_prefixes: Some(common).filter(|c| !c.is_empty()),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let i = req.input;
+        let query = ListQuery {
+            prefix: i.prefix.clone().unwrap_or_default(),
+            delimiter: i.delimiter.clone(),
+            after: i.marker.clone(),
+            max_keys: max_keys(i.max_keys)?,
+        };
+        let page = blocking(|| self.store.list_objects(&i.bucket, &query)).map_err(to_s3_error)?;
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let contents: Vec<Object> = page
+            .objects
+            .into_iter()
+            .map(|(key, e)| Object {
+                key: Some(enc(key)),
+                size: Some(e.size as i64),
+                e_tag: Some(ETag::Strong(e.etag)),
+                last_modified: Some(ts(e.last_modified_ms)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        let common: Vec<CommonPrefix> = page
+            .common_prefixes
+            .into_iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(i.bucket),
+            prefix: Some(enc(query.prefix)),
+            delimiter: i.delimiter.map(enc),
+            marker: i.marker.map(enc),
+            max_keys: Some(query.max_keys as i32),
+            is_truncated: Some(page.truncated),
+            next_marker: page.next_marker.filter(|_| page.truncated).map(enc),
+            encoding_type: i.encoding_type,
+            contents: Some(contents).filter(|c| !c.is_empty()),
+            common_prefixes: Some(common).filter(|c| !c.is_empty()),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let i = req.input;
+        if i.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported by this server yet"
+            ));
+        }
+        let algorithm = match &i.checksum_algorithm {
+            None => None,
+            Some(a) => Some(Algorithm::from_name(a.as_str()).ok_or_else(|| {
+                checksum_error(ChecksumError::UnknownAlgorithm(a.as_str().into()))
+            })?),
+        };
+        let attrs = Attrs {
+            content_type: i.content_type,
+            cache_control: i.cache_control,
+            content_disposition: i.content_disposition,
+            content_encoding: i.content_encoding,
+            content_language: i.content_language,
+            user: user_metadata(i.metadata),
+        };
+        let info = blocking(|| {
+            self.store
+                .create_upload(&i.bucket, &i.key, attrs, algorithm)
+        })
+        .map_err(to_s3_error)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(info.bucket),
+            key: Some(info.key),
+            upload_id: Some(info.upload_id),
+            checksum_algorithm: i.checksum_algorithm,
+            checksum_type: algorithm.map(|_| ChecksumType::from_static(ChecksumType::COMPOSITE)),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        mut req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let i = &req.input;
+        let expected = expected(
+            &req.headers,
+            [
+                (Algorithm::Crc32, i.checksum_crc32.as_ref()),
+                (Algorithm::Crc32c, i.checksum_crc32c.as_ref()),
+                (Algorithm::Crc64Nvme, i.checksum_crc64nvme.as_ref()),
+                (Algorithm::Sha1, i.checksum_sha1.as_ref()),
+                (Algorithm::Sha256, i.checksum_sha256.as_ref()),
+            ],
+            i.content_md5.as_ref(),
+            i.checksum_algorithm.as_ref(),
+        )?;
+        let body = req
+            .input
+            .body
+            .take()
+            .ok_or_else(|| s3_error!(IncompleteBody, "UploadPart needs a body"))?;
+        let length = body_length(&body, req.input.content_length);
+        let (bucket, key, id, n) = (
+            req.input.bucket.clone(),
+            req.input.key.clone(),
+            req.input.upload_id.clone(),
+            i64::from(req.input.part_number),
+        );
+        let mut w = blocking(|| {
+            self.store
+                .begin_part(&bucket, &key, &id, n, length, &expected)
+        })
+        .map_err(to_s3_error)?;
+        receive(&self.store, &mut w, body, length).await?;
+        let trailers = trailers(&req);
+        let meta = blocking(|| {
+            self.store
+                .commit_part(w, &bucket, &key, &id, n, &expected, &trailers)
+        })
+        .map_err(to_s3_error)?;
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_values(&meta.checksums);
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let parts: Vec<CompletePart> = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let checksums = [
+                    (Algorithm::Crc32, p.checksum_crc32),
+                    (Algorithm::Crc32c, p.checksum_crc32c),
+                    (Algorithm::Crc64Nvme, p.checksum_crc64nvme),
+                    (Algorithm::Sha1, p.checksum_sha1),
+                    (Algorithm::Sha256, p.checksum_sha256),
+                ]
+                .into_iter()
+                .filter_map(|(a, v)| Some((a, v?)))
+                .collect();
+                CompletePart {
+                    part_number: p.part_number.map_or(0, i64::from),
+                    etag: p.e_tag.map(|e| e.value().to_owned()),
+                    checksums,
+                }
+            })
+            .collect();
+        if parts.is_empty() {
+            return Err(s3_error!(
+                MalformedXML,
+                "CompleteMultipartUpload must name at least one part"
+            ));
+        }
+        let meta = blocking(|| {
+            self.store
+                .complete_upload(&i.bucket, &i.key, &i.upload_id, &parts)
+        })
+        .map_err(to_s3_error)?;
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_values(&meta.checksums);
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            location: Some(format!("/{}/{}", i.bucket, url_encode(&i.key))),
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_crc64nvme: crc64nvme,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_type: checksum_type(&meta.checksums),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let i = req.input;
+        blocking(|| self.store.abort_upload(&i.bucket, &i.key, &i.upload_id))
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let i = req.input;
+        let (info, parts) = blocking(|| self.store.list_parts(&i.bucket, &i.key, &i.upload_id))
+            .map_err(to_s3_error)?;
+        let marker = i.part_number_marker.unwrap_or(0).max(0) as u32;
+        let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+        let after: Vec<_> = parts
+            .into_iter()
+            .filter(|p| p.part_number > marker)
+            .collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next = page.last().map(|p| p.part_number as i32);
+        let parts = page
+            .into_iter()
+            .map(|p| {
+                let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_values(&p.meta.checksums);
+                Part {
+                    part_number: Some(p.part_number as i32),
+                    size: Some(p.meta.size as i64),
+                    e_tag: Some(ETag::Strong(p.meta.etag)),
+                    last_modified: Some(ts(p.meta.last_modified_ms)),
+                    checksum_crc32: crc32,
+                    checksum_crc32c: crc32c,
+                    checksum_crc64nvme: crc64nvme,
+                    checksum_sha1: sha1,
+                    checksum_sha256: sha256,
+                }
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(info.bucket),
+            key: Some(info.key),
+            upload_id: Some(info.upload_id),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: next.filter(|_| truncated),
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            checksum_algorithm: info
+                .checksum_algorithm
+                .map(|a| ChecksumAlgorithm::from(a.name().to_owned())),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let i = req.input;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let uploads =
+            blocking(|| self.store.list_uploads(&i.bucket, &prefix)).map_err(to_s3_error)?;
+        let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let marker = i.key_marker.clone();
+        let after: Vec<_> = uploads
+            .into_iter()
+            .filter(|u| marker.as_ref().is_none_or(|m| u.key > *m))
+            .collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        let next = page.last().map(|u| (u.key.clone(), u.upload_id.clone()));
+        let uploads = page
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.upload_id),
+                initiated: Some(ts(u.initiated_ms)),
+                checksum_algorithm: u
+                    .checksum_algorithm
+                    .map(|a| ChecksumAlgorithm::from(a.name().to_owned())),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            key_marker: i.key_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: next.as_ref().filter(|_| truncated).map(|n| n.0.clone()),
+            next_upload_id_marker: next.filter(|_| truncated).map(|n| n.1),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        let rules = blocking(|| self.store.get_cors(&req.input.bucket)).map_err(to_s3_error)?;
+        Ok(S3Response::new(GetBucketCorsOutput {
+            cors_rules: Some(rules.into_iter().map(from_cors).collect()),
+        }))
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let i = req.input;
+        let rules = i
+            .cors_configuration
+            .cors_rules
+            .into_iter()
+            .map(to_cors)
+            .collect();
+        blocking(|| self.store.set_cors(&i.bucket, Some(rules))).map_err(to_s3_error)?;
+        Ok(S3Response::new(PutBucketCorsOutput {}))
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        blocking(|| self.store.set_cors(&req.input.bucket, None)).map_err(to_s3_error)?;
+        Ok(S3Response::new(DeleteBucketCorsOutput {}))
+    }
+}
+
+/// The object's bytes from the file's current position, `len` of them, in chunks.
+fn read_stream(
+    file: tokio::fs::File,
+    len: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+    use tokio::io::AsyncReadExt as _;
+    futures_util::stream::try_unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let want = left.min(READ_CHUNK as u64) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            let n = file.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "object file is shorter than its metadata says",
+                ));
+            }
+            filled += n;
+        }
+        Ok(Some((buf.freeze(), (file, left - want as u64))))
+    })
+}

@@ -1,0 +1,173 @@
+//! The HTTP side: a TCP listener (TCP_NODELAY on every connection: without it small GETs wait
+//! for Nagle's algorithm, ~43 ms), hyper's HTTP/1.1, and s3s's service behind a thin layer that
+//! answers CORS preflights and adds CORS headers from the bucket's stored rules.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{Body, HttpError, HttpRequest, HttpResponse};
+use tokio::net::TcpListener;
+
+use crate::auth::OneKey;
+use crate::config::Credentials;
+use crate::cors;
+use crate::s3::Backend;
+use crate::store::Store;
+
+/// s3s's service on the store with the deployment's key.
+pub fn service(store: Arc<Store>, credentials: &Credentials) -> S3Service {
+    let mut builder = S3ServiceBuilder::new(Backend::new(store));
+    builder.set_auth(OneKey::new(credentials));
+    builder.build()
+}
+
+/// Serves until `shutdown` completes; connections in flight are then finished by their tasks.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    service: S3Service,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error = %e, %peer, "could not set TCP_NODELAY");
+        }
+        let (store, service) = (store.clone(), service.clone());
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (store, service) = (store.clone(), service.clone());
+                    async move { handle(&store, &service, req.map(Body::from)).await }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The bucket a path-style request names (the gateway forwards path-style requests).
+fn bucket_of(path: &str) -> Option<String> {
+    let first = path.trim_start_matches('/').split('/').next()?;
+    let decoded = percent_decode(first)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn rules_for(store: &Store, path: &str) -> Vec<cors::CorsRule> {
+    bucket_of(path)
+        .and_then(|b| tokio::task::block_in_place(|| store.get_cors(&b)).ok())
+        .unwrap_or_default()
+}
+
+fn set_headers(resp: &mut HttpResponse, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+async fn handle(
+    store: &Store,
+    service: &S3Service,
+    req: HttpRequest,
+) -> Result<HttpResponse, HttpError> {
+    let origin = header(&req, "origin").map(str::to_owned);
+    // A CORS preflight carries no credentials: answered here from the stored rules.
+    if req.method() == Method::OPTIONS {
+        if let (Some(origin), Some(method)) = (
+            origin.as_deref(),
+            header(&req, "access-control-request-method"),
+        ) {
+            let requested: Vec<String> = header(&req, "access-control-request-headers")
+                .map(|h| {
+                    h.split(',')
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let requested: Vec<&str> = requested.iter().map(String::as_str).collect();
+            let rules = rules_for(store, req.uri().path());
+            let mut resp = HttpResponse::new(Body::empty());
+            match cors::find_rule(&rules, origin, method, &requested) {
+                Some(rule) => set_headers(
+                    &mut resp,
+                    cors::allow_headers(rule, origin, Some((method, &requested))),
+                ),
+                None => {
+                    *resp.status_mut() = StatusCode::FORBIDDEN;
+                    *resp.body_mut() = Body::from(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessForbidden</Code>\
+                         <Message>CORSResponse: This CORS request is not allowed.</Message></Error>"
+                            .to_owned(),
+                    );
+                }
+            }
+            return Ok(resp);
+        }
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let mut resp = service.call(req).await?;
+    if let Some(origin) = origin {
+        let rules = rules_for(store, &path);
+        if let Some(rule) = cors::find_rule(&rules, &origin, method.as_str(), &[]) {
+            set_headers(&mut resp, cors::allow_headers(rule, &origin, None));
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_of_a_path_style_request() {
+        assert_eq!(bucket_of("/photos/a/b.jpg").as_deref(), Some("photos"));
+        assert_eq!(bucket_of("/photos").as_deref(), Some("photos"));
+        assert_eq!(bucket_of("/"), None);
+        assert_eq!(bucket_of("/%ZZ"), None);
+    }
+}

@@ -1,0 +1,603 @@
+//! The storage backend: buckets, objects and multipart uploads on a data directory, with an
+//! in-memory index rebuilt from the files at start. Synchronous and free of HTTP: the S3 layer
+//! (`crate::s3`) calls it from blocking sections, and its tests call it directly.
+//!
+//! Every write follows one pattern: the new bytes go to a file under `tmp/` (same file system),
+//! which is fsynced and then renamed over the final name, and the directory holding that name is
+//! fsynced before the write is acknowledged. A crash at any point leaves the old file or the new
+//! one; `open` empties `tmp/`.
+
+mod layout;
+mod list;
+mod multipart;
+mod object;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::checksum::{self, ChecksumError, Expected, Hasher};
+use crate::cors::CorsRule;
+use crate::names::{self, NameError};
+use crate::quota::{Quota, QuotaExceeded};
+
+pub use layout::Layout;
+pub use list::{ListPage, ListQuery};
+pub use multipart::{CompletePart, PartInfo, UploadInfo};
+pub use object::{now_ms, Attrs, ObjectMeta, ObjectWriter};
+
+/// S3's smallest part (all parts but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("bucket {0:?} already exists")]
+    BucketExists(String),
+    #[error("bucket {0:?} is not empty")]
+    BucketNotEmpty(String),
+    #[error("no object {key:?} in bucket {bucket:?}")]
+    NoSuchKey { bucket: String, key: String },
+    #[error("no multipart upload {0:?}")]
+    NoSuchUpload(String),
+    #[error("bucket {0:?} has no CORS configuration")]
+    NoSuchCors(String),
+    #[error("part {part}: {reason}")]
+    InvalidPart { part: i64, reason: String },
+    #[error("parts must be listed in ascending order; part {part} comes after {previous}")]
+    InvalidPartOrder { part: i64, previous: i64 },
+    #[error("part {part} is {size} bytes; all parts but the last must be at least {min}")]
+    EntityTooSmall { part: i64, size: u64, min: u64 },
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    #[error(transparent)]
+    Checksum(#[from] ChecksumError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("body ended after {got} bytes; Content-Length said {expected}")]
+    IncompleteBody { got: u64, expected: u64 },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl From<object::FormatError> for StoreError {
+    fn from(e: object::FormatError) -> Self {
+        match e {
+            object::FormatError::Io { path, source } => StoreError::Io {
+                what: "reading",
+                path,
+                source,
+            },
+            e @ object::FormatError::Corrupt { .. } => StoreError::Corrupt(e.to_string()),
+        }
+    }
+}
+
+/// What the index keeps per object (enough to list; GET and HEAD read the file's metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+}
+
+impl From<&ObjectMeta> for Entry {
+    fn from(m: &ObjectMeta) -> Self {
+        Entry {
+            size: m.size,
+            etag: m.etag.clone(),
+            last_modified_ms: m.last_modified_ms,
+        }
+    }
+}
+
+/// `bucket.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BucketFile {
+    created_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cors: Option<Vec<CorsRule>>,
+}
+
+#[derive(Debug, Default)]
+struct BucketState {
+    file: BucketFile,
+    objects: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    buckets: BTreeMap<String, BucketState>,
+    uploads: HashMap<String, multipart::UploadState>,
+    /// Bytes of all objects and of all parts of uploads in progress.
+    used: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub quota: Quota,
+    pub min_part_size: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            quota: Quota::unlimited(),
+            min_part_size: MIN_PART_SIZE,
+        }
+    }
+}
+
+pub struct Store {
+    layout: Layout,
+    options: StoreOptions,
+    index: Mutex<Index>,
+}
+
+/// A bucket as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+impl Store {
+    /// Opens (or initialises) the data directory: removes leftover temporary files, then reads
+    /// every bucket, object and upload into the index.
+    pub fn open(root: impl Into<PathBuf>, options: StoreOptions) -> Result<Store, StoreError> {
+        let layout = Layout { root: root.into() };
+        let removed = layout::prepare(&layout).map_err(io_err("preparing", &layout.root))?;
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files left by an earlier run");
+        }
+        let mut index = Index::default();
+        let buckets_dir = layout.buckets();
+        for entry in fs::read_dir(&buckets_dir).map_err(io_err("listing", &buckets_dir))? {
+            let entry = entry.map_err(io_err("listing", &buckets_dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if names::check_bucket_name(&name).is_err() {
+                tracing::warn!(name, "ignoring a directory that is not a valid bucket name");
+                continue;
+            }
+            let state = load_bucket(&layout, &name)?;
+            index.used += state.objects.values().map(|e| e.size).sum::<u64>();
+            index.buckets.insert(name, state);
+        }
+        multipart::load_uploads(&layout, &mut index)?;
+        Ok(Store {
+            layout,
+            options,
+            index: Mutex::new(index),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves the index as it was at the panic; the files
+        // are the truth and nothing half-done is visible in them.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes counted against the quota.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    // --- buckets --------------------------------------------------------------------------
+
+    pub fn create_bucket(&self, name: &str) -> Result<(), StoreError> {
+        names::check_bucket_name(name)?;
+        let mut index = self.lock();
+        if index.buckets.contains_key(name) {
+            return Err(StoreError::BucketExists(name.to_owned()));
+        }
+        // Built complete under tmp/, then renamed into place: a bucket exists with its
+        // bucket.json or not at all.
+        let tmp = self.layout.new_tmp();
+        let file = BucketFile {
+            created_ms: now_ms(),
+            cors: None,
+        };
+        let build = || -> io::Result<()> {
+            fs::create_dir(&tmp)?;
+            fs::create_dir(tmp.join("objects"))?;
+            let mut f = File::create(tmp.join("bucket.json"))?;
+            f.write_all(&serde_json::to_vec(&file).map_err(io::Error::other)?)?;
+            f.sync_all()?;
+            layout::fsync_dir(&tmp.join("objects"))?;
+            layout::fsync_dir(&tmp)?;
+            fs::rename(&tmp, self.layout.bucket(name))?;
+            layout::fsync_dir(&self.layout.buckets())
+        };
+        if let Err(e) = build() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(StoreError::Io {
+                what: "creating bucket",
+                path: self.layout.bucket(name),
+                source: e,
+            });
+        }
+        index.buckets.insert(
+            name.to_owned(),
+            BucketState {
+                file,
+                objects: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn head_bucket(&self, name: &str) -> Result<(), StoreError> {
+        match self.lock().buckets.contains_key(name) {
+            true => Ok(()),
+            false => Err(StoreError::NoSuchBucket(name.to_owned())),
+        }
+    }
+
+    pub fn list_buckets(&self) -> Vec<BucketInfo> {
+        self.lock()
+            .buckets
+            .iter()
+            .map(|(name, b)| BucketInfo {
+                name: name.clone(),
+                created_ms: b.file.created_ms,
+            })
+            .collect()
+    }
+
+    /// Deletes an empty bucket (uploads in progress in it are aborted with it).
+    pub fn delete_bucket(&self, name: &str) -> Result<(), StoreError> {
+        let mut index = self.lock();
+        let bucket = index
+            .buckets
+            .get(name)
+            .ok_or_else(|| StoreError::NoSuchBucket(name.to_owned()))?;
+        if !bucket.objects.is_empty() {
+            return Err(StoreError::BucketNotEmpty(name.to_owned()));
+        }
+        let tmp = self.layout.new_tmp();
+        let dir = self.layout.bucket(name);
+        fs::rename(&dir, &tmp).map_err(io_err("removing bucket", &dir))?;
+        layout::fsync_dir(&self.layout.buckets())
+            .map_err(io_err("syncing", &self.layout.buckets()))?;
+        index.buckets.remove(name);
+        let uploads: Vec<String> = index
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.bucket == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in uploads {
+            multipart::drop_upload(&self.layout, &mut index, &id)?;
+        }
+        drop(index);
+        let _ = fs::remove_dir_all(&tmp);
+        Ok(())
+    }
+
+    pub fn get_cors(&self, bucket: &str) -> Result<Vec<CorsRule>, StoreError> {
+        let index = self.lock();
+        let b = index
+            .buckets
+            .get(bucket)
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+        b.file
+            .cors
+            .clone()
+            .ok_or_else(|| StoreError::NoSuchCors(bucket.to_owned()))
+    }
+
+    /// Replaces (`Some`) or deletes (`None`) the bucket's CORS rules.
+    pub fn set_cors(&self, bucket: &str, rules: Option<Vec<CorsRule>>) -> Result<(), StoreError> {
+        if let Some(rules) = &rules {
+            crate::cors::validate(rules).map_err(StoreError::InvalidArgument)?;
+        }
+        let mut index = self.lock();
+        let b = index
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+        let file = BucketFile {
+            created_ms: b.file.created_ms,
+            cors: rules,
+        };
+        let path = self.layout.bucket_meta(bucket);
+        let json = serde_json::to_vec(&file).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        layout::atomic_write(&self.layout.tmp(), &path, &json).map_err(io_err("writing", &path))?;
+        b.file = file;
+        Ok(())
+    }
+
+    // --- objects --------------------------------------------------------------------------
+
+    /// Starts a write of `key` in `bucket`. With a known length the quota is checked before
+    /// any byte is read; either way the writer refuses bytes past the quota.
+    pub fn begin_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        length: Option<u64>,
+        expected: &Expected,
+    ) -> Result<ObjectWriter, StoreError> {
+        names::check_key(key)?;
+        let room = {
+            let index = self.lock();
+            let b = index
+                .buckets
+                .get(bucket)
+                .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+            let freed = b.objects.get(key).map_or(0, |e| e.size);
+            if let Some(len) = length {
+                self.options.quota.check(index.used, freed, len)?;
+            }
+            self.options.quota.room(index.used, freed)
+        };
+        let path = self.layout.new_tmp();
+        ObjectWriter::create(path.clone(), Hasher::new(&expected.algorithms()), room)
+            .map_err(io_err("creating", &path))
+    }
+
+    /// Appends body bytes.
+    pub fn write(&self, w: &mut ObjectWriter, data: &[u8]) -> Result<(), StoreError> {
+        let new_len = w.written + data.len() as u64;
+        if new_len > w.room {
+            let limit = self.options.quota.limit.unwrap_or(u64::MAX);
+            return Err(QuotaExceeded {
+                limit,
+                used: self.used(),
+                needed: new_len,
+            }
+            .into());
+        }
+        if let (Some(out), Some(h)) = (w.out.as_mut(), w.hasher.as_mut()) {
+            h.update(data);
+            out.write_all(data).map_err(io_err("writing", &w.path))?;
+        }
+        w.written = new_len;
+        Ok(())
+    }
+
+    /// Verifies the body against what the client declared (header values, `trailers` that
+    /// came after the body, Content-MD5), then seals the file (metadata, fsync) and renames it
+    /// into place. On any error the temporary file is removed and the old object stays.
+    pub fn commit_put(
+        &self,
+        mut w: ObjectWriter,
+        bucket: &str,
+        key: &str,
+        attrs: Attrs,
+        expected: &Expected,
+        trailers: &[(String, String)],
+    ) -> Result<ObjectMeta, StoreError> {
+        let digests = w
+            .hasher
+            .take()
+            .map(Hasher::finalize)
+            .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+        checksum::verify(expected, trailers, &digests)?;
+        let mut checksums = digests.checksums;
+        // Keep only what the client asked for or sent (all of them were computed for that).
+        checksums
+            .values
+            .retain(|(a, _)| expected.algorithms().contains(a));
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: w.written,
+            etag: hex::encode(digests.md5),
+            last_modified_ms: now_ms(),
+            attrs,
+            checksums,
+            parts: None,
+        };
+        self.seal(&mut w, &meta)?;
+        self.commit_object(w, bucket, meta)
+    }
+
+    /// Writes the metadata trailer and fsyncs the file.
+    fn seal(&self, w: &mut ObjectWriter, meta: &ObjectMeta) -> Result<(), StoreError> {
+        let path = w.path.clone();
+        let mut out = w
+            .out
+            .take()
+            .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+        object::write_trailer(&mut out, meta).map_err(io_err("writing", &path))?;
+        let f = out.into_inner().map_err(|e| StoreError::Io {
+            what: "writing",
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(io_err("syncing", &path))?;
+        Ok(())
+    }
+
+    /// Renames a sealed temporary file over the object's name and updates the index.
+    fn commit_object(
+        &self,
+        mut w: ObjectWriter,
+        bucket: &str,
+        meta: ObjectMeta,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (dir, file) = self.layout.object(bucket, &meta.key);
+        let mut index = self.lock();
+        let used = index.used;
+        let b = index
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+        let freed = b.objects.get(&meta.key).map_or(0, |e| e.size);
+        // Other writes may have committed since begin_put.
+        self.options.quota.check(used, freed, meta.size)?;
+        layout::ensure_dir(&dir).map_err(io_err("creating", &dir))?;
+        fs::rename(&w.path, &file).map_err(io_err("renaming into", &file))?;
+        w.sealed = true;
+        b.objects.insert(meta.key.clone(), Entry::from(&meta));
+        index.used = used - freed + meta.size;
+        drop(index);
+        // The rename is durable once the directory is; only then is the PUT acknowledged.
+        layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        Ok(meta)
+    }
+
+    /// The object's metadata and its file positioned at the data (which is `[0, meta.size)`).
+    pub fn open_object(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, File), StoreError> {
+        let (_, path) = self.layout.object(bucket, key);
+        {
+            let index = self.lock();
+            let b = index
+                .buckets
+                .get(bucket)
+                .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+            if !b.objects.contains_key(key) {
+                return Err(StoreError::NoSuchKey {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                });
+            }
+        }
+        match object::open_meta(&path) {
+            Ok(found) => Ok(found),
+            // deleted between the index check and the open
+            Err(object::FormatError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                Err(StoreError::NoSuchKey {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object; deleting a missing key is not an error (S3 answers 204 either way).
+    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        let (dir, path) = self.layout.object(bucket, key);
+        let mut index = self.lock();
+        let b = index
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+        let Some(entry) = b.objects.get(key).cloned() else {
+            return Ok(false);
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Io {
+                    what: "removing",
+                    path,
+                    source: e,
+                })
+            }
+        }
+        b.objects.remove(key);
+        index.used -= entry.size;
+        drop(index);
+        layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        Ok(true)
+    }
+
+    /// Copies an object (data and checksums) under a new key; `attrs` replaces the source's
+    /// attributes when given (MetadataDirective REPLACE).
+    pub fn copy_object(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+        attrs: Option<Attrs>,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (src_meta, src) = self.open_object(src_bucket, src_key)?;
+        let mut w = self.begin_put(
+            dst_bucket,
+            dst_key,
+            Some(src_meta.size),
+            &Expected::default(),
+        )?;
+        let path = w.path.clone();
+        if let Some(out) = w.out.as_mut() {
+            let copied = io::copy(&mut io::Read::take(src, src_meta.size), out)
+                .map_err(io_err("copying into", &path))?;
+            if copied != src_meta.size {
+                return Err(StoreError::Corrupt(format!(
+                    "{src_bucket}/{src_key}: short read while copying"
+                )));
+            }
+        }
+        w.written = src_meta.size;
+        let meta = ObjectMeta {
+            key: dst_key.to_owned(),
+            size: src_meta.size,
+            etag: src_meta.etag.clone(),
+            last_modified_ms: now_ms(),
+            attrs: attrs.unwrap_or(src_meta.attrs),
+            checksums: src_meta.checksums,
+            parts: src_meta.parts,
+        };
+        self.seal(&mut w, &meta)?;
+        self.commit_object(w, dst_bucket, meta)
+    }
+
+    pub fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let index = self.lock();
+        let b = index
+            .buckets
+            .get(bucket)
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+        Ok(list::list(&b.objects, query))
+    }
+}
+
+fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
+    let meta_path = layout.bucket_meta(name);
+    let json = fs::read(&meta_path).map_err(io_err("reading", &meta_path))?;
+    let file: BucketFile = serde_json::from_slice(&json)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", meta_path.display())))?;
+    let mut objects = BTreeMap::new();
+    let objects_dir = layout.objects(name);
+    for fan in fs::read_dir(&objects_dir).map_err(io_err("listing", &objects_dir))? {
+        let fan = fan.map_err(io_err("listing", &objects_dir))?.path();
+        for f in fs::read_dir(&fan).map_err(io_err("listing", &fan))? {
+            let path = f.map_err(io_err("listing", &fan))?.path();
+            let (meta, _) = object::open_meta(&path)?;
+            if layout.object(name, &meta.key).1 != path {
+                tracing::warn!(path = %path.display(), "ignoring an object file stored under the wrong name");
+                continue;
+            }
+            objects.insert(meta.key.clone(), Entry::from(&meta));
+        }
+    }
+    Ok(BucketState { file, objects })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! One object (or one multipart part) is one file: its data, then its metadata as JSON, then a
+//! 16-byte footer (metadata length as u64 little-endian, magic `LS3OBJ01`).
+//!
+//! Data and metadata are therefore committed by one rename: there is no moment at which an
+//! object's bytes and its ETag, content type, user metadata or checksums disagree. The data
+//! comes first so the body can be streamed to disk in one pass; the metadata (which holds the
+//! digests of that data) is appended when the body has ended and been verified.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::{Checksums, Hasher};
+
+pub const MAGIC: &[u8; 8] = b"LS3OBJ01";
+const FOOTER: u64 = 16;
+/// Metadata larger than this is refused on write and taken as corruption on read.
+pub const MAX_META: u64 = 64 * 1024;
+
+/// The HTTP attributes a client sets on an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `x-amz-meta-*` without the prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+}
+
+/// Everything stored about an object besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Hex MD5 of the data, or `md5-of-md5s-N` for a multipart object; no quotes.
+    pub etag: String,
+    pub last_modified_ms: i64,
+    #[serde(default)]
+    pub attrs: Attrs,
+    #[serde(default)]
+    pub checksums: Checksums,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+}
+
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not an object file ({reason})")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// Appends the metadata and footer after `size` bytes of data.
+pub fn write_trailer(out: &mut impl Write, meta: &ObjectMeta) -> io::Result<()> {
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    if json.len() as u64 > MAX_META {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "object metadata is larger than 64 KiB",
+        ));
+    }
+    out.write_all(&json)?;
+    out.write_all(&(json.len() as u64).to_le_bytes())?;
+    out.write_all(MAGIC)
+}
+
+/// Reads the metadata of an object file; the data is `[0, meta.size)`.
+pub fn read_meta(file: &mut File, path: &Path) -> Result<ObjectMeta, FormatError> {
+    let io_err = |source| FormatError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |reason: String| FormatError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let len = file.metadata().map_err(io_err)?.len();
+    if len < FOOTER {
+        return Err(corrupt(format!("{len} bytes, shorter than the footer")));
+    }
+    let mut footer = [0u8; FOOTER as usize];
+    file.seek(SeekFrom::Start(len - FOOTER)).map_err(io_err)?;
+    file.read_exact(&mut footer).map_err(io_err)?;
+    if &footer[8..] != MAGIC {
+        return Err(corrupt("bad magic".into()));
+    }
+    let meta_len = u64::from_le_bytes(footer[..8].try_into().unwrap_or_default());
+    if meta_len > MAX_META || meta_len > len - FOOTER {
+        return Err(corrupt(format!("metadata length {meta_len} out of range")));
+    }
+    let mut json = vec![0u8; meta_len as usize];
+    file.seek(SeekFrom::Start(len - FOOTER - meta_len))
+        .map_err(io_err)?;
+    file.read_exact(&mut json).map_err(io_err)?;
+    let meta: ObjectMeta =
+        serde_json::from_slice(&json).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    if meta.size != len - FOOTER - meta_len {
+        return Err(corrupt(format!(
+            "metadata says {} data bytes, file holds {}",
+            meta.size,
+            len - FOOTER - meta_len
+        )));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    Ok(meta)
+}
+
+pub fn open_meta(path: &Path) -> Result<(ObjectMeta, File), FormatError> {
+    let mut f = File::open(path).map_err(|source| FormatError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let meta = read_meta(&mut f, path)?;
+    Ok((meta, f))
+}
+
+/// A body being written to a temporary file, hashed on the way. Dropped without being sealed,
+/// it removes its file.
+pub struct ObjectWriter {
+    pub(crate) out: Option<BufWriter<File>>,
+    pub(crate) path: PathBuf,
+    pub(crate) hasher: Option<Hasher>,
+    pub(crate) written: u64,
+    /// Bytes this write may hold before the quota is passed.
+    pub(crate) room: u64,
+    pub(crate) sealed: bool,
+}
+
+impl ObjectWriter {
+    pub(crate) fn create(path: PathBuf, hasher: Hasher, room: u64) -> io::Result<Self> {
+        let f = File::create(&path)?;
+        Ok(ObjectWriter {
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
+            path,
+            hasher: Some(hasher),
+            written: 0,
+            room,
+            sealed: false,
+        })
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl std::fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectWriter")
+            .field("path", &self.path)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if !self.sealed {
+            drop(self.out.take());
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

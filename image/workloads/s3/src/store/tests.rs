@@ -1,0 +1,461 @@
+use super::*;
+use crate::checksum::Algorithm;
+
+fn store(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            quota: Quota::unlimited(),
+            min_part_size: 4,
+        },
+    )
+    .unwrap()
+}
+
+fn put(s: &Store, bucket: &str, key: &str, data: &[u8]) -> Result<ObjectMeta, StoreError> {
+    put_with(s, bucket, key, data, &Expected::default(), &[])
+}
+
+fn put_with(
+    s: &Store,
+    bucket: &str,
+    key: &str,
+    data: &[u8],
+    expected: &Expected,
+    trailers: &[(String, String)],
+) -> Result<ObjectMeta, StoreError> {
+    let mut w = s.begin_put(bucket, key, Some(data.len() as u64), expected)?;
+    for chunk in data.chunks(3) {
+        s.write(&mut w, chunk)?;
+    }
+    let attrs = Attrs {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    s.commit_put(w, bucket, key, attrs, expected, trailers)
+}
+
+fn read(s: &Store, bucket: &str, key: &str) -> Vec<u8> {
+    let (meta, f) = s.open_object(bucket, key).unwrap();
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(f, meta.size), &mut out).unwrap();
+    out
+}
+
+fn tmp_entries(dir: &Path) -> usize {
+    fs::read_dir(dir.join("tmp")).unwrap().count()
+}
+
+#[test]
+fn put_replaces_atomically_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let m1 = put(&s, "data", "k/ey with spaces", b"first version").unwrap();
+    assert_eq!(
+        m1.etag,
+        hex::encode(s3s::crypto::Md5::checksum(b"first version"))
+    );
+    put(&s, "data", "k/ey with spaces", b"second").unwrap();
+    assert_eq!(read(&s, "data", "k/ey with spaces"), b"second");
+    assert_eq!(s.used(), 6);
+    assert_eq!(tmp_entries(dir.path()), 0);
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(read(&s, "data", "k/ey with spaces"), b"second");
+    let (meta, _) = s.open_object("data", "k/ey with spaces").unwrap();
+    assert_eq!(meta.attrs.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(s.used(), 6);
+}
+
+use s3s::crypto::Checksum as _;
+
+#[test]
+fn an_abandoned_write_leaves_the_old_object_and_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    put(&s, "data", "k", b"old").unwrap();
+    let mut w = s
+        .begin_put("data", "k", None, &Expected::default())
+        .unwrap();
+    s.write(&mut w, b"new but never committed").unwrap();
+    assert_eq!(tmp_entries(dir.path()), 1);
+    drop(w); // the client went away
+    assert_eq!(tmp_entries(dir.path()), 0);
+    assert_eq!(read(&s, "data", "k"), b"old");
+}
+
+#[test]
+fn leftover_temp_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store(dir.path()));
+    fs::write(dir.path().join("tmp/half-written"), b"xx").unwrap();
+    fs::create_dir(dir.path().join("tmp/half-bucket")).unwrap();
+    let _s = store(dir.path());
+    assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+#[test]
+fn a_forged_checksum_is_bad_digest_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    put(&s, "data", "k", b"old").unwrap();
+    let mut e = Expected::default();
+    e.add_value(Algorithm::Crc32, "AAAAAA==").unwrap();
+    let err = put_with(&s, "data", "k", b"hello world", &e, &[]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Checksum(ChecksumError::Mismatch(Algorithm::Crc32))
+        ),
+        "{err}"
+    );
+    let mut t = Expected::default();
+    t.add_trailer_names("x-amz-checksum-sha256").unwrap();
+    let forged = [(
+        "x-amz-checksum-sha256".to_owned(),
+        "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzeA=".to_owned(),
+    )];
+    assert!(put_with(&s, "data", "k", b"hello world", &t, &forged).is_err());
+    let err = put_with(&s, "data", "new", b"hello world", &e, &[]).unwrap_err();
+    assert!(matches!(err, StoreError::Checksum(_)));
+    assert_eq!(read(&s, "data", "k"), b"old");
+    assert!(matches!(
+        s.open_object("data", "new"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    assert_eq!(tmp_entries(dir.path()), 0);
+    // the right values are accepted and stored with the object
+    let good = [(
+        "x-amz-checksum-sha256".to_owned(),
+        "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=".to_owned(),
+    )];
+    let m = put_with(&s, "data", "k", b"hello world", &t, &good).unwrap();
+    assert_eq!(
+        m.checksums.get(Algorithm::Sha256),
+        Some("uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=")
+    );
+}
+
+#[test]
+fn quota_refuses_before_and_during_the_body_and_counts_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            quota: Quota::bytes(10),
+            min_part_size: 1,
+        },
+    )
+    .unwrap();
+    s.create_bucket("data").unwrap();
+    put(&s, "data", "a", b"123456").unwrap();
+    // known length: refused before a byte is read
+    let err = s
+        .begin_put("data", "b", Some(5), &Expected::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Quota(_)), "{err}");
+    // unknown length (chunked): refused when the body passes the room
+    let mut w = s
+        .begin_put("data", "b", None, &Expected::default())
+        .unwrap();
+    s.write(&mut w, b"1234").unwrap();
+    assert!(matches!(s.write(&mut w, b"5"), Err(StoreError::Quota(_))));
+    drop(w);
+    // replacing "a" frees its 6 bytes
+    put(&s, "data", "a", b"1234567890").unwrap();
+    assert_eq!(s.used(), 10);
+    assert!(matches!(
+        s.open_object("data", "b"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    s.delete_object("data", "a").unwrap();
+    assert_eq!(s.used(), 0);
+    // parts count too
+    let up = s
+        .create_upload("data", "m", Attrs::default(), None)
+        .unwrap();
+    let mut w = s
+        .begin_part("data", "m", &up.upload_id, 1, Some(8), &Expected::default())
+        .unwrap();
+    s.write(&mut w, b"12345678").unwrap();
+    s.commit_part(w, "data", "m", &up.upload_id, 1, &Expected::default(), &[])
+        .unwrap();
+    assert!(matches!(
+        s.begin_put("data", "x", Some(3), &Expected::default()),
+        Err(StoreError::Quota(_))
+    ));
+    s.abort_upload("data", "m", &up.upload_id).unwrap();
+    assert_eq!(s.used(), 0);
+}
+
+#[test]
+fn buckets_names_existence_and_emptiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    assert!(matches!(
+        s.create_bucket("Bad_Name"),
+        Err(StoreError::Name(NameError::InvalidBucketName { .. }))
+    ));
+    s.create_bucket("photos").unwrap();
+    assert!(matches!(
+        s.create_bucket("photos"),
+        Err(StoreError::BucketExists(_))
+    ));
+    assert!(matches!(
+        s.begin_put("nope", "k", None, &Expected::default()),
+        Err(StoreError::NoSuchBucket(_))
+    ));
+    assert!(matches!(
+        s.begin_put("photos", &"k".repeat(1025), None, &Expected::default()),
+        Err(StoreError::Name(NameError::KeyTooLong { len: 1025 }))
+    ));
+    put(&s, "photos", "a.jpg", b"jpg").unwrap();
+    assert!(matches!(
+        s.delete_bucket("photos"),
+        Err(StoreError::BucketNotEmpty(_))
+    ));
+    assert_eq!(read(&s, "photos", "a.jpg"), b"jpg");
+    assert!(s.delete_object("photos", "a.jpg").unwrap());
+    assert!(!s.delete_object("photos", "a.jpg").unwrap());
+    s.delete_bucket("photos").unwrap();
+    assert!(s.list_buckets().is_empty());
+    drop(s);
+    assert!(store(dir.path()).list_buckets().is_empty());
+}
+
+#[test]
+fn listing_through_the_store_pages_with_delimiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    for k in ["logs/1", "logs/2", "readme", "src/a.rs", "src/b.rs"] {
+        put(&s, "data", k, k.as_bytes()).unwrap();
+    }
+    let q = ListQuery {
+        delimiter: Some("/".into()),
+        max_keys: 2,
+        ..Default::default()
+    };
+    let p = s.list_objects("data", &q).unwrap();
+    assert_eq!(p.common_prefixes, vec!["logs/"]);
+    assert_eq!(
+        p.objects
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        vec!["readme"]
+    );
+    assert!(p.truncated);
+    let q = ListQuery {
+        after: p.next_marker,
+        ..q
+    };
+    let p = s.list_objects("data", &q).unwrap();
+    assert_eq!(p.common_prefixes, vec!["src/"]);
+    assert!(!p.truncated);
+}
+
+fn upload_part(s: &Store, key: &str, id: &str, n: i64, data: &[u8]) -> ObjectMeta {
+    let mut w = s
+        .begin_part(
+            "data",
+            key,
+            id,
+            n,
+            Some(data.len() as u64),
+            &Expected::default(),
+        )
+        .unwrap();
+    s.write(&mut w, data).unwrap();
+    s.commit_part(w, "data", key, id, n, &Expected::default(), &[])
+        .unwrap()
+}
+
+fn part(n: i64, etag: &str) -> CompletePart {
+    CompletePart {
+        part_number: n,
+        etag: Some(format!("\"{etag}\"")),
+        checksums: vec![],
+    }
+}
+
+#[test]
+fn multipart_parts_in_order_missing_parts_and_small_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    put(&s, "data", "big", b"old").unwrap();
+    let up = s
+        .create_upload("data", "big", Attrs::default(), Some(Algorithm::Crc32))
+        .unwrap();
+    let id = up.upload_id.as_str();
+    let p2 = upload_part(&s, "big", id, 2, b"BBBBB");
+    let p1 = upload_part(&s, "big", id, 1, b"AAAAA");
+    let p3 = upload_part(&s, "big", id, 3, b"C");
+    let err = s
+        .complete_upload("data", "big", id, &[part(2, &p2.etag), part(1, &p1.etag)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidPartOrder {
+                part: 1,
+                previous: 2
+            }
+        ),
+        "{err}"
+    );
+    let err = s
+        .complete_upload("data", "big", id, &[part(1, &p1.etag), part(4, "00")])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidPart { part: 4, .. }),
+        "{err}"
+    );
+    let err = s
+        .complete_upload("data", "big", id, &[part(1, &p2.etag)])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidPart { part: 1, .. }),
+        "{err}"
+    );
+    let err = s
+        .complete_upload("data", "big", id, &[part(3, &p3.etag), part(4, "x")])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidPart { .. } | StoreError::EntityTooSmall { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        read(&s, "data", "big"),
+        b"old",
+        "failed completions change nothing"
+    );
+    let (_, parts) = s.list_parts("data", "big", id).unwrap();
+    assert_eq!(
+        parts.iter().map(|p| p.part_number).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(s.list_uploads("data", "").unwrap().len(), 1);
+
+    let m = s
+        .complete_upload("data", "big", id, &[part(1, &p1.etag), part(3, &p3.etag)])
+        .unwrap();
+    assert_eq!(read(&s, "data", "big"), b"AAAAAC");
+    assert!(m.etag.ends_with("-2"), "{}", m.etag);
+    assert!(m
+        .checksums
+        .get(Algorithm::Crc32)
+        .is_some_and(|c| c.ends_with("-2")));
+    assert!(s.list_uploads("data", "").unwrap().is_empty());
+    assert!(matches!(
+        s.list_parts("data", "big", id),
+        Err(StoreError::NoSuchUpload(_))
+    ));
+    assert_eq!(s.used(), 6, "unlisted part 2 is freed with the upload");
+    assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+#[test]
+fn parts_below_the_minimum_size_are_refused_except_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            quota: Quota::unlimited(),
+            min_part_size: 5,
+        },
+    )
+    .unwrap();
+    s.create_bucket("data").unwrap();
+    let up = s
+        .create_upload("data", "k", Attrs::default(), None)
+        .unwrap();
+    let id = up.upload_id.as_str();
+    let p1 = upload_part(&s, "k", id, 1, b"1234");
+    let p2 = upload_part(&s, "k", id, 2, b"x");
+    let err = s
+        .complete_upload("data", "k", id, &[part(1, &p1.etag), part(2, &p2.etag)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::EntityTooSmall {
+                part: 1,
+                size: 4,
+                min: 5
+            }
+        ),
+        "{err}"
+    );
+    s.complete_upload("data", "k", id, &[part(1, &p1.etag)])
+        .unwrap();
+    assert_eq!(read(&s, "data", "k"), b"1234");
+}
+
+#[test]
+fn uploads_survive_a_reopen_and_bad_upload_ids_are_no_such_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let up = s
+        .create_upload("data", "k", Attrs::default(), None)
+        .unwrap();
+    let p1 = upload_part(&s, "k", &up.upload_id, 1, b"abc");
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(s.used(), 3);
+    for bad in ["../../buckets", "0123", &up.upload_id.to_uppercase()] {
+        assert!(
+            matches!(
+                s.abort_upload("data", "k", bad),
+                Err(StoreError::NoSuchUpload(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        s.abort_upload("data", "other", &up.upload_id),
+        Err(StoreError::NoSuchUpload(_))
+    ));
+    s.complete_upload("data", "k", &up.upload_id, &[part(1, &p1.etag)])
+        .unwrap();
+    assert_eq!(read(&s, "data", "k"), b"abc");
+}
+
+#[test]
+fn copy_and_cors_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("src").unwrap();
+    s.create_bucket("dst").unwrap();
+    let m = put(&s, "src", "a", b"payload").unwrap();
+    let c = s.copy_object("src", "a", "dst", "b", None).unwrap();
+    assert_eq!(c.etag, m.etag);
+    assert_eq!(read(&s, "dst", "b"), b"payload");
+    assert!(matches!(
+        s.copy_object("src", "missing", "dst", "c", None),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    assert!(matches!(s.get_cors("src"), Err(StoreError::NoSuchCors(_))));
+    let rule = CorsRule {
+        id: None,
+        allowed_origins: vec!["*".into()],
+        allowed_methods: vec!["PUT".into()],
+        allowed_headers: vec!["*".into()],
+        expose_headers: vec![],
+        max_age_seconds: None,
+    };
+    s.set_cors("src", Some(vec![rule.clone()])).unwrap();
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(s.get_cors("src").unwrap(), vec![rule]);
+    s.set_cors("src", None).unwrap();
+    assert!(matches!(s.get_cors("src"), Err(StoreError::NoSuchCors(_))));
+}
