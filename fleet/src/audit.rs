@@ -33,11 +33,18 @@ pub enum Action {
     /// A workload's generated credentials were shown to someone.
     CredentialsRevealed,
     NodeRevoked,
+    /// A node was cordoned (takes no new work).
+    NodeCordoned,
+    NodeUncordoned,
+    /// A node's drain was asked for (its movable workloads move elsewhere).
+    NodeDrainStarted,
+    /// A node's decommission was asked for (drain, then revocation).
+    NodeDecommissionStarted,
     ProvisioningTokenCreated,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 17] = [
         Action::AccountCreated,
         Action::AccountChanged,
         Action::PasswordChanged,
@@ -50,6 +57,10 @@ impl Action {
         Action::WorkloadDeleted,
         Action::CredentialsRevealed,
         Action::NodeRevoked,
+        Action::NodeCordoned,
+        Action::NodeUncordoned,
+        Action::NodeDrainStarted,
+        Action::NodeDecommissionStarted,
         Action::ProvisioningTokenCreated,
     ];
 
@@ -67,6 +78,10 @@ impl Action {
             Action::WorkloadDeleted => "workload.deleted",
             Action::CredentialsRevealed => "credentials.revealed",
             Action::NodeRevoked => "node.revoked",
+            Action::NodeCordoned => "node.cordoned",
+            Action::NodeUncordoned => "node.uncordoned",
+            Action::NodeDrainStarted => "node.drain_started",
+            Action::NodeDecommissionStarted => "node.decommission_started",
             Action::ProvisioningTokenCreated => "provisioning_token.created",
         }
     }

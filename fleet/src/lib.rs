@@ -15,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod gateway;
 pub mod ingest;
+pub mod lifecycle;
 pub mod link;
 pub mod metrics;
 pub mod scheduler;

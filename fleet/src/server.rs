@@ -34,6 +34,8 @@ pub struct FleetConfig {
     pub broker: Option<ExternalBroker>,
     /// Who may create accounts.
     pub signup: crate::accounts::SignupPolicy,
+    /// How long a node may be offline before its stateless workloads are rescheduled.
+    pub node_lost_grace: Duration,
 }
 
 impl FleetConfig {
@@ -48,6 +50,7 @@ impl FleetConfig {
             heartbeat_secs: 10,
             broker: None,
             signup: Default::default(),
+            node_lost_grace: crate::lifecycle::DEFAULT_GRACE,
         }
     }
 }
@@ -182,7 +185,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         link: link_cfg,
         node_urls: broker_urls,
     } = setup;
-    link::start(
+    let link = link::start(
         link_cfg,
         store.clone(),
         ingest.clone(),
@@ -208,6 +211,12 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         login_limits: Default::default(),
         signup: cfg.signup,
     });
+    // Cordon/drain/decommission and node loss (a restarted fleet resumes from the store).
+    tokio::spawn(crate::lifecycle::run(
+        state.clone(),
+        cfg.node_lost_grace,
+        Some(link),
+    ));
     let rustls_cfg =
         axum_server::tls_rustls::RustlsConfig::from_config(crate::tls::server_config(&tls)?);
     let handle = axum_server::Handle::new();

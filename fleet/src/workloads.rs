@@ -206,12 +206,13 @@ pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
     })
 }
 
-/// The scheduler's view of the fleet's nodes, with what placed workloads reserve.
+/// The scheduler's view of the fleet's nodes, with what placed workloads reserve (a workload
+/// being moved reserves on both nodes). Nodes not `active` are cordoned.
 pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
     let mut reserved: BTreeMap<&str, Resources> = BTreeMap::new();
     for w in placed {
-        if let Some(n) = w.node_id.as_deref() {
-            let r = reserved.entry(n).or_default();
+        for n in w.node_id.iter().chain(w.moving_to.iter()) {
+            let r = reserved.entry(n.as_str()).or_default();
             r.cpu_millis += w.cpu_millis;
             r.memory_bytes += w.memory_bytes;
             r.disk_bytes += w.disk_bytes;
@@ -236,7 +237,7 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
                 id: n.id.clone(),
                 provider: n.owner.clone().unwrap_or_else(|| n.id.clone()),
                 online: n.online,
-                cordoned: false,
+                cordoned: n.lifecycle != crate::lifecycle::NodeLifecycle::Active.as_str(),
                 arch,
                 region: String::new(),
                 labels: BTreeMap::new(),
@@ -268,6 +269,72 @@ pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
     store.set_target(node, &json).await
 }
 
+/// Asks the scheduler for a node with room for `needs`, never one of `avoid`. The error says
+/// why none fits (the short resource, or the rules that turned nodes away).
+pub fn place(
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    needs: Resources,
+    avoid: &[String],
+) -> Result<(String, f64), String> {
+    let request = Request {
+        needs,
+        class: Class::AlwaysOn,
+        arch: None,
+        region: None,
+        labels: BTreeMap::new(),
+        storage_class: None,
+        avoid_nodes: avoid.to_vec(),
+        avoid_providers: vec![],
+    };
+    let decision = scheduler::place(&node_views(nodes, placed), &request);
+    match decision.node {
+        Some(node) => Ok((node, decision.score)),
+        None => Err(match decision.short_resource() {
+            Some(Reason::Cpu) => "not enough CPU on any node".to_string(),
+            Some(Reason::Memory) => "not enough memory on any node".to_string(),
+            Some(Reason::Disk) => "not enough disk on any node".to_string(),
+            _ if nodes.is_empty() => "no nodes have registered".to_string(),
+            _ => {
+                let why: Vec<String> = decision
+                    .rejected
+                    .iter()
+                    .map(|(r, n)| {
+                        format!(
+                            "{n} {}",
+                            serde_json::to_value(r)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                format!("no node can take it (rejected: {})", why.join(", "))
+            }
+        }),
+    }
+}
+
+/// How a kind's workload gets off a node that is drained or lost: the hook stateful kinds
+/// (S3, PostgreSQL: their own issues) fill with a restore from backup or a replica promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relocation {
+    /// Stateless: start it on another node (a fresh copy; nothing to carry over).
+    Restart,
+    /// Cannot move (yet): why.
+    NotMovable(String),
+}
+
+/// The relocation of a workload of `kind`.
+pub fn relocation(kind: &str) -> Relocation {
+    match kind {
+        "container" => Relocation::Restart,
+        other => Relocation::NotMovable(format!(
+            "kind {other:?} keeps state on its node; its restore or replica promotion is not built yet"
+        )),
+    }
+}
+
 /// Deploys a workload for `account`: checked, placed, stored, sent.
 pub async fn deploy(
     store: &Store,
@@ -284,34 +351,17 @@ pub async fn deploy(
     }
     let nodes = store.nodes().await?;
     let placed = store.workloads(None).await?;
-    let request = Request {
-        needs: Resources {
-            cpu_millis: u64::from(plan.cpu_millis),
-            memory_bytes: plan.memory_bytes,
-            disk_bytes: 0,
-        },
-        class: Class::AlwaysOn,
-        arch: None,
-        region: None,
-        labels: BTreeMap::new(),
-        storage_class: None,
-        avoid_nodes: vec![],
-        avoid_providers: vec![],
+    let needs = Resources {
+        cpu_millis: u64::from(plan.cpu_millis),
+        memory_bytes: plan.memory_bytes,
+        disk_bytes: 0,
     };
-    let decision = scheduler::place(&node_views(&nodes, &placed), &request);
-    let Some(node) = decision.node.clone() else {
-        let why = match decision.short_resource() {
-            Some(Reason::Cpu) => "not enough CPU on any node".to_string(),
-            Some(Reason::Memory) => "not enough memory on any node".to_string(),
-            Some(Reason::Disk) => "not enough disk on any node".to_string(),
-            _ if nodes.is_empty() => "no nodes have registered".to_string(),
-            _ => format!("no node can take it (rejected: {:?})", decision.rejected),
-        };
-        return Err(FrameError::NoCapacity(format!(
+    let (node, score) = place(&nodes, &placed, needs, &[]).map_err(|why| {
+        FrameError::NoCapacity(format!(
             "cannot place {:?} (plan {}): {why}",
             req.name, plan.name
-        )));
-    };
+        ))
+    })?;
     let row = WorkloadRow {
         id: format!("w-{}", hex::encode(rand::random::<[u8; 8]>())),
         account_id: account.to_string(),
@@ -321,13 +371,14 @@ pub async fn deploy(
         settings: serde_json::to_string(&settings)
             .map_err(|e| FrameError::Invalid(e.to_string()))?,
         node_id: Some(node.clone()),
+        moving_to: None,
         cpu_millis: u64::from(plan.cpu_millis),
         memory_bytes: plan.memory_bytes,
         disk_bytes: 0,
         created_ms: now_ms,
         updated_ms: now_ms,
     };
-    let detail = format!("placed on {node} (score {:.1})", decision.score);
+    let detail = format!("placed on {node} (score {score:.1})");
     if !store.insert_workload(&row, &detail).await? {
         return Err(FrameError::Exists(format!(
             "a workload named {:?} exists already",
@@ -362,6 +413,8 @@ pub struct WorkloadView {
     /// Why, when degraded or failed.
     pub reason: Option<String>,
     pub node: Option<String>,
+    /// A move in progress (drain): the node it is starting on; `node` serves until it runs.
+    pub moving_to: Option<String>,
     pub image: String,
     pub port: Option<u16>,
     pub restarts: u32,
@@ -369,13 +422,20 @@ pub struct WorkloadView {
     pub events: Vec<WorkloadEvent>,
 }
 
-/// The lifecycle state of a workload from its placement and its node's last report.
+/// The lifecycle state of a workload from its placement and its node's last report. On a
+/// node that is offline (or revoked) it is `degraded` with the node's reason, unless it had
+/// failed already.
 pub fn lifecycle(w: &WorkloadRow, node: Option<&NodeRow>) -> (&'static str, Option<String>, u32) {
     let Some(node) = node else {
         return ("pending", None, 0);
     };
+    let offline =
+        (!node.online).then(|| format!("node {} offline: {}", node.id, node.offline_reason));
     let statuses: Vec<WorkloadStatus> = serde_json::from_str(&node.workloads).unwrap_or_default();
     let Some(st) = statuses.into_iter().find(|s| s.id == w.id) else {
+        if let Some(why) = offline {
+            return ("degraded", Some(why), 0);
+        }
         return ("scheduled", None, 0);
     };
     let (state, reason) = match st.state {
@@ -390,12 +450,8 @@ pub fn lifecycle(w: &WorkloadRow, node: Option<&NodeRow>) -> (&'static str, Opti
         }
         WorkloadState::Failed { reason } => ("failed", Some(reason)),
     };
-    if !node.online && state == "running" {
-        return (
-            "degraded",
-            Some(format!("node offline: {}", node.offline_reason)),
-            st.restarts,
-        );
+    if let Some(why) = offline.filter(|_| state != "failed") {
+        return ("degraded", Some(why), st.restarts);
     }
     (state, reason, st.restarts)
 }
@@ -415,6 +471,7 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
         state: state.to_string(),
         reason,
         node: w.node_id.clone(),
+        moving_to: w.moving_to.clone(),
         image: s.image,
         port: s.port,
         restarts,
@@ -486,6 +543,7 @@ mod tests {
             plan: p.name.into(),
             settings: serde_json::to_string(&s).unwrap(),
             node_id: Some("n-1".into()),
+            moving_to: None,
             cpu_millis: 250,
             memory_bytes: 256 << 20,
             disk_bytes: 0,

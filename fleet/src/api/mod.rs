@@ -7,6 +7,7 @@ mod accounts;
 mod api_tokens;
 mod audit;
 mod error;
+mod node_lifecycle;
 mod nodes;
 mod ops;
 pub mod principal;
@@ -55,6 +56,8 @@ pub struct AppState {
     paths(
         register::register,
         nodes::list, nodes::show, nodes::revoke,
+        node_lifecycle::cordon, node_lifecycle::uncordon, node_lifecycle::drain,
+        node_lifecycle::decommission, node_lifecycle::show,
         tokens::create, tokens::list,
         ops::healthz, ops::metrics,
         accounts::signup, accounts::login, accounts::me, accounts::list, accounts::change,
@@ -72,6 +75,7 @@ pub struct AppState {
         accounts::ChangePassword,
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
         crate::workloads::DeployRequest, crate::workloads::WorkloadView, crate::store::WorkloadEvent,
+        crate::lifecycle::NodeLifecycleView, crate::lifecycle::NodeWorkload,
     )),
     modifiers(&SecurityAddon),
 )]
@@ -106,6 +110,17 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::show))
         .route("/api/v1/nodes/{id}/revoke", post(nodes::revoke))
+        .route("/api/v1/nodes/{id}/cordon", post(node_lifecycle::cordon))
+        .route(
+            "/api/v1/nodes/{id}/uncordon",
+            post(node_lifecycle::uncordon),
+        )
+        .route("/api/v1/nodes/{id}/drain", post(node_lifecycle::drain))
+        .route(
+            "/api/v1/nodes/{id}/decommission",
+            post(node_lifecycle::decommission),
+        )
+        .route("/api/v1/nodes/{id}/lifecycle", get(node_lifecycle::show))
         .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
         .route(
             "/api/v1/accounts",

@@ -8,7 +8,7 @@ use axum::Json;
 use std::sync::Arc;
 
 /// 403 for consumers; the owner a provider is limited to; `None` for operators.
-fn node_scope(p: &Principal) -> Result<Option<&str>, ApiError> {
+pub(super) fn node_scope(p: &Principal) -> Result<Option<&str>, ApiError> {
     match p.role {
         Role::Operator => Ok(None),
         Role::Provider => Ok(Some(p.account_id.as_str())),

@@ -259,6 +259,11 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/nodes",
         "/api/v1/nodes/{id}",
         "/api/v1/nodes/{id}/revoke",
+        "/api/v1/nodes/{id}/cordon",
+        "/api/v1/nodes/{id}/uncordon",
+        "/api/v1/nodes/{id}/drain",
+        "/api/v1/nodes/{id}/decommission",
+        "/api/v1/nodes/{id}/lifecycle",
         "/api/v1/tokens",
         "/api/v1/accounts",
         "/api/v1/accounts/{id}",
@@ -426,4 +431,5 @@ async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
 }
 
 mod accounts;
+mod node_lifecycle;
 mod workloads;

@@ -5,6 +5,7 @@ mod client;
 pub mod config;
 mod deploy;
 mod image;
+mod node_lifecycle;
 mod show;
 mod up;
 
@@ -65,6 +66,11 @@ pub struct ServeArgs {
     /// Who may create accounts: `open` (anyone, as consumer or provider) or `operators`.
     #[arg(long, value_enum, default_value = "open")]
     pub signup: crate::accounts::SignupPolicy,
+    /// Seconds a node may stay offline before its stateless workloads are rescheduled on
+    /// other nodes.
+    #[arg(long, default_value_t = crate::lifecycle::DEFAULT_GRACE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub node_lost_grace_secs: u64,
     #[command(flatten)]
     pub gateway: crate::gateway::GatewayArgs,
 }
@@ -179,6 +185,29 @@ pub enum NodeCmd {
     },
     /// Revokes a node.
     Revoke { id: String },
+    /// Cordons a node: no new work is placed on it; what runs keeps running.
+    Cordon { id: String },
+    /// Uncordons a node: it takes new work again (stops a drain or decommission).
+    Uncordon { id: String },
+    /// Drains a node: cordons it and moves its movable workloads to other nodes (each new copy
+    /// runs before the old one is removed); waits, then lists what could not move and why.
+    Drain {
+        id: String,
+        /// Seconds to wait for the moves (0: do not wait).
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decommissions a node: drains it, then revokes it once nothing is left on it.
+    Decommission {
+        id: String,
+        /// Seconds to wait for the drain and the revocation (0: do not wait).
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl ServeArgs {
@@ -205,6 +234,7 @@ impl ServeArgs {
         }
         cfg.heartbeat_secs = self.heartbeat_secs;
         cfg.signup = self.signup;
+        cfg.node_lost_grace = std::time::Duration::from_secs(self.node_lost_grace_secs);
         Ok(cfg)
     }
 }

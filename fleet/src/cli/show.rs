@@ -82,12 +82,11 @@ pub async fn nodes(json: bool) -> anyhow::Result<()> {
             .ok()
             .and_then(|v| v["hostname"].as_str().map(str::to_string))
             .unwrap_or_default();
-        let state = if n.revoked {
-            "revoked"
-        } else if n.online {
-            "online"
-        } else {
-            "offline"
+        let state = match (n.revoked, n.online, n.lifecycle.as_str()) {
+            (true, _, _) => "revoked".to_string(),
+            (false, true, "active") => "online".to_string(),
+            (false, false, "active") => "offline".to_string(),
+            (false, on, other) => format!("{}/{other}", if on { "online" } else { "offline" }),
         };
         println!(
             "{:<36} {:<8} {:<16} {:<10} {:<9} {}",
@@ -124,6 +123,7 @@ pub async fn node(cmd: NodeCmd) -> anyhow::Result<()> {
                 if !n.online {
                     println!("reason:     {}", n.offline_reason);
                 }
+                println!("lifecycle:  {}", n.lifecycle);
                 println!("owner:      {}", n.owner.as_deref().unwrap_or("-"));
                 println!("firmware:   {}", n.firmware_version);
                 println!("last seen:  {}", ago(n.last_seen_ms));
@@ -144,6 +144,7 @@ pub async fn node(cmd: NodeCmd) -> anyhow::Result<()> {
                 .await?;
             println!("revoked {}", n.id);
         }
+        other => super::node_lifecycle::run(&c, other).await?,
     }
     Ok(())
 }

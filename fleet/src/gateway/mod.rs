@@ -238,7 +238,14 @@ impl Gateway {
                 target: n.target.clone(),
             })
             .collect();
-        let table = RouteTable::build(&self.args.apps_domain, &targets);
+        let placed: HashMap<String, String> = self
+            .store
+            .workloads(None)
+            .await?
+            .into_iter()
+            .filter_map(|w| Some((w.id, w.node_id?)))
+            .collect();
+        let table = RouteTable::build_placed(&self.args.apps_domain, &targets, &placed);
         let changed = *read(&self.routes).as_ref() != table;
         if changed {
             for p in &table.problems {

@@ -46,6 +46,17 @@ impl RouteTable {
     /// routes. When two workloads share a name, the one on the node with the smaller id keeps
     /// the host (until accounts put the tenant in the name) and the clash is reported.
     pub fn build(apps_domain: &str, nodes: &[NodeTargets]) -> RouteTable {
+        Self::build_placed(apps_domain, nodes, &HashMap::new())
+    }
+
+    /// Like [`RouteTable::build`], where a workload in two nodes' targets (while it moves, or
+    /// after a fleet stopped halfway through rescheduling it) is routed to the node it is
+    /// placed on (`placed`: workload id → node id). Still only nodes whose target holds it.
+    pub fn build_placed(
+        apps_domain: &str,
+        nodes: &[NodeTargets],
+        placed: &HashMap<String, String>,
+    ) -> RouteTable {
         let mut table = RouteTable::default();
         let mut nodes: Vec<&NodeTargets> = nodes.iter().filter(|n| !n.revoked).collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -71,7 +82,13 @@ impl RouteTable {
                     port,
                 };
                 let host = format!("{}.{domain}", w.name.to_ascii_lowercase());
+                let preferred = placed.get(&w.id) == Some(&node.id);
                 match table.http.get(&host) {
+                    Some(existing) if existing.workload == w.id => {
+                        if preferred {
+                            table.http.insert(host, route(first));
+                        }
+                    }
                     Some(existing) => table.problems.push(format!(
                         "host {host}: workload {} on node {} keeps it; {} on node {} is not routed",
                         existing.workload, existing.node, w.id, node.id
@@ -81,10 +98,14 @@ impl RouteTable {
                     }
                 }
                 for &p in &w.ports {
-                    table
-                        .tcp
-                        .entry((w.id.clone(), p))
-                        .or_insert_with(|| route(p));
+                    if preferred {
+                        table.tcp.insert((w.id.clone(), p), route(p));
+                    } else {
+                        table
+                            .tcp
+                            .entry((w.id.clone(), p))
+                            .or_insert_with(|| route(p));
+                    }
                 }
             }
         }
@@ -200,6 +221,35 @@ mod tests {
         );
         assert_eq!(t.http("web.apps.example").unwrap().node, "n-a");
         assert_eq!(t.problems.len(), 1);
+    }
+
+    #[test]
+    fn a_workload_in_two_targets_is_routed_to_where_it_is_placed() {
+        // While it moves from n-b to n-a (or after a fleet stopped halfway), both targets hold
+        // it: traffic goes to the node the store places it on, on every port, with no clash.
+        let both = [
+            node(
+                "n-a",
+                false,
+                serde_json::json!([w("w-1", "web", &[80, 81])]),
+            ),
+            node(
+                "n-b",
+                false,
+                serde_json::json!([w("w-1", "web", &[80, 81])]),
+            ),
+        ];
+        for placed_on in ["n-a", "n-b"] {
+            let placed = HashMap::from([("w-1".to_string(), placed_on.to_string())]);
+            let t = RouteTable::build_placed("apps.example", &both, &placed);
+            assert_eq!(t.http("web.apps.example").unwrap().node, placed_on);
+            assert!(t.tcp_routes().all(|r| r.node == placed_on));
+            assert!(t.problems.is_empty(), "{:?}", t.problems);
+        }
+        // A node whose target does not hold it never gets it, wherever the store says it is.
+        let placed = HashMap::from([("w-1".to_string(), "n-c".to_string())]);
+        let t = RouteTable::build_placed("apps.example", &both[1..], &placed);
+        assert_eq!(t.http("web.apps.example").unwrap().node, "n-b");
     }
 
     #[test]

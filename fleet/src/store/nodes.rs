@@ -44,6 +44,9 @@ pub struct NodeRow {
     pub target: String,
     /// JSON text of the workloads' actual states, from the latest applied status.
     pub workloads: String,
+    /// `active`, `cordoned`, `draining`, `decommissioning` or `decommissioned`
+    /// ([`crate::lifecycle::NodeLifecycle`]); only active nodes take new work.
+    pub lifecycle: String,
 }
 
 fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
@@ -67,6 +70,7 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         target_revision: from_db(r.try_get("target_revision")?),
         target: r.try_get("target")?,
         workloads: r.try_get("workloads")?,
+        lifecycle: r.try_get("lifecycle")?,
     })
 }
 
@@ -152,6 +156,16 @@ impl Store {
         .bind(id)
         .execute(self.pool())
         .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Sets a node's lifecycle state; false when there is no such node.
+    pub async fn set_node_lifecycle(&self, id: &str, lifecycle: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE nodes SET lifecycle = $1 WHERE id = $2")
+            .bind(lifecycle)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -17,6 +17,9 @@ pub struct WorkloadRow {
     #[serde(skip)]
     pub settings: String,
     pub node_id: Option<String>,
+    /// A move in progress to this node (drain): the workload is in both nodes' targets until
+    /// it runs here, then `node_id` becomes this.
+    pub moving_to: Option<String>,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
@@ -41,6 +44,7 @@ fn row(r: &AnyRow) -> Result<WorkloadRow, sqlx::Error> {
         plan: r.try_get("plan")?,
         settings: r.try_get("settings")?,
         node_id: r.try_get("node_id")?,
+        moving_to: r.try_get("moving_to")?,
         cpu_millis: from_db(r.try_get("cpu_millis")?),
         memory_bytes: from_db(r.try_get("memory_bytes")?),
         disk_bytes: from_db(r.try_get("disk_bytes")?),
@@ -118,12 +122,13 @@ impl Store {
         Ok(r.as_ref().map(row).transpose()?)
     }
 
-    /// Every workload placed on `node`.
+    /// Every workload in `node`'s target: placed on it, or moving to it.
     pub async fn workloads_on(&self, node: &str) -> Result<Vec<WorkloadRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM workloads WHERE node_id = $1 ORDER BY id")
-            .bind(node)
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM workloads WHERE node_id = $1 OR moving_to = $1 ORDER BY id")
+                .bind(node)
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
     }
 
@@ -176,6 +181,59 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+
+    /// Compare-and-set on a workload's placement, with an event, in one transaction: applies
+    /// `change` only while the workload is where the caller saw it (`node_id = from` and
+    /// `moving_to` as given), so two fleet processes (or a restarted one) never move it twice.
+    /// `Ok(false)`: it was changed or deleted meanwhile; nothing was written.
+    pub async fn move_workload(
+        &self,
+        id: &str,
+        seen: (&str, Option<&str>),
+        change: Placement<'_>,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
+        let (from, seen_moving) = seen;
+        let (node, moving) = match change {
+            Placement::StartMove { to } => (from, Some(to)),
+            Placement::FinishMove { to } => (to, None),
+            Placement::CancelMove => (from, None),
+            Placement::Reschedule { to } => (to, None),
+        };
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query(
+            "UPDATE workloads SET node_id = $1, moving_to = $2, updated_ms = $3 \
+             WHERE id = $4 AND node_id = $5 AND COALESCE(moving_to, '') = $6",
+        )
+        .bind(node)
+        .bind(moving)
+        .bind(to_db(at_ms))
+        .bind(id)
+        .bind(from)
+        .bind(seen_moving.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, id, at_ms, event.0, event.1).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// How [`Store::move_workload`] changes a placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement<'a> {
+    /// Also run it on `to` (drain: the old copy serves until the new one runs).
+    StartMove { to: &'a str },
+    /// It runs on `to`: place it there, off the old node.
+    FinishMove { to: &'a str },
+    /// Give up the move in progress; it stays where it is.
+    CancelMove,
+    /// Place it on `to` at once (its node is lost).
+    Reschedule { to: &'a str },
 }
 
 async fn insert_event(

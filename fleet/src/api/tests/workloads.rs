@@ -14,6 +14,7 @@ async fn stored(s: &Arc<AppState>, account: &str, name: &str) -> WorkloadRow {
         plan: "small".into(),
         settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
         node_id: None,
+        moving_to: None,
         cpu_millis: 250,
         memory_bytes: 256 << 20,
         disk_bytes: 0,

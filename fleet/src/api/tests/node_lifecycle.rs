@@ -1,0 +1,186 @@
+//! Node lifecycle routes: scoped like the other node routes (a provider acts on its own nodes,
+//! another provider gets 404, a consumer 403), audited, and a drain lists what cannot move.
+
+use super::accounts::account;
+use super::*;
+use crate::store::WorkloadRow;
+use serde_json::json;
+
+const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A node owned by `owner`, registered through the API; returns its id.
+async fn node_of(s: &Arc<AppState>, owner: &str) -> String {
+    let t = new_token(s, &json!({ "owner": owner }).to_string()).await;
+    let p = lattice_wire::register::Provisioning::parse(&t.provisioning).unwrap();
+    let (st, v) = register(
+        s,
+        &p.token,
+        &IdentityKey::generate(),
+        &EncryptionKey::generate(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let nodes = s.store.nodes().await.unwrap();
+    nodes.last().unwrap().id.clone()
+}
+
+#[tokio::test]
+async fn lifecycle_routes_are_scoped_to_the_nodes_owner_and_audited() {
+    let s = state().await;
+    let (pa, ta) = account(&s, "pa@x.org", "provider").await;
+    let (_, tb) = account(&s, "pb@x.org", "provider").await;
+    let (_, tc) = account(&s, "c@x.org", "consumer").await;
+    let id = node_of(&s, &pa).await;
+    for op in ["cordon", "uncordon", "drain", "decommission"] {
+        let uri = format!("/api/v1/nodes/{id}/{op}");
+        assert_eq!(
+            call(&s, "POST", &uri, Some(&tb), None).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(&s, "POST", &uri, Some(&tc), None).await.0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            call(&s, "POST", &uri, None, None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let uri = format!("/api/v1/nodes/{id}/lifecycle");
+    assert_eq!(
+        call(&s, "GET", &uri, Some(&tb), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/nodes/{id}/cordon"),
+        Some(&ta),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["lifecycle"].as_str()),
+        (StatusCode::OK, Some("cordoned")),
+        "{v}"
+    );
+    assert_eq!(
+        s.store.node(&id).await.unwrap().unwrap().lifecycle,
+        "cordoned"
+    );
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/nodes/{id}/uncordon"),
+        Some(OP),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["lifecycle"].as_str()),
+        (StatusCode::OK, Some("active")),
+        "{v}"
+    );
+
+    let (_, audit) = call(
+        &s,
+        "GET",
+        "/api/v1/audit?action=node.cordoned",
+        Some(OP),
+        None,
+    )
+    .await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert!(
+        entries.iter().any(|e| e["actor"] == pa.as_str()
+            && e["target"] == id.as_str()
+            && e["detail"] == "active -> cordoned"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_waits_for_it() {
+    let s = state().await;
+    let id = node_of(&s, "someone").await;
+    // A kind that keeps state on its node (the storage/database issues fill its hook).
+    let w = WorkloadRow {
+        id: "w-db".into(),
+        account_id: "acct".into(),
+        name: "db".into(),
+        kind: "postgres".into(),
+        plan: "small".into(),
+        settings: "{}".into(),
+        node_id: Some(id.clone()),
+        moving_to: None,
+        cpu_millis: 250,
+        memory_bytes: 256 << 20,
+        disk_bytes: 0,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    assert!(s.store.insert_workload(&w, "test").await.unwrap());
+
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/nodes/{id}/decommission"),
+        Some(OP),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["lifecycle"], "decommissioning");
+    assert_eq!(v["workloads"][0]["name"], "db");
+    assert_eq!(v["workloads"][0]["status"], "blocked");
+    assert!(
+        v["workloads"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not movable"),
+        "{v}"
+    );
+    // Rounds of the background task leave it there, say why once, and keep the node.
+    for _ in 0..3 {
+        crate::lifecycle::round(&s, GRACE, lattice_wire::now_ms(), &mut Default::default())
+            .await
+            .unwrap();
+    }
+    let events = s.store.workload_events("w-db").await.unwrap();
+    let not_movable: Vec<_> = events.iter().filter(|e| e.kind == "not_movable").collect();
+    assert_eq!(not_movable.len(), 1, "{events:?}");
+    assert!(
+        not_movable[0].detail.contains("kind \"postgres\""),
+        "{events:?}"
+    );
+    let node = s.store.node(&id).await.unwrap().unwrap();
+    assert!(
+        !node.revoked && node.lifecycle == "decommissioning",
+        "{node:?}"
+    );
+
+    // Once it is gone, the next round revokes the node for good.
+    s.store.delete_workload("w-db").await.unwrap();
+    crate::lifecycle::round(&s, GRACE, lattice_wire::now_ms(), &mut Default::default())
+        .await
+        .unwrap();
+    let node = s.store.node(&id).await.unwrap().unwrap();
+    assert!(
+        node.revoked && node.lifecycle == "decommissioned",
+        "{node:?}"
+    );
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/nodes/{id}/uncordon"),
+        Some(OP),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("decommissioned"),
+        "{v}"
+    );
+}

@@ -1,0 +1,642 @@
+//! Nodes' lifecycle and node loss (issue 5, item 5).
+//!
+//! Operators, and providers for their own nodes, **cordon** a node (it takes no new work; what
+//! runs keeps running), **uncordon** it, **drain** it (cordon, then move every movable workload
+//! to another node, each new copy running before the old one is removed) or **decommission** it
+//! (drain, then revoke it once nothing is left on it). A node offline (or revoked) past the
+//! grace period is **lost**: its stateless workloads are placed on other nodes at once, and
+//! their routes follow (the gateway's route table is built from the targets).
+//!
+//! One background task ([`run`]) does the work from what the store says, one [`round`] a
+//! second, so a restarted fleet carries on where the last one stopped: every change of a
+//! placement is a compare-and-set with its event in one transaction
+//! ([`Store::move_workload`]), and the targets are rebuilt from the placements when the task
+//! starts ([`reconcile_targets`]). What cannot move says why, once, as a workload event.
+
+use crate::api::AppState;
+use crate::audit::{self, Action};
+use crate::link::Link;
+use crate::scheduler::Resources;
+use crate::store::{NodeRow, Placement, Store, StoreError, WorkloadRow};
+use crate::workloads::{self, Relocation};
+use lattice_wire::msg::WorkloadSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default grace period before an offline node's workloads are rescheduled.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// After a move, the old node keeps the workload this long before its target drops it: the
+/// gateway (which re-reads the routes every second) has switched to the new copy by then.
+pub const ROUTE_SWITCH: Duration = Duration::from_secs(3);
+
+/// What a round changed: targets to send now, and old nodes to retarget after
+/// [`ROUTE_SWITCH`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub retargeted: Vec<String>,
+    pub retarget_later: Vec<String>,
+}
+
+/// Where a node is in its life, as stored in `nodes.lifecycle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeLifecycle {
+    /// Takes new work.
+    Active,
+    /// Takes no new work; what runs stays.
+    Cordoned,
+    /// Cordoned, and its movable workloads are moving to other nodes.
+    Draining,
+    /// Draining; revoked once nothing is left on it.
+    Decommissioning,
+    /// Revoked and out of placement for good.
+    Decommissioned,
+}
+
+impl NodeLifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeLifecycle::Active => "active",
+            NodeLifecycle::Cordoned => "cordoned",
+            NodeLifecycle::Draining => "draining",
+            NodeLifecycle::Decommissioning => "decommissioning",
+            NodeLifecycle::Decommissioned => "decommissioned",
+        }
+    }
+
+    /// The stored text; anything unknown is taken as cordoned (no new work on a node whose
+    /// state is not understood).
+    pub fn parse(s: &str) -> NodeLifecycle {
+        match s {
+            "active" => NodeLifecycle::Active,
+            "draining" => NodeLifecycle::Draining,
+            "decommissioning" => NodeLifecycle::Decommissioning,
+            "decommissioned" => NodeLifecycle::Decommissioned,
+            _ => NodeLifecycle::Cordoned,
+        }
+    }
+
+    fn drains(self) -> bool {
+        matches!(
+            self,
+            NodeLifecycle::Draining | NodeLifecycle::Decommissioning
+        )
+    }
+}
+
+impl std::fmt::Display for NodeLifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an operator or provider asks of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Cordon,
+    Uncordon,
+    Drain,
+    Decommission,
+}
+
+impl Op {
+    pub fn audit_action(self) -> Action {
+        match self {
+            Op::Cordon => Action::NodeCordoned,
+            Op::Uncordon => Action::NodeUncordoned,
+            Op::Drain => Action::NodeDrainStarted,
+            Op::Decommission => Action::NodeDecommissionStarted,
+        }
+    }
+}
+
+/// The state `op` takes a node to. Every op is idempotent; a revoked node can no longer be
+/// changed. Uncordon also stops a drain or decommission (moves already started finish).
+pub fn transition(from: NodeLifecycle, revoked: bool, op: Op) -> Result<NodeLifecycle, String> {
+    use NodeLifecycle::*;
+    if from == Decommissioned {
+        return Err("the node was decommissioned (revoked); register a new node instead".into());
+    }
+    if revoked {
+        return Err("the node is revoked; it takes no work and cannot be changed".into());
+    }
+    Ok(match (op, from) {
+        (Op::Cordon, Active) => Cordoned,
+        (Op::Cordon, other) => other,
+        (Op::Uncordon, _) => Active,
+        (Op::Drain, Decommissioning) => Decommissioning,
+        (Op::Drain, _) => Draining,
+        (Op::Decommission, _) => Decommissioning,
+    })
+}
+
+/// A workload still on a node, as `GET /api/v1/nodes/{id}/lifecycle` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeWorkload {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    /// `staying` (the node is not draining), `moving` (a new copy is starting elsewhere),
+    /// `waiting` (not moved yet) or `blocked` (cannot move: see `detail`).
+    pub status: String,
+    pub detail: String,
+}
+
+/// A node's lifecycle and what is still on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeLifecycleView {
+    pub node: String,
+    /// `active`, `cordoned`, `draining`, `decommissioning` or `decommissioned`.
+    pub lifecycle: String,
+    pub online: bool,
+    pub revoked: bool,
+    /// Workloads placed on the node.
+    pub workloads: Vec<NodeWorkload>,
+}
+
+impl NodeLifecycleView {
+    /// Nothing is moving or waiting to move: a drain is as done as it can be (what is left is
+    /// blocked, with the reason).
+    pub fn settled(&self) -> bool {
+        self.workloads
+            .iter()
+            .all(|w| w.status == "blocked" || w.status == "staying")
+    }
+}
+
+/// The view of `node`.
+pub async fn view(store: &Store, node: &NodeRow) -> Result<NodeLifecycleView, StoreError> {
+    let state = NodeLifecycle::parse(&node.lifecycle);
+    let mut out = Vec::new();
+    for w in store
+        .workloads_on(&node.id)
+        .await?
+        .into_iter()
+        .filter(|w| w.node_id.as_deref() == Some(&node.id))
+    {
+        let (status, detail) = if let Some(to) = &w.moving_to {
+            ("moving", format!("starting on {to}; runs here until then"))
+        } else if let Relocation::NotMovable(why) = workloads::relocation(&w.kind) {
+            if state.drains() {
+                ("blocked", format!("not movable: {why}"))
+            } else {
+                ("staying", String::new())
+            }
+        } else if !state.drains() {
+            ("staying", String::new())
+        } else {
+            match store.workload_events(&w.id).await?.last() {
+                Some(e) if e.kind == "cannot_move" => ("blocked", e.detail.clone()),
+                _ => ("waiting", String::new()),
+            }
+        };
+        out.push(NodeWorkload {
+            id: w.id,
+            name: w.name,
+            kind: w.kind,
+            status: status.into(),
+            detail,
+        });
+    }
+    Ok(NodeLifecycleView {
+        node: node.id.clone(),
+        lifecycle: state.as_str().into(),
+        online: node.online,
+        revoked: node.revoked,
+        workloads: out,
+    })
+}
+
+/// Fault injection for the tests: `LATTICE_FAILPOINT=NAME` makes the process exit at the point
+/// named, as a crash would (nothing after it runs).
+fn failpoint(name: &str) {
+    if std::env::var("LATTICE_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached: exiting");
+        std::process::exit(86);
+    }
+}
+
+fn needs(w: &WorkloadRow) -> Resources {
+    Resources {
+        cpu_millis: w.cpu_millis,
+        memory_bytes: w.memory_bytes,
+        disk_bytes: w.disk_bytes,
+    }
+}
+
+/// Appends an event unless the workload's last event is the same (blocked work is retried
+/// every round; its reason is recorded once, and again when it changes).
+async fn event_once(
+    store: &Store,
+    w: &WorkloadRow,
+    now: u64,
+    kind: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let last = store.workload_events(&w.id).await?.pop();
+    if last.is_some_and(|e| e.kind == kind && e.detail == detail) {
+        return Ok(());
+    }
+    tracing::info!(workload = %w.id, name = %w.name, kind, detail, "workload event");
+    store.workload_event(&w.id, now, kind, detail).await
+}
+
+/// Rebuilds every node's target from the placements where they differ, for nodes that hold or
+/// held fleet workloads (targets set by hand, as some tests do, are left alone). Run at start:
+/// a fleet that stopped between a placement change and the targets it implies finishes here.
+pub async fn reconcile_targets(store: &Store) -> Result<Vec<String>, StoreError> {
+    let nodes = store.nodes().await?;
+    let placed = store.workloads(None).await?;
+    let known: HashSet<&str> = placed.iter().map(|w| w.id.as_str()).collect();
+    let mut changed = Vec::new();
+    for n in nodes.iter().filter(|n| !n.revoked) {
+        let mine: Vec<&WorkloadRow> = placed
+            .iter()
+            .filter(|w| {
+                w.node_id.as_deref() == Some(&n.id) || w.moving_to.as_deref() == Some(&n.id)
+            })
+            .collect();
+        let stored: Vec<WorkloadSpec> = serde_json::from_str(&n.target).unwrap_or_default();
+        if mine.is_empty() && !stored.iter().any(|s| known.contains(s.id.as_str())) {
+            continue;
+        }
+        let mut mine = mine;
+        mine.sort_by(|a, b| a.id.cmp(&b.id));
+        let specs = mine
+            .into_iter()
+            .map(workloads::spec)
+            .collect::<Result<Vec<_>, _>>()?;
+        let json = serde_json::to_string(&specs)
+            .map_err(|e| StoreError::Corrupt(format!("target of {}: {e}", n.id)))?;
+        if json != n.target {
+            store.set_target(&n.id, &json).await?;
+            changed.push(n.id.clone());
+        }
+    }
+    Ok(changed)
+}
+
+/// Starts moves off a draining node for every workload placed on it that is not moving yet.
+async fn drain_node(
+    store: &Store,
+    node: &NodeRow,
+    nodes: &[NodeRow],
+    placed: &mut [WorkloadRow],
+    now: u64,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for i in 0..placed.len() {
+        let w = placed[i].clone();
+        if w.node_id.as_deref() != Some(&node.id) || w.moving_to.is_some() {
+            continue;
+        }
+        let state = NodeLifecycle::parse(&node.lifecycle);
+        match workloads::relocation(&w.kind) {
+            Relocation::NotMovable(why) => {
+                let detail = format!("node {} is {state}; not movable: {why}", node.id);
+                event_once(store, &w, now, "not_movable", &detail).await?;
+            }
+            Relocation::Restart => {
+                match workloads::place(nodes, placed, needs(&w), std::slice::from_ref(&node.id)) {
+                    Ok((to, _)) => {
+                        let detail = format!(
+                            "to {to}: node {} is {state}; it serves on {} until it runs on {to}",
+                            node.id, node.id
+                        );
+                        if store
+                            .move_workload(
+                                &w.id,
+                                (&node.id, None),
+                                Placement::StartMove { to: &to },
+                                now,
+                                ("moving", &detail),
+                            )
+                            .await?
+                        {
+                            tracing::info!(workload = %w.id, from = %node.id, %to, "moving");
+                            placed[i].moving_to = Some(to.clone());
+                            workloads::retarget(store, &to).await?;
+                            changes.retargeted.push(to);
+                        }
+                    }
+                    Err(why) => {
+                        let detail = format!("node {} is {state}; cannot move: {why}", node.id);
+                        event_once(store, &w, now, "cannot_move", &detail).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Places the workloads of a lost node on other nodes at once (nothing runs there to wait for).
+async fn relocate_lost(
+    store: &Store,
+    node: &NodeRow,
+    nodes: &[NodeRow],
+    placed: &mut [WorkloadRow],
+    grace: Duration,
+    now: u64,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let why = if node.revoked {
+        format!("node {} lost: revoked", node.id)
+    } else {
+        format!(
+            "node {} lost: offline ({}) for more than the {} s grace period",
+            node.id,
+            node.offline_reason,
+            grace.as_secs()
+        )
+    };
+    for i in 0..placed.len() {
+        let w = placed[i].clone();
+        if w.node_id.as_deref() != Some(&node.id) || w.moving_to.is_some() {
+            continue;
+        }
+        match workloads::relocation(&w.kind) {
+            Relocation::NotMovable(r) => {
+                event_once(
+                    store,
+                    &w,
+                    now,
+                    "not_movable",
+                    &format!("{why}; not movable: {r}"),
+                )
+                .await?;
+            }
+            Relocation::Restart => match workloads::place(nodes, placed, needs(&w), &[]) {
+                Ok((to, _)) => {
+                    let detail = format!("from {} to {to}: {why}", node.id);
+                    if store
+                        .move_workload(
+                            &w.id,
+                            (&node.id, None),
+                            Placement::Reschedule { to: &to },
+                            now,
+                            ("rescheduled", &detail),
+                        )
+                        .await?
+                    {
+                        tracing::warn!(workload = %w.id, from = %node.id, %to, "rescheduled off a lost node");
+                        placed[i].node_id = Some(to.clone());
+                        failpoint("reschedule-committed");
+                        workloads::retarget(store, &to).await?;
+                        workloads::retarget(store, &node.id).await?;
+                        changes.retargeted.extend([to, node.id.clone()]);
+                    }
+                }
+                Err(e) => {
+                    let detail = format!("{why}; cannot reschedule: {e}");
+                    event_once(store, &w, now, "cannot_reschedule", &detail).await?;
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Finishes (the new copy runs) or gives up (it failed, or its node went away) each move in
+/// progress.
+async fn settle_moves(
+    store: &Store,
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    now: u64,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    for w in placed {
+        let (Some(from), Some(to)) = (&w.node_id, &w.moving_to) else {
+            continue;
+        };
+        let dest = nodes.iter().find(|n| &n.id == to);
+        let (state, reason, _) = workloads::lifecycle(w, dest);
+        let outcome = match dest {
+            None => Some(("move_failed", format!("node {to} is gone; stays on {from}"))),
+            Some(d) if d.revoked => Some((
+                "move_failed",
+                format!("node {to} was revoked; stays on {from}"),
+            )),
+            _ if state == "running" => None,
+            _ if state == "failed" || state == "degraded" => Some((
+                "move_failed",
+                format!(
+                    "on {to}: {}; stays on {from}",
+                    reason.unwrap_or_else(|| state.to_string())
+                ),
+            )),
+            _ => continue,
+        };
+        match outcome {
+            None => {
+                let detail = format!("running on {to}; removed from {from}");
+                let seen = (from.as_str(), Some(to.as_str()));
+                if store
+                    .move_workload(
+                        &w.id,
+                        seen,
+                        Placement::FinishMove { to },
+                        now,
+                        ("moved", &detail),
+                    )
+                    .await?
+                {
+                    tracing::info!(workload = %w.id, %from, %to, "moved");
+                    changes.retarget_later.push(from.clone());
+                }
+            }
+            Some((kind, detail)) => {
+                let seen = (from.as_str(), Some(to.as_str()));
+                if store
+                    .move_workload(&w.id, seen, Placement::CancelMove, now, (kind, &detail))
+                    .await?
+                {
+                    tracing::warn!(workload = %w.id, %from, %to, %detail, "move given up");
+                    workloads::retarget(store, to).await?;
+                    changes.retargeted.push(to.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Revokes a decommissioning node once nothing is placed on it or moving off it.
+async fn finish_decommission(s: &AppState, node: &NodeRow) -> Result<(), StoreError> {
+    s.store.revoke_node(&node.id).await?;
+    s.store
+        .set_node_lifecycle(&node.id, NodeLifecycle::Decommissioned.as_str())
+        .await?;
+    audit::record(
+        &s.store,
+        "fleet",
+        Action::NodeRevoked,
+        &node.id,
+        "decommissioned: drained",
+    )
+    .await?;
+    s.ingest.forget(&node.id);
+    if let Err(e) = s.accounts.revoke_node(&node.id).await {
+        // Every fleet start disables the accounts of revoked nodes again.
+        tracing::error!(node = %node.id, error = %e, "decommissioned node revoked in the store, not on the broker");
+    }
+    tracing::info!(node = %node.id, "node decommissioned");
+    Ok(())
+}
+
+/// Drains one node now (the API calls this so its answer already shows the moves).
+pub async fn drain_now(s: &AppState, node_id: &str, now: u64) -> Result<(), StoreError> {
+    let nodes = s.store.nodes().await?;
+    let Some(node) = nodes.iter().find(|n| n.id == node_id) else {
+        return Ok(());
+    };
+    let mut placed = s.store.workloads(None).await?;
+    drain_node(
+        &s.store,
+        node,
+        &nodes,
+        &mut placed,
+        now,
+        &mut Changes::default(),
+    )
+    .await
+}
+
+/// One pass: settle moves, drain draining nodes, finish decommissions, relocate lost nodes'
+/// workloads.
+pub async fn round(
+    s: &AppState,
+    grace: Duration,
+    now: u64,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let nodes = s.store.nodes().await?;
+    let placed = s.store.workloads(None).await?;
+    settle_moves(&s.store, &nodes, &placed, now, changes).await?;
+
+    let mut placed = s.store.workloads(None).await?;
+    let grace_ms = grace.as_millis() as u64;
+    for n in &nodes {
+        let state = NodeLifecycle::parse(&n.lifecycle);
+        let lost = n.revoked
+            || (!n.online && n.last_seen_ms.max(n.registered_ms).saturating_add(grace_ms) <= now);
+        if lost {
+            relocate_lost(&s.store, n, &nodes, &mut placed, grace, now, changes).await?;
+        } else if state.drains() {
+            drain_node(&s.store, n, &nodes, &mut placed, now, changes).await?;
+        }
+        let empty = !placed
+            .iter()
+            .any(|w| w.node_id.as_deref() == Some(&n.id) || w.moving_to.as_deref() == Some(&n.id));
+        if state == NodeLifecycle::Decommissioning && empty {
+            finish_decommission(s, n).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends the nodes their new targets now (when a link is given) rather than at the link's next
+/// re-send.
+async fn send(s: &AppState, link: Option<&Link>, ids: &[String]) {
+    let Some(link) = link else { return };
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        match s.store.node(&id).await {
+            Ok(Some(n)) if n.online && !n.revoked => link.send_target(&n).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = %id, error = %e, "cannot read node to send its target"),
+        }
+    }
+}
+
+/// The background task: reconciles targets once, then runs a [`round`] every second and
+/// sends the targets it changed through `link`.
+pub async fn run(state: Arc<AppState>, grace: Duration, link: Option<Link>) {
+    match reconcile_targets(&state.store).await {
+        Ok(changed) if !changed.is_empty() => {
+            tracing::info!(nodes = ?changed, "targets rebuilt from the placements")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot reconcile targets"),
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut later: Vec<(tokio::time::Instant, String)> = Vec::new();
+    loop {
+        tick.tick().await;
+        let mut changes = Changes::default();
+        if let Err(e) = round(&state, grace, lattice_wire::now_ms(), &mut changes).await {
+            tracing::warn!(error = %e, "node lifecycle round failed");
+        }
+        let now = tokio::time::Instant::now();
+        later.extend(
+            changes
+                .retarget_later
+                .drain(..)
+                .map(|n| (now + ROUTE_SWITCH, n)),
+        );
+        let (due, wait): (Vec<_>, Vec<_>) = later.drain(..).partition(|(at, _)| *at <= now);
+        later = wait;
+        for (_, node) in due {
+            match workloads::retarget(&state.store, &node).await {
+                Ok(_) => changes.retargeted.push(node),
+                // A later start rebuilds it (reconcile_targets); try again next round.
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cannot retarget");
+                    later.push((now, node));
+                }
+            }
+        }
+        send(&state, link.as_ref(), &changes.retargeted).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NodeLifecycle::*;
+
+    #[test]
+    fn transitions_are_idempotent_and_a_revoked_node_cannot_change() {
+        assert_eq!(transition(Active, false, Op::Cordon), Ok(Cordoned));
+        assert_eq!(transition(Cordoned, false, Op::Cordon), Ok(Cordoned));
+        assert_eq!(transition(Draining, false, Op::Cordon), Ok(Draining));
+        assert_eq!(transition(Cordoned, false, Op::Uncordon), Ok(Active));
+        assert_eq!(transition(Draining, false, Op::Uncordon), Ok(Active));
+        assert_eq!(transition(Active, false, Op::Drain), Ok(Draining));
+        assert_eq!(
+            transition(Decommissioning, false, Op::Drain),
+            Ok(Decommissioning)
+        );
+        assert_eq!(
+            transition(Draining, false, Op::Decommission),
+            Ok(Decommissioning)
+        );
+        let e = transition(Decommissioned, true, Op::Uncordon).unwrap_err();
+        assert!(e.contains("decommissioned"), "{e}");
+        let e = transition(Active, true, Op::Drain).unwrap_err();
+        assert!(e.contains("revoked"), "{e}");
+    }
+
+    #[test]
+    fn unknown_stored_states_take_no_new_work() {
+        for s in [Active, Cordoned, Draining, Decommissioning, Decommissioned] {
+            assert_eq!(NodeLifecycle::parse(s.as_str()), s);
+        }
+        assert_eq!(NodeLifecycle::parse("paused?"), Cordoned);
+    }
+
+    #[test]
+    fn containers_move_and_other_kinds_say_why_not() {
+        assert_eq!(workloads::relocation("container"), Relocation::Restart);
+        let Relocation::NotMovable(why) = workloads::relocation("postgres") else {
+            panic!("a stateful kind must not be restarted empty elsewhere");
+        };
+        assert!(why.contains("postgres"), "{why}");
+    }
+}
