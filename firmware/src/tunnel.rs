@@ -7,11 +7,16 @@
 //! container, at its address on the workload's bridge network as the engine reports it for a
 //! container labelled with this node's id. Nothing else is reachable through the tunnel: no
 //! host port, no other address, no other node's container.
+//!
+//! The gateway may also ask for a workload's logs ([`WorkloadLogs`]): only for a workload of
+//! the current target, only from the container labelled as this node's, read from the engine's
+//! bounded json-file logs (`max-size` × `max-file`, set at create).
 
 use crate::agent::{AgentStore, TARGET_FILE};
 use crate::runtime::{object_name, LABEL_NODE, LABEL_WORKLOAD};
 use bollard::query_parameters::InspectContainerOptions;
-use lattice_tunnel::{policy, Dialer, Open, Reply};
+use futures_util::StreamExt;
+use lattice_tunnel::{policy, Dialer, LogReader, LogsOpen, Open, Reply};
 use lattice_wire::msg::WorkloadSpec;
 use std::future::Future;
 use std::net::IpAddr;
@@ -119,6 +124,15 @@ pub trait BridgeAddresses: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Option<IpAddr>, String>> + Send + 'a>>;
 }
 
+/// A workload container's logs, read from the engine.
+pub trait WorkloadLogs: Send + Sync + 'static {
+    /// The logs as asked; `Ok(None)` if the workload has no container on this node.
+    fn logs<'a>(
+        &'a self,
+        logs: &'a LogsOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<LogReader>, String>> + Send + 'a>>;
+}
+
 /// The node's current target as the agent last stored it; re-read when the file changes.
 pub struct TargetFile {
     store: AgentStore,
@@ -163,7 +177,24 @@ pub struct NodeDialer<B> {
     pub connect_timeout: Duration,
 }
 
-impl<B: BridgeAddresses> Dialer for NodeDialer<B> {
+impl<B: BridgeAddresses + WorkloadLogs> Dialer for NodeDialer<B> {
+    fn logs(
+        &self,
+        logs: LogsOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<LogReader, Reply>> + Send + '_>> {
+        Box::pin(async move {
+            policy::check_logs(&self.target.workloads(), &logs)?;
+            match self.bridge.logs(&logs).await {
+                Ok(Some(reader)) => Ok(reader),
+                Ok(None) => Err(Reply::NotRunning),
+                Err(e) => {
+                    tracing::warn!(workload = %logs.workload, error = %e, "cannot read the workload's logs");
+                    Err(Reply::Unavailable)
+                }
+            }
+        })
+    }
+
     fn dial(
         &self,
         open: Open,
@@ -209,34 +240,104 @@ impl DockerBridge {
     }
 }
 
+impl DockerBridge {
+    /// The workload's container, if there is one and it carries this node's and the
+    /// workload's labels (anything else under that name is an error, never used).
+    async fn own_container(
+        &self,
+        workload: &str,
+    ) -> Result<Option<(String, bollard::models::ContainerInspectResponse)>, String> {
+        let name = object_name(&self.node_id, workload);
+        let info = match self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(format!("inspecting {name}: {e}")),
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        if labels.get(LABEL_NODE).map(String::as_str) != Some(self.node_id.as_str())
+            || labels.get(LABEL_WORKLOAD).map(String::as_str) != Some(workload)
+        {
+            return Err(format!("{name} is not labelled as this node's {workload}"));
+        }
+        Ok(Some((name, info)))
+    }
+}
+
+/// Bytes of log output buffered between the engine and the tunnel stream.
+const LOG_BUFFER: usize = 64 * 1024;
+
+impl WorkloadLogs for DockerBridge {
+    fn logs<'a>(
+        &'a self,
+        logs: &'a LogsOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<LogReader>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some((name, info)) = self.own_container(&logs.workload).await? else {
+                return Ok(None);
+            };
+            let id = info.id.unwrap_or(name);
+            let options = bollard::query_parameters::LogsOptions {
+                follow: logs.follow,
+                stdout: true,
+                stderr: true,
+                timestamps: logs.timestamps,
+                tail: if logs.tail == lattice_tunnel::proto::TAIL_ALL {
+                    "all".to_owned()
+                } else {
+                    logs.tail.to_string()
+                },
+                ..Default::default()
+            };
+            let mut stream = self.docker.logs(&id, Some(options));
+            // The engine's stream is pumped into a pipe; when the tunnel stream ends the pipe's
+            // reader is dropped, the next write fails and the engine's request is dropped too.
+            let (mut writer, reader) = tokio::io::duplex(LOG_BUFFER);
+            let workload = logs.workload.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(out) => {
+                            if writer.write_all(&out.into_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(%workload, error = %e, "the engine's log stream ended");
+                            let _ = writer
+                                .write_all(
+                                    format!("\n[latticed: the log stream ended: {e}]\n").as_bytes(),
+                                )
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+            Ok(Some(Box::pin(reader) as LogReader))
+        })
+    }
+}
+
 impl BridgeAddresses for DockerBridge {
     fn address<'a>(
         &'a self,
         workload: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Option<IpAddr>, String>> + Send + 'a>> {
         Box::pin(async move {
-            let name = object_name(&self.node_id, workload);
-            let info = match self
-                .docker
-                .inspect_container(&name, None::<InspectContainerOptions>)
-                .await
-            {
-                Ok(info) => info,
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => return Ok(None),
-                Err(e) => return Err(format!("inspecting {name}: {e}")),
+            let Some((name, info)) = self.own_container(workload).await? else {
+                return Ok(None);
             };
-            let labels = info
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default();
-            if labels.get(LABEL_NODE).map(String::as_str) != Some(self.node_id.as_str())
-                || labels.get(LABEL_WORKLOAD).map(String::as_str) != Some(workload)
-            {
-                return Err(format!("{name} is not labelled as this node's {workload}"));
-            }
             if info.state.as_ref().and_then(|s| s.running) != Some(true) {
                 return Ok(None);
             }
@@ -264,6 +365,20 @@ mod tests {
     use lattice_wire::msg::Target;
 
     struct Fixed(Option<IpAddr>);
+
+    impl WorkloadLogs for Fixed {
+        fn logs<'a>(
+            &'a self,
+            logs: &'a LogsOpen,
+        ) -> Pin<Box<dyn Future<Output = Result<Option<LogReader>, String>> + Send + 'a>> {
+            let text = format!("logs of {}\n", logs.workload);
+            Box::pin(async move {
+                Ok(Some(
+                    Box::pin(std::io::Cursor::new(text.into_bytes())) as LogReader
+                ))
+            })
+        }
+    }
 
     impl BridgeAddresses for Fixed {
         fn address<'a>(
@@ -327,6 +442,42 @@ mod tests {
         assert_eq!(
             dialer.dial(open("w-web", port)).await.err(),
             Some(Reply::PortNotDeclared)
+        );
+    }
+
+    #[tokio::test]
+    async fn logs_only_of_workloads_in_the_current_target() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dialer = NodeDialer {
+            target: TargetFile::new(dir.path().to_path_buf()),
+            bridge: Fixed(None),
+            connect_timeout: Duration::from_secs(2),
+        };
+        let logs = |id: &str| LogsOpen {
+            workload: id.into(),
+            follow: false,
+            timestamps: false,
+            tail: 10,
+        };
+        assert_eq!(
+            dialer.logs(logs("w-web")).await.err(),
+            Some(Reply::UnknownWorkload)
+        );
+        target(dir.path(), &[80]);
+        // A stopped workload's logs are still there for its owner.
+        let mut text = String::new();
+        dialer
+            .logs(logs("w-web"))
+            .await
+            .unwrap()
+            .read_to_string(&mut text)
+            .await
+            .unwrap();
+        assert_eq!(text, "logs of w-web\n");
+        assert_eq!(
+            dialer.logs(logs("w-db")).await.err(),
+            Some(Reply::UnknownWorkload)
         );
     }
 

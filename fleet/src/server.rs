@@ -210,6 +210,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         accounts,
         login_limits: Default::default(),
         signup: cfg.signup,
+        tunnels: Default::default(),
     });
     // Cordon/drain/decommission and node loss (a restarted fleet resumes from the store).
     tokio::spawn(crate::lifecycle::run(

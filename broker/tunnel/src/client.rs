@@ -2,7 +2,7 @@
 //! accepts the streams the gateway opens, and connects each one only where the node's
 //! [`Dialer`] agrees (a workload of its current target, a declared port).
 
-use crate::proto::{self, Decoded, Open, Reply};
+use crate::proto::{self, Decoded, LogsOpen, Open, Reply, Request};
 use crate::stream::{transport, TunnelStream};
 use lattice_wire::{IdentityKey, IdentityPublic};
 use std::future::Future;
@@ -14,12 +14,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+/// A workload's log output as the node reads it from its container engine.
+pub type LogReader = Pin<Box<dyn AsyncRead + Send>>;
+
 /// Connects an accepted stream to a workload, or says why not.
 pub trait Dialer: Send + Sync + 'static {
     fn dial(
         &self,
         open: Open,
     ) -> Pin<Box<dyn Future<Output = Result<TcpStream, Reply>> + Send + '_>>;
+
+    /// The workload's logs, as asked. A dialer that keeps no logs refuses with `Unavailable`.
+    fn logs(
+        &self,
+        logs: LogsOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<LogReader, Reply>> + Send + '_>> {
+        let _ = logs;
+        Box::pin(async { Err(Reply::Unavailable) })
+    }
 }
 
 /// Where the tunnel is, as seen by tests and the daemon's logs.
@@ -197,10 +209,10 @@ async fn serve(
 async fn handle(mut stream: TunnelStream, dialer: &dyn Dialer, header_timeout: Duration) {
     let header = tokio::time::timeout(
         header_timeout,
-        read_header(&mut stream, proto::MAX_OPEN_LEN, proto::decode_open),
+        read_header(&mut stream, proto::MAX_REQUEST_LEN, proto::decode_request),
     )
     .await;
-    let (open, extra) = match header {
+    let (request, extra) = match header {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "tunnel stream with a bad open header");
@@ -211,6 +223,10 @@ async fn handle(mut stream: TunnelStream, dialer: &dyn Dialer, header_timeout: D
             return;
         }
         Err(_) => return,
+    };
+    let open = match request {
+        Request::Connect(open) => open,
+        Request::Logs(logs) => return send_logs(stream, dialer, logs).await,
     };
     let mut tcp = match dialer.dial(open.clone()).await {
         Ok(tcp) => tcp,
@@ -236,6 +252,44 @@ async fn handle(mut stream: TunnelStream, dialer: &dyn Dialer, header_timeout: D
         tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tcp, 64 * 1024, 64 * 1024).await
     {
         tracing::debug!(workload = %open.workload, error = %e, "tunnel stream ended with an error");
+    }
+}
+
+/// Sends a workload's logs down the stream until they end (the stream is then finished) or
+/// the gateway goes away (it drops its end: a follow stops at once, not at the next line).
+async fn send_logs(mut stream: TunnelStream, dialer: &dyn Dialer, logs: LogsOpen) {
+    let mut reader = match dialer.logs(logs.clone()).await {
+        Ok(r) => r,
+        Err(reply) => {
+            tracing::info!(workload = %logs.workload, %reply, "logs request refused");
+            let _ = stream.write_all(&proto::encode_reply(reply)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    if stream
+        .write_all(&proto::encode_reply(Reply::Ok))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let TunnelStream {
+        mut send, mut recv, ..
+    } = stream;
+    let gone = async {
+        let mut buf = [0u8; 64];
+        // The gateway sends nothing after its header; EOF or a reset means it stopped reading.
+        while matches!(recv.read(&mut buf).await, Ok(Some(_))) {}
+    };
+    tokio::select! {
+        r = tokio::io::copy(&mut reader, &mut send) => {
+            match r {
+                Ok(_) => { let _ = send.finish(); }
+                Err(e) => tracing::debug!(workload = %logs.workload, error = %e, "logs stream ended with an error"),
+            }
+        }
+        _ = gone => tracing::debug!(workload = %logs.workload, "the gateway stopped reading logs"),
     }
 }
 

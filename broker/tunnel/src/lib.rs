@@ -23,7 +23,7 @@ pub mod server;
 pub mod stream;
 pub mod tls;
 
-pub use client::{ClientHandle, ClientOptions, Dialer, TunnelState};
-pub use proto::{Open, Reply};
+pub use client::{ClientHandle, ClientOptions, Dialer, LogReader, TunnelState};
+pub use proto::{LogsOpen, Open, Reply};
 pub use server::{Authorizer, OpenError, ServerOptions, TunnelServer};
 pub use stream::TunnelStream;

@@ -3,7 +3,7 @@
 //! Where that workload's container actually is (its bridge address) is the dialer's business;
 //! the gateway never names an address.
 
-use crate::proto::{Open, Reply};
+use crate::proto::{LogsOpen, Open, Reply};
 use lattice_wire::msg::WorkloadSpec;
 
 /// Ok if `open` names a workload of `target` and one of its declared ports; else the refusal.
@@ -16,6 +16,16 @@ pub fn check_open(target: &[WorkloadSpec], open: &Open) -> Result<(), Reply> {
         return Err(Reply::PortNotDeclared);
     }
     Ok(())
+}
+
+/// Ok if `logs` names a workload of `target` (a stopped or crashed one included: its logs
+/// are what its owner needs most); else the refusal.
+pub fn check_logs(target: &[WorkloadSpec], logs: &LogsOpen) -> Result<(), Reply> {
+    if target.iter().any(|w| w.id == logs.workload) {
+        Ok(())
+    } else {
+        Err(Reply::UnknownWorkload)
+    }
 }
 
 #[cfg(test)]
@@ -59,5 +69,22 @@ mod tests {
             check_open(&[], &open("w-web", 80)),
             Err(Reply::UnknownWorkload)
         );
+    }
+
+    #[test]
+    fn logs_only_of_placed_workloads() {
+        let target = [spec("w-web", &[80])];
+        let logs = |id: &str| LogsOpen {
+            workload: id.into(),
+            follow: false,
+            timestamps: false,
+            tail: 10,
+        };
+        assert_eq!(check_logs(&target, &logs("w-web")), Ok(()));
+        assert_eq!(
+            check_logs(&target, &logs("w-other")),
+            Err(Reply::UnknownWorkload)
+        );
+        assert_eq!(check_logs(&[], &logs("w-web")), Err(Reply::UnknownWorkload));
     }
 }

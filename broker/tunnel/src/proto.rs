@@ -3,11 +3,16 @@
 //!
 //! ```text
 //! Open  (gateway → node)  "LTO" version:u8=1 port:u16be len:u8 workload-id[len]
+//! Logs  (gateway → node)  "LTL" version:u8=1 flags:u8 tail:u32be len:u8 workload-id[len]
+//!                         flags: bit 0 follow, bit 1 timestamps, others 0; tail u32::MAX = all
 //! Reply (node → gateway)  "LTR" version:u8=1 code:u8
 //! ```
 //!
-//! After an `Ok` reply the stream carries the consumer connection's bytes, both ways,
-//! unchanged. Any other reply ends the stream. The node never learns an address from the
+//! After an `Ok` reply to an `Open` the stream carries the consumer connection's bytes, both
+//! ways, unchanged. After an `Ok` reply to a `Logs` request the node sends the workload
+//! container's output (stdout and stderr interleaved, as the engine keeps it) and finishes the
+//! stream at the end of the logs, or, when following, keeps sending until the gateway stops
+//! reading. Any other reply ends the stream. The node never learns an address from the
 //! gateway: it gets a workload id and a port and looks both up in its own current target.
 
 use std::fmt;
@@ -15,13 +20,26 @@ use std::fmt;
 /// Version of the open/reply headers.
 pub const VERSION: u8 = 1;
 const OPEN_MAGIC: [u8; 3] = *b"LTO";
+const LOGS_MAGIC: [u8; 3] = *b"LTL";
 const REPLY_MAGIC: [u8; 3] = *b"LTR";
 /// Longest workload id accepted (the wire's ids are `w-…`, well below).
 pub const MAX_WORKLOAD_ID: usize = 64;
 /// Longest possible open header.
 pub const MAX_OPEN_LEN: usize = 3 + 1 + 2 + 1 + MAX_WORKLOAD_ID;
+/// Longest possible logs header.
+pub const MAX_LOGS_LEN: usize = 3 + 1 + 1 + 4 + 1 + MAX_WORKLOAD_ID;
+/// Longest possible request header of either kind.
+pub const MAX_REQUEST_LEN: usize = if MAX_LOGS_LEN > MAX_OPEN_LEN {
+    MAX_LOGS_LEN
+} else {
+    MAX_OPEN_LEN
+};
 /// Length of a reply.
 pub const REPLY_LEN: usize = 5;
+/// `tail` value meaning "all the logs the node keeps".
+pub const TAIL_ALL: u32 = u32::MAX;
+const FLAG_FOLLOW: u8 = 1;
+const FLAG_TIMESTAMPS: u8 = 2;
 
 /// The gateway's request: connect this stream to `workload`'s `port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +48,28 @@ pub struct Open {
     pub port: u16,
 }
 
-/// The node's answer to an [`Open`].
+/// The gateway's request for a workload's logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsOpen {
+    pub workload: String,
+    /// Keep the stream open and send new output as it comes.
+    pub follow: bool,
+    /// Prefix every line with the engine's RFC 3339 timestamp.
+    pub timestamps: bool,
+    /// Only the last `tail` lines ([`TAIL_ALL`]: everything kept).
+    pub tail: u32,
+}
+
+/// What a stream asks of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Connect to a workload's declared port.
+    Connect(Open),
+    /// Send a workload's logs.
+    Logs(LogsOpen),
+}
+
+/// The node's answer to an [`Open`] or a [`LogsOpen`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
     /// Connected: bytes follow.
@@ -107,6 +146,8 @@ pub enum ProtoError {
     IdChars,
     #[error("port 0")]
     PortZero,
+    #[error("unknown logs flags {0:#04x}")]
+    Flags(u8),
     #[error("unknown reply code {0}")]
     ReplyCode(u8),
     #[error("the stream ended inside a header")]
@@ -192,6 +233,70 @@ pub fn decode_open(buf: &[u8]) -> Result<Decoded<Open>, ProtoError> {
     Ok(Decoded::Done(Open { workload, port }, 7 + len))
 }
 
+/// Encodes a logs header. Refuses what [`decode_logs`] would refuse.
+pub fn encode_logs(logs: &LogsOpen) -> Result<Vec<u8>, ProtoError> {
+    check_id(logs.workload.as_bytes())?;
+    let flags = if logs.follow { FLAG_FOLLOW } else { 0 }
+        | if logs.timestamps { FLAG_TIMESTAMPS } else { 0 };
+    let mut out = Vec::with_capacity(10 + logs.workload.len());
+    out.extend_from_slice(&LOGS_MAGIC);
+    out.push(VERSION);
+    out.push(flags);
+    out.extend_from_slice(&logs.tail.to_be_bytes());
+    out.push(logs.workload.len() as u8);
+    out.extend_from_slice(logs.workload.as_bytes());
+    Ok(out)
+}
+
+/// Decodes a logs header from the start of `buf`.
+pub fn decode_logs(buf: &[u8]) -> Result<Decoded<LogsOpen>, ProtoError> {
+    if !check_prefix(buf, &LOGS_MAGIC)? || buf.len() < 10 {
+        return Ok(Decoded::NeedMore(10));
+    }
+    let flags = buf[4];
+    if flags & !(FLAG_FOLLOW | FLAG_TIMESTAMPS) != 0 {
+        return Err(ProtoError::Flags(flags));
+    }
+    let tail = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    let len = usize::from(buf[9]);
+    if len == 0 || len > MAX_WORKLOAD_ID {
+        return Err(ProtoError::IdLength(len));
+    }
+    if buf.len() < 10 + len {
+        return Ok(Decoded::NeedMore(10 + len));
+    }
+    let id = &buf[10..10 + len];
+    check_id(id)?;
+    let workload = String::from_utf8_lossy(id).into_owned();
+    Ok(Decoded::Done(
+        LogsOpen {
+            workload,
+            follow: flags & FLAG_FOLLOW != 0,
+            timestamps: flags & FLAG_TIMESTAMPS != 0,
+            tail,
+        },
+        10 + len,
+    ))
+}
+
+/// Decodes whichever request header starts `buf` (the node's side of every stream).
+pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, ProtoError> {
+    if buf.len() >= 3 && buf[..3] == LOGS_MAGIC {
+        return Ok(match decode_logs(buf)? {
+            Decoded::Done(l, n) => Decoded::Done(Request::Logs(l), n),
+            Decoded::NeedMore(n) => Decoded::NeedMore(n),
+        });
+    }
+    if buf.len() < 3 && LOGS_MAGIC.starts_with(buf) {
+        // "", "L" or "LT": either kind may follow.
+        return Ok(Decoded::NeedMore(3));
+    }
+    Ok(match decode_open(buf)? {
+        Decoded::Done(o, n) => Decoded::Done(Request::Connect(o), n),
+        Decoded::NeedMore(n) => Decoded::NeedMore(n),
+    })
+}
+
 pub fn encode_reply(reply: Reply) -> [u8; REPLY_LEN] {
     [
         REPLY_MAGIC[0],
@@ -272,6 +377,69 @@ mod tests {
         assert_eq!(encode_open(&open("10.0.0.1", 80)), Err(ProtoError::IdChars));
     }
 
+    fn logs(id: &str, follow: bool, timestamps: bool, tail: u32) -> LogsOpen {
+        LogsOpen {
+            workload: id.into(),
+            follow,
+            timestamps,
+            tail,
+        }
+    }
+
+    #[test]
+    fn logs_requests_round_trip_and_either_kind_decodes_as_a_request() {
+        for l in [
+            logs("w-web", false, false, TAIL_ALL),
+            logs("w-web", true, false, 100),
+            logs("w-db_2", true, true, 0),
+        ] {
+            let bytes = encode_logs(&l).unwrap();
+            assert!(bytes.len() <= MAX_REQUEST_LEN);
+            assert_eq!(
+                decode_logs(&bytes).unwrap(),
+                Decoded::Done(l.clone(), bytes.len())
+            );
+            assert_eq!(
+                decode_request(&bytes).unwrap(),
+                Decoded::Done(Request::Logs(l), bytes.len())
+            );
+            for cut in 0..bytes.len() {
+                match decode_request(&bytes[..cut]).unwrap() {
+                    Decoded::NeedMore(n) => assert!(n > cut, "cut {cut} asks for {n}"),
+                    d => panic!("cut {cut}: {d:?}"),
+                }
+            }
+        }
+        let o = open("w-web", 80);
+        let bytes = encode_open(&o).unwrap();
+        assert_eq!(
+            decode_request(&bytes).unwrap(),
+            Decoded::Done(Request::Connect(o), bytes.len())
+        );
+    }
+
+    #[test]
+    fn bad_logs_headers_are_named() {
+        assert_eq!(
+            decode_logs(b"LTL\x01\x04\xff\xff\xff\xff\x01a"),
+            Err(ProtoError::Flags(4))
+        );
+        assert_eq!(decode_request(b"LTL\x07"), Err(ProtoError::Version(7)));
+        assert_eq!(
+            decode_logs(b"LTL\x01\x00\x00\x00\x00\x00\x00"),
+            Err(ProtoError::IdLength(0))
+        );
+        assert_eq!(
+            decode_request(b"LTL\x01\x01\x00\x00\x00\x05\x03../"),
+            Err(ProtoError::IdChars)
+        );
+        assert_eq!(decode_request(b"LTX"), Err(ProtoError::Magic));
+        assert_eq!(
+            encode_logs(&logs("10.0.0.1", false, false, 1)),
+            Err(ProtoError::IdChars)
+        );
+    }
+
     #[test]
     fn replies_round_trip() {
         for r in [
@@ -294,6 +462,8 @@ mod tests {
         #[test]
         fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
             let _ = decode_open(&bytes);
+            let _ = decode_logs(&bytes);
+            let _ = decode_request(&bytes);
             let _ = decode_reply(&bytes);
         }
 

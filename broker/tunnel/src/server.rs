@@ -4,7 +4,7 @@
 //! One tunnel per node: a newer connection from the same node replaces the older one (the
 //! node reconnected after a network change; the old one would time out anyway).
 
-use crate::proto::{self, Decoded, Open, Reply};
+use crate::proto::{self, Decoded, LogsOpen, Open, Reply};
 use crate::stream::{transport, TunnelStream};
 use lattice_wire::{IdentityKey, IdentityPublic};
 use std::collections::HashMap;
@@ -145,15 +145,14 @@ impl TunnelServer {
     async fn start_stream(
         &self,
         node: &str,
-        open: &Open,
+        header: &[u8],
     ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
-        let header = proto::encode_open(open)?;
         let conn = lock(&self.nodes)
             .get(node)
             .cloned()
             .ok_or_else(|| OpenError::NodeOffline(node.to_owned()))?;
         let (mut send, recv) = conn.open_bi().await.map_err(|e| stream_err(node, &e))?;
-        send.write_all(&header)
+        send.write_all(header)
             .await
             .map_err(|e| stream_err(node, &e))?;
         Ok((send, recv))
@@ -162,8 +161,20 @@ impl TunnelServer {
     /// Opens a stream to `open.workload`'s `open.port` on `node`; returns it once the node
     /// has connected it to the container.
     pub async fn open(&self, node: &str, open: &Open) -> Result<TunnelStream, OpenError> {
+        self.request(node, &proto::encode_open(open)?).await
+    }
+
+    /// Asks `node` for `logs.workload`'s logs; returns the stream once the node has accepted.
+    /// Read the logs from it; keep it open while they are wanted (a following node stops when
+    /// the stream is dropped), and do not shut its write half down.
+    pub async fn open_logs(&self, node: &str, logs: &LogsOpen) -> Result<TunnelStream, OpenError> {
+        self.request(node, &proto::encode_logs(logs)?).await
+    }
+
+    /// Opens a stream with `header` and waits for the node's reply.
+    async fn request(&self, node: &str, header: &[u8]) -> Result<TunnelStream, OpenError> {
         let attempt = async {
-            let (send, mut recv) = self.start_stream(node, open).await?;
+            let (send, mut recv) = self.start_stream(node, header).await?;
             let mut buf = [0u8; proto::REPLY_LEN];
             recv.read_exact(&mut buf)
                 .await
@@ -188,7 +199,7 @@ impl TunnelServer {
     /// the node refused. For protocols where the client speaks first (HTTP).
     pub async fn open_early(&self, node: &str, open: &Open) -> Result<TunnelStream, OpenError> {
         let attempt = async {
-            let (send, recv) = self.start_stream(node, open).await?;
+            let (send, recv) = self.start_stream(node, &proto::encode_open(open)?).await?;
             Ok(TunnelStream::awaiting_reply(send, recv))
         };
         match tokio::time::timeout(self.opts.open_timeout, attempt).await {

@@ -1,15 +1,15 @@
 //! The tunnel on loopback: a real QUIC gateway end and node end, a TCP echo "workload".
 
 use lattice_tunnel::{
-    client, Authorizer, ClientOptions, Dialer, Open, OpenError, Reply, ServerOptions, TunnelServer,
-    TunnelState,
+    client, Authorizer, ClientOptions, Dialer, LogReader, LogsOpen, Open, OpenError, Reply,
+    ServerOptions, TunnelServer, TunnelState,
 };
 use lattice_wire::{IdentityKey, IdentityPublic};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,7 +31,9 @@ impl Authorizer for Keys {
 }
 
 /// Dials `w-echo:7` to the echo server; refuses everything else the way the node does.
-struct EchoDialer(SocketAddr);
+/// `w-echo`'s logs are two lines, or, when followed, whatever the test writes into the
+/// writer left in `follow`.
+struct EchoDialer(SocketAddr, Arc<Mutex<Option<tokio::io::DuplexStream>>>);
 
 impl Dialer for EchoDialer {
     fn dial(
@@ -46,6 +48,25 @@ impl Dialer for EchoDialer {
                 ("w-echo", _) => Err(Reply::PortNotDeclared),
                 _ => Err(Reply::UnknownWorkload),
             }
+        })
+    }
+
+    fn logs(
+        &self,
+        logs: LogsOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<LogReader, Reply>> + Send + '_>> {
+        Box::pin(async move {
+            if logs.workload != "w-echo" {
+                return Err(Reply::UnknownWorkload);
+            }
+            if !logs.follow {
+                return Ok(
+                    Box::pin(std::io::Cursor::new(b"line 1\nline 2\n".to_vec())) as LogReader
+                );
+            }
+            let (writer, reader) = tokio::io::duplex(1024);
+            *self.1.lock().unwrap() = Some(writer);
+            Ok(Box::pin(reader) as LogReader)
         })
     }
 }
@@ -66,6 +87,7 @@ async fn echo_server() -> SocketAddr {
 }
 
 struct Rig {
+    follow: Arc<Mutex<Option<tokio::io::DuplexStream>>>,
     fleet: IdentityKey,
     node: IdentityKey,
     server: TunnelServer,
@@ -87,6 +109,7 @@ async fn rig() -> Rig {
     )
     .unwrap();
     Rig {
+        follow: Arc::default(),
         fleet,
         node,
         server,
@@ -103,7 +126,7 @@ impl Rig {
         );
         opts.backoff_base = Duration::from_millis(50);
         opts.backoff_cap = Duration::from_millis(200);
-        client::spawn(opts, Arc::new(EchoDialer(self.echo))).unwrap()
+        client::spawn(opts, Arc::new(EchoDialer(self.echo, self.follow.clone()))).unwrap()
     }
 
     async fn wait_connected(&self) {
@@ -318,4 +341,64 @@ async fn early_streams_carry_data_and_report_refusals_on_read() {
     let e = s.read(&mut b).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     assert!(e.to_string().contains("port_not_declared"), "{e}");
+}
+
+#[tokio::test]
+async fn logs_come_whole_or_followed_until_the_gateway_stops_reading() {
+    let rig = rig().await;
+    let _h = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+    let logs = |id: &str, follow: bool| LogsOpen {
+        workload: id.into(),
+        follow,
+        timestamps: false,
+        tail: lattice_tunnel::proto::TAIL_ALL,
+    };
+
+    // Not following: everything, then the end of the stream.
+    let mut s = rig
+        .server
+        .open_logs("n-1", &logs("w-echo", false))
+        .await
+        .unwrap();
+    let mut got = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, "line 1\nline 2\n");
+
+    // A workload the node does not hold: refused with the node's reason.
+    match rig.server.open_logs("n-1", &logs("w-other", false)).await {
+        Err(OpenError::Refused { reply, .. }) => assert_eq!(reply, Reply::UnknownWorkload),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // Following: new output arrives as it is written ...
+    let mut s = rig
+        .server
+        .open_logs("n-1", &logs("w-echo", true))
+        .await
+        .unwrap();
+    let mut writer = rig.follow.lock().unwrap().take().expect("the node follows");
+    for line in ["one\n", "two\n"] {
+        writer.write_all(line.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; line.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, line.as_bytes());
+    }
+    // ... and the node stops reading the engine's logs once the gateway drops the stream,
+    // without waiting for more output.
+    drop(s);
+    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1];
+        // The reader end is dropped by the node: the duplex reports EOF to this side.
+        writer.read(&mut buf).await
+    })
+    .await
+    .expect("the node stops following within 5 s");
+    assert_eq!(stopped.unwrap(), 0);
 }

@@ -207,5 +207,22 @@ pub fn pinned_http_client(
         .map_err(PinError::Http)
 }
 
+/// Like [`pinned_http_client`], for answers that stream for as long as the caller wants
+/// (`lattice logs --follow`): only connecting is bounded, not the whole request.
+pub fn pinned_streaming_client(
+    fleet_key: &IdentityPublic,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, PinError> {
+    let config = try_pinned_client_config(fleet_key)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(ClientConfig::clone(&config))
+        .https_only(true)
+        .connect_timeout(connect_timeout)
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(concat!("latticed/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(PinError::Http)
+}
+
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// no broker internals for unauthenticated callers).
     #[error("{0}")]
     BrokerUnavailable(String),
+    /// A workload's node cannot be reached now (offline, no tunnel); the text says which.
+    #[error("{0}")]
+    NodeUnavailable(String),
 }
 
 /// The JSON body of every error answer.
@@ -64,6 +67,7 @@ impl IntoResponse for ApiError {
             ApiError::BrokerUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
             }
+            ApiError::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
         };
         let body = ErrorBody {
             error: code.to_string(),

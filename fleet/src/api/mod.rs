@@ -7,6 +7,7 @@ mod accounts;
 mod api_tokens;
 mod audit;
 mod error;
+mod logs;
 mod node_lifecycle;
 mod nodes;
 mod ops;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub login_limits: Arc<crate::accounts::LoginLimiter>,
     /// Who may create accounts.
     pub signup: crate::accounts::SignupPolicy,
+    /// The gateway's tunnel listener, once it runs in this process (workload logs come
+    /// through the nodes' tunnels); unset with `--no-gateway`.
+    pub tunnels: Arc<std::sync::OnceLock<lattice_tunnel::TunnelServer>>,
 }
 
 #[derive(OpenApi)]
@@ -64,7 +68,7 @@ pub struct AppState {
         accounts::change_password,
         api_tokens::create, api_tokens::list, api_tokens::delete,
         audit::list,
-        workloads::create, workloads::list, workloads::show, workloads::delete,
+        workloads::create, workloads::list, workloads::show, workloads::delete, logs::logs,
     ),
     components(schemas(
         crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
@@ -153,6 +157,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/workloads/{name}",
             get(workloads::show).delete(workloads::delete),
         )
+        .route("/api/v1/workloads/{name}/logs", get(logs::logs))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -30,6 +30,7 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         accounts,
         login_limits: Default::default(),
         signup: Default::default(),
+        tunnels: Default::default(),
     })
 }
 
@@ -275,6 +276,7 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/audit",
         "/api/v1/workloads",
         "/api/v1/workloads/{name}",
+        "/api/v1/workloads/{name}/logs",
         "/healthz",
         "/metrics",
     ] {

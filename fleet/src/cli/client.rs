@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub struct Client {
     http: reqwest::Client,
+    key: lattice_wire::IdentityPublic,
     base: String,
     token: Option<String>,
 }
@@ -19,6 +20,7 @@ impl Client {
             .context("fleet_key in the CLI config")?;
         Ok(Client {
             http: lattice_wire::pin::pinned_http_client(&key, Duration::from_secs(15))?,
+            key,
             base: cfg.fleet_url.trim_end_matches('/').to_string(),
             token: Some(cfg.credential()?),
         })
@@ -30,6 +32,7 @@ impl Client {
             .context("fleet_key in the CLI config")?;
         Ok(Client {
             http: lattice_wire::pin::pinned_http_client(&key, Duration::from_secs(15))?,
+            key,
             base: cfg.fleet_url.trim_end_matches('/').to_string(),
             token: cfg.credential().ok(),
         })
@@ -56,6 +59,40 @@ impl Client {
                 Ok(e) => bail!("{} ({status})", e.message),
                 Err(_) => bail!("{path}: HTTP {status}"),
             }
+        }
+        Ok(())
+    }
+
+    /// GET an answer that streams (no overall time limit), copying its body to `out` as it
+    /// arrives.
+    pub async fn stream_to(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<()> {
+        let http = lattice_wire::pin::pinned_streaming_client(&self.key, Duration::from_secs(15))?;
+        let resp = self
+            .auth(http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the fleet for {path}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => bail!("{} ({status})", e.message),
+                Err(_) => bail!("{path}: HTTP {status}"),
+            }
+        }
+        let mut resp = resp;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("the fleet's answer to {path} broke off"))?
+        {
+            out.write_all(&chunk)
+                .context("writing to standard output")?;
+            out.flush().context("writing to standard output")?;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Workload commands: `deploy`, `workloads`, `workload show`, `delete`.
+//! Workload commands: `deploy`, `workloads`, `workload show`, `delete`, `logs`.
 
 use super::client::Client;
 use super::config::{default_path, CliConfig};
@@ -47,6 +47,19 @@ pub enum WorkloadCmd {
     },
     /// Deletes a workload everywhere (containers, volumes, routes).
     Delete { name: String },
+    /// Prints a workload's logs (stdout and stderr), read on its node.
+    Logs {
+        name: String,
+        /// Keep printing new output until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+        /// Prefix each line with its time (RFC 3339).
+        #[arg(long, short = 't')]
+        timestamps: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -159,6 +172,20 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
                 .delete(&format!("/api/v1/workloads/{name}"))
                 .await?;
             println!("deleted {name}");
+        }
+        WorkloadCmd::Logs {
+            name,
+            follow,
+            tail,
+            timestamps,
+        } => {
+            let mut path =
+                format!("/api/v1/workloads/{name}/logs?follow={follow}&timestamps={timestamps}");
+            if let Some(n) = tail {
+                path.push_str(&format!("&tail={n}"));
+            }
+            let mut out = std::io::stdout();
+            client()?.stream_to(&path, &mut out).await?;
         }
     }
     Ok(())

@@ -82,6 +82,8 @@ async fn start_fleet(
                 .display()
         );
         println!("tunnel (QUIC):    udp://{}", gw.tunnel_addr);
+        // Workload logs come through the nodes' tunnels: the API reads them via the gateway.
+        let _ = fleet.state.tunnels.set(gw.gateway.tunnels().clone());
         Some(gw)
     };
     // Last: tests and scripts take this line to mean "started".

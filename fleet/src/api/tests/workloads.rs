@@ -117,3 +117,44 @@ async fn a_bad_deploy_body_is_400_naming_the_problem_and_no_capacity_is_409() {
     let (st, _) = call(&s, "POST", "/api/v1/workloads", None, Some(body.into())).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn logs_are_the_owners_only_and_say_why_they_cannot_be_read() {
+    let s = state().await;
+    let (a, token_a) = account(&s, "la@example.org", "consumer").await;
+    let (_b, token_b) = account(&s, "lb@example.org", "consumer").await;
+    stored(&s, &a, "web").await;
+
+    let (st, v) = call(
+        &s,
+        "GET",
+        "/api/v1/workloads/web/logs",
+        Some(&token_b),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    let (st, _) = call(&s, "GET", "/api/v1/workloads/web/logs", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Not placed yet: no node holds any logs.
+    let (st, v) = call(
+        &s,
+        "GET",
+        "/api/v1/workloads/web/logs",
+        Some(&token_a),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "node_unavailable");
+    assert!(v["message"].as_str().unwrap().contains("not placed"), "{v}");
+    let (st, v) = call(
+        &s,
+        "GET",
+        "/api/v1/workloads/web/logs?tail=many",
+        Some(&token_a),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}
