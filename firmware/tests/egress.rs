@@ -282,6 +282,23 @@ async fn workloads_reach_the_public_internet_only_by_declaring_egress_and_never_
         rules.contains(&firewall::bridge_name(&node.id, "w-closed")),
         "{rules}"
     );
+
+    // The last one gone: the node leaves no chains and no jumps in the host's tables.
+    let observed = node
+        .rt
+        .list_owned(&node.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.container_id == closed_id)
+        .unwrap();
+    node.rt.remove(&node.id, &observed, true).await.unwrap();
+    let all = Command::new("iptables").args(["-S"]).output().unwrap();
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        !all.contains(&c.forward) && !all.contains(&c.input),
+        "chains left behind: {all}"
+    );
     drop((lan, public));
 }
 

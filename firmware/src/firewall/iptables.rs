@@ -109,6 +109,11 @@ impl Iptables {
 impl Firewall for Iptables {
     fn sync(&self, node_id: &str, guarded: &[Guarded]) -> Result<(), FirewallError> {
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if guarded.is_empty() {
+            // Nothing to guard: no chains at all, so a node without workloads (or one that
+            // never runs any) leaves nothing in the host's tables.
+            return self.remove_chains(node_id);
+        }
         // Rules first (creating the chains), then the jumps into them.
         self.check(
             &self.restore,
@@ -142,6 +147,13 @@ impl Firewall for Iptables {
 
     fn clear(&self, node_id: &str) -> Result<(), FirewallError> {
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove_chains(node_id)
+    }
+}
+
+impl Iptables {
+    /// The jumps, then the chains (callers hold `busy`).
+    fn remove_chains(&self, node_id: &str) -> Result<(), FirewallError> {
         for jump in jumps(node_id) {
             while self.has_jump(jump.from, &jump.to)? {
                 self.check(
@@ -164,10 +176,24 @@ impl Firewall for Iptables {
 mod tests {
     use super::*;
 
+    fn one() -> Vec<Guarded> {
+        vec![Guarded {
+            workload_id: "w-a".into(),
+            bridge: "ltabc".into(),
+            egress: false,
+        }]
+    }
+
     #[test]
     fn a_missing_tool_is_named_with_its_package() {
         let fw = Iptables::with_tools("/nonexistent/iptables", "/nonexistent/iptables-restore");
+        // An empty set removes the chains, which needs iptables itself.
         let err = fw.sync("n-1", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/iptables not found"),
+            "{err}"
+        );
+        let err = fw.sync("n-1", &one()).unwrap_err();
         assert!(matches!(err, FirewallError::Missing(_)), "{err:?}");
         let text = err.to_string();
         assert!(
@@ -180,7 +206,7 @@ mod tests {
     fn a_refusal_carries_what_the_tool_said() {
         // `false` stands in for a tool that refuses the rules.
         let fw = Iptables::with_tools("false", "false");
-        let err = fw.sync("n-1", &[]).unwrap_err();
+        let err = fw.sync("n-1", &one()).unwrap_err();
         assert!(matches!(err, FirewallError::Refused { .. }), "{err:?}");
         assert!(err.to_string().contains("false -w --noflush"), "{err}");
     }

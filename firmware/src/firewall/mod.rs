@@ -110,8 +110,9 @@ pub enum FirewallError {
     Refused { tool: String, reason: String },
 }
 
-/// Where the rules are applied. `sync` replaces the node's whole rule set with the one given;
-/// it must be safe to call from several tasks and several processes at once.
+/// Where the rules are applied. `sync` replaces the node's whole rule set with the one given
+/// (an empty set leaves no chains behind); it must be safe to call from several tasks and
+/// several processes at once.
 pub trait Firewall: Send + Sync + std::fmt::Debug {
     fn sync(&self, node_id: &str, guarded: &[Guarded]) -> Result<(), FirewallError>;
     /// Removes the node's chains and the jumps to them (a node leaving the host).
