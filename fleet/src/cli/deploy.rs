@@ -91,6 +91,9 @@ fn print_one(w: &WorkloadView) {
         None => println!("state    {}", w.state),
     }
     println!("node     {}", w.node.as_deref().unwrap_or("-"));
+    if let Some(to) = &w.moving_to {
+        println!("moving   to {to} (serves on the node above until it runs there)");
+    }
     println!("image    {}", w.image);
     if let Some(p) = w.port {
         println!("port     {p}");

@@ -329,3 +329,4 @@ async fn concurrent_duplicates_are_accepted_once(s: Store) {
 }
 
 mod accounts;
+mod placement;
