@@ -108,6 +108,8 @@ pub enum ChecksumError {
     MalformedMd5(String),
     #[error("unknown checksum algorithm {0:?}")]
     UnknownAlgorithm(String),
+    #[error("x-amz-trailer announced {} but the body ended without that trailer", .0.header())]
+    MissingTrailer(Algorithm),
 }
 
 /// What the client declared before the body: values sent as headers, algorithms whose values
@@ -264,8 +266,8 @@ impl Hasher {
 }
 
 /// Compares what was declared with what was computed. `trailers` are the values that arrived
-/// after the body (header name, value); a declared trailer that never came is not an error
-/// (S3 treats the trailer as optional), a trailer that came must match.
+/// after the body (header name, value); every trailer `x-amz-trailer` announced must have come
+/// and match.
 pub fn verify(
     expected: &Expected,
     trailers: &[(String, String)],
@@ -274,6 +276,14 @@ pub fn verify(
     if let Some(md5) = &expected.content_md5 {
         if B64.encode(got.md5) != *md5 {
             return Err(ChecksumError::Md5Mismatch);
+        }
+    }
+    for algorithm in &expected.trailing {
+        if !trailers
+            .iter()
+            .any(|(name, _)| Algorithm::from_header(name) == Some(*algorithm))
+        {
+            return Err(ChecksumError::MissingTrailer(*algorithm));
         }
     }
     let mut declared = expected.values.clone();

@@ -67,7 +67,9 @@ pub fn to_s3_error(e: StoreError) -> S3Error {
         StoreError::Checksum(ChecksumError::Malformed { .. } | ChecksumError::MalformedMd5(_)) => {
             S3ErrorCode::InvalidDigest
         }
-        StoreError::Checksum(ChecksumError::UnknownAlgorithm(_)) => S3ErrorCode::InvalidArgument,
+        StoreError::Checksum(
+            ChecksumError::UnknownAlgorithm(_) | ChecksumError::MissingTrailer(_),
+        ) => S3ErrorCode::InvalidArgument,
         StoreError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
         StoreError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
         StoreError::Io { .. } | StoreError::Corrupt(_) => {
