@@ -11,6 +11,8 @@
 //! runtime = "docker"                     # or "none": record targets, run nothing
 //! disk_floor_bytes = 1073741824          # free space kept for the provider: volumes and
 //!                                        # image pulls stop here
+//! workload_network_pool = "10.197.0.0/16"  # private range for workload networks (a /28 each);
+//!                                        # pick one your LAN does not use
 //!
 //! [envelope]                             # what the provider donates to all workloads
 //! cpu_percent = 50                       # of the whole machine
@@ -70,6 +72,9 @@ pub struct Config {
     /// Free space kept for the provider on the disk of `data_dir`: new volumes and image pulls
     /// are refused (with this figure in the reason) when they would go below it.
     pub disk_floor_bytes: u64,
+    /// The private IPv4 range workload networks get their subnets (a /28 each) from; it must
+    /// not be used by the provider's LAN.
+    pub workload_network_pool: String,
     /// The provider's weekly windows for batch work.
     pub availability: crate::owner::AvailabilityConfig,
     /// Lowering the envelope's CPU cap while the owner's own processes need the CPU.
@@ -121,6 +126,7 @@ impl Default for Config {
             runtime: RuntimeKind::Docker,
             envelope: EnvelopeConfig::default(),
             disk_floor_bytes: crate::runtime::docker::DEFAULT_DISK_FLOOR,
+            workload_network_pool: crate::runtime::subnets::DEFAULT_POOL.to_string(),
             availability: Default::default(),
             host_load: Default::default(),
         }
@@ -156,6 +162,7 @@ pub struct Settings {
     /// Validated envelope limits (memory resolved against the machine).
     pub envelope: crate::cgroup::EnvelopeLimits,
     pub disk_floor_bytes: u64,
+    pub network_pool: crate::runtime::subnets::Pool,
     pub owner: crate::owner::OwnerSettings,
 }
 
@@ -283,6 +290,14 @@ impl Config {
         if let Err(e) = &envelope {
             problems.push(format!("envelope: {e}"));
         }
+        let network_pool = self
+            .workload_network_pool
+            .parse()
+            .and_then(crate::runtime::subnets::Pool::new)
+            .unwrap_or_else(|e| {
+                problems.push(format!("workload_network_pool: {e}"));
+                Default::default()
+            });
         let owner = crate::owner::OwnerSettings::validate(&self.availability, &self.host_load)
             .unwrap_or_else(|p| {
                 problems.extend(p);
@@ -300,6 +315,7 @@ impl Config {
             runtime: self.runtime,
             envelope,
             disk_floor_bytes: self.disk_floor_bytes,
+            network_pool,
             owner,
         })
     }

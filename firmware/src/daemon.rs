@@ -150,6 +150,7 @@ pub async fn run(
                     settings.data_dir.join("volumes"),
                     settings.disk_floor_bytes,
                 ),
+                network_pool: settings.network_pool,
                 ..Default::default()
             };
             let applier = crate::reconcile::docker_applier(

@@ -505,3 +505,60 @@ async fn an_engine_that_goes_away_is_unavailable_and_is_reconnected() {
     let _proxy = engine_proxy(&sock);
     assert_eq!(rt.list_owned(&node.id).await.unwrap(), seen);
 }
+
+/// Docker's default pools hold about 30 bridge networks per engine; every workload has its own
+/// network, so a node needs more. latticed gives each a /28 of its own pool: 40 workloads get
+/// 40 distinct subnets inside the pool, and each container's address is in its own.
+#[tokio::test]
+async fn forty_workload_networks_get_their_own_subnets_from_the_pool() {
+    let Some(env) = env().await else { return };
+    let node = Node::new(&env).await;
+    let pool: latticed::runtime::subnets::Net =
+        latticed::runtime::subnets::DEFAULT_POOL.parse().unwrap();
+    let mut subnets = Vec::new();
+    for i in 0..40 {
+        let id = node
+            .create(&spec(&format!("w-net{i}"), "exec sleep 3600"))
+            .await
+            .unwrap_or_else(|e| panic!("workload {i}: {e}"));
+        let name = object_name(&node.id, &format!("w-net{i}"));
+        let net = node
+            .docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+            .unwrap();
+        let subnet: latticed::runtime::subnets::Net = net.ipam.unwrap().config.unwrap()[0]
+            .subnet
+            .clone()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            pool.overlaps(&subnet) && subnet.prefix() == 28,
+            "{name}: {subnet} is not a /28 of {pool}"
+        );
+        assert!(
+            subnets
+                .iter()
+                .all(|s: &latticed::runtime::subnets::Net| !s.overlaps(&subnet)),
+            "{subnet} overlaps another workload's"
+        );
+        subnets.push(subnet);
+        if i == 39 {
+            node.rt.start(&id).await.unwrap();
+            let ip = node
+                .inspect(&id)
+                .await
+                .network_settings
+                .unwrap()
+                .networks
+                .unwrap()[&name]
+                .ip_address
+                .clone()
+                .unwrap();
+            let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+            let inside = latticed::runtime::subnets::parse_used([format!("{ip}/28").as_str()]);
+            assert_eq!(inside, vec![subnet], "container {ip} is outside {subnet}");
+        }
+    }
+}

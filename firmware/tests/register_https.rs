@@ -24,6 +24,7 @@ fn settings(data_dir: &Path, fleet: &FakeFleet, token: &str) -> Settings {
         runtime: latticed::config::RuntimeKind::None,
         envelope: latticed::cgroup::EnvelopeLimits::new(50, 1 << 30, 1024).unwrap(),
         disk_floor_bytes: 0,
+        network_pool: Default::default(),
         owner: Default::default(),
     }
 }

@@ -30,7 +30,8 @@ fn unknown_keys_are_refused_by_name() {
 fn every_problem_is_listed_with_its_key() {
     let c = Config::parse(
         "data_dir = \"\"\nprovisioning = \"nope\"\nheartbeat_secs = 0\n\
-         outbox_max_bytes = 10\nlog = \"latticed=loud\"\n",
+         outbox_max_bytes = 10\nlog = \"latticed=loud\"\n\
+         workload_network_pool = \"8.8.0.0/16\"\n",
     )
     .unwrap();
     let err = c.validate().unwrap_err().to_string();
@@ -40,6 +41,7 @@ fn every_problem_is_listed_with_its_key() {
         "heartbeat_secs:",
         "outbox_max_bytes:",
         "log:",
+        "workload_network_pool: 8.8.0.0/16 is not inside a private range",
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }

@@ -26,6 +26,7 @@
 mod engine;
 
 use super::hardening::{self, Bounds};
+use super::subnets;
 use super::{
     object_name, ContainerRuntime, Observed, RuntimeError, LABEL_NODE, LABEL_SPEC, LABEL_WORKLOAD,
 };
@@ -51,6 +52,8 @@ use std::time::Duration;
 
 /// Free space kept for the provider by default (1 GiB).
 pub const DEFAULT_DISK_FLOOR: u64 = 1 << 30;
+/// Subnets tried when other nodes on the engine keep taking the one picked.
+const NETWORK_ATTEMPTS: usize = 8;
 
 /// Where the engine is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -65,6 +68,8 @@ pub struct DockerOptions {
     pub bounds: Bounds,
     /// Where size-limited volumes are made, and the disk floor they (and pulls) keep.
     pub volumes: VolumeHost,
+    /// The private range workload networks get their subnets from.
+    pub network_pool: super::subnets::Pool,
 }
 
 impl Default for DockerOptions {
@@ -80,6 +85,7 @@ impl Default for DockerOptions {
             pull_timeout: Duration::from_secs(600),
             bounds: Bounds::default(),
             volumes: VolumeHost::new("/var/lib/latticed/volumes", DEFAULT_DISK_FLOOR),
+            network_pool: Default::default(),
         }
     }
 }
@@ -305,11 +311,67 @@ impl DockerRuntime {
                 Failure::Other(m) => return Err(net_err(0, m)),
             },
         }
-        let created = docker
-            .create_network(hardening::network_request(node_id, spec))
+        self.create_network(docker, node_id, spec, &name, net_err)
             .await
-            .map_err(|e| self.fail(e, net_err))?;
-        Ok(created.id)
+    }
+
+    /// Creates the workload's network on a free subnet of the pool. Another node on the same
+    /// engine may take the same subnet between the listing and the create: the engine then
+    /// refuses the overlap and the next free one is tried.
+    async fn create_network(
+        &self,
+        docker: &Docker,
+        node_id: &str,
+        spec: &WorkloadSpec,
+        name: &str,
+        net_err: impl Fn(u16, String) -> RuntimeError,
+    ) -> Result<String, RuntimeError> {
+        let all: Vec<Network> = docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| self.fail(e, &net_err))?;
+        let mut used = subnets::parse_used(
+            all.iter()
+                .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+                .flatten()
+                .filter_map(|c| c.subnet.as_deref()),
+        );
+        let key = format!("{node_id}/{}", spec.id);
+        for _ in 0..NETWORK_ATTEMPTS {
+            let pool = self.opts.network_pool;
+            let subnet = pool
+                .pick(&key, &used)
+                .ok_or_else(|| RuntimeError::Container {
+                    container: name.to_string(),
+                    reason: format!(
+                        "network {name}: every /{} of the workload network pool {} is in use",
+                        subnets::SUBNET_PREFIX,
+                        pool.net()
+                    ),
+                })?;
+            match docker
+                .create_network(hardening::network_request(node_id, spec, subnet))
+                .await
+            {
+                Ok(created) => return Ok(created.id),
+                Err(e) => match classify(e) {
+                    Failure::Status(_, m) if m.contains("overlaps") => {
+                        tracing::debug!(%subnet, network = %name, "subnet taken meanwhile; trying the next");
+                        used.push(subnet);
+                    }
+                    Failure::Unreachable(m) => {
+                        self.reset();
+                        return Err(RuntimeError::Unavailable(m));
+                    }
+                    Failure::Status(s, m) => return Err(net_err(s, m)),
+                    Failure::Other(m) => return Err(net_err(0, m)),
+                },
+            }
+        }
+        Err(net_err(
+            0,
+            format!("no free subnet after {NETWORK_ATTEMPTS} tries (others kept taking them)"),
+        ))
     }
 
     /// Creates the workload's volumes that do not exist yet; an existing one must carry this

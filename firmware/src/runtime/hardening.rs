@@ -29,8 +29,8 @@
 use super::{RuntimeError, LABEL_NODE, LABEL_SPEC, LABEL_WORKLOAD};
 use bollard::models::{
     ContainerCreateBody, HealthConfig, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig,
-    Mount, MountTypeEnum, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateOptions,
+    Ipam, IpamConfig, Mount, MountTypeEnum, NetworkCreateRequest, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateOptions,
 };
 use lattice_wire::msg::{VolumeSpec, WorkloadSpec};
 use std::collections::HashMap;
@@ -343,8 +343,23 @@ pub fn volume_request(
 
 /// The workload's own bridge network: `Internal` (no route out) unless the spec declares
 /// egress. `egress: true` is the plain bridge for now (private ranges not yet filtered).
-pub fn network_request(node_id: &str, spec: &WorkloadSpec) -> NetworkCreateRequest {
+pub fn network_request(
+    node_id: &str,
+    spec: &WorkloadSpec,
+    subnet: super::subnets::Net,
+) -> NetworkCreateRequest {
     NetworkCreateRequest {
+        // From latticed's own pool, not Docker's default pools (about 30 networks per engine,
+        // and 192.168/16 where home LANs are): see `subnets`.
+        ipam: Some(Ipam {
+            driver: Some("default".to_string()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.to_string()),
+                gateway: Some(subnet.gateway().to_string()),
+                ..Default::default()
+            }]),
+            options: None,
+        }),
         name: super::object_name(node_id, &spec.id),
         driver: Some("bridge".to_string()),
         internal: Some(!spec.egress),

@@ -10,6 +10,7 @@
 pub mod docker;
 pub mod fake;
 pub mod hardening;
+pub mod subnets;
 
 use lattice_wire::msg::WorkloadSpec;
 use std::future::Future;

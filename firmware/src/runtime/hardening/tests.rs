@@ -261,8 +261,12 @@ fn ids_and_env_must_be_usable() {
 #[test]
 fn network_is_internal_unless_egress_is_declared() {
     let mut s = spec();
-    let n = network_request("n-1", &s);
+    let subnet: crate::runtime::subnets::Net = "10.197.3.16/28".parse().unwrap();
+    let n = network_request("n-1", &s, subnet);
     assert_eq!(n.name, "lattice-n-1-w-1");
+    let ipam = n.ipam.clone().unwrap().config.unwrap();
+    assert_eq!(ipam[0].subnet.as_deref(), Some("10.197.3.16/28"));
+    assert_eq!(ipam[0].gateway.as_deref(), Some("10.197.3.17"));
     assert_eq!(n.internal, Some(true));
     assert_eq!(n.driver.as_deref(), Some("bridge"));
     assert_eq!(n.labels.unwrap()[LABEL_NODE], "n-1");
@@ -272,7 +276,7 @@ fn network_is_internal_unless_egress_is_declared() {
         crate::firewall::bridge_name("n-1", "w-1")
     );
     s.egress = true;
-    assert_eq!(network_request("n-1", &s).internal, Some(false));
+    assert_eq!(network_request("n-1", &s, subnet).internal, Some(false));
 }
 
 #[test]
