@@ -13,12 +13,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use latticed::cgroup::{
     self, detect, online_cpus, CgroupError, CgroupManager, Envelope, EnvelopeLimits, Hierarchy,
-    V2Manager,
+    V2Manager, DEFAULT_CPU_SHARES, DEFAULT_CPU_WEIGHT, ENVELOPE_CPU_SHARES, ENVELOPE_CPU_WEIGHT,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{access, AccessFlags, Pid};
 
 const MIB: u64 = 1024 * 1024;
+
+/// Held by the tests that measure CPU time, so that their busy loops do not run side by side
+/// (the test harness runs tests in parallel threads) and skew each other's figures.
+static CPU_MEASUREMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cpu_measurement() -> std::sync::MutexGuard<'static, ()> {
+    CPU_MEASUREMENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Why the real hierarchy cannot be used here, if it cannot.
 fn skip_reason() -> Option<String> {
@@ -152,6 +162,27 @@ impl Guard {
             .to_owned()
     }
 
+    /// The envelope's CPU weight file and the value the kernel holds in it.
+    fn weight(&self) -> (PathBuf, String) {
+        let name = match &self.env {
+            Envelope::V1(_) => "cpu.shares",
+            _ => "cpu.weight",
+        };
+        (self.file("cpu", name), self.read("cpu", name))
+    }
+
+    /// Puts the envelope back at the kernel's default CPU weight, for tests that measure
+    /// something else (the cap) and must not be starved by whatever else runs on the machine.
+    fn set_default_weight(&self) {
+        let (path, _) = self.weight();
+        let value = match &self.env {
+            Envelope::V1(_) => DEFAULT_CPU_SHARES,
+            _ => DEFAULT_CPU_WEIGHT,
+        };
+        std::fs::write(&path, value.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
     /// CPU used by the envelope over `window`, in cores.
     fn cores_used(&self, window: Duration) -> f64 {
         let start = Instant::now();
@@ -191,6 +222,7 @@ fn limits_are_in_the_kernel_files_and_removal_cleans_up() {
         Envelope::V1(_) => {
             assert_eq!(g.read("cpu", "cpu.cfs_period_us"), "100000");
             assert_eq!(g.read("cpu", "cpu.cfs_quota_us"), quota.to_string());
+            assert_eq!(g.read("cpu", "cpu.shares"), ENVELOPE_CPU_SHARES.to_string());
             assert_eq!(
                 g.read("memory", "memory.limit_in_bytes"),
                 (256 * MIB).to_string()
@@ -204,6 +236,7 @@ fn limits_are_in_the_kernel_files_and_removal_cleans_up() {
         }
         Envelope::V2(_) => {
             assert_eq!(g.read("cpu", "cpu.max"), format!("{quota} 100000"));
+            assert_eq!(g.read("cpu", "cpu.weight"), ENVELOPE_CPU_WEIGHT.to_string());
             assert_eq!(g.read("memory", "memory.max"), (256 * MIB).to_string());
         }
         other => panic!("unexpected {other:?}"),
@@ -249,9 +282,13 @@ fn a_kernel_refusal_names_path_and_value() {
 
 #[test]
 fn a_cpu_hog_gets_no_more_than_its_share() {
+    let _one_at_a_time = cpu_measurement();
     let Some(mut g) = Guard::new("cpu_hog", limits(10, 256 * MIB, 64)) else {
         return;
     };
+    // This test is about the cap: at the envelope's low weight the compilers sharing a build
+    // machine would take the hog's CPU, and "hardly ran" would say nothing about the cap.
+    g.set_default_weight();
     let ncpus = f64::from(online_cpus());
     let share = 0.10 * ncpus; // 10 % of the machine, in cores: 0.2 on 2 CPUs
     g.spawn_inside("while :; do :; done");
@@ -283,6 +320,95 @@ fn a_cpu_hog_gets_no_more_than_its_share() {
         free >= 0.5,
         "an uncapped busy loop used only {free:.3} cores (is the machine this busy?)"
     );
+}
+
+/// A busy loop outside any envelope (in the test's own cgroup); killed on drop.
+struct HostHog(Child);
+
+impl Drop for HostHog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// utime + stime of `pid`, in seconds.
+fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat of the hog");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    ticks as f64 / hz as f64
+}
+
+/// Over `window`: (cores used by the envelope, cores used by the host's hog).
+fn contended(g: &Guard, host: &HostHog, window: Duration) -> (f64, f64) {
+    let start = Instant::now();
+    let env0 = g.env.stats().expect("stats").cpu_usage_ns;
+    let host0 = process_cpu_secs(host.0.id());
+    sleep(window);
+    let env1 = g.env.stats().expect("stats").cpu_usage_ns;
+    let host1 = process_cpu_secs(host.0.id());
+    let secs = start.elapsed().as_secs_f64();
+    ((env1 - env0) as f64 / 1e9 / secs, (host1 - host0) / secs)
+}
+
+#[test]
+fn the_host_wins_a_contended_cpu() {
+    let _one_at_a_time = cpu_measurement();
+    // The cap is the whole machine, so only the weight decides. A busy loop in the envelope
+    // and one on the host, both pinned to CPU 0: the host's should get about 1024 / 204 = 5
+    // times as much (whatever else runs on CPU 0 takes from both alike).
+    let Some(mut g) = Guard::new("host_wins", limits(100, 256 * MIB, 64)) else {
+        return;
+    };
+    let (_, weight) = g.weight();
+    let expected = match &g.env {
+        Envelope::V1(_) => ENVELOPE_CPU_SHARES,
+        _ => ENVELOPE_CPU_WEIGHT,
+    };
+    assert_eq!(weight, expected.to_string());
+    let busy = "while :; do :; done";
+    g.spawn_inside(&format!("exec taskset -c 0 sh -c '{busy}'"));
+    let host = HostHog(
+        Command::new("taskset")
+            .args(["-c", "0", "sh", "-c", busy])
+            .spawn()
+            .expect("taskset (util-linux)"),
+    );
+    sleep(Duration::from_millis(300));
+    let (inside, outside) = contended(&g, &host, Duration::from_secs(3));
+    let ratio = inside / outside;
+    eprintln!("CPU 0, envelope at weight {weight}: envelope {inside:.3} cores, host {outside:.3} cores, ratio {ratio:.3}");
+
+    // The same two loops with the envelope at the default weight: the low weight is the cause.
+    g.set_default_weight();
+    sleep(Duration::from_millis(300));
+    let (inside_eq, outside_eq) = contended(&g, &host, Duration::from_secs(3));
+    let ratio_eq = inside_eq / outside_eq;
+    eprintln!("CPU 0, envelope at the default weight: envelope {inside_eq:.3} cores, host {outside_eq:.3} cores, ratio {ratio_eq:.3}");
+
+    assert!(
+        outside > 0.05,
+        "the host's loop hardly ran: {outside:.3} cores"
+    );
+    assert!(inside > 0.0, "the envelope was starved altogether");
+    assert!(
+        ratio < 0.5,
+        "at weight {weight} the envelope got {ratio:.3} of the host's CPU (expected about 0.2)"
+    );
+    assert!(
+        ratio_eq > 2.0 * ratio,
+        "at the default weight the envelope got {ratio_eq:.3} of the host's CPU, at the low weight {ratio:.3}"
+    );
+    g.kill_all();
 }
 
 #[test]

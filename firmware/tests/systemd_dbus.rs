@@ -8,7 +8,7 @@
 //! printed reason without it.
 
 use latticed::cgroup::systemd::dbus::{DbusSystemd, NO_SUCH_UNIT};
-use latticed::cgroup::{CgroupManager, EnvelopeLimits, SystemdManager};
+use latticed::cgroup::{CgroupManager, EnvelopeLimits, SystemdManager, ENVELOPE_CPU_WEIGHT};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -236,6 +236,18 @@ async fn the_slice_is_made_changed_and_stopped_through_the_managers_methods() {
         .contains(&(1u64 << 30).to_string()));
     assert_eq!(prop(start, "MemorySwapMax").1, "t");
     assert_eq!(prop(start, "TasksMax").1, "t");
+    // systemd's CPUWeight is a `t` (1..=10000, default 100): a `u` would be refused.
+    let weight = prop(start, "CPUWeight");
+    assert_eq!(weight.1, "t");
+    assert!(
+        weight.2.contains(&ENVELOPE_CPU_WEIGHT.to_string()),
+        "{weight:?}"
+    );
+    assert_eq!(
+        prop(&calls[1], "CPUWeight").1,
+        "t",
+        "sent again on later ensures"
+    );
     assert_eq!(prop(start, "Description").1, "s");
     assert_eq!(calls[1].extra, "runtime=true");
     let cpu = prop(&calls[2], "CPUQuotaPerSecUSec");

@@ -116,6 +116,30 @@ pub fn cfs_quota_us(pct: u32, ncpus: u32) -> u64 {
 /// The CFS period the envelope uses (the kernel's default).
 pub const CFS_PERIOD_US: u64 = 100_000;
 
+/// The kernel's (and systemd's) default CPU weight on cgroup v2: what every other cgroup at
+/// the envelope's level has unless someone set otherwise.
+pub const DEFAULT_CPU_WEIGHT: u64 = 100;
+/// The default `cpu.shares` on cgroup v1, which is also the weight of one nice-0 task: what the
+/// host's own processes in the root cgroup compete with, task by task.
+pub const DEFAULT_CPU_SHARES: u64 = 1024;
+
+/// The envelope's CPU weight (v2 `cpu.weight`, systemd `CPUWeight`), against the default 100.
+///
+/// The quota caps how much the envelope may use in all; the weight decides who runs when the
+/// host and the envelope both want a CPU inside that cap. At the default weight the envelope
+/// competes with the host's processes as an equal, so a CPU hog in a workload delays the
+/// provider's own work (issue 3: "the host owner always wins"). At 20 the envelope gets about
+/// 20 / (20 + 100) = 1/6 of a contended CPU against one busy host process (less against
+/// several) and all of an idle one, up to its quota: weights only matter under contention, so
+/// donated CPU the host does not use is not wasted. Not lower (1, or v1's minimum 2, or
+/// `cpu.idle`): an always-on workload (a database) must keep making progress while the host
+/// is busy for a long time, and 1/6 of a CPU keeps it alive where 1/100 would let its clients
+/// time out. systemd's own `background.slice` for users' background jobs uses 30, in the
+/// same spirit.
+pub const ENVELOPE_CPU_WEIGHT: u64 = 20;
+/// [`ENVELOPE_CPU_WEIGHT`] on cgroup v1's scale: 1024 × 20 / 100 = 204 (rounded down).
+pub const ENVELOPE_CPU_SHARES: u64 = DEFAULT_CPU_SHARES * ENVELOPE_CPU_WEIGHT / DEFAULT_CPU_WEIGHT;
+
 /// What the envelope uses right now, read from the kernel's accounting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EnvelopeStats {
@@ -162,6 +186,17 @@ mod tests {
             check_cpu_percent(0).unwrap_err().to_string(),
             "cpu_percent 0 is outside 1..=100"
         );
+    }
+
+    #[test]
+    fn weight_is_low_and_the_same_on_both_scales() {
+        assert_eq!(ENVELOPE_CPU_SHARES, 204);
+        const {
+            assert!(ENVELOPE_CPU_WEIGHT < DEFAULT_CPU_WEIGHT);
+            // Within the kernel's and systemd's accepted ranges.
+            assert!(ENVELOPE_CPU_WEIGHT >= 1 && ENVELOPE_CPU_WEIGHT <= 10_000);
+            assert!(ENVELOPE_CPU_SHARES >= 2 && ENVELOPE_CPU_SHARES <= 262_144);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The provider envelope: one parent cgroup per node that holds all of the node's workloads
 //! and carries the caps the provider donated (CPU as a percent of the whole machine, memory,
-//! pids).
+//! pids), and a low CPU weight ([`ENVELOPE_CPU_WEIGHT`]) so that, inside the CPU cap, the
+//! host's own processes win whenever they compete with workloads for a CPU.
 //!
 //! # Shape
 //!
@@ -38,7 +39,8 @@
 //! whose limits are set through systemd, or a subtree delegated to latticed's unit
 //! (`Delegate=yes`). On systemd hosts with cgroup v2 [`for_node`] returns a
 //! [`SystemdManager`], which drives a slice (`lattice-{escaped node}.slice`:
-//! CPUQuotaPerSecUSec, MemoryMax, MemorySwapMax, TasksMax) through the [`SystemdSlice`] trait
+//! CPUQuotaPerSecUSec, CPUWeight, MemoryMax, MemorySwapMax, TasksMax) through the
+//! [`SystemdSlice`] trait
 //! (over D-Bus with zbus: [`systemd::dbus::DbusSystemd`]) and reads statistics from the slice's
 //! v2 directory; on systemd hosts with v1 or hybrid trees it refuses
 //! ([`CgroupError::SystemdOwnsHierarchy`]) rather than write behind systemd's back. The
@@ -63,7 +65,8 @@ pub use error::CgroupError;
 pub use fake::{Call, FakeManager};
 pub use limits::{
     cfs_quota_us, check_cpu_percent, EnvelopeLimits, EnvelopeStats, LimitProblem, LimitsError,
-    CFS_PERIOD_US, MAX_PIDS, MIN_MEMORY_BYTES,
+    CFS_PERIOD_US, DEFAULT_CPU_SHARES, DEFAULT_CPU_WEIGHT, ENVELOPE_CPU_SHARES,
+    ENVELOPE_CPU_WEIGHT, MAX_PIDS, MIN_MEMORY_BYTES,
 };
 pub use systemd::{RecordingSystemd, SystemdManager, SystemdSlice};
 pub use v1::V1Manager;

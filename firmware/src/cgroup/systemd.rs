@@ -15,7 +15,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::limits::check_cpu_percent;
+use super::limits::{check_cpu_percent, ENVELOPE_CPU_WEIGHT};
 use super::{fs, v2, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
 
 /// A value of a systemd unit property, typed as D-Bus wants it.
@@ -85,9 +85,12 @@ pub fn slice_name(node_id: &str) -> Result<String, CgroupError> {
 
 /// The limits as systemd resource-control properties. CPUQuotaPerSecUSec is CPU time per
 /// wall-clock second: one CPU is 1 000 000 µs, so `pct` % of `ncpus` is `pct * ncpus * 10 000`.
+/// CPUWeight (D-Bus `t`, 1..=10000, default 100) is [`ENVELOPE_CPU_WEIGHT`], so the host's
+/// slices win under contention.
 pub fn limit_properties(limits: &EnvelopeLimits, ncpus: u32) -> Vec<UnitProperty> {
     vec![
         cpu_property(limits.cpu_percent, ncpus),
+        UnitProperty::u64("CPUWeight", ENVELOPE_CPU_WEIGHT),
         UnitProperty::u64("MemoryMax", limits.memory_bytes),
         UnitProperty::u64("MemorySwapMax", 0),
         UnitProperty::u64("TasksMax", u64::from(limits.pids_max)),

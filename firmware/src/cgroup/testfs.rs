@@ -13,6 +13,7 @@ fn v1_files(controller: &str) -> &'static [(&'static str, &'static str)] {
         "cpu" => &[
             ("cpu.cfs_period_us", "100000\n"),
             ("cpu.cfs_quota_us", "-1\n"),
+            ("cpu.shares", "1024\n"),
             (
                 "cpu.stat",
                 "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n",
@@ -85,6 +86,7 @@ pub fn v2_cgroup(dir: &Path) {
         ("cgroup.subtree_control", "\n"),
         ("cgroup.procs", ""),
         ("cpu.max", "max 100000\n"),
+        ("cpu.weight", "100\n"),
         ("cpu.stat", "usage_usec 0\nuser_usec 0\nsystem_usec 0\n"),
         ("memory.max", "max\n"),
         ("memory.swap.max", "max\n"),

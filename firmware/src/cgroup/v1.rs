@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US};
+use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US, ENVELOPE_CPU_SHARES};
 use super::{envelope_name, fs, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
 
 /// The v1 controllers the envelope needs.
@@ -119,6 +119,10 @@ impl CgroupManager for V1Manager {
             &CFS_PERIOD_US.to_string(),
         )?;
         self.write_quota(limits.cpu_percent)?;
+        fs::write(
+            &self.cpu.join("cpu.shares"),
+            &ENVELOPE_CPU_SHARES.to_string(),
+        )?;
         self.write_memory(limits.memory_bytes)?;
         fs::write(&self.pids.join("pids.max"), &limits.pids_max.to_string())?;
         tracing::info!(envelope = %self.name, ?limits, ncpus = self.ncpus, "cgroup v1 envelope set");

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US};
+use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US, ENVELOPE_CPU_WEIGHT};
 use super::{envelope_name, fs, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
 
 /// The controllers the envelope needs, as named in `cgroup.controllers`.
@@ -89,6 +89,10 @@ impl CgroupManager for V2Manager {
         fs::create_dir(&self.dir)?;
         fs::write(&self.dir.join("cgroup.subtree_control"), ENABLE)?;
         self.write_cpu(limits.cpu_percent)?;
+        fs::write(
+            &self.dir.join("cpu.weight"),
+            &ENVELOPE_CPU_WEIGHT.to_string(),
+        )?;
         fs::write(
             &self.dir.join("memory.max"),
             &limits.memory_bytes.to_string(),

@@ -26,6 +26,7 @@ fn first_ensure_starts_the_slice_later_ones_set_properties() {
     let slice = "lattice-n\\x2d3.slice".to_owned();
     let props = vec![
         UnitProperty::u64("CPUQuotaPerSecUSec", 200_000),
+        UnitProperty::u64("CPUWeight", 20),
         UnitProperty::u64("MemoryMax", 32 << 20),
         UnitProperty::u64("MemorySwapMax", 0),
         UnitProperty::u64("TasksMax", 20),

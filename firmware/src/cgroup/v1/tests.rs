@@ -28,12 +28,34 @@ fn ensure_writes_exactly_the_limit_files() {
         expect(&[
             ("cpu/lattice-n-1/cpu.cfs_quota_us", "20000"),
             ("cpu/lattice-n-1/cpu.cfs_period_us", "100000"),
+            ("cpu/lattice-n-1/cpu.shares", "204"),
             ("memory/lattice-n-1/memory.limit_in_bytes", "33554432"),
             ("memory/lattice-n-1/memory.memsw.limit_in_bytes", "33554432"),
             ("pids/lattice-n-1/pids.max", "20"),
         ])
     );
     assert_eq!(m.docker_parent(), "/lattice-n-1");
+}
+
+#[test]
+fn pure_v1_with_comounted_cpu_sets_the_weight_too() {
+    // No unified mount: plain v1, as on older distributions, with cpu and cpuacct co-mounted.
+    let tmp = tempfile::tempdir().unwrap();
+    v1(tmp.path(), &["cpu,cpuacct", "memory", "pids"], "n-1");
+    let Envelope::V1(m) = for_node("n-1", Some(tmp.path())).unwrap() else {
+        panic!("expected v1");
+    };
+    let before = snapshot(tmp.path());
+    m.ensure(&EnvelopeLimits::new(50, 1 << 30, 100).unwrap())
+        .unwrap();
+    let changed = changed(&before, &snapshot(tmp.path()));
+    assert_eq!(
+        changed
+            .get("cpu,cpuacct/lattice-n-1/cpu.shares")
+            .map(String::as_str),
+        Some("204"),
+        "{changed:?}"
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn ensure_writes_exactly_the_limit_files() {
             ("cgroup.subtree_control", "+cpu +memory +pids"),
             ("lattice-n-2/cgroup.subtree_control", "+cpu +memory +pids"),
             ("lattice-n-2/cpu.max", "20000 100000"),
+            ("lattice-n-2/cpu.weight", "20"),
             ("lattice-n-2/memory.max", "33554432"),
             ("lattice-n-2/memory.swap.max", "0"),
             ("lattice-n-2/pids.max", "20"),
