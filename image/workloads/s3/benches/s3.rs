@@ -1,1 +1,230 @@
-fn main() {}
+//! Throughput of the aws CLI against `lattice-s3` directly (no gateway), as a ratio against a
+//! plain file copy (read, write, fsync) on the same disk in the same run; and the latency of
+//! small GETs with boto3 (TCP_NODELAY). Prints the figures and writes target/bench/s3.json.
+//!
+//! `cargo bench -p lattice-s3 --bench s3` (needs build/pyenv from scripts/test).
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ACCESS_KEY: &str = "AKIDBENCH";
+const SECRET_KEY: &str = "bench-secret-0123456789";
+const RUNS: usize = 3;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lattice-s3"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("LATTICE_S3_ACCESS_KEY", ACCESS_KEY)
+        .env("LATTICE_S3_SECRET_KEY", SECRET_KEY)
+        .env("RUST_LOG", "warn,s3s::ops=off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting lattice-s3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reading the address");
+    let addr = line
+        .trim()
+        .strip_prefix("lattice-s3 listening on ")
+        .expect("listening line")
+        .to_owned();
+    Server(child, format!("http://{addr}"))
+}
+
+fn aws(venv: &Path, endpoint: &str, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = Command::new(venv.join("bin/aws"))
+        .arg("--endpoint-url")
+        .arg(endpoint)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("running aws");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
+/// read + write + fsync of every file of `src` into `dst`: what a durable PUT has to do at least.
+fn plain_copy(src: &Path, dst: &Path) -> Duration {
+    let _ = std::fs::remove_dir_all(dst);
+    std::fs::create_dir_all(dst).unwrap();
+    let t = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let mut r = std::fs::File::open(&p).unwrap();
+        let mut w = std::fs::File::create(dst.join(p.file_name().unwrap())).unwrap();
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).unwrap();
+        }
+        w.sync_all().unwrap();
+    }
+    std::fs::File::open(dst).unwrap().sync_all().unwrap();
+    t.elapsed()
+}
+
+fn main() {
+    let venv = std::env::var_os("LATTICE_S3_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("build/pyenv"));
+    if !venv.join("bin/aws").is_file() {
+        eprintln!(
+            "bench s3: {} has no aws CLI; run scripts/test (or its venv step) first",
+            venv.display()
+        );
+        std::process::exit(1);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let out_dir = target.join("bench");
+    let work = out_dir.join("s3-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let server = start(&work.join("data"));
+    let endpoint = server.1.clone();
+    aws(&venv, &endpoint, &["s3", "mb", "s3://bench"]);
+
+    let mut rows = Vec::new();
+    for (label, size, count) in [
+        ("1MiB", 1usize << 20, 64usize),
+        ("64MiB", 64usize << 20, 4usize),
+    ] {
+        let src = work.join(format!("src-{label}"));
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..count {
+            let data: Vec<u8> = (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect();
+            std::fs::write(src.join(format!("obj{i:03}")), data).unwrap();
+        }
+        let total_mib = (size * count) as f64 / (1024.0 * 1024.0);
+        let (mut put, mut get, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..RUNS {
+            let dst = format!("s3://bench/{label}/run{run}/");
+            put.push(
+                total_mib
+                    / aws(
+                        &venv,
+                        &endpoint,
+                        &[
+                            "s3",
+                            "cp",
+                            "--recursive",
+                            "--quiet",
+                            src.to_str().unwrap(),
+                            &dst,
+                        ],
+                    )
+                    .as_secs_f64(),
+            );
+            let down = work.join(format!("down-{label}"));
+            let _ = std::fs::remove_dir_all(&down);
+            get.push(
+                total_mib
+                    / aws(
+                        &venv,
+                        &endpoint,
+                        &[
+                            "s3",
+                            "cp",
+                            "--recursive",
+                            "--quiet",
+                            &dst,
+                            down.to_str().unwrap(),
+                        ],
+                    )
+                    .as_secs_f64(),
+            );
+            copy.push(
+                total_mib / plain_copy(&src, &work.join(format!("copy-{label}"))).as_secs_f64(),
+            );
+        }
+        let (put, get, copy) = (median(put), median(get), median(copy));
+        println!(
+            "s3 {label:>6} x{count:<3} aws s3 cp: PUT {put:7.1} MiB/s  GET {get:7.1} MiB/s  | plain copy {copy:7.1} MiB/s | ratio PUT {:.2} GET {:.2}",
+            put / copy,
+            get / copy
+        );
+        rows.push(serde_json::json!({
+            "object": label, "objects": count, "runs": RUNS,
+            "put_mib_s": put, "get_mib_s": get, "plain_copy_mib_s": copy,
+            "put_ratio": put / copy, "get_ratio": get / copy,
+        }));
+    }
+
+    // small GETs: one boto3 client, 200 GETs of a 1 KiB object
+    let script = "import os, time, boto3\n\
+        s3 = boto3.client('s3', endpoint_url=os.environ['EP'])\n\
+        s3.put_object(Bucket='bench', Key='small', Body=b'x' * 1024)\n\
+        t = []\n\
+        for _ in range(200):\n    a = time.perf_counter(); s3.get_object(Bucket='bench', Key='small')['Body'].read(); t.append(time.perf_counter() - a)\n\
+        t.sort(); print(t[len(t) // 2] * 1000, t[int(len(t) * 0.99)] * 1000)\n";
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .env("EP", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|s| s.parse::<f64>().ok());
+    let (p50, p99) = (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN));
+    println!("s3 small GET (1 KiB, boto3, 200x): p50 {p50:.2} ms  p99 {p99:.2} ms");
+
+    let json = serde_json::json!({
+        "bench": "s3",
+        "client": "aws CLI (s3 cp --recursive) from build/pyenv; server reached directly on loopback",
+        "plain_copy": "read + write + fsync per file, same disk",
+        "throughput": rows,
+        "small_get_ms": {"p50": p50, "p99": p99},
+    });
+    std::fs::write(
+        out_dir.join("s3.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    println!("wrote {}", out_dir.join("s3.json").display());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&work);
+}
