@@ -239,6 +239,67 @@ fn max_keys(n: Option<i32>) -> S3Result<usize> {
     }
 }
 
+/// Seconds since the epoch of an HTTP date (S3 compares Last-Modified at second granularity).
+fn epoch_secs(t: &Timestamp) -> Option<i64> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::EpochSeconds, &mut buf).ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    text.split('.').next()?.parse().ok()
+}
+
+fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag,
+    }
+}
+
+/// If-Match / If-Unmodified-Since (412) and If-None-Match / If-Modified-Since (304), in the
+/// order RFC 9110 and S3 apply them.
+fn check_conditions(
+    etag: &str,
+    last_modified_ms: i64,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let modified = last_modified_ms.div_euclid(1000);
+    match if_match {
+        Some(c) if !etag_matches(c, etag) => {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "If-Match does not match the object's ETag"
+            ));
+        }
+        Some(_) => {}
+        None => {
+            if if_unmodified_since
+                .and_then(epoch_secs)
+                .is_some_and(|t| modified > t)
+            {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "the object was modified after If-Unmodified-Since"
+                ));
+            }
+        }
+    }
+    match if_none_match {
+        Some(c) if etag_matches(c, etag) => return Err(s3_error!(NotModified)),
+        Some(_) => {}
+        None => {
+            if if_modified_since
+                .and_then(epoch_secs)
+                .is_some_and(|t| modified <= t)
+            {
+                return Err(s3_error!(NotModified));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn to_cors(rule: CORSRule) -> CorsRule {
     CorsRule {
         id: rule.id,
@@ -391,6 +452,14 @@ impl S3 for Backend {
         }
         let (meta, file) =
             blocking(|| self.store.open_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        check_conditions(
+            &meta.etag,
+            meta.last_modified_ms,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
         let range = match &i.range {
             None => None,
             Some(r) => Some(r.check(meta.size).map_err(|_| {
@@ -470,6 +539,14 @@ impl S3 for Backend {
         let i = req.input;
         let (meta, _) =
             blocking(|| self.store.open_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        check_conditions(
+            &meta.etag,
+            meta.last_modified_ms,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
         let with_checksums = i
             .checksum_mode
             .as_ref()
@@ -1026,4 +1103,57 @@ fn read_stream(
         }
         Ok(Some((buf.freeze(), (file, left - want as u64))))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strong(e: &str) -> ETagCondition {
+        ETagCondition::ETag(ETag::Strong(e.to_owned()))
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        ts(secs * 1000)
+    }
+
+    fn code(r: S3Result<()>) -> String {
+        r.map_or_else(|e| e.code().as_str().to_owned(), |()| "OK".to_owned())
+    }
+
+    #[test]
+    fn conditional_requests_answer_304_and_412_as_s3_does() {
+        // an object with ETag "abc", modified at second 1000
+        fn c(
+            m: Option<&ETagCondition>,
+            n: Option<&ETagCondition>,
+            ms: Option<&Timestamp>,
+            us: Option<&Timestamp>,
+        ) -> String {
+            code(check_conditions("abc", 1_000_500, m, n, ms, us))
+        }
+        assert_eq!(c(Some(&strong("abc")), None, None, None), "OK");
+        assert_eq!(
+            c(Some(&strong("xyz")), None, None, None),
+            "PreconditionFailed"
+        );
+        assert_eq!(c(None, Some(&strong("abc")), None, None), "NotModified");
+        assert_eq!(
+            c(None, Some(&ETagCondition::Any), None, None),
+            "NotModified"
+        );
+        assert_eq!(c(None, Some(&strong("xyz")), None, None), "OK");
+        assert_eq!(c(None, None, Some(&at(1000)), None), "NotModified");
+        assert_eq!(c(None, None, Some(&at(999)), None), "OK");
+        assert_eq!(c(None, None, None, Some(&at(999))), "PreconditionFailed");
+        assert_eq!(c(None, None, None, Some(&at(1000))), "OK");
+        // a matching If-Match wins over If-Unmodified-Since, If-None-Match over If-Modified-Since
+        assert_eq!(c(Some(&strong("abc")), None, None, Some(&at(1))), "OK");
+        assert_eq!(c(None, Some(&strong("xyz")), Some(&at(2000)), None), "OK");
+    }
+
+    #[test]
+    fn list_keys_are_url_encoded_on_request() {
+        assert_eq!(url_encode("a b/ü+%.txt"), "a%20b/%C3%BC%2B%25.txt");
+    }
 }

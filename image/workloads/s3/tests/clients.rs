@@ -456,6 +456,8 @@ fn boto3_default_checksums_forged_checksums_and_quota() {
 s3.create_bucket(Bucket='pyb')
 r = s3.put_object(Bucket='pyb', Key='small', Body=b'hello world')
 assert r['ChecksumCRC32'] == 'DUoRhQ==', r            # boto3's default: CRC32, verified and echoed
+print('if-none-match', code(s3.get_object, Bucket='pyb', Key='small', IfNoneMatch=r['ETag']))
+print('if-match', code(s3.get_object, Bucket='pyb', Key='small', IfMatch='"0123"'))
 g = s3.get_object(Bucket='pyb', Key='small', ChecksumMode='ENABLED')
 assert g['Body'].read() == b'hello world' and g['ChecksumCRC32'] == 'DUoRhQ=='
 for alg in ['SHA1', 'SHA256']:  # CRC32C needs awscrt in botocore
@@ -483,6 +485,8 @@ print('after-quota', code(s3.head_object, Bucket='pyb', Key='toobig'))
 s3.put_object(Bucket='pyb', Key='fits', Body=b'z' * 1000000)
 "#,
     );
+    assert!(out.contains("if-none-match 304"), "{out}");
+    assert!(out.contains("if-match PreconditionFailed"), "{out}");
     assert!(out.contains("forged BadDigest"), "{out}");
     assert!(out.contains("forged-sha256 BadDigest"), "{out}");
     assert!(out.contains("forged-md5 BadDigest"), "{out}");

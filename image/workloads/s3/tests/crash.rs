@@ -21,8 +21,15 @@ const KEYS: [&str; 4] = ["k0", "k1", "dir/k2", "k3"];
 const GEN: &str = "def gen(k, v, size):\n    p = f'{k}:{v}:'.encode()\n    return (p * (size // len(p) + 1))[:size]\n";
 
 const WRITER: &str = r#"
-import random
+import io, random, time
 from botocore.config import Config
+
+class Slow(io.BytesIO):
+    # bodies arrive at ~20 MB/s, so that kills land while the server is writing
+    def read(self, n=-1):
+        time.sleep(0.003)
+        return super().read(65536 if n is None or n < 0 or n > 65536 else n)
+
 s3 = boto3.client('s3', endpoint_url=os.environ['S3_ENDPOINT'], config=Config(retries={'total_max_attempts': 1}))
 rng = random.Random(int(os.environ['SEED']))
 keys = json.loads(os.environ['KEYS'])
@@ -35,11 +42,11 @@ try:
         print('attempt', k, v, size, kind, flush=True)
         data = gen(k, v, size)
         if kind == 'put':
-            s3.put_object(Bucket='crash', Key=k, Body=data)
+            s3.put_object(Bucket='crash', Key=k, Body=Slow(data))
         else:
             up = s3.create_multipart_upload(Bucket='crash', Key=k)['UploadId']
-            e1 = s3.upload_part(Bucket='crash', Key=k, UploadId=up, PartNumber=1, Body=data[:5 * 1024 * 1024])['ETag']
-            e2 = s3.upload_part(Bucket='crash', Key=k, UploadId=up, PartNumber=2, Body=data[5 * 1024 * 1024:])['ETag']
+            e1 = s3.upload_part(Bucket='crash', Key=k, UploadId=up, PartNumber=1, Body=Slow(data[:5 * 1024 * 1024]))['ETag']
+            e2 = s3.upload_part(Bucket='crash', Key=k, UploadId=up, PartNumber=2, Body=Slow(data[5 * 1024 * 1024:]))['ETag']
             s3.complete_multipart_upload(Bucket='crash', Key=k, UploadId=up, MultipartUpload={'Parts': [
                 {'PartNumber': 1, 'ETag': e1}, {'PartNumber': 2, 'ETag': e2}]})
         print('ack', k, v, flush=True)

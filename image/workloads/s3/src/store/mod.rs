@@ -577,6 +577,15 @@ impl Store {
     }
 }
 
+/// Moves a damaged file to `DATA/damaged/` (kept for inspection, out of every index).
+fn quarantine(layout: &Layout, path: &Path) -> Result<PathBuf, StoreError> {
+    let dir = layout.root.join("damaged");
+    layout::ensure_dir(&dir).map_err(io_err("creating", &dir))?;
+    let dest = dir.join(layout::random_hex(8));
+    fs::rename(path, &dest).map_err(io_err("moving aside", path))?;
+    Ok(dest)
+}
+
 fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
     let meta_path = layout.bucket_meta(name);
     let json = fs::read(&meta_path).map_err(io_err("reading", &meta_path))?;
@@ -588,7 +597,17 @@ fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
         let fan = fan.map_err(io_err("listing", &objects_dir))?.path();
         for f in fs::read_dir(&fan).map_err(io_err("listing", &fan))? {
             let path = f.map_err(io_err("listing", &fan))?.path();
-            let (meta, _) = object::open_meta(&path)?;
+            let meta = match object::open_meta(&path) {
+                Ok((meta, _)) => meta,
+                Err(e @ object::FormatError::Corrupt { .. }) => {
+                    // Never produced by a crash (objects appear only by rename after fsync):
+                    // damaged storage or a hand edit. The rest of the bucket stays available.
+                    let dest = quarantine(layout, &path)?;
+                    tracing::error!(error = %e, moved_to = %dest.display(), "moved a damaged object file aside");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if layout.object(name, &meta.key).1 != path {
                 tracing::warn!(path = %path.display(), "ignoring an object file stored under the wrong name");
                 continue;

@@ -459,3 +459,26 @@ fn copy_and_cors_round_trip() {
     s.set_cors("src", None).unwrap();
     assert!(matches!(s.get_cors("src"), Err(StoreError::NoSuchCors(_))));
 }
+
+#[test]
+fn a_damaged_object_file_is_moved_aside_and_the_rest_stays_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    put(&s, "data", "good", b"fine").unwrap();
+    put(&s, "data", "bad", b"will be damaged").unwrap();
+    drop(s);
+    let (_, bad) = Layout {
+        root: dir.path().to_owned(),
+    }
+    .object("data", "bad");
+    fs::write(&bad, b"garbage without a footer").unwrap();
+    let s = store(dir.path());
+    assert_eq!(read(&s, "data", "good"), b"fine");
+    assert!(matches!(
+        s.open_object("data", "bad"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    assert_eq!(fs::read_dir(dir.path().join("damaged")).unwrap().count(), 1);
+    assert_eq!(s.used(), 4);
+}
