@@ -1,4 +1,5 @@
-//! Throughput of the aws CLI against `lattice-s3` directly (no gateway), as a ratio against a
+//! Throughput of the aws CLI (and of curl with presigned URLs, to see the server without the
+//! Python client) against `lattice-s3` directly (no gateway), as a ratio against a
 //! plain file copy (read, write, fsync) on the same disk in the same run; and the latency of
 //! small GETs with boto3 (TCP_NODELAY). Prints the figures and writes target/bench/s3.json.
 //!
@@ -100,6 +101,54 @@ fn plain_copy(src: &Path, dst: &Path) -> Duration {
     t.elapsed()
 }
 
+/// Presigned SigV4 URLs (boto3) for `method` ("put_object" / "get_object") of `keys`.
+fn presign(venv: &Path, endpoint: &str, method: &str, keys: &[String]) -> Vec<String> {
+    let script = "import os, json, boto3\n\
+        from botocore.config import Config\n\
+        s3 = boto3.client('s3', endpoint_url=os.environ['EP'], config=Config(signature_version='s3v4'))\n\
+        keys = json.loads(os.environ['KEYS'])\n\
+        print(json.dumps([s3.generate_presigned_url(os.environ['METHOD'], Params={'Bucket': 'bench', 'Key': k}, ExpiresIn=3600) for k in keys]))\n";
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .env("EP", endpoint)
+        .env("KEYS", serde_json::to_string(keys).unwrap())
+        .env("METHOD", method)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "presign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("presigned URLs")
+}
+
+/// One curl process, up to 8 transfers at a time: uploads (`-T file URL`) or downloads.
+fn curl_parallel(pairs: &[(PathBuf, String)], upload: bool) -> Duration {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail", "--parallel", "--parallel-max", "8"]);
+    for (file, url) in pairs {
+        if upload {
+            cmd.arg("-T").arg(file).arg(url);
+        } else {
+            cmd.arg("-o").arg(file).arg(url);
+        }
+    }
+    let t = Instant::now();
+    let out = cmd.output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
 fn main() {
     let venv = std::env::var_os("LATTICE_S3_PYENV")
         .map(PathBuf::from)
@@ -175,7 +224,38 @@ fn main() {
                 total_mib / plain_copy(&src, &work.join(format!("copy-{label}"))).as_secs_f64(),
             );
         }
+        // the same objects with curl and presigned URLs: the server without the Python client
+        let (mut cput, mut cget) = (Vec::new(), Vec::new());
+        let files: Vec<PathBuf> = (0..count).map(|i| src.join(format!("obj{i:03}"))).collect();
+        for run in 0..RUNS {
+            let keys: Vec<String> = (0..count)
+                .map(|i| format!("curl-{label}/run{run}/obj{i:03}"))
+                .collect();
+            let puts = presign(&venv, &endpoint, "put_object", &keys);
+            let pairs: Vec<(PathBuf, String)> = files.iter().cloned().zip(puts).collect();
+            cput.push(total_mib / curl_parallel(&pairs, true).as_secs_f64());
+            let down = work.join(format!("curl-down-{label}"));
+            let _ = std::fs::remove_dir_all(&down);
+            std::fs::create_dir_all(&down).unwrap();
+            let gets = presign(&venv, &endpoint, "get_object", &keys);
+            let pairs: Vec<(PathBuf, String)> = (0..count)
+                .map(|i| down.join(format!("obj{i:03}")))
+                .zip(gets)
+                .collect();
+            cget.push(total_mib / curl_parallel(&pairs, false).as_secs_f64());
+            assert_eq!(
+                std::fs::read(&pairs[0].0).unwrap(),
+                std::fs::read(&files[0]).unwrap(),
+                "curl GET returned other bytes"
+            );
+        }
+        let (cput, cget) = (median(cput), median(cget));
         let (put, get, copy) = (median(put), median(get), median(copy));
+        println!(
+            "s3 {label:>6} x{count:<3} curl (presigned, 8 at a time): PUT {cput:7.1} MiB/s  GET {cget:7.1} MiB/s | ratio PUT {:.2} GET {:.2}",
+            cput / copy,
+            cget / copy
+        );
         println!(
             "s3 {label:>6} x{count:<3} aws s3 cp: PUT {put:7.1} MiB/s  GET {get:7.1} MiB/s  | plain copy {copy:7.1} MiB/s | ratio PUT {:.2} GET {:.2}",
             put / copy,
@@ -185,6 +265,8 @@ fn main() {
             "object": label, "objects": count, "runs": RUNS,
             "put_mib_s": put, "get_mib_s": get, "plain_copy_mib_s": copy,
             "put_ratio": put / copy, "get_ratio": get / copy,
+            "curl_put_mib_s": cput, "curl_get_mib_s": cget,
+            "curl_put_ratio": cput / copy, "curl_get_ratio": cget / copy,
         }));
     }
 
@@ -214,7 +296,7 @@ fn main() {
 
     let json = serde_json::json!({
         "bench": "s3",
-        "client": "aws CLI (s3 cp --recursive) from build/pyenv; server reached directly on loopback",
+        "client": "aws CLI (s3 cp --recursive) from build/pyenv, and curl with presigned URLs (--parallel, 8); server reached directly on loopback",
         "plain_copy": "read + write + fsync per file, same disk",
         "throughput": rows,
         "small_get_ms": {"p50": p50, "p99": p99},
