@@ -25,7 +25,11 @@ pub fn service(store: Arc<Store>, credentials: &Credentials) -> S3Service {
     builder.build()
 }
 
-/// Serves until `shutdown` completes; connections in flight are then finished by their tasks.
+/// How long requests in flight may take to finish after a shutdown signal.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` completes; then stops accepting, lets requests in flight finish
+/// (idle keep-alive connections close at once) for up to [`DRAIN`], and returns.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
@@ -33,6 +37,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -43,13 +49,15 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = &mut shutdown => break,
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, %peer, "could not set TCP_NODELAY");
         }
         let (store, service) = (store.clone(), service.clone());
-        tokio::spawn(async move {
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (store, service) = (store.clone(), service.clone());
@@ -58,10 +66,35 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let in_flight = connections.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, "waiting for open connections to finish");
+    }
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "requests still running after the drain time; cut"
+        );
+        connections.abort_all();
     }
 }
 

@@ -627,3 +627,59 @@ fn cors_configuration_and_preflight() {
     c.aws_ok(&["s3api", "delete-bucket-cors", "--bucket", "web"]);
     assert!(preflight("https://console.example", "PUT").starts_with("http/1.1 403"));
 }
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
+    let Some((dir, mut server, c)) = setup() else {
+        return;
+    };
+    c.aws_ok(&["s3", "mb", "s3://drain"]);
+    let url = c.python_ok(
+        "from botocore.config import Config\n\
+         s3 = boto3.client('s3', endpoint_url=os.environ['S3_ENDPOINT'], config=Config(signature_version='s3v4'))\n\
+         print(s3.generate_presigned_url('put_object', Params={'Bucket': 'drain', 'Key': 'slow.bin'}, ExpiresIn=300))\n",
+    );
+    let f = dir.path().join("slow.bin");
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&f, &data).unwrap();
+    // 3 MiB at 2 MiB/s: still sending when the signal comes
+    let upload = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--limit-rate",
+            "2M",
+            "-T",
+        ])
+        .arg(&f)
+        .arg(url.trim())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = upload.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "the upload in flight was cut by SIGTERM"
+    );
+    let status = server.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "lattice-s3 exited with {status} after SIGTERM"
+    );
+    server.restart();
+    let c = Clients::new(&c.venv, &server);
+    let back = dir.path().join("back.bin");
+    c.aws_ok(&["s3", "cp", "s3://drain/slow.bin", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data, "stored bytes differ");
+}
