@@ -234,7 +234,7 @@ fn main() {
             "exec httpd -f -p 8080 -h /",
         ]);
     }
-    let host = |name: &str| format!("{name}.lattice-apps.localhost");
+    let host = |name: &str| format!("{name}--operator.lattice-apps.localhost");
     for name in &names {
         wait(120, "served before the loss", || {
             (http_status(apps, &host(name)) == Some(200)).then_some(())

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HOST: &str = "web.lattice-apps.localhost";
+/// The operator deploys it: its host carries the account (`{name}--{account}`).
+const HOST: &str = "web--operator.lattice-apps.localhost";
 const HTTPD: &str =
     "mkdir -p /tmp/www && echo hello-from-web > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
 

@@ -69,9 +69,9 @@ async fn start_fleet(
             fleet.http_addr,
         )
         .await?;
-        println!("apps (HTTP):      {}", gw.http_url("NAME"));
+        println!("apps (HTTP):      {}", gw.http_url("NAME--ACCOUNT"));
         println!(
-            "apps (HTTPS):     https://NAME.{}:{} (certificate: {})",
+            "apps (HTTPS):     https://NAME--ACCOUNT.{}:{} (certificate: {})",
             serve.gateway.apps_domain,
             gw.https_addr.port(),
             serve

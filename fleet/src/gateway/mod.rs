@@ -60,8 +60,8 @@ pub struct GatewayArgs {
     /// HTTPS listener for workloads [default: 127.0.0.1:8444, or any free port if taken].
     #[arg(long, value_name = "ADDR")]
     pub apps_https: Option<SocketAddr>,
-    /// Workloads appear as NAME.DOMAIN; keep it apart from the console's domain so a workload
-    /// can never set the console's cookies.
+    /// Workloads appear as NAME--ACCOUNT.DOMAIN; keep it apart from the console's domain so a
+    /// workload can never set the console's cookies.
     #[arg(long, value_name = "DOMAIN", default_value = "lattice-apps.localhost")]
     pub apps_domain: String,
     /// Certificate chain (PEM) for *.DOMAIN; default: a generated self-signed one in DATA.
@@ -238,14 +238,16 @@ impl Gateway {
                 target: n.target.clone(),
             })
             .collect();
-        let placed: HashMap<String, String> = self
-            .store
-            .workloads(None)
-            .await?
+        let workloads = self.store.workloads(None).await?;
+        let owners: HashMap<String, String> = workloads
+            .iter()
+            .map(|w| (w.id.clone(), w.account_id.clone()))
+            .collect();
+        let placed: HashMap<String, String> = workloads
             .into_iter()
             .filter_map(|w| Some((w.id, w.node_id?)))
             .collect();
-        let table = RouteTable::build_placed(&self.args.apps_domain, &targets, &placed);
+        let table = RouteTable::build_owned(&self.args.apps_domain, &targets, &placed, &owners);
         let changed = *read(&self.routes).as_ref() != table;
         if changed {
             for p in &table.problems {
@@ -479,9 +481,9 @@ pub async fn run_alone(
             tracing::error!(error = %e, "metrics listener stopped");
         }
     });
-    println!("apps (HTTP):      {}", gw.http_url("NAME"));
+    println!("apps (HTTP):      {}", gw.http_url("NAME--ACCOUNT"));
     println!(
-        "apps (HTTPS):     https://NAME.{}:{}",
+        "apps (HTTPS):     https://NAME--ACCOUNT.{}:{}",
         gw.gateway.args.apps_domain,
         gw.https_addr.port()
     );

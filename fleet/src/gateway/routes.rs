@@ -4,7 +4,10 @@
 //! never attract traffic for a workload it was not given: the gateway opens streams only to
 //! the node whose target holds the workload, and that node checks its own target again.
 //!
-//! * HTTP(S): `{workload name}.{apps domain}` → the workload's **first** declared port.
+//! * HTTP(S): `{workload name}--{account id}.{apps domain}` → the workload's **first** declared
+//!   port. Names are per account, so the account is part of the host; one DNS label (not
+//!   `name.account.domain`) so that one `*.{apps domain}` certificate covers every workload.
+//!   A workload no account owns (an operator's raw target) is `{name}.{apps domain}`.
 //! * TCP: every declared port of every workload gets its own gateway port (stable, stored).
 
 use lattice_wire::msg::WorkloadSpec;
@@ -57,6 +60,17 @@ impl RouteTable {
         nodes: &[NodeTargets],
         placed: &HashMap<String, String>,
     ) -> RouteTable {
+        Self::build_owned(apps_domain, nodes, placed, &HashMap::new())
+    }
+
+    /// Like [`RouteTable::build_placed`], with the account owning each workload (`owners`:
+    /// workload id → account id), which goes into its host name ([`host_label`]).
+    pub fn build_owned(
+        apps_domain: &str,
+        nodes: &[NodeTargets],
+        placed: &HashMap<String, String>,
+        owners: &HashMap<String, String>,
+    ) -> RouteTable {
         let mut table = RouteTable::default();
         let mut nodes: Vec<&NodeTargets> = nodes.iter().filter(|n| !n.revoked).collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -81,7 +95,10 @@ impl RouteTable {
                     name: w.name.clone(),
                     port,
                 };
-                let host = format!("{}.{domain}", w.name.to_ascii_lowercase());
+                let host = format!(
+                    "{}.{domain}",
+                    host_label(&w.name, owners.get(&w.id).map(String::as_str))
+                );
                 let preferred = placed.get(&w.id) == Some(&node.id);
                 match table.http.get(&host) {
                     Some(existing) if existing.workload == w.id => {
@@ -130,6 +147,24 @@ impl RouteTable {
     pub fn http_hosts(&self) -> impl Iterator<Item = (&String, &Route)> {
         self.http.iter()
     }
+}
+
+/// The first label of a workload's host: `{name}--{account}` for an account's workload,
+/// `{name}` for one no account owns.
+pub fn host_label(name: &str, account: Option<&str>) -> String {
+    match account {
+        Some(a) => format!("{}--{}", name, a).to_ascii_lowercase(),
+        None => name.to_ascii_lowercase(),
+    }
+}
+
+/// A workload's host name under `apps_domain`.
+pub fn workload_host(name: &str, account: Option<&str>, apps_domain: &str) -> String {
+    format!(
+        "{}.{}",
+        host_label(name, account),
+        apps_domain.trim_matches('.').to_ascii_lowercase()
+    )
 }
 
 /// `Web.Example.:8080` → `web.example`; IPv6 literals keep their brackets.
@@ -250,6 +285,33 @@ mod tests {
         let placed = HashMap::from([("w-1".to_string(), "n-c".to_string())]);
         let t = RouteTable::build_placed("apps.example", &both[1..], &placed);
         assert_eq!(t.http("web.apps.example").unwrap().node, "n-b");
+    }
+
+    #[test]
+    fn two_accounts_may_both_have_a_web_and_each_gets_its_own_host() {
+        let t = RouteTable::build_owned(
+            "apps.example",
+            &[
+                node("n-a", false, serde_json::json!([w("w-1", "web", &[80])])),
+                node("n-b", false, serde_json::json!([w("w-2", "web", &[81])])),
+            ],
+            &HashMap::new(),
+            &HashMap::from([
+                ("w-1".to_string(), "a-0001".to_string()),
+                ("w-2".to_string(), "a-0002".to_string()),
+            ]),
+        );
+        let a = t.http("web--a-0001.apps.example").unwrap();
+        let b = t.http("web--a-0002.apps.example").unwrap();
+        assert_eq!((a.workload.as_str(), a.port), ("w-1", 80));
+        assert_eq!((b.workload.as_str(), b.port), ("w-2", 81));
+        // No bare name for an account's workload: nobody can claim "web" for everyone.
+        assert_eq!(t.http("web.apps.example"), None);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        assert_eq!(
+            workload_host("Web", Some("a-0001"), "Apps.Example."),
+            "web--a-0001.apps.example"
+        );
     }
 
     #[test]
