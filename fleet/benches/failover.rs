@@ -84,6 +84,27 @@ fn clean_node(node: &str) {
     }
 }
 
+/// Kills the processes and removes what the nodes left, also when the bench panics.
+#[derive(Default)]
+struct Guard {
+    procs: Vec<Child>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for d in &self.dirs {
+            if let Some(id) = node_id(d) {
+                clean_node(&id);
+            }
+        }
+    }
+}
+
 struct Cli {
     config: PathBuf,
 }
@@ -153,6 +174,11 @@ fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn main() {
+    // Leftovers of an interrupted run: `FAILOVER_CLEAN_NODES="n-… n-…"`.
+    if let Ok(ids) = std::env::var("FAILOVER_CLEAN_NODES") {
+        ids.split_whitespace().for_each(clean_node);
+        return;
+    }
     if !(Path::new("/var/run/docker.sock").exists() && nix::unistd::geteuid().is_root()) {
         eprintln!("SKIPPED: needs root and a Docker engine");
         return;
@@ -186,19 +212,22 @@ fn main() {
     if let Some(g) = &grace {
         cmd.args(["--node-lost-grace-secs", g]);
     }
+    let mut guard = Guard::default();
     let mut fleet = cmd
         .env("LATTICE_CLI_CONFIG", &cli.config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("fleet.log")).unwrap())
         .spawn()
         .expect("lattice fleet");
-    let out = std::io::BufReader::new(fleet.stdout.take().unwrap());
-    for line in out.lines().map_while(Result::ok) {
+    let mut out = std::io::BufReader::new(fleet.stdout.take().unwrap()).lines();
+    for line in out.by_ref().map_while(Result::ok) {
         if line.starts_with("CLI config:") {
             break;
         }
     }
+    // Keep reading: the fleet must never write to a closed pipe.
+    std::thread::spawn(move || out.for_each(drop));
 
     let token = |owner: &str| {
         cli.json(&["tokens", "create", "--owner", owner, "--json"])["provisioning"]
@@ -207,8 +236,10 @@ fn main() {
             .to_string()
     };
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    guard.procs.push(fleet);
+    guard.dirs = vec![a_dir.clone(), b_dir.clone()];
     let mut a = latticed(&a_dir, &token("bench"));
-    let mut b = latticed(&b_dir, &token("bench"));
+    guard.procs.push(latticed(&b_dir, &token("bench")));
     let a_id = wait(30, "a registered", || node_id(&a_dir));
     let b_id = wait(30, "b registered", || node_id(&b_dir));
     for id in [&a_id, &b_id] {
@@ -231,14 +262,24 @@ fn main() {
             "--",
             "sh",
             "-c",
-            "exec httpd -f -p 8080 -h /",
+            "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
         ]);
     }
     let host = |name: &str| format!("{name}--operator.lattice-apps.localhost");
     for name in &names {
-        wait(120, "served before the loss", || {
-            (http_status(apps, &host(name)) == Some(200)).then_some(())
+        let served = (0..1200).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            http_status(apps, &host(name)) == Some(200)
         });
+        if !served {
+            let log = std::fs::read_to_string(dir.path().join("fleet.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{name} not served before the loss: {:?}; fleet log (last lines, newest first):\n{}",
+                http_status(apps, &host(name)),
+                tail.join("\n")
+            );
+        }
     }
     cli.run(&["node", "uncordon", &b_id]);
     let grace_secs = grace.clone().unwrap_or_else(|| "30 (default)".into());
@@ -294,12 +335,7 @@ fn main() {
         "target_s": 60,
     });
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
-    let _ = b.kill();
-    let _ = b.wait();
-    let _ = fleet.kill();
-    let _ = fleet.wait();
-    clean_node(&a_id);
-    clean_node(&b_id);
+    drop(guard);
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join("failover.json");

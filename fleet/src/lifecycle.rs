@@ -518,9 +518,20 @@ pub async fn round(
     settle_moves(&s.store, &nodes, &placed, now, changes).await?;
 
     let mut placed = s.store.workloads(None).await?;
+    // Only nodes holding work need a look (and decommissioning ones, to finish them).
+    let occupied: HashSet<String> = placed
+        .iter()
+        .flat_map(|w| w.node_id.iter().chain(w.moving_to.iter()).cloned())
+        .collect();
     let grace_ms = grace.as_millis() as u64;
     for n in &nodes {
         let state = NodeLifecycle::parse(&n.lifecycle);
+        if !occupied.contains(&n.id) {
+            if state == NodeLifecycle::Decommissioning {
+                finish_decommission(s, n).await?;
+            }
+            continue;
+        }
         let lost = n.revoked
             || (!n.online && n.last_seen_ms.max(n.registered_ms).saturating_add(grace_ms) <= now);
         if lost {

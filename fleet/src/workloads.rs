@@ -396,7 +396,8 @@ pub async fn delete(store: &Store, account: &str, name: &str) -> Result<Workload
         .await?
         .ok_or_else(|| FrameError::NotFound(format!("no workload named {name:?}")))?;
     store.delete_workload(&w.id).await?;
-    if let Some(node) = &w.node_id {
+    // Both nodes of a move in progress hold it.
+    for node in w.node_id.iter().chain(w.moving_to.iter()) {
         retarget(store, node).await?;
     }
     Ok(w)
