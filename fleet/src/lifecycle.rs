@@ -32,6 +32,9 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// gateway (which re-reads the routes every second) has switched to the new copy by then.
 pub const ROUTE_SWITCH: Duration = Duration::from_secs(3);
 
+/// After a move fails, the drain waits this long before trying that workload again.
+pub const RETRY_MOVE_AFTER: Duration = Duration::from_secs(30);
+
 /// What a round changed: targets to send now, and old nodes to retarget after
 /// [`ROUTE_SWITCH`].
 #[derive(Debug, Default)]
@@ -299,6 +302,11 @@ async fn drain_node(
                 event_once(store, &w, now, "not_movable", &detail).await?;
             }
             Relocation::Restart => {
+                let retry_ms = RETRY_MOVE_AFTER.as_millis() as u64;
+                let last = store.workload_events(&w.id).await?.pop();
+                if last.is_some_and(|e| e.kind == "move_failed" && e.at_ms + retry_ms > now) {
+                    continue;
+                }
                 match workloads::place(nodes, placed, needs(&w), std::slice::from_ref(&node.id)) {
                     Ok((to, _)) => {
                         let detail = format!(

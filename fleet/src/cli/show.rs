@@ -74,7 +74,7 @@ pub async fn nodes(json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<36} {:<8} {:<16} {:<10} {:<9} SEEN",
+        "{:<36} {:<16} {:<16} {:<10} {:<9} SEEN",
         "ID", "STATE", "HOSTNAME", "OWNER", "REVISION"
     );
     for n in ns {
@@ -89,7 +89,7 @@ pub async fn nodes(json: bool) -> anyhow::Result<()> {
             (false, on, other) => format!("{}/{other}", if on { "online" } else { "offline" }),
         };
         println!(
-            "{:<36} {:<8} {:<16} {:<10} {:<9} {}",
+            "{:<36} {:<16} {:<16} {:<10} {:<9} {}",
             n.id,
             state,
             host,
