@@ -121,6 +121,16 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
         updated_ms: 1,
     };
     assert!(s.store.insert_workload(&w, "test").await.unwrap());
+    // A movable one with nowhere to go (the only node is the one being drained, and it never
+    // connected).
+    let web = WorkloadRow {
+        id: "w-web".into(),
+        name: "web".into(),
+        kind: "container".into(),
+        settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
+        ..w.clone()
+    };
+    assert!(s.store.insert_workload(&web, "test").await.unwrap());
 
     let (st, v) = call(
         &s,
@@ -132,14 +142,27 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["lifecycle"], "decommissioning");
-    assert_eq!(v["workloads"][0]["name"], "db");
-    assert_eq!(v["workloads"][0]["status"], "blocked");
-    assert!(
-        v["workloads"][0]["detail"]
-            .as_str()
+    let listed = |v: &serde_json::Value, name: &str| {
+        v["workloads"]
+            .as_array()
             .unwrap()
-            .contains("not movable"),
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {v}"))
+    };
+    let db = listed(&v, "db");
+    assert_eq!(db["status"], "blocked");
+    assert!(
+        db["detail"].as_str().unwrap().contains("not movable"),
         "{v}"
+    );
+    let web_listed = listed(&v, "web");
+    assert_eq!(web_listed["status"], "blocked", "{v}");
+    let why = web_listed["detail"].as_str().unwrap();
+    assert!(
+        why.contains("cannot move: no node can take it (rejected: 1 offline)"),
+        "{why}"
     );
     // Rounds of the background task leave it there, say why once, and keep the node.
     for _ in 0..3 {
@@ -160,8 +183,9 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
         "{node:?}"
     );
 
-    // Once it is gone, the next round revokes the node for good.
+    // Once they are gone, the next round revokes the node for good.
     s.store.delete_workload("w-db").await.unwrap();
+    s.store.delete_workload("w-web").await.unwrap();
     crate::lifecycle::round(&s, GRACE, lattice_wire::now_ms(), &mut Default::default())
         .await
         .unwrap();
