@@ -3,35 +3,9 @@
 
 mod common;
 
+use common::lattice_as as lattice;
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Stdio};
-
-/// `lattice ARGS` with `LATTICE_CLI_CONFIG=cfg` and `stdin` piped in.
-fn lattice(cfg: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(lattice_bin())
-        .args(args)
-        .env("LATTICE_CLI_CONFIG", cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run lattice");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Raw HTTPS to the fleet, pinned to its key.
 struct Api {

@@ -7,34 +7,9 @@ mod common;
 
 use common::docker::*;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `lattice ARGS` with another account's CLI config and `stdin`.
-fn lattice_as(cfg: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(lattice_bin())
-        .args(args)
-        .env("LATTICE_CLI_CONFIG", cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run lattice");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The highest `tick-N` in `text`.
 fn last_tick(text: &str) -> u64 {

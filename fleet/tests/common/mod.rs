@@ -36,6 +36,32 @@ pub struct Fleet {
     pub log: PathBuf,
 }
 
+/// `lattice ARGS` with `LATTICE_CLI_CONFIG=cfg` (another account's CLI config) and `stdin`
+/// piped in (passwords); returns (success, stdout, stderr).
+pub fn lattice_as(cfg: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(lattice_bin())
+        .args(args)
+        .env("LATTICE_CLI_CONFIG", cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lattice");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
