@@ -7,6 +7,7 @@
 //! * [`secrets`] — the fleet key and operator credential on disk.
 //! * [`metrics`] — Prometheus metrics.
 //! * [`accounts`], [`audit`] — sign-up, passwords, login limits; the audit log.
+//! * [`workloads`], [`kinds`] — the workload frame and its kinds (`container`, `s3`).
 
 pub mod accounts;
 pub mod api;
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod cli;
 pub mod gateway;
 pub mod ingest;
+pub mod kinds;
 pub mod lifecycle;
 pub mod link;
 pub mod metrics;

@@ -36,6 +36,8 @@ pub struct FleetConfig {
     pub signup: crate::accounts::SignupPolicy,
     /// How long a node may be offline before its stateless workloads are rescheduled.
     pub node_lost_grace: Duration,
+    /// What the workload kinds need (the S3 image).
+    pub kinds: crate::kinds::KindConfig,
 }
 
 impl FleetConfig {
@@ -51,6 +53,7 @@ impl FleetConfig {
             broker: None,
             signup: Default::default(),
             node_lost_grace: crate::lifecycle::DEFAULT_GRACE,
+            kinds: Default::default(),
         }
     }
 }
@@ -211,6 +214,8 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         login_limits: Default::default(),
         signup: cfg.signup,
         tunnels: Default::default(),
+        kinds: cfg.kinds.clone(),
+        apps: Default::default(),
     });
     // Cordon/drain/decommission and node loss (a restarted fleet resumes from the store).
     tokio::spawn(crate::lifecycle::run(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Kinds the fleet can deploy.
-pub const KINDS: &[&str] = &["container"];
+pub const KINDS: &[&str] = &["container", "s3"];
 
 /// Names a workload may not have (they would shadow the fleet's own host names).
 pub const RESERVED_NAMES: &[&str] = &[
@@ -75,7 +75,9 @@ pub struct DeployRequest {
     /// `small` (default), `medium` or `large`.
     #[serde(default)]
     pub plan: Option<String>,
-    /// Image reference pinned by digest (`registry/repo@sha256:…`).
+    /// `container`: image reference pinned by digest (`registry/repo@sha256:…`). Other kinds
+    /// bring their own.
+    #[serde(default)]
     pub image: String,
     /// The port the service listens on.
     #[serde(default)]
@@ -108,6 +110,9 @@ pub enum FrameError {
     /// No node can take it: the reason names the resource that was short, or the rule.
     #[error("{0}")]
     NoCapacity(String),
+    /// This fleet is not configured for it (e.g. `s3` without `--s3-image`).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -157,6 +162,11 @@ pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), F
     }
     check_name(&req.name)?;
     let plan = plan(req.plan.as_deref())?;
+    if req.image.is_empty() {
+        return Err(FrameError::Invalid(
+            "kind container needs an image (--image REF, pinned by digest)".into(),
+        ));
+    }
     if !req.image.contains("@sha256:") {
         return Err(FrameError::Invalid(format!(
             "image {:?} must be pinned by digest (registry/repo@sha256:…)",
@@ -184,6 +194,10 @@ pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), F
 
 /// The node-side spec of a stored workload.
 pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
+    if w.kind == "s3" {
+        let p = plan(Some(&w.plan)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        return crate::kinds::s3::spec(w, p);
+    }
     let s: ContainerSettings = serde_json::from_str(&w.settings)
         .map_err(|e| StoreError::Corrupt(format!("workload {} settings: {e}", w.id)))?;
     let p = plan(Some(&w.plan)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -340,9 +354,18 @@ pub async fn deploy(
     store: &Store,
     account: &str,
     req: &DeployRequest,
+    kinds: &crate::kinds::KindConfig,
     now_ms: u64,
 ) -> Result<WorkloadRow, FrameError> {
-    let (plan, settings) = check_request(req)?;
+    let (plan, settings, disk_bytes) = if req.kind == "s3" {
+        let (plan, s) = crate::kinds::s3::prepare(req, kinds.s3_image.as_deref())?;
+        let disk = s.volume_bytes;
+        (plan, serde_json::to_string(&s), disk)
+    } else {
+        let (plan, s) = check_request(req)?;
+        (plan, serde_json::to_string(&s), 0)
+    };
+    let settings = settings.map_err(|e| FrameError::Invalid(e.to_string()))?;
     if store.workload(account, &req.name).await?.is_some() {
         return Err(FrameError::Exists(format!(
             "a workload named {:?} exists already",
@@ -354,7 +377,7 @@ pub async fn deploy(
     let needs = Resources {
         cpu_millis: u64::from(plan.cpu_millis),
         memory_bytes: plan.memory_bytes,
-        disk_bytes: 0,
+        disk_bytes,
     };
     let (node, score) = place(&nodes, &placed, needs, &[]).map_err(|why| {
         FrameError::NoCapacity(format!(
@@ -368,13 +391,12 @@ pub async fn deploy(
         name: req.name.clone(),
         kind: req.kind.clone(),
         plan: plan.name.to_string(),
-        settings: serde_json::to_string(&settings)
-            .map_err(|e| FrameError::Invalid(e.to_string()))?,
+        settings,
         node_id: Some(node.clone()),
         moving_to: None,
         cpu_millis: u64::from(plan.cpu_millis),
         memory_bytes: plan.memory_bytes,
-        disk_bytes: 0,
+        disk_bytes,
         created_ms: now_ms,
         updated_ms: now_ms,
     };
@@ -418,6 +440,9 @@ pub struct WorkloadView {
     pub moving_to: Option<String>,
     pub image: String,
     pub port: Option<u16>,
+    /// Its HTTPS address through the gateway, when the fleet knows the gateway's.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     pub restarts: u32,
     pub created_ms: u64,
     pub events: Vec<WorkloadEvent>,
@@ -464,7 +489,15 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
         None => None,
     };
     let (state, reason, restarts) = lifecycle(w, node.as_ref());
-    let s: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
+    let s = if w.kind == "s3" {
+        ContainerSettings {
+            image: crate::kinds::s3::settings(w)?.image,
+            port: Some(crate::kinds::s3::PORT),
+            ..Default::default()
+        }
+    } else {
+        serde_json::from_str(&w.settings).unwrap_or_default()
+    };
     Ok(WorkloadView {
         name: w.name.clone(),
         kind: w.kind.clone(),
@@ -475,6 +508,7 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
         moving_to: w.moving_to.clone(),
         image: s.image,
         port: s.port,
+        endpoint: None,
         restarts,
         created_ms: w.created_ms,
         events: store.workload_events(&w.id).await?,

@@ -52,6 +52,11 @@ pub struct AppState {
     /// The gateway's tunnel listener, once it runs in this process (workload logs come
     /// through the nodes' tunnels); unset with `--no-gateway`.
     pub tunnels: Arc<std::sync::OnceLock<lattice_tunnel::TunnelServer>>,
+    /// What the workload kinds need from the fleet's flags (the S3 image).
+    pub kinds: crate::kinds::KindConfig,
+    /// Where the gateway in this process serves workloads, once it runs (views show each
+    /// workload's address); unset with `--no-gateway`.
+    pub apps: Arc<std::sync::OnceLock<crate::kinds::AppsEndpoint>>,
 }
 
 #[derive(OpenApi)]
@@ -69,6 +74,7 @@ pub struct AppState {
         api_tokens::create, api_tokens::list, api_tokens::delete,
         audit::list,
         workloads::create, workloads::list, workloads::show, workloads::delete, logs::logs,
+        workloads::credentials,
     ),
     components(schemas(
         crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
@@ -79,6 +85,7 @@ pub struct AppState {
         accounts::ChangePassword,
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
         crate::workloads::DeployRequest, crate::workloads::WorkloadView, crate::store::WorkloadEvent,
+        crate::kinds::s3::Credentials,
         crate::lifecycle::NodeLifecycleView, crate::lifecycle::NodeWorkload,
     )),
     modifiers(&SecurityAddon),
@@ -158,6 +165,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(workloads::show).delete(workloads::delete),
         )
         .route("/api/v1/workloads/{name}/logs", get(logs::logs))
+        .route(
+            "/api/v1/workloads/{name}/credentials",
+            get(workloads::credentials),
+        )
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

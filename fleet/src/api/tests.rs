@@ -31,6 +31,8 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         login_limits: Default::default(),
         signup: Default::default(),
         tunnels: Default::default(),
+        kinds: Default::default(),
+        apps: Default::default(),
     })
 }
 

@@ -18,25 +18,44 @@ impl From<FrameError> for ApiError {
             FrameError::NotFound(m) => ApiError::NotFound(m),
             FrameError::Exists(m) => ApiError::Conflict(m),
             FrameError::NoCapacity(m) => ApiError::Conflict(m),
+            FrameError::Unavailable(m) => ApiError::Unavailable(m),
             FrameError::Store(e) => e.into(),
         }
     }
 }
 
-/// Deploys a workload (kind `container`: an image, a port, env and a plan).
+/// A workload's view with its address through this process's gateway.
+async fn view(s: &AppState, w: &crate::store::WorkloadRow) -> Result<WorkloadView, ApiError> {
+    let mut v = workloads::view(&s.store, w).await?;
+    if v.port.is_some() {
+        v.endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
+    }
+    Ok(v)
+}
+
+/// Deploys a workload (kind `container`: an image, a port, env and a plan; kind `s3`: a plan,
+/// the rest is the kind's, with generated credentials).
 #[utoipa::path(post, path = "/api/v1/workloads", security(("bearer" = [])),
     request_body = DeployRequest,
     responses((status = 201, body = WorkloadView),
         (status = 400, description = "invalid name, kind, plan, image or body", body = super::ErrorBody),
         (status = 401, body = super::ErrorBody),
-        (status = 409, description = "name taken, or no node has the capacity (the message names the resource)", body = super::ErrorBody)))]
+        (status = 409, description = "name taken, or no node has the capacity (the message names the resource)", body = super::ErrorBody),
+        (status = 503, description = "the fleet is not configured for this kind (s3 without --s3-image)", body = super::ErrorBody)))]
 pub async fn create(
     p: Principal,
     State(s): State<Arc<AppState>>,
     body: Result<Json<DeployRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<WorkloadView>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let w = workloads::deploy(&s.store, &p.account_id, &req, lattice_wire::now_ms()).await?;
+    let w = workloads::deploy(
+        &s.store,
+        &p.account_id,
+        &req,
+        &s.kinds,
+        lattice_wire::now_ms(),
+    )
+    .await?;
     audit::record(
         &s.store,
         &p.account_id,
@@ -45,10 +64,7 @@ pub async fn create(
         &format!("kind={} plan={} name={}", w.kind, w.plan, w.name),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(workloads::view(&s.store, &w).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(view(&s, &w).await?)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -75,7 +91,7 @@ pub async fn list(
     };
     let mut out = Vec::new();
     for w in s.store.workloads(account).await? {
-        out.push(workloads::view(&s.store, &w).await?);
+        out.push(view(&s, &w).await?);
     }
     Ok(Json(out))
 }
@@ -95,7 +111,43 @@ pub async fn show(
         .workload(&p.account_id, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no workload named {name:?}")))?;
-    Ok(Json(workloads::view(&s.store, &w).await?))
+    Ok(Json(view(&s, &w).await?))
+}
+
+/// The generated credentials of one of the caller's workloads (kind `s3`: access key id and
+/// secret). Each call is audited as `credentials_revealed`.
+#[utoipa::path(get, path = "/api/v1/workloads/{name}/credentials", security(("bearer" = [])),
+    params(("name" = String, Path, description = "workload name")),
+    responses((status = 200, body = crate::kinds::s3::Credentials),
+        (status = 401, body = super::ErrorBody),
+        (status = 404, description = "no such workload, or its kind has no credentials", body = super::ErrorBody)))]
+pub async fn credentials(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::kinds::s3::Credentials>, ApiError> {
+    let w = s
+        .store
+        .workload(&p.account_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no workload named {name:?}")))?;
+    if w.kind != "s3" {
+        return Err(ApiError::NotFound(format!(
+            "workload {name:?} (kind {}) has no generated credentials",
+            w.kind
+        )));
+    }
+    let endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
+    let c = crate::kinds::s3::credentials(&w, endpoint)?;
+    audit::record(
+        &s.store,
+        &p.account_id,
+        Action::CredentialsRevealed,
+        &w.id,
+        &format!("name={} access_key_id={}", w.name, c.access_key_id),
+    )
+    .await?;
+    Ok(Json(c))
 }
 
 /// Deletes one of the caller's workloads everywhere (its node removes the container, network

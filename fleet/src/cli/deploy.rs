@@ -2,24 +2,26 @@
 
 use super::client::Client;
 use super::config::{default_path, CliConfig};
+use crate::kinds::s3::Credentials;
 use crate::workloads::WorkloadView;
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkloadCmd {
-    /// Deploys a workload: `lattice deploy container NAME --image REF [--port P] [--plan P]`.
+    /// Deploys a workload: `lattice deploy container NAME --image REF [--port P] [--plan P]`,
+    /// or `lattice deploy s3 NAME [--plan P]` (S3 storage with generated credentials).
     Deploy {
-        /// The kind (`container`).
+        /// The kind (`container` or `s3`).
         kind: String,
         /// Its name: 1 to 32 of a-z, 0-9 and '-', starting with a letter.
         name: String,
         /// small (default), medium or large.
         #[arg(long)]
         plan: Option<String>,
-        /// Image pinned by digest (registry/repo@sha256:…).
+        /// container: image pinned by digest (registry/repo@sha256:…).
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         /// The port the service listens on.
         #[arg(long)]
         port: Option<u16>,
@@ -64,9 +66,12 @@ pub enum WorkloadCmd {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ShowCmd {
-    /// State, node, events.
+    /// State, node, endpoint, events.
     Show {
         name: String,
+        /// Also print its generated credentials (s3: access key id and secret); audited.
+        #[arg(long)]
+        credentials: bool,
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +103,9 @@ fn print_one(w: &WorkloadView) {
     if let Some(p) = w.port {
         println!("port     {p}");
     }
+    if let Some(e) = &w.endpoint {
+        println!("endpoint {e}");
+    }
     println!("restarts {}", w.restarts);
     for e in &w.events {
         println!("  {}  {:<10} {}", e.at_ms, e.kind, e.detail);
@@ -124,7 +132,7 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
                 vars.insert(k.to_string(), v.to_string());
             }
             let body = serde_json::json!({
-                "kind": kind, "name": name, "plan": plan, "image": image, "port": port,
+                "kind": kind, "name": name, "plan": plan, "image": image.unwrap_or_default(), "port": port,
                 "env": vars, "command": command,
             });
             let w: WorkloadView = client()?.post("/api/v1/workloads", &body).await?;
@@ -132,6 +140,12 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&w)?);
             } else {
                 print_one(&w);
+                if w.kind == "s3" {
+                    println!(
+                        "credentials: lattice workload show {} --credentials",
+                        w.name
+                    );
+                }
             }
         }
         WorkloadCmd::Workloads { all, json } => {
@@ -161,13 +175,36 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
             }
         }
         WorkloadCmd::Workload {
-            cmd: ShowCmd::Show { name, json },
+            cmd:
+                ShowCmd::Show {
+                    name,
+                    credentials,
+                    json,
+                },
         } => {
-            let w: WorkloadView = client()?.get(&format!("/api/v1/workloads/{name}")).await?;
+            let c = client()?;
+            let w: WorkloadView = c.get(&format!("/api/v1/workloads/{name}")).await?;
+            let creds: Option<Credentials> = if credentials {
+                Some(
+                    c.get(&format!("/api/v1/workloads/{name}/credentials"))
+                        .await?,
+                )
+            } else {
+                None
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&w)?);
+                let mut v = serde_json::to_value(&w)?;
+                if let Some(cr) = &creds {
+                    v["credentials"] = serde_json::to_value(cr)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_one(&w);
+                if let Some(cr) = creds {
+                    println!("access key id     {}", cr.access_key_id);
+                    println!("secret access key {}", cr.secret_access_key);
+                    println!("region            {}", cr.region);
+                }
             }
         }
         WorkloadCmd::Delete { name } => {

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::lifecycle::DEFAULT_GRACE.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub node_lost_grace_secs: u64,
+    /// Image of the `s3` workload kind, pinned by digest (e.g. the `LATTICE_S3_IMAGE` that
+    /// scripts/test-images writes); without it `lattice deploy s3` is refused.
+    #[arg(long, value_name = "REF", env = "LATTICE_S3_IMAGE")]
+    pub s3_image: Option<String>,
     #[command(flatten)]
     pub gateway: crate::gateway::GatewayArgs,
 }
@@ -235,6 +239,13 @@ impl ServeArgs {
         cfg.heartbeat_secs = self.heartbeat_secs;
         cfg.signup = self.signup;
         cfg.node_lost_grace = std::time::Duration::from_secs(self.node_lost_grace_secs);
+        if let Some(image) = &self.s3_image {
+            anyhow::ensure!(
+                image.contains("@sha256:"),
+                "--s3-image {image:?} must be pinned by digest (registry/repo@sha256:…)"
+            );
+        }
+        cfg.kinds.s3_image = self.s3_image.clone();
         Ok(cfg)
     }
 }

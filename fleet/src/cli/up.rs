@@ -84,6 +84,11 @@ async fn start_fleet(
         println!("tunnel (QUIC):    udp://{}", gw.tunnel_addr);
         // Workload logs come through the nodes' tunnels: the API reads them via the gateway.
         let _ = fleet.state.tunnels.set(gw.gateway.tunnels().clone());
+        // Views show each workload's HTTPS address.
+        let _ = fleet.state.apps.set(crate::kinds::AppsEndpoint {
+            domain: serve.gateway.apps_domain.clone(),
+            https_port: gw.https_addr.port(),
+        });
         Some(gw)
     };
     // Last: tests and scripts take this line to mean "started".

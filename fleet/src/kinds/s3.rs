@@ -1,0 +1,300 @@
+//! The `s3` kind (issue 6): S3-compatible storage served by `lattice-s3` (docs/s3.md).
+//!
+//! A deploy gets the fleet's S3 image (`--s3-image`), a data volume sized by the plan with the
+//! server's quota a tenth below it (room for the file system's own structures and the objects'
+//! metadata), and an access key id and secret generated here. The pair is stored with the
+//! workload's settings (deleted with it), reaches the node only inside its sealed target (as
+//! the server's environment), and is shown to the owner on request
+//! (`GET /api/v1/workloads/{name}/credentials`, audited). The workload is always-on, has no
+//! egress, and declares the server's port, so the gateway routes
+//! `https://NAME--ACCOUNT.DOMAIN` to it.
+
+use crate::store::{StoreError, WorkloadRow};
+use crate::workloads::{check_name, plan, DeployRequest, FrameError, Plan};
+use lattice_wire::msg::{RestartPolicy, VolumeSpec, WorkloadClass, WorkloadSpec};
+use serde::{Deserialize, Serialize};
+
+/// The port `lattice-s3` listens on inside the container.
+pub const PORT: u16 = 9000;
+/// Where the data volume is mounted.
+pub const DATA_DIR: &str = "/data";
+/// The data volume's name.
+pub const VOLUME: &str = "data";
+
+/// The data volume of a plan.
+pub fn volume_bytes(plan: &str) -> u64 {
+    match plan {
+        "medium" => 10 << 30,
+        "large" => 50 << 30,
+        _ => 2 << 30,
+    }
+}
+
+/// The quota for a volume: a tenth below it. ext4's journal, inode tables and the objects'
+/// metadata trailers live on the same volume, so a quota equal to its size would let the disk
+/// fill before the quota answers `QuotaExceeded`.
+pub fn quota_bytes(volume: u64) -> u64 {
+    volume - volume / 10
+}
+
+/// What an `s3` workload stores as its settings. `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub image: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub volume_bytes: u64,
+    pub quota_bytes: u64,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("image", &self.image)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("volume_bytes", &self.volume_bytes)
+            .field("quota_bytes", &self.quota_bytes)
+            .finish()
+    }
+}
+
+/// `GET /api/v1/workloads/{name}/credentials`: what an S3 client needs.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Any region works (the server has one); clients want one set.
+    pub region: String,
+    /// `https://NAME--ACCOUNT.DOMAIN:PORT` when this fleet process runs the gateway.
+    pub endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+const UPPER_DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+        .collect()
+}
+
+/// A new key pair in AWS's shape: a 20-character id (`LK` + 18 of A–Z2–7, 90 bits) and a
+/// 40-character secret (62 symbols, 238 bits), from the operating system's CSPRNG (seeded).
+pub fn generate_credentials() -> (String, String) {
+    (
+        format!("LK{}", random_string(UPPER_DIGITS, 18)),
+        random_string(SECRET_CHARS, 40),
+    )
+}
+
+/// Checks an `s3` deploy request and makes its settings (with fresh credentials).
+pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Settings), FrameError> {
+    check_name(&req.name)?;
+    let plan = plan(req.plan.as_deref())?;
+    if !req.image.is_empty() || req.port.is_some() || !req.env.is_empty() || !req.command.is_empty()
+    {
+        return Err(FrameError::Invalid(format!(
+            "kind s3 takes no image, port, env or command: the fleet runs its S3 image on port {PORT}"
+        )));
+    }
+    let image = image.ok_or_else(|| {
+        FrameError::Unavailable(
+            "this fleet cannot deploy s3: it was started without an S3 image (start `lattice fleet` or `lattice up` with --s3-image REF, or set LATTICE_S3_IMAGE)".into(),
+        )
+    })?;
+    let volume = volume_bytes(plan.name);
+    let (access_key_id, secret_access_key) = generate_credentials();
+    Ok((
+        plan,
+        S3Settings {
+            image: image.to_string(),
+            access_key_id,
+            secret_access_key,
+            volume_bytes: volume,
+            quota_bytes: quota_bytes(volume),
+        },
+    ))
+}
+
+/// The settings of a stored `s3` workload.
+pub fn settings(w: &WorkloadRow) -> Result<S3Settings, StoreError> {
+    serde_json::from_str(&w.settings)
+        .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", w.id)))
+}
+
+/// The node-side spec: the server's configuration travels as environment inside the sealed
+/// target (`lattice-s3` reads `LATTICE_S3_*`; credentials never as flags, which `ps` shows).
+pub fn spec(w: &WorkloadRow, p: Plan) -> Result<WorkloadSpec, StoreError> {
+    let s = settings(w)?;
+    Ok(WorkloadSpec {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        image: s.image,
+        command: vec![],
+        env: vec![
+            ("LATTICE_S3_LISTEN".into(), format!("0.0.0.0:{PORT}")),
+            ("LATTICE_S3_DATA".into(), DATA_DIR.into()),
+            ("LATTICE_S3_QUOTA_BYTES".into(), s.quota_bytes.to_string()),
+            ("LATTICE_S3_ACCESS_KEY".into(), s.access_key_id),
+            ("LATTICE_S3_SECRET_KEY".into(), s.secret_access_key),
+        ],
+        volumes: vec![VolumeSpec {
+            name: VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            size_bytes: s.volume_bytes,
+        }],
+        cpu_millis: p.cpu_millis,
+        memory_bytes: p.memory_bytes,
+        pids_max: p.pids_max,
+        health: None,
+        restart: RestartPolicy::Always,
+        class: WorkloadClass::AlwaysOn,
+        egress: false,
+        capabilities: vec![],
+        ports: vec![PORT],
+    })
+}
+
+/// The credentials of a stored `s3` workload.
+pub fn credentials(w: &WorkloadRow, endpoint: Option<String>) -> Result<Credentials, StoreError> {
+    let s = settings(w)?;
+    Ok(Credentials {
+        access_key_id: s.access_key_id,
+        secret_access_key: s.secret_access_key,
+        region: "us-east-1".into(),
+        endpoint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const IMAGE: &str = "127.0.0.1:5000/lattice/s3@sha256:aa";
+
+    fn req(name: &str, plan: Option<&str>) -> DeployRequest {
+        DeployRequest {
+            kind: "s3".into(),
+            name: name.into(),
+            plan: plan.map(str::to_string),
+            image: String::new(),
+            port: None,
+            env: BTreeMap::new(),
+            command: vec![],
+        }
+    }
+
+    fn row(s: &S3Settings, plan: &str) -> WorkloadRow {
+        WorkloadRow {
+            id: "w-1".into(),
+            account_id: "a-1".into(),
+            name: "files".into(),
+            kind: "s3".into(),
+            plan: plan.into(),
+            settings: serde_json::to_string(s).unwrap(),
+            node_id: Some("n-1".into()),
+            moving_to: None,
+            cpu_millis: 250,
+            memory_bytes: 256 << 20,
+            disk_bytes: s.volume_bytes,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    #[test]
+    fn without_an_image_the_deploy_is_refused_naming_the_flag() {
+        let e = prepare(&req("files", None), None).unwrap_err();
+        assert!(matches!(e, FrameError::Unavailable(_)), "{e:?}");
+        assert!(e.to_string().contains("--s3-image"), "{e}");
+    }
+
+    #[test]
+    fn names_and_plans_are_checked_and_container_fields_refused() {
+        let e = prepare(&req("Files", None), Some(IMAGE)).unwrap_err();
+        assert!(e.to_string().contains("lower-case"), "{e}");
+        let e = prepare(&req("files", Some("huge")), Some(IMAGE)).unwrap_err();
+        assert!(e.to_string().contains("unknown plan"), "{e}");
+        let mut r = req("files", None);
+        r.image = "evil@sha256:bb".into();
+        let e = prepare(&r, Some(IMAGE)).unwrap_err();
+        assert!(e.to_string().contains("takes no image"), "{e}");
+        let mut r = req("files", None);
+        r.env.insert("LATTICE_S3_SECRET_KEY".into(), "mine".into());
+        assert!(
+            prepare(&r, Some(IMAGE)).is_err(),
+            "env cannot override the server's"
+        );
+    }
+
+    #[test]
+    fn each_deploy_gets_its_own_random_credentials_in_aws_shape() {
+        let (_, a) = prepare(&req("files", None), Some(IMAGE)).unwrap();
+        let (_, b) = prepare(&req("files", None), Some(IMAGE)).unwrap();
+        assert_ne!(a.access_key_id, b.access_key_id);
+        assert_ne!(a.secret_access_key, b.secret_access_key);
+        for s in [&a, &b] {
+            assert_eq!(s.access_key_id.len(), 20);
+            assert!(s.access_key_id.starts_with("LK"));
+            assert!(s
+                .access_key_id
+                .bytes()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
+            assert_eq!(s.secret_access_key.len(), 40);
+            assert!(s
+                .secret_access_key
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn the_spec_has_the_volume_the_quota_below_it_the_port_and_no_egress() {
+        for plan_name in ["small", "medium", "large"] {
+            let (p, s) = prepare(&req("files", Some(plan_name)), Some(IMAGE)).unwrap();
+            let spec = spec(&row(&s, plan_name), p).unwrap();
+            assert_eq!(spec.image, IMAGE);
+            assert_eq!(spec.ports, vec![PORT]);
+            assert!(!spec.egress);
+            assert_eq!(spec.class, WorkloadClass::AlwaysOn);
+            assert_eq!(spec.volumes.len(), 1);
+            let vol = spec.volumes[0].size_bytes;
+            assert_eq!(vol, volume_bytes(plan_name));
+            assert_eq!(spec.volumes[0].mount_path, DATA_DIR);
+            let env: BTreeMap<_, _> = spec.env.iter().cloned().collect();
+            let quota: u64 = env["LATTICE_S3_QUOTA_BYTES"].parse().unwrap();
+            assert!(quota < vol && quota >= vol * 8 / 10, "{quota} of {vol}");
+            assert_eq!(env["LATTICE_S3_DATA"], DATA_DIR);
+            assert_eq!(env["LATTICE_S3_LISTEN"], format!("0.0.0.0:{PORT}"));
+            assert_eq!(env["LATTICE_S3_ACCESS_KEY"], s.access_key_id);
+            assert_eq!(env["LATTICE_S3_SECRET_KEY"], s.secret_access_key);
+        }
+        assert!(volume_bytes("small") < volume_bytes("medium"));
+        assert!(volume_bytes("medium") < volume_bytes("large"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let (_, s) = prepare(&req("files", None), Some(IMAGE)).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(&s.secret_access_key), "{shown}");
+        let c = credentials(&row(&s, "small"), None).unwrap();
+        assert_eq!(c.secret_access_key, s.secret_access_key);
+        assert!(!format!("{c:?}").contains(&s.secret_access_key));
+    }
+}

@@ -1,0 +1,411 @@
+//! The `s3` kind end to end: a consumer runs `lattice deploy s3 files` on a real fleet; a real
+//! latticed node runs `lattice-s3` on the machine's Docker engine with a size-limited volume;
+//! the owner takes the generated credentials (audited, never in the fleet's or node's logs) and
+//! uses the real aws CLI through the gateway over HTTPS (the fleet's apps certificate):
+//! buckets, objects, a multipart upload, listings. A wrong secret is SignatureDoesNotMatch;
+//! another tenant's `files` is a different endpoint whose credentials open nothing of the
+//! first's; `lattice delete` removes it. Needs root, Docker, the S3 image and the clients
+//! (`scripts/test-images`, `scripts/test`); under CI their absence is a failure.
+
+mod common;
+
+use common::docker::*;
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn workspace_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Says why the test cannot run: a skip on a developer machine, a failure under CI.
+fn missing<T>(what: &str) -> Option<T> {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what}; CI is set, so this is a failure, not a skip"
+    );
+    eprintln!("SKIPPED: {what}");
+    None
+}
+
+/// `LATTICE_S3_IMAGE` from build/test-images.env.
+fn s3_image() -> Option<String> {
+    let env = workspace_file("build/test-images.env");
+    let found = std::fs::read_to_string(&env).ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("LATTICE_S3_IMAGE="))
+            .map(|v| v.trim().to_string())
+    });
+    match found {
+        Some(i) if !i.is_empty() => Some(i),
+        _ => missing(&format!(
+            "no LATTICE_S3_IMAGE in {} (scripts/test-images builds it)",
+            env.display()
+        )),
+    }
+}
+
+/// The venv with the aws CLI (scripts/test installs it into build/pyenv).
+fn aws_bin() -> Option<PathBuf> {
+    let venv = std::env::var_os("LATTICE_S3_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_file("build/pyenv"));
+    let aws = venv.join("bin/aws");
+    if aws.is_file() {
+        return Some(aws);
+    }
+    missing(&format!(
+        "the aws CLI is not installed in {} (scripts/test installs it)",
+        venv.display()
+    ))
+}
+
+/// `lattice ARGS` with `cfg` as the CLI config and `stdin`.
+fn lattice_as(cfg: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(lattice_bin())
+        .args(args)
+        .env("LATTICE_CLI_CONFIG", cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lattice");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn lattice_as_ok(cfg: &Path, args: &[&str]) -> String {
+    let (ok, out, err) = lattice_as(cfg, args, "");
+    assert!(ok, "lattice {args:?}: {out}{err}");
+    out
+}
+
+/// Signs up and logs in `email` as a consumer; returns its CLI config.
+fn consumer(f: &Fleet, dir: &Path, email: &str) -> PathBuf {
+    let cfg_path = dir.join(format!("{email}.toml"));
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(&f.cli_config).unwrap()).unwrap();
+    let key = cfg["fleet_key"].as_str().unwrap().to_string();
+    let pw = format!("{email}'s long passphrase 1\n");
+    for cmd in ["signup", "login"] {
+        let (ok, out, err) = lattice_as(
+            &cfg_path,
+            &[
+                cmd,
+                "--email",
+                email,
+                "--fleet",
+                &f.url,
+                "--fleet-key",
+                &key,
+            ],
+            &pw,
+        );
+        assert!(ok, "{cmd} {email}: {out}{err}");
+    }
+    cfg_path
+}
+
+/// What the owner gets from `lattice workload show NAME --credentials --json`.
+struct Creds {
+    endpoint: String,
+    key: String,
+    secret: String,
+}
+
+fn credentials(cfg: &Path, name: &str) -> Creds {
+    let out = lattice_as_ok(cfg, &["workload", "show", name, "--credentials", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v["credentials"];
+    assert_eq!(c["endpoint"], v["endpoint"], "{out}");
+    Creds {
+        endpoint: v["endpoint"].as_str().expect("endpoint").to_string(),
+        key: c["access_key_id"].as_str().unwrap().to_string(),
+        secret: c["secret_access_key"].as_str().unwrap().to_string(),
+    }
+}
+
+/// The aws CLI against `endpoint` with a key pair, trusting the fleet's apps certificate.
+struct Aws {
+    bin: PathBuf,
+    ca: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Aws {
+    fn run(&self, endpoint: &str, key: &str, secret: &str, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("--endpoint-url")
+            .arg(endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_CA_BUNDLE", &self.ca)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.home.path().join("config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.home.path().join("credentials"),
+            )
+            .env("HOME", self.home.path())
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+            .expect("running aws")
+    }
+
+    fn ok(&self, c: &Creds, args: &[&str]) -> String {
+        let out = self.run(&c.endpoint, &c.key, &c.secret, args);
+        assert!(
+            out.status.success(),
+            "aws {args:?} against {} failed: {}",
+            c.endpoint,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn err(&self, endpoint: &str, key: &str, secret: &str, args: &[&str], code: &str) {
+        let out = self.run(endpoint, key, secret, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "aws {args:?} succeeded; expected {code}"
+        );
+        assert!(
+            stderr.contains(&format!("({code})")),
+            "aws {args:?}: expected {code}, got: {stderr}"
+        );
+    }
+}
+
+fn wait_running(cfg: &Path, name: &str) -> serde_json::Value {
+    wait_for(120, &format!("{name} running"), || {
+        let (ok, out, _) = lattice_as(cfg, &["workload", "show", name, "--json"], "");
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        assert_ne!(v["state"], "failed", "{v}");
+        (ok && v["state"] == "running").then_some(v)
+    })
+}
+
+#[test]
+fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
+    if !can_run_workloads() {
+        return;
+    }
+    let (Some(image), Some(aws_bin)) = (s3_image(), aws_bin()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let https_port = free_port().to_string();
+    let apps_https = format!("127.0.0.1:{https_port}");
+    let apps_http = format!("127.0.0.1:{}", free_port());
+    let f = Fleet::start(
+        "fleet",
+        &dir.path().join("fleet"),
+        free_port(),
+        free_port(),
+        &[
+            "--s3-image",
+            &image,
+            "--apps-https",
+            &apps_https,
+            "--apps-http",
+            &apps_http,
+        ],
+    );
+    let n = Node::start(&dir.path().join("node"), &f.provisioning("alice"));
+    let id = wait_for(20, "registration", || n.node_id());
+    let _cleanup = Cleanup(id.clone());
+    wait_for(20, "node online", || {
+        (f.node(&id)["online"] == true).then_some(())
+    });
+
+    let ann = consumer(&f, dir.path(), "ann@example.org");
+    // The kind brings its own image and port.
+    let (ok, _, err) = lattice_as(
+        &ann,
+        &["deploy", "s3", "files", "--image", &test_image()],
+        "",
+    );
+    assert!(!ok && err.contains("takes no image"), "{err}");
+    let out = lattice_as_ok(&ann, &["deploy", "s3", "files"]);
+    assert!(
+        out.contains("endpoint https://files--")
+            && out.contains(&format!(".lattice-apps.localhost:{https_port}"))
+            && out.contains("--credentials"),
+        "{out}"
+    );
+    let shown = wait_running(&ann, "files");
+    assert_eq!(shown["kind"], "s3");
+    assert_eq!(shown["image"], image.as_str());
+    assert!(shown.get("credentials").is_none(), "only on request");
+
+    let c = credentials(&ann, "files");
+    assert!(
+        c.endpoint.starts_with("https://files--a-")
+            && c.endpoint
+                .ends_with(&format!(".lattice-apps.localhost:{https_port}")),
+        "{}",
+        c.endpoint
+    );
+    // Revealing is audited, without the secret; no log line carries it.
+    let audit = f.cli_ok(&["audit", "--action", "credentials.revealed", "--json"]);
+    assert!(audit.contains("name=files"), "{audit}");
+    assert!(!audit.contains(&c.secret), "audit shows the secret");
+
+    let aws = Aws {
+        bin: aws_bin,
+        ca: f.data.join("apps-cert.pem"),
+        home: tempfile::tempdir().unwrap(),
+    };
+    aws.ok(&c, &["s3", "mb", "s3://photos"]);
+    let small = dir.path().join("hello.txt");
+    std::fs::write(&small, "hello through the gateway").unwrap();
+    aws.ok(
+        &c,
+        &[
+            "s3",
+            "cp",
+            small.to_str().unwrap(),
+            "s3://photos/a/hello.txt",
+        ],
+    );
+    // 40 MiB: the CLI uploads it in 8 MiB parts (multipart, trailing CRC32 over HTTPS).
+    let big = dir.path().join("big.bin");
+    let mut data = Vec::with_capacity(40 << 20);
+    let mut x: u32 = 7;
+    while data.len() < 40 << 20 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&big, &data).unwrap();
+    aws.ok(
+        &c,
+        &["s3", "cp", big.to_str().unwrap(), "s3://photos/big.bin"],
+    );
+    let head = aws.ok(
+        &c,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "big.bin",
+        ],
+    );
+    let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+    let etag = head["ETag"].as_str().unwrap_or_default();
+    assert!(etag.ends_with("-5\""), "a 5-part multipart ETag: {head}");
+    let back = dir.path().join("back.bin");
+    aws.ok(
+        &c,
+        &["s3", "cp", "s3://photos/big.bin", back.to_str().unwrap()],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "big.bin came back changed"
+    );
+    let back_small = dir.path().join("back.txt");
+    aws.ok(
+        &c,
+        &[
+            "s3",
+            "cp",
+            "s3://photos/a/hello.txt",
+            back_small.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&back_small).unwrap(),
+        "hello through the gateway"
+    );
+    let ls = aws.ok(&c, &["s3", "ls", "--recursive", "s3://photos"]);
+    assert!(ls.contains("a/hello.txt") && ls.contains("big.bin"), "{ls}");
+    let buckets = aws.ok(&c, &["s3", "ls"]);
+    assert!(buckets.contains("photos"), "{buckets}");
+
+    // A wrong secret.
+    aws.err(
+        &c.endpoint,
+        &c.key,
+        "wrong-secret-0123456789abcdefghijklmnopq",
+        &["s3", "ls", "s3://photos"],
+        "SignatureDoesNotMatch",
+    );
+
+    // Another tenant with its own `files`: another endpoint, other credentials.
+    let bob = consumer(&f, dir.path(), "bob@example.org");
+    lattice_as_ok(&bob, &["deploy", "s3", "files"]);
+    wait_running(&bob, "files");
+    let b = credentials(&bob, "files");
+    assert_ne!(b.endpoint, c.endpoint);
+    assert_ne!((&b.key, &b.secret), (&c.key, &c.secret));
+    // Bob's valid keys on ann's endpoint open nothing; on his own there is no such bucket.
+    aws.err(
+        &c.endpoint,
+        &b.key,
+        &b.secret,
+        &["s3", "ls", "s3://photos"],
+        "InvalidAccessKeyId",
+    );
+    aws.err(
+        &c.endpoint,
+        &b.key,
+        &b.secret,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "a/hello.txt",
+            "/dev/null",
+        ],
+        "InvalidAccessKeyId",
+    );
+    aws.err(
+        &b.endpoint,
+        &b.key,
+        &b.secret,
+        &["s3", "ls", "s3://photos"],
+        "NoSuchBucket",
+    );
+    // Bob cannot ask for ann's credentials: her workload does not exist for him.
+    let (ok, _, err) = lattice_as(&bob, &["workload", "show", "files", "--credentials"], "");
+    assert!(ok, "bob sees his own files: {err}");
+    assert_ne!(credentials(&bob, "files").secret, c.secret);
+
+    // The secrets travel sealed and never reach a log.
+    for (who, text) in [("fleet", f.log_text()), ("node", n.log_text())] {
+        assert!(
+            !text.contains(&c.secret) && !text.contains(&b.secret),
+            "the {who} log carries a secret"
+        );
+    }
+
+    // Delete: the container goes, the endpoint stops answering, the credentials are gone.
+    lattice_as_ok(&ann, &["delete", "files"]);
+    let (ok, _, err) = lattice_as(&ann, &["workload", "show", "files", "--credentials"], "");
+    assert!(!ok && err.contains("no workload named"), "{err}");
+    wait_for(60, "ann's s3 container removed", || {
+        (containers_of(&id).lines().count() == 1).then_some(())
+    });
+    let out = aws.run(&c.endpoint, &c.key, &c.secret, &["s3", "ls", "s3://photos"]);
+    assert!(!out.status.success(), "the deleted endpoint still answers");
+    // Bob's keeps serving.
+    aws.ok(&b, &["s3", "mb", "s3://bobs"]);
+}
