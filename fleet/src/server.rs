@@ -216,6 +216,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         tunnels: Default::default(),
         kinds: cfg.kinds.clone(),
         apps: Default::default(),
+        link: Some(link.clone()),
     });
     // Cordon/drain/decommission and node loss (a restarted fleet resumes from the store).
     tokio::spawn(crate::lifecycle::run(

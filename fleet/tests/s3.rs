@@ -11,9 +11,8 @@ mod common;
 
 use common::docker::*;
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn workspace_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -59,30 +58,6 @@ fn aws_bin() -> Option<PathBuf> {
         "the aws CLI is not installed in {} (scripts/test installs it)",
         venv.display()
     ))
-}
-
-/// `lattice ARGS` with `cfg` as the CLI config and `stdin`.
-fn lattice_as(cfg: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(lattice_bin())
-        .args(args)
-        .env("LATTICE_CLI_CONFIG", cfg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run lattice");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn lattice_as_ok(cfg: &Path, args: &[&str]) -> String {

@@ -57,6 +57,9 @@ pub struct AppState {
     /// Where the gateway in this process serves workloads, once it runs (views show each
     /// workload's address); unset with `--no-gateway`.
     pub apps: Arc<std::sync::OnceLock<crate::kinds::AppsEndpoint>>,
+    /// The MQTT link, to send a changed target at once rather than at the next re-send
+    /// (`None` in router tests).
+    pub link: Option<crate::link::Link>,
 }
 
 #[derive(OpenApi)]

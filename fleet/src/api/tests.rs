@@ -33,6 +33,7 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         tunnels: Default::default(),
         kinds: Default::default(),
         apps: Default::default(),
+        link: None,
     })
 }
 

@@ -24,6 +24,19 @@ impl From<FrameError> for ApiError {
     }
 }
 
+/// Sends the nodes of `w` (both, during a move) their changed target now; otherwise the link's
+/// re-send timer (up to 10 s with the default heartbeat) would delay every deploy and delete.
+async fn send_targets(s: &AppState, w: &crate::store::WorkloadRow) {
+    let Some(link) = &s.link else { return };
+    for id in w.node_id.iter().chain(w.moving_to.iter()) {
+        match s.store.node(id).await {
+            Ok(Some(n)) if n.online && !n.revoked => link.send_target(&n).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = %id, error = %e, "cannot read node to send its target"),
+        }
+    }
+}
+
 /// A workload's view with its address through this process's gateway.
 async fn view(s: &AppState, w: &crate::store::WorkloadRow) -> Result<WorkloadView, ApiError> {
     let mut v = workloads::view(&s.store, w).await?;
@@ -56,6 +69,7 @@ pub async fn create(
         lattice_wire::now_ms(),
     )
     .await?;
+    send_targets(&s, &w).await;
     audit::record(
         &s.store,
         &p.account_id,
@@ -162,6 +176,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let w = workloads::delete(&s.store, &p.account_id, &name).await?;
+    send_targets(&s, &w).await;
     audit::record(
         &s.store,
         &p.account_id,
