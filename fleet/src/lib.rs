@@ -3,6 +3,7 @@
 //! * [`store`] — sqlx store (SQLite default, PostgreSQL-ready), migrations, every query.
 //! * [`ingest`] — accepts what nodes publish: signature, sender, channel, replay window.
 //! * [`link`] — the fleet's MQTT client: ingest, targets, re-sends, liveness timers.
+//! * [`leader`] — one leader among replicas (PostgreSQL advisory lock) runs timers and sends.
 //! * [`api`] — the axum HTTP API, OpenAPI document, `/metrics`.
 //! * [`secrets`] — the fleet key and operator credential on disk.
 //! * [`metrics`] — Prometheus metrics.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod gateway;
 pub mod ingest;
 pub mod kinds;
+pub mod leader;
 pub mod lifecycle;
 pub mod link;
 pub mod metrics;

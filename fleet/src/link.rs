@@ -6,14 +6,14 @@
 //! re-subscribes on every ConnAck.
 
 use crate::ingest::Ingest;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::store::{NodeRow, Store};
 use lattice_wire::msg::{Message, Target, WorkloadSpec};
 use lattice_wire::topic::{self, Channel};
 use lattice_wire::{EncryptionPublic, Envelope, IdentityKey, MessageKind, Sender};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where and as whom the fleet connects to the broker. `Debug` hides the password.
@@ -51,11 +51,12 @@ impl std::fmt::Debug for LinkConfig {
     }
 }
 
-/// Signs and seals what the fleet sends, under this process's own epoch.
+/// Signs and seals what the fleet sends, under this process's own epoch (a new one each time
+/// the process becomes the leader: nodes refuse an epoch older than the last they saw).
 pub struct Outbound {
     key: IdentityKey,
-    epoch: u64,
-    counter: AtomicU64,
+    /// (epoch, last counter used under it).
+    seq: Mutex<(u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +77,17 @@ impl Outbound {
     pub fn new(key: IdentityKey, epoch: u64) -> Outbound {
         Outbound {
             key,
-            epoch,
-            counter: AtomicU64::new(0),
+            seq: Mutex::new((epoch, 0)),
         }
+    }
+
+    /// Sends under `epoch` from now on, counting from 1 again.
+    pub fn set_epoch(&self, epoch: u64) {
+        *self.seq.lock().unwrap_or_else(|e| e.into_inner()) = (epoch, 0);
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.seq.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
     pub fn key(&self) -> &IdentityKey {
@@ -93,11 +102,16 @@ impl Outbound {
         message: &Message,
         seal_to: Option<&EncryptionPublic>,
     ) -> Result<Vec<u8>, lattice_wire::WireError> {
+        let (epoch, counter) = {
+            let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+            seq.1 += 1;
+            *seq
+        };
         let header = Envelope {
             sender: Sender::Fleet,
             recipient: recipient.map(str::to_string),
-            epoch: self.epoch,
-            counter: self.counter.fetch_add(1, Ordering::SeqCst) + 1,
+            epoch,
+            counter,
             timestamp_ms: lattice_wire::now_ms(),
             kind: message.kind(),
             sealed: seal_to.is_some(),
@@ -137,11 +151,16 @@ pub struct Link {
     outbound: Arc<Outbound>,
     metrics: Arc<Metrics>,
     heartbeat_secs: u32,
+    leadership: Leadership,
 }
 
 impl Link {
-    /// Sends `node` its current target (QoS 1).
+    /// Sends `node` its current target (QoS 1), if this replica leads; a follower sends
+    /// nothing (the leader's re-send timer sends what is stored).
     pub async fn send_target(&self, node: &NodeRow) {
+        if !self.leadership.is_leader() {
+            return;
+        }
         let bytes = match self.outbound.target(node, self.heartbeat_secs) {
             Ok(b) => b,
             Err(e) => {
@@ -157,13 +176,15 @@ impl Link {
     }
 }
 
-/// Starts the link: returns a handle, and runs until the process ends.
+/// Starts the link: returns a handle, and runs until the process ends. Every replica ingests;
+/// only while `leadership` says so does it send targets and run the timers.
 pub fn start(
     cfg: LinkConfig,
     store: Store,
     ingest: Arc<Ingest>,
     outbound: Arc<Outbound>,
     metrics: Arc<Metrics>,
+    leadership: Leadership,
 ) -> Link {
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_credentials(&cfg.username, &cfg.password);
@@ -189,6 +210,7 @@ pub fn start(
         outbound,
         metrics: metrics.clone(),
         heartbeat_secs: cfg.heartbeat_secs,
+        leadership: leadership.clone(),
     };
     let filters: Vec<String> = topic::fleet_filters()
         .into_iter()
@@ -259,6 +281,9 @@ pub fn start(
         let mut tick = tokio::time::interval(cfg.resend_every);
         loop {
             tick.tick().await;
+            if !leadership.is_leader() {
+                continue;
+            }
             match store.unacknowledged_targets().await {
                 Ok(nodes) => {
                     for n in nodes {

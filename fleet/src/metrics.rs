@@ -36,6 +36,8 @@ pub struct Metrics {
     pub heartbeat_lag: Histogram,
     pub gateway: crate::gateway::metrics::GatewayMetrics,
     pub auth: crate::accounts::metrics::AuthMetrics,
+    /// 1 while this replica leads (runs the scheduler timers, sends targets), else 0.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,9 +80,16 @@ impl Metrics {
             "Heartbeat envelope timestamp to stored",
             heartbeat_lag.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "fleet_leader",
+            "1 while this fleet replica is the leader",
+            leader.clone(),
+        );
         let gateway = crate::gateway::metrics::GatewayMetrics::register(&mut registry);
         let auth = crate::accounts::metrics::AuthMetrics::register(&mut registry);
         Metrics {
+            leader,
             auth,
             gateway,
             registry,

@@ -7,7 +7,7 @@ use crate::ingest::Ingest;
 use crate::link::{self, LinkConfig, Outbound};
 use crate::metrics::Metrics;
 use crate::secrets::hash_secret;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -188,12 +188,27 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         link: link_cfg,
         node_urls: broker_urls,
     } = setup;
+    // Leader election: PostgreSQL advisory lock; SQLite always leads.
+    let (leader_tx, leadership) = crate::leader::channel();
+    let every = crate::leader::CHECK_EVERY;
+    let gauge = metrics.leader.clone();
+    match store.backend() {
+        Backend::Postgres => {
+            let lock = crate::leader::PgLock::new(&db_url);
+            tokio::spawn(crate::leader::run(lock, every, leader_tx, gauge));
+        }
+        Backend::Sqlite => {
+            let lock = crate::leader::AlwaysLeader;
+            tokio::spawn(crate::leader::run(lock, every, leader_tx, gauge));
+        }
+    }
     let link = link::start(
         link_cfg,
         store.clone(),
         ingest.clone(),
         outbound.clone(),
         metrics.clone(),
+        leadership.clone(),
     );
 
     let listener = std::net::TcpListener::bind(cfg.http)
@@ -218,9 +233,11 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         apps: Default::default(),
         link: Some(link.clone()),
     });
-    // Cordon/drain/decommission and node loss (a restarted fleet resumes from the store).
-    tokio::spawn(crate::lifecycle::run(
+    // Cordon/drain/decommission and node loss, on the leader only (a new leader resumes
+    // from the store).
+    tokio::spawn(crate::leader::supervise(
         state.clone(),
+        leadership,
         cfg.node_lost_grace,
         Some(link),
     ));
