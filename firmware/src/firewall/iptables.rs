@@ -67,11 +67,18 @@ impl Iptables {
                 },
             })?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())
-                .map_err(|e| FirewallError::Refused {
-                    tool: name.clone(),
-                    reason: format!("writing rules: {e}"),
-                })?;
+            match pipe.write_all(text.as_bytes()) {
+                // The tool exited before reading everything: its exit status and what it said
+                // tell why, below.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => {
+                    return Err(FirewallError::Refused {
+                        tool: name.clone(),
+                        reason: format!("writing rules: {e}"),
+                    })
+                }
+                Ok(()) => {}
+            }
         }
         child
             .wait_with_output()
