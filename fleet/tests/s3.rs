@@ -240,6 +240,13 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
     let audit = f.cli_ok(&["audit", "--action", "credentials.revealed", "--json"]);
     assert!(audit.contains("name=files"), "{audit}");
     assert!(!audit.contains(&c.secret), "audit shows the secret");
+    // The operator's view of the node shows the workload, not its secret.
+    let node = f.node(&id);
+    let target = node["target"].as_str().unwrap();
+    assert!(
+        target.contains("LATTICE_S3_SECRET_KEY") && !target.contains(&c.secret),
+        "{target}"
+    );
 
     let aws = Aws {
         bin: aws_bin,

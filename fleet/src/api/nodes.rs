@@ -18,6 +18,24 @@ pub(super) fn node_scope(p: &Principal) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// A node as the API shows it: the values of its workloads' environment are replaced, since
+/// they hold generated credentials (an `s3` workload's secret) that reach the node sealed and
+/// that their owner reads through the audited credentials route, not through a node's view.
+pub(super) fn without_secrets(mut n: NodeRow) -> NodeRow {
+    n.target = match serde_json::from_str::<Vec<lattice_wire::msg::WorkloadSpec>>(&n.target) {
+        Ok(mut specs) => {
+            for spec in &mut specs {
+                for (_, v) in &mut spec.env {
+                    *v = "<redacted>".into();
+                }
+            }
+            serde_json::to_string(&specs).unwrap_or_default()
+        }
+        Err(e) => format!("<target not shown: {e}>"),
+    };
+    n
+}
+
 /// Registered nodes: all of them for operators, a provider's own for providers.
 #[utoipa::path(get, path = "/api/v1/nodes", security(("bearer" = [])),
     responses((status = 200, body = [NodeRow]), (status = 401, body = super::ErrorBody),
@@ -31,7 +49,7 @@ pub async fn list(
     if let Some(owner) = scope {
         nodes.retain(|n| n.owner.as_deref() == Some(owner));
     }
-    Ok(Json(nodes))
+    Ok(Json(nodes.into_iter().map(without_secrets).collect()))
 }
 
 /// One node (a provider's own, for providers).
@@ -49,7 +67,7 @@ pub async fn show(
         .node(&id)
         .await?
         .filter(|n| scope.is_none_or(|o| n.owner.as_deref() == Some(o)))
-        .map(Json)
+        .map(|n| Json(without_secrets(n)))
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))
 }
 
