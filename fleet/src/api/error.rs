@@ -35,6 +35,10 @@ pub enum ApiError {
     /// A workload's node cannot be reached now (offline, no tunnel); the text says which.
     #[error("{0}")]
     NodeUnavailable(String),
+    /// This fleet is not configured for a workload kind (`s3` without `--s3-image`); the text
+    /// names the flag.
+    #[error("{0}")]
+    KindUnavailable(String),
 }
 
 /// The JSON body of every error answer.
@@ -68,6 +72,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
             }
             ApiError::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
+            ApiError::KindUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kind_unavailable"),
         };
         let body = ErrorBody {
             error: code.to_string(),

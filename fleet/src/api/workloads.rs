@@ -18,7 +18,7 @@ impl From<FrameError> for ApiError {
             FrameError::NotFound(m) => ApiError::NotFound(m),
             FrameError::Exists(m) => ApiError::Conflict(m),
             FrameError::NoCapacity(m) => ApiError::Conflict(m),
-            FrameError::Unavailable(m) => ApiError::Unavailable(m),
+            FrameError::Unavailable(m) => ApiError::KindUnavailable(m),
             FrameError::Store(e) => e.into(),
         }
     }
