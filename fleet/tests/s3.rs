@@ -1,8 +1,8 @@
 //! The `s3` kind end to end: a consumer runs `lattice deploy s3 files` on a real fleet; a real
 //! latticed node runs `lattice-s3` on the machine's Docker engine with a size-limited volume;
 //! the owner takes the generated credentials (audited, never in the fleet's or node's logs) and
-//! uses the real aws CLI through the gateway over HTTPS (the fleet's apps certificate):
-//! buckets, objects, a multipart upload, listings. A wrong secret is SignatureDoesNotMatch;
+//! uses the real aws CLI and boto3 through the gateway over HTTPS (the fleet's apps
+//! certificate): buckets, objects, a multipart upload, listings, a presigned URL with curl. A wrong secret is SignatureDoesNotMatch;
 //! another tenant's `files` is a different endpoint whose credentials open nothing of the
 //! first's; `lattice delete` removes it. Needs root, Docker, the S3 image and the clients
 //! (`scripts/test-images`, `scripts/test`); under CI their absence is a failure.
@@ -319,6 +319,52 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
     assert!(ls.contains("a/hello.txt") && ls.contains("big.bin"), "{ls}");
     let buckets = aws.ok(&c, &["s3", "ls"]);
     assert!(buckets.contains("photos"), "{buckets}");
+
+    // A presigned URL (SigV4), fetched with curl over the gateway's TLS.
+    std::fs::write(
+        aws.home.path().join("config"),
+        "[default]\nregion = us-east-1\ns3 =\n    signature_version = s3v4\n",
+    )
+    .unwrap();
+    let url = aws.ok(&c, &["s3", "presign", "s3://photos/a/hello.txt"]);
+    let got = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&aws.ca)
+        .arg(url.trim())
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "hello through the gateway",
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+
+    // boto3 too: its default CRC32 goes as an aws-chunked trailer over HTTPS.
+    let py = aws.bin.with_file_name("python");
+    let script = "import os, boto3\n\
+        s3 = boto3.client('s3', endpoint_url=os.environ['EP'], verify=os.environ['CA'])\n\
+        r = s3.put_object(Bucket='photos', Key='boto.txt', Body=b'from boto3')\n\
+        assert 'ChecksumCRC32' in r, r\n\
+        print(s3.get_object(Bucket='photos', Key='boto.txt')['Body'].read().decode())\n";
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .env("EP", &c.endpoint)
+        .env("CA", &aws.ca)
+        .env("AWS_ACCESS_KEY_ID", &c.key)
+        .env("AWS_SECRET_ACCESS_KEY", &c.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", aws.home.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", aws.home.path().join("none"))
+        .output()
+        .expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "from boto3",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A wrong secret.
     aws.err(
