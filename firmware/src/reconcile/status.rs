@@ -42,6 +42,7 @@ impl Reconciler {
 }
 
 fn state(d: &Desired, mem: Option<&Memory>, observed: &[Observed], held: bool) -> WorkloadState {
+    let last_error = || mem.and_then(|m| m.last_error.clone());
     if let Some(reason) = mem.and_then(|m| m.rejected.clone()) {
         return WorkloadState::Failed { reason };
     }
@@ -67,7 +68,12 @@ fn state(d: &Desired, mem: Option<&Memory>, observed: &[Observed], held: bool) -
         },
         ContainerStatus::Paused => WorkloadState::Paused,
         ContainerStatus::Created if held => WorkloadState::Paused,
-        ContainerStatus::Created | ContainerStatus::Other(_) => WorkloadState::Creating,
+        // Made but not started: the last start's error, if it failed, is the reason the
+        // owner needs (it is retried with backoff meanwhile).
+        ContainerStatus::Created | ContainerStatus::Other(_) => match last_error() {
+            Some(reason) => WorkloadState::Failed { reason },
+            None => WorkloadState::Creating,
+        },
         ContainerStatus::Exited {
             oom_killed: true, ..
         } => WorkloadState::OomKilled,

@@ -17,6 +17,8 @@ pub(crate) struct Model {
     /// Successful create and start calls.
     pub(crate) creates: u32,
     pub(crate) starts: u32,
+    /// When set, every start fails with this reason (e.g. the engine's security profile).
+    pub(crate) refuse_start: Option<String>,
 }
 
 impl Model {
@@ -103,6 +105,12 @@ impl Model {
                 self.creates += 1;
             }
             Action::Start { container_id, .. } => {
+                if let Some(reason) = &self.refuse_start {
+                    return Err(RuntimeError::Container {
+                        container: container_id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
                 let c = self.find(node, container_id)?;
                 if !matches!(c.status, ContainerStatus::Running { .. }) {
                     c.status = ContainerStatus::Running {

@@ -355,3 +355,26 @@ fn set_target_keeps_the_first_of_duplicate_ids_and_forgets_removed_workloads() {
     assert!(s.statuses().is_empty());
     assert_eq!(s.r.next_deadline(0), None);
 }
+
+#[test]
+fn a_container_that_cannot_start_is_failed_with_the_engines_reason_until_it_starts() {
+    let mut s = sim(vec![spec("w-a")]);
+    s.m.refuse_start = Some("AppArmor profile could not be loaded".into());
+    assert_eq!(verbs(&s.round(true)), ["ensure-image"]);
+    assert_eq!(verbs(&s.round(true)), ["create"]);
+    assert_eq!(verbs(&s.round(true)), ["start"]);
+    match s.state("w-a") {
+        WorkloadState::Failed { reason } => {
+            assert!(
+                reason.contains("AppArmor profile could not be loaded"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Failed with the engine's reason, got {other:?}"),
+    }
+    // Retried after its backoff; once the engine lets it start, the reason is gone.
+    s.m.refuse_start = None;
+    s.now += 60_000;
+    assert_eq!(verbs(&s.round(true)), ["start"]);
+    assert_eq!(s.state("w-a"), WorkloadState::Running);
+}
