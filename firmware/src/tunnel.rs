@@ -298,34 +298,47 @@ impl WorkloadLogs for DockerBridge {
                 },
                 ..Default::default()
             };
-            let mut stream = self.docker.logs(&id, Some(options));
+            let stream = self.docker.logs(&id, Some(options));
             // The engine's stream is pumped into a pipe; when the tunnel stream ends the pipe's
-            // reader is dropped, the next write fails and the engine's request is dropped too.
-            let (mut writer, reader) = tokio::io::duplex(LOG_BUFFER);
+            // reader is dropped and the pump, with the engine's request, ends at once.
+            let (writer, reader) = tokio::io::duplex(LOG_BUFFER);
             let workload = logs.workload.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(out) => {
-                            if writer.write_all(&out.into_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::info!(%workload, error = %e, "the engine's log stream ended");
-                            let _ = writer
-                                .write_all(
-                                    format!("\n[latticed: the log stream ended: {e}]\n").as_bytes(),
-                                )
-                                .await;
-                            return;
-                        }
-                    }
-                }
-            });
+            tokio::spawn(pump_logs(stream, writer, workload));
             Ok(Some(Box::pin(reader) as LogReader))
         })
+    }
+}
+
+/// Copies the engine's log stream into the pipe the tunnel reads, until either ends. Nothing
+/// is ever written toward this side of the pipe, so a read on it returns only when the tunnel's
+/// end is dropped: a follow of a quiet container ends then, not at its next line.
+async fn pump_logs<S>(mut stream: S, mut writer: tokio::io::DuplexStream, workload: String)
+where
+    S: futures_util::Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>>
+        + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut probe = [0u8; 1];
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            _ = writer.read(&mut probe) => return,
+        };
+        match item {
+            None => return,
+            Some(Ok(out)) => {
+                if writer.write_all(&out.into_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::info!(%workload, error = %e, "the engine's log stream ended");
+                let _ = writer
+                    .write_all(format!("\n[latticed: the log stream ended: {e}]\n").as_bytes())
+                    .await;
+                return;
+            }
+        }
     }
 }
 
@@ -479,6 +492,37 @@ mod tests {
             dialer.logs(logs("w-db")).await.err(),
             Some(Reply::UnknownWorkload)
         );
+    }
+
+    #[tokio::test]
+    async fn a_follow_of_a_quiet_container_ends_when_the_tunnel_side_goes() {
+        use tokio::io::AsyncReadExt;
+        // An engine stream that never yields (a container that prints nothing).
+        let quiet = futures_util::stream::pending::<
+            Result<bollard::container::LogOutput, bollard::errors::Error>,
+        >();
+        let (writer, reader) = tokio::io::duplex(LOG_BUFFER);
+        let pump = tokio::spawn(pump_logs(quiet, writer, "w-web".into()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !pump.is_finished(),
+            "the pump waits for output while followed"
+        );
+        drop(reader);
+        tokio::time::timeout(Duration::from_secs(2), pump)
+            .await
+            .expect("the pump (and the engine request it holds) ends when the reader goes")
+            .unwrap();
+
+        // Output is copied as it comes, then the end of the engine's stream ends the pipe.
+        let lines = futures_util::stream::iter(vec![Ok(bollard::container::LogOutput::StdOut {
+            message: "hello\n".into(),
+        })]);
+        let (writer, mut reader) = tokio::io::duplex(LOG_BUFFER);
+        tokio::spawn(pump_logs(lines, writer, "w-web".into()));
+        let mut text = String::new();
+        reader.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "hello\n");
     }
 
     #[test]
