@@ -9,6 +9,8 @@ use std::time::Duration;
 
 pub struct Fleet {
     child: Child,
+    /// The gateway's plain HTTP address for workloads (`127.0.0.1:PORT`).
+    pub apps_http: Option<String>,
     pub data: PathBuf,
     pub cli_config: PathBuf,
     pub log: PathBuf,
@@ -46,10 +48,18 @@ impl Fleet {
                 let _ = tx.send(line);
             }
         });
+        let mut apps_http = None;
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| panic!("fleet did not start: {}", read(&log)));
+            // "apps (HTTP):      http://NAME.lattice-apps.localhost:8080"
+            if let Some(url) = line.strip_prefix("apps (HTTP):") {
+                apps_http = url
+                    .trim()
+                    .rsplit_once(':')
+                    .map(|(_, port)| format!("127.0.0.1:{port}"));
+            }
             if line.starts_with("CLI config:") {
                 break;
             }
@@ -63,6 +73,7 @@ impl Fleet {
         std::fs::write(&cli_config, cfg).expect("rewrite cli config");
         Fleet {
             child,
+            apps_http,
             data: data.to_path_buf(),
             cli_config,
             log,

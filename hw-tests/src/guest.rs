@@ -70,6 +70,36 @@ impl Guest {
         }
     }
 
+    /// Keeps `ssh -N -R` open so the guest's `127.0.0.1:guest_port` reaches the host's
+    /// `127.0.0.1:host_port` (the test registry: Docker pulls from a loopback registry without
+    /// TLS). Closed when the returned guard is dropped.
+    pub fn reverse_forward(&self, guest_port: u16, host_port: u16) -> Forward {
+        let child = Command::new("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.ssh_port.to_string()])
+            .args([
+                "-N",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-R",
+                &format!("127.0.0.1:{guest_port}:127.0.0.1:{host_port}"),
+                "root@127.0.0.1",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run ssh -R");
+        Forward(child)
+    }
+
     /// Runs `cmd` as root in the guest: (exit code, stdout, stderr).
     pub fn ssh(&self, cmd: &str) -> (i32, String, String) {
         let out = Command::new("ssh")
@@ -131,5 +161,15 @@ impl Drop for Guest {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
+    }
+}
+
+/// An `ssh -R` forward; stopped on drop.
+pub struct Forward(Child);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

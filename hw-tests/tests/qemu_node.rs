@@ -13,6 +13,20 @@ use std::time::{Duration, Instant};
 /// Power-on to registered, under software emulation (the target is 90 s; CI machines
 /// are slower and shared, so the test allows more and prints the figure).
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Deploy to running in the guest: dockerd pulls the test image through an SSH forward and
+/// starts it, all under software emulation.
+const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The test image `scripts/test-images` built and pushed (pinned by digest).
+fn test_image() -> String {
+    let env = lattice_hw_tests::repo_root().join("build/test-images.env");
+    let text = std::fs::read_to_string(&env)
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/test-images makes it)", env.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE="))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("{} names no LATTICE_TEST_IMAGE", env.display()))
+}
 
 #[test]
 fn image_boots_registers_and_keeps_its_identity() {
@@ -118,6 +132,105 @@ fn image_boots_registers_and_keeps_its_identity() {
     );
     // Password logins are off in sshd.
     assert!(guest.ok("sshd -T").contains("passwordauthentication no"));
+
+    // A workload from the fleet runs in Docker inside the node's envelope, a systemd slice
+    // whose limits systemd holds, and answers consumers through the tunnel and the gateway.
+    let image_ref = test_image();
+    let registry_port: u16 = image_ref
+        .split_once('/')
+        .and_then(|(host, _)| host.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("test image on a loopback registry");
+    let _registry = guest.reverse_forward(registry_port, registry_port);
+    let deployed = Instant::now();
+    fleet.cli(&[
+        "deploy",
+        "container",
+        "web",
+        "--image",
+        &image_ref,
+        "--port",
+        "8080",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/www && echo hello-from-qemu > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+    ]);
+    let shown = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&fleet.cli(&["workload", "show", "web", "--json"])).ok()?;
+        (v["state"] == "running").then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "web not running within {WORKLOAD_TIMEOUT:?}: {}\nlatticed:\n{}",
+            fleet.cli(&["workload", "show", "web"]),
+            guest
+                .ssh("journalctl -u latticed --no-pager | tail -n 40")
+                .1
+        )
+    });
+    assert_eq!(shown["node"].as_str(), Some(id.as_str()));
+    eprintln!(
+        "FIGURE deploy to running in QEMU ({}): {:.1} s",
+        guest.spec.accel.name(),
+        deployed.elapsed().as_secs_f64()
+    );
+    let slices = guest.ok("ls /sys/fs/cgroup/lattice.slice");
+    let slice = slices
+        .split_whitespace()
+        .find(|s| s.starts_with("lattice-") && s.ends_with(".slice"))
+        .unwrap_or_else(|| panic!("no envelope slice under lattice.slice: {slices}"))
+        .to_string();
+    // The limits are systemd's (set over D-Bus), not files written behind its back.
+    let props = guest.ok(&format!(
+        "systemctl show -p CPUQuotaPerSecUSec -p MemoryMax -p TasksMax -p CPUWeight '{slice}'"
+    ));
+    assert!(
+        !props.contains("CPUQuotaPerSecUSec=infinity") && props.contains("CPUQuotaPerSecUSec="),
+        "{props}"
+    );
+    assert!(!props.contains("MemoryMax=infinity"), "{props}");
+    assert!(!props.contains("TasksMax=infinity"), "{props}");
+    let cgroup = guest.ok(&format!(
+        "cat /proc/$(docker ps -q --filter label=io.lattice.node={id} | head -n1 | xargs docker inspect -f '{{{{.State.Pid}}}}')/cgroup"
+    ));
+    assert!(
+        cgroup.contains(&format!("/lattice.slice/{slice}/")),
+        "the container is not inside the envelope: {cgroup}"
+    );
+    // Through the tunnel and the gateway. Behind a flag for now: in the image latticed's
+    // connection to the container's bridge address fails with EHOSTUNREACH (seen
+    // 2026-11-26; docs/image.md, "Known problems"), so CI would only time out here.
+    if std::env::var_os("LATTICE_HW_GATEWAY").is_some() {
+        let apps = fleet.apps_http.clone().expect("the fleet runs its gateway");
+        let page = wait_for(Duration::from_secs(60), Duration::from_secs(1), || {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "--max-time",
+                    "10",
+                    "-H",
+                    "Host: web--operator.lattice-apps.localhost",
+                ])
+                .arg(format!("http://{apps}/"))
+                .output()
+                .ok()?;
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            body.contains("hello-from-qemu").then_some(body)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the workload did not answer through the gateway; in the guest:\n{}",
+                guest
+                    .ssh("ip -4 addr; ip -4 route; iptables -S; iptables -t nat -S; docker ps -a")
+                    .1
+            )
+        });
+        assert_eq!(page.trim(), "hello-from-qemu");
+    } else {
+        eprintln!("gateway check skipped: set LATTICE_HW_GATEWAY=1 to run it");
+    }
 
     // Reboot: the same node comes back (identity on the data partition). Behind a flag for
     // now: the first reboot hangs in GRUB after "Welcome to GRUB!" (seen 2026-11-25; see

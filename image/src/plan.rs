@@ -20,6 +20,9 @@ pub const BASE_PACKAGES: &[&str] = &[
     "kmod",
     "initramfs-tools",
     "docker.io",
+    // Debian's kernel has AppArmor on: without apparmor_parser Docker cannot load its
+    // docker-default profile and refuses to start any container.
+    "apparmor",
     "rauc",
     // RAUC's D-Bus service (`rauc status mark-good` talks to it).
     "rauc-service",
@@ -532,6 +535,7 @@ mod tests {
         for pkg in [
             "linux-image-amd64",
             "docker.io",
+            "apparmor",
             "rauc",
             "systemd-timesyncd",
             "systemd-sysv",

@@ -160,28 +160,28 @@ pub fn latticed_unit(watchdog_secs: Option<u32>) -> String {
          # Registration errors go to the screen (and the serial console) too.\n\
          StandardOutput=journal+console\n\
          StandardError=journal+console\n\
-         # Root for cgroups and the Docker socket; nothing else. See docs/image.md.\n\
+         # Root for cgroups, the Docker socket and volume mounts; nothing else. No option that\n\
+         # gives latticed a mount namespace of its own (PrivateTmp, ProtectHome, ProtectSystem,\n\
+         # ReadWritePaths, ProtectKernelModules): dockerd must see the volumes it mounts.\n\
          NoNewPrivileges=yes\n\
-         ProtectHome=yes\n\
-         PrivateTmp=yes\n\
-         ProtectKernelModules=yes\n\
          ProtectKernelLogs=yes\n\
          ProtectClock=yes\n\
          ProtectHostname=yes\n\
          RestrictRealtime=yes\n\
          LockPersonality=yes\n\
-         ReadWritePaths=/var/lib/latticed /sys/fs/cgroup\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n"
     )
 }
 
-/// What runs workloads on the image. latticed refuses to write cgroups behind systemd's back
-/// (`CgroupError::SystemdOwnsHierarchy`) and the systemd envelope is issue 3's: until it lands
-/// the image runs latticed with `runtime = "none"` (registers, heartbeats, records targets) so it
-/// does not exit and restart in a loop.
-pub const IMAGE_RUNTIME: &str = "none";
+/// What runs workloads on the image: the Docker engine, inside the node's envelope, which on
+/// this systemd + cgroup v2 system is a slice whose limits systemd sets (over D-Bus).
+pub const IMAGE_RUNTIME: &str = "docker";
+
+/// Free space latticed keeps on the image's data partition (256 MiB). The default (1 GiB, for a
+/// provider's own machine) would leave nothing of the 1 GiB data partition of a fresh image.
+pub const IMAGE_DISK_FLOOR: u64 = 256 << 20;
 
 /// latticed's configuration on the image.
 pub fn latticed_config() -> String {
@@ -190,8 +190,11 @@ pub fn latticed_config() -> String {
          # (editable from any computer); identity and state live on the data partition.\n\
          data_dir = \"/var/lib/latticed\"\n\
          provisioning_file = \"{CONFIG_MOUNT}/{PROVISIONING_FILE}\"\n\
-         # \"docker\" once latticed drives its envelope through systemd (docs/image.md).\n\
-         runtime = \"{IMAGE_RUNTIME}\"\n"
+         # Workloads run on the Docker engine inside a systemd slice (the provider envelope).\n\
+         runtime = \"{IMAGE_RUNTIME}\"\n\
+         # The whole disk is Lattice's here: the floor keeps the system's own room on the\n\
+         # data partition (journal, Docker's metadata), not a provider's files.\n\
+         disk_floor_bytes = {IMAGE_DISK_FLOOR}\n"
     )
 }
 
@@ -311,6 +314,31 @@ mod tests {
         let wd = latticed_unit(Some(60));
         assert!(wd.contains("Type=notify") && wd.contains("WatchdogSec=60"));
         assert!(wd.contains("ExecStart=/usr/bin/latticed --config /etc/lattice/latticed.toml"));
+    }
+
+    #[test]
+    fn latticed_shares_the_hosts_mounts_and_runs_docker_workloads() {
+        // Volumes latticed mounts must be visible to dockerd: no private mount namespace.
+        let unit = latticed_unit(None);
+        for ns in [
+            "PrivateTmp=",
+            "ProtectHome=",
+            "ProtectSystem=",
+            "ReadWritePaths=",
+            "ProtectKernelModules=",
+            "PrivateMounts=",
+        ] {
+            let set = unit
+                .lines()
+                .any(|l| l.starts_with(ns) && !l.ends_with("=no"));
+            assert!(!set, "{ns} in latticed.service:\n{unit}");
+        }
+        assert!(unit.contains("NoNewPrivileges=yes"));
+        let config = latticed_config();
+        assert!(config.contains("runtime = \"docker\""));
+        // The data partition of a fresh image is 1 GiB: the floor must leave room to pull.
+        assert!(config.contains("disk_floor_bytes = 268435456"), "{config}");
+        assert!(IMAGE_DISK_FLOOR < crate::layout::Sizes::default().data_mib << 20);
     }
 
     #[test]
