@@ -514,10 +514,14 @@ pub async fn drain_now(s: &AppState, node_id: &str, now: u64) -> Result<(), Stor
 }
 
 /// One pass: settle moves, drain draining nodes, finish decommissions, relocate lost nodes'
-/// workloads.
+/// workloads. `watching_since` (ms): when this process began watching the nodes (its start,
+/// or when it became leader). A node is lost only once the grace has passed since then too:
+/// a fleet that was down for longer than the grace must not take every node's silence during
+/// its own absence for node loss and move every workload at once.
 pub async fn round(
     s: &AppState,
     grace: Duration,
+    watching_since: u64,
     now: u64,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
@@ -541,7 +545,12 @@ pub async fn round(
             continue;
         }
         let lost = n.revoked
-            || (!n.online && n.last_seen_ms.max(n.registered_ms).saturating_add(grace_ms) <= now);
+            || (!n.online
+                && n.last_seen_ms
+                    .max(n.registered_ms)
+                    .max(watching_since)
+                    .saturating_add(grace_ms)
+                    <= now);
         if lost {
             relocate_lost(&s.store, n, &nodes, &mut placed, grace, now, changes).await?;
         } else if state.drains() {
@@ -586,10 +595,12 @@ pub async fn run(state: Arc<AppState>, grace: Duration, link: Option<Link>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut later: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let watching_since = lattice_wire::now_ms();
     loop {
         tick.tick().await;
         let mut changes = Changes::default();
-        if let Err(e) = round(&state, grace, lattice_wire::now_ms(), &mut changes).await {
+        let now = lattice_wire::now_ms();
+        if let Err(e) = round(&state, grace, watching_since, now, &mut changes).await {
             tracing::warn!(error = %e, "node lifecycle round failed");
         }
         let now = tokio::time::Instant::now();

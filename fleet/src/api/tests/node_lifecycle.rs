@@ -166,9 +166,15 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
     );
     // Rounds of the background task leave it there, say why once, and keep the node.
     for _ in 0..3 {
-        crate::lifecycle::round(&s, GRACE, lattice_wire::now_ms(), &mut Default::default())
-            .await
-            .unwrap();
+        crate::lifecycle::round(
+            &s,
+            GRACE,
+            0,
+            lattice_wire::now_ms(),
+            &mut Default::default(),
+        )
+        .await
+        .unwrap();
     }
     let events = s.store.workload_events("w-db").await.unwrap();
     let not_movable: Vec<_> = events.iter().filter(|e| e.kind == "not_movable").collect();
@@ -186,9 +192,15 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
     // Once they are gone, the next round revokes the node for good.
     s.store.delete_workload("w-db").await.unwrap();
     s.store.delete_workload("w-web").await.unwrap();
-    crate::lifecycle::round(&s, GRACE, lattice_wire::now_ms(), &mut Default::default())
-        .await
-        .unwrap();
+    crate::lifecycle::round(
+        &s,
+        GRACE,
+        0,
+        lattice_wire::now_ms(),
+        &mut Default::default(),
+    )
+    .await
+    .unwrap();
     let node = s.store.node(&id).await.unwrap().unwrap();
     assert!(
         node.revoked && node.lifecycle == "decommissioned",
@@ -206,5 +218,53 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
     assert!(
         v["message"].as_str().unwrap().contains("decommissioned"),
         "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_back_from_downtime_gives_silent_nodes_the_grace_before_calling_them_lost() {
+    let s = state().await;
+    let id = node_of(&s, "someone").await;
+    let web = WorkloadRow {
+        id: "w-web".into(),
+        account_id: "acct".into(),
+        name: "web".into(),
+        kind: "container".into(),
+        plan: "small".into(),
+        settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
+        node_id: Some(id.clone()),
+        moving_to: None,
+        cpu_millis: 250,
+        memory_bytes: 256 << 20,
+        disk_bytes: 0,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    assert!(s.store.insert_workload(&web, "test").await.unwrap());
+    // Long after the node was last heard of, but the fleet itself only started a second ago
+    // (it was down): not lost yet, nothing is moved or said.
+    let now = lattice_wire::now_ms() + GRACE.as_millis() as u64 * 10;
+    crate::lifecycle::round(&s, GRACE, now - 1_000, now, &mut Default::default())
+        .await
+        .unwrap();
+    let events = s.store.workload_events("w-web").await.unwrap();
+    assert!(
+        events.iter().all(|e| !e.kind.contains("reschedule")),
+        "{events:?}"
+    );
+    // Once the grace has passed since the fleet came back too, it is lost.
+    crate::lifecycle::round(
+        &s,
+        GRACE,
+        now - GRACE.as_millis() as u64 - 1,
+        now,
+        &mut Default::default(),
+    )
+    .await
+    .unwrap();
+    let events = s.store.workload_events("w-web").await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind.contains("reschedule")),
+        "{events:?}"
     );
 }
