@@ -247,6 +247,7 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
                     )
                 })
                 .unwrap_or_default();
+            let reserved = reserved.get(n.id.as_str()).copied().unwrap_or_default();
             NodeView {
                 id: n.id.clone(),
                 provider: n.owner.clone().unwrap_or_else(|| n.id.clone()),
@@ -260,9 +261,12 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
                 capacity: Resources {
                     cpu_millis: cpus * 1000 / 2,
                     memory_bytes: memory / 2,
-                    disk_bytes: disk / 2,
+                    // The node's free space no longer holds the volumes it already made
+                    // (they are allocated in full), so they are added back: half of what
+                    // Lattice could have on that disk, not half of what is left.
+                    disk_bytes: (disk + reserved.disk_bytes) / 2,
                 },
-                reserved: reserved.get(n.id.as_str()).copied().unwrap_or_default(),
+                reserved,
                 reliability: 1.0,
                 price: 0,
             }
@@ -529,6 +533,82 @@ mod tests {
             env: BTreeMap::new(),
             command: vec![],
         }
+    }
+
+    #[test]
+    fn a_nodes_own_volumes_are_not_counted_twice_against_its_disk() {
+        let gib = 1u64 << 30;
+        let inventory = |free: u64| {
+            serde_json::to_string(&Inventory {
+                hostname: "h".into(),
+                cpu_model: "c".into(),
+                cpu_count: 8,
+                memory_bytes: 64 * gib,
+                disk_total_bytes: 200 * gib,
+                disk_free_bytes: free,
+                kernel: "k".into(),
+                arch: "x86_64".into(),
+            })
+            .unwrap()
+        };
+        let node = NodeRow {
+            id: "n-1".into(),
+            owner: None,
+            token_id: String::new(),
+            identity_key: String::new(),
+            encryption_key: String::new(),
+            broker_secret_hash: String::new(),
+            inventory: inventory(50 * gib),
+            firmware_version: String::new(),
+            registered_ms: 0,
+            revoked: false,
+            online: true,
+            offline_reason: String::new(),
+            conn_epoch: 0,
+            last_seen_ms: 0,
+            usage: String::new(),
+            applied_revision: 0,
+            target_revision: 0,
+            target: String::new(),
+            workloads: String::new(),
+            lifecycle: "active".into(),
+        };
+        // A 50 GiB volume made on a disk that had 100 GiB free: it now reports 50 GiB free.
+        let big = WorkloadRow {
+            id: "w-s3".into(),
+            account_id: "a".into(),
+            name: "files".into(),
+            kind: "s3".into(),
+            plan: "large".into(),
+            settings: "{}".into(),
+            node_id: Some("n-1".into()),
+            moving_to: None,
+            cpu_millis: 250,
+            memory_bytes: gib,
+            disk_bytes: 50 * gib,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let views = node_views(&[node], &[big]);
+        assert_eq!(views[0].capacity.disk_bytes, 50 * gib);
+        // So a workload needing no disk, or a little, still fits.
+        let need = Resources {
+            cpu_millis: 250,
+            memory_bytes: gib,
+            disk_bytes: 0,
+        };
+        let request = scheduler::Request {
+            needs: need,
+            class: scheduler::Class::AlwaysOn,
+            arch: None,
+            region: None,
+            labels: BTreeMap::new(),
+            storage_class: None,
+            avoid_nodes: vec![],
+            avoid_providers: vec![],
+        };
+        let d = scheduler::place(&views, &request);
+        assert_eq!(d.node.as_deref(), Some("n-1"), "{d:?}");
     }
 
     #[test]
