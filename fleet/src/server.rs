@@ -106,6 +106,13 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         .clone()
         .unwrap_or_else(|| sqlite_url(&cfg.data_dir));
     let store = Store::open(&db_url).await?;
+    if db_url.starts_with("postgres") && cfg.broker.is_none() {
+        tracing::warn!(
+            "running on PostgreSQL with the embedded MQTT broker: fine for one fleet process, but \
+             replicas need one external broker (--broker), or nodes registered with a follower \
+             never receive their targets (docs/operator-guide.md, several fleet replicas)"
+        );
+    }
     let key = crate::secrets::fleet_key(&cfg.data_dir)?;
     let (operator_token_path, operator_token) = crate::secrets::operator_token(&cfg.data_dir)?;
     let epoch = store.next_fleet_epoch(lattice_wire::now_ms()).await?;
