@@ -294,13 +294,26 @@ pub async fn supervise(
     loop {
         let leading = *rx.borrow_and_update();
         if leading && work.is_none() {
-            match state.store.next_fleet_epoch(lattice_wire::now_ms()).await {
-                Ok(epoch) => {
-                    state.outbound.set_epoch(epoch);
-                    tracing::info!(epoch, "leader: sending under a new fleet epoch");
+            // A new epoch before any leader work: nodes refuse targets under an epoch older
+            // than one they have seen (the previous leader's), so sending under this
+            // process's old one would be refused silently. Retried while still leading.
+            let taken = loop {
+                match state.store.next_fleet_epoch(lattice_wire::now_ms()).await {
+                    Ok(epoch) => {
+                        state.outbound.set_epoch(epoch);
+                        tracing::info!(epoch, "leader: sending under a new fleet epoch");
+                        break true;
+                    }
+                    Err(e) => tracing::error!(error = %e,
+                        "leader: cannot take a new fleet epoch; retrying before any leader work"),
                 }
-                Err(e) => tracing::error!(error = %e, epoch = state.outbound.epoch(),
-                    "leader: cannot take a new fleet epoch; keeping this process's"),
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !*rx.borrow() {
+                    break false;
+                }
+            };
+            if !taken {
+                continue;
             }
             work = Some(tokio::spawn(crate::lifecycle::run(
                 state.clone(),
