@@ -336,6 +336,11 @@ impl DockerRuntime {
                 .flatten()
                 .filter_map(|c| c.subnet.as_deref()),
         );
+        // The host's own networks too (its LAN, a VPN): Docker does not check a subnet it is
+        // given against the host's routes.
+        used.extend(subnets::parse_proc_routes(
+            &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+        ));
         let key = format!("{node_id}/{}", spec.id);
         for _ in 0..NETWORK_ATTEMPTS {
             let pool = self.opts.network_pool;

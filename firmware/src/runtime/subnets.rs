@@ -180,6 +180,30 @@ pub fn parse_used<'a>(subnets: impl IntoIterator<Item = &'a str>) -> Vec<Net> {
         .collect()
 }
 
+/// The IPv4 networks the host routes to, from `/proc/net/route` (its LAN, VPNs, other
+/// bridges), default routes excepted: a workload network must not shadow any of them, and
+/// Docker does not check when it is handed a subnet.
+pub fn parse_proc_routes(text: &str) -> Vec<Net> {
+    // The kernel prints each address as the hex of its in-memory (network-order) u32.
+    let addr = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (dest, mask) = (addr(f.get(1)?)?, addr(f.get(7)?)?);
+            let prefix = u32::from(mask).count_ones() as u8;
+            if prefix == 0 {
+                return None;
+            }
+            Net::new(Ipv4Addr::from(u32::from(dest) & self::mask(prefix)), prefix).ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +265,23 @@ mod tests {
     fn the_engines_subnets_are_read_leniently() {
         let used = parse_used(["172.17.0.0/16", "fd00::/64", "junk", "10.197.0.5/28"]);
         assert_eq!(used, vec![net("172.17.0.0/16"), net("10.197.0.0/28")]);
+    }
+
+    #[test]
+    fn the_hosts_routes_count_as_used_and_the_default_route_does_not() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    wg0\t0000C50A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let routes = parse_proc_routes(text);
+        if cfg!(target_endian = "little") {
+            assert_eq!(routes, vec![net("192.168.0.0/24"), net("10.197.0.0/16")]);
+            // A VPN on the whole default pool leaves nothing to pick.
+            assert_eq!(Pool::default().pick("n/w", &routes), None);
+        }
+        assert!(parse_proc_routes("").is_empty());
+        assert!(parse_proc_routes("header\ngarbage line\n").is_empty());
     }
 
     proptest! {
