@@ -199,38 +199,32 @@ fn image_boots_registers_and_keeps_its_identity() {
         cgroup.contains(&format!("/lattice.slice/{slice}/")),
         "the container is not inside the envelope: {cgroup}"
     );
-    // Through the tunnel and the gateway. Behind a flag for now: in the image latticed's
-    // connection to the container's bridge address fails with EHOSTUNREACH (seen
-    // 2026-11-26; docs/image.md, "Known problems"), so CI would only time out here.
-    if std::env::var_os("LATTICE_HW_GATEWAY").is_some() {
-        let apps = fleet.apps_http.clone().expect("the fleet runs its gateway");
-        let page = wait_for(Duration::from_secs(60), Duration::from_secs(1), || {
-            let out = Command::new("curl")
-                .args([
-                    "-s",
-                    "--max-time",
-                    "10",
-                    "-H",
-                    "Host: web--operator.lattice-apps.localhost",
-                ])
-                .arg(format!("http://{apps}/"))
-                .output()
-                .ok()?;
-            let body = String::from_utf8_lossy(&out.stdout).into_owned();
-            body.contains("hello-from-qemu").then_some(body)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the workload did not answer through the gateway; in the guest:\n{}",
-                guest
-                    .ssh("ip -4 addr; ip -4 route; iptables -S; iptables -t nat -S; docker ps -a")
-                    .1
-            )
-        });
-        assert_eq!(page.trim(), "hello-from-qemu");
-    } else {
-        eprintln!("gateway check skipped: set LATTICE_HW_GATEWAY=1 to run it");
-    }
+    // Through the node's tunnel and the fleet's gateway, as a consumer reaches it.
+    let apps = fleet.apps_http.clone().expect("the fleet runs its gateway");
+    let page = wait_for(Duration::from_secs(60), Duration::from_secs(1), || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-H",
+                "Host: web--operator.lattice-apps.localhost",
+            ])
+            .arg(format!("http://{apps}/"))
+            .output()
+            .ok()?;
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        body.contains("hello-from-qemu").then_some(body)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the workload did not answer through the gateway; in the guest:\n{}",
+            guest
+                .ssh("ip -4 addr; ip -4 route; iptables -S; iptables -t nat -S; docker ps -a")
+                .1
+        )
+    });
+    assert_eq!(page.trim(), "hello-from-qemu");
 
     // Reboot: the same node comes back (identity on the data partition). Behind a flag for
     // now: the first reboot hangs in GRUB after "Welcome to GRUB!" (seen 2026-11-25; see

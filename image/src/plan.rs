@@ -232,6 +232,10 @@ pub fn plan(spec: &BuildSpec) -> Result<Plan, crate::layout::LayoutError> {
             format!("127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n::1 localhost ip6-localhost ip6-loopback\n"),
         ),
         (
+            "/etc/systemd/network/10-lattice-containers.network",
+            system::container_links_file(),
+        ),
+        (
             "/etc/systemd/network/80-lattice-wired.network",
             system::network_file(),
         ),

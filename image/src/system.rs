@@ -216,9 +216,17 @@ pub fn mark_good_unit() -> String {
         .to_string()
 }
 
-/// DHCP on every wired interface.
+/// DHCP on the machine's wired interfaces, by name: `Type=ether` alone also matches the host
+/// ends of containers' veth pairs, and networkd then runs DHCP on them and manages them
+/// (a known way to break Docker's networking).
 pub fn network_file() -> String {
-    "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n".to_string()
+    "[Match]\nName=en* eth*\nType=ether\n\n[Network]\nDHCP=yes\n".to_string()
+}
+
+/// Docker's and latticed's interfaces (veth pairs, `docker0`, workload bridges `lt…`) are
+/// Docker's to manage, never networkd's.
+pub fn container_links_file() -> String {
+    "[Match]\nName=veth* docker* lt* br-*\n\n[Link]\nUnmanaged=yes\n".to_string()
 }
 
 /// sshd: keys only, from the config partition; the host key on the data partition.
@@ -314,6 +322,17 @@ mod tests {
         let wd = latticed_unit(Some(60));
         assert!(wd.contains("Type=notify") && wd.contains("WatchdogSec=60"));
         assert!(wd.contains("ExecStart=/usr/bin/latticed --config /etc/lattice/latticed.toml"));
+    }
+
+    #[test]
+    fn networkd_leaves_container_interfaces_to_docker() {
+        let wired = network_file();
+        assert!(wired.contains("Name=en* eth*"), "{wired}");
+        let unmanaged = container_links_file();
+        assert!(unmanaged.contains("Unmanaged=yes"));
+        for name in ["veth*", "docker*", "lt*", "br-*"] {
+            assert!(unmanaged.contains(name), "{name}: {unmanaged}");
+        }
     }
 
     #[test]
