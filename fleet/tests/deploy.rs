@@ -35,12 +35,7 @@ fn deploy_show_refuse_and_delete_a_container_workload() {
     ]);
     assert!(!ok && err.contains("no nodes have registered"), "{err}");
 
-    let n = Node::start(&dir.path().join("node"), &f.provisioning("alice"));
-    let id = wait_for(20, "registration", || n.node_id());
-    let _cleanup = Cleanup(id.clone());
-    wait_for(20, "node online", || {
-        (f.node(&id)["online"] == true).then_some(())
-    });
+    let (_n, id, _cleanup) = online_node(&f, &dir.path().join("node"), "alice");
 
     let out = f.cli_ok(&[
         "deploy",

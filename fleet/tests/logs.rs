@@ -33,12 +33,7 @@ fn owners_read_follow_and_tail_their_workloads_logs_and_nobody_else_can() {
         free_port(),
         &[],
     );
-    let mut n = Node::start(&dir.path().join("node"), &f.provisioning("alice"));
-    let id = wait_for(20, "registration", || n.node_id());
-    let _cleanup = Cleanup(id.clone());
-    wait_for(20, "node online", || {
-        (f.node(&id)["online"] == true).then_some(())
-    });
+    let (mut n, _id, _cleanup) = online_node(&f, &dir.path().join("node"), "alice");
 
     f.cli_ok(&[
         "deploy",

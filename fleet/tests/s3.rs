@@ -201,12 +201,7 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
             &apps_http,
         ],
     );
-    let n = Node::start(&dir.path().join("node"), &f.provisioning("alice"));
-    let id = wait_for(20, "registration", || n.node_id());
-    let _cleanup = Cleanup(id.clone());
-    wait_for(20, "node online", || {
-        (f.node(&id)["online"] == true).then_some(())
-    });
+    let (n, id, _cleanup) = online_node(&f, &dir.path().join("node"), "alice");
 
     let ann = consumer(&f, dir.path(), "ann@example.org");
     // The kind brings its own image and port.

@@ -31,12 +31,7 @@ fn a_target_runs_as_a_hardened_container_adopted_across_a_supervisor_crash() {
         free_port(),
         &[],
     );
-    let mut n = Node::start(&dir.path().join("node"), &f.provisioning("alice"));
-    let id = wait_for(20, "registration", || n.node_id());
-    let _cleanup = Cleanup(id.clone());
-    wait_for(20, "node online", || {
-        (f.node(&id)["online"] == true).then_some(())
-    });
+    let (mut n, id, _cleanup) = online_node(&f, &dir.path().join("node"), "alice");
 
     let spec = serde_json::json!([{
         "id": "w-web", "name": "web", "image": image,

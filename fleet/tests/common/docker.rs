@@ -73,3 +73,19 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// A latticed in `data`, registered with `f` (provisioned for `owner`) and online, with the
+/// [`Cleanup`] of what it will leave in the engine (declared after the node, so dropped first).
+pub fn online_node(
+    f: &super::Fleet,
+    data: &std::path::Path,
+    owner: &str,
+) -> (super::Node, String, Cleanup) {
+    let n = super::Node::start(data, &f.provisioning(owner));
+    let id = super::wait_for(20, "registration", || n.node_id());
+    let cleanup = Cleanup(id.clone());
+    super::wait_for(20, "node online", || {
+        (f.node(&id)["online"] == true).then_some(())
+    });
+    (n, id, cleanup)
+}
