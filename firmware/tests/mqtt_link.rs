@@ -90,8 +90,9 @@ async fn node_greets_takes_a_target_and_comes_back_after_a_broker_crash() {
     // The broker crashes; the node queues telemetry meanwhile and comes back by itself
     // under a higher epoch, delivering the queue after its hello.
     // (Let mosquitto autosave first, so the observer's persistent session and subscription
-    // survive the crash and it cannot miss the node's hello after the restart.)
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // survive the crash and it cannot miss the node's hello after the restart. It saves every
+    // second from its main loop; 1.5 s was once not enough on a loaded CI machine.)
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     broker.kill();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     broker.restart();

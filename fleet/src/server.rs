@@ -143,6 +143,11 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         resend_every: Duration::from_secs(u64::from(cfg.heartbeat_secs).clamp(1, 10)),
         offline_after: Duration::from_secs(u64::from(cfg.heartbeat_secs) * 3 + 5),
     };
+    // The API's port is fixed: bound before the embedded broker's port-0 listeners, so none of
+    // them can take it (a free port probed for them may be the one asked for here).
+    let listener = std::net::TcpListener::bind(cfg.http)
+        .with_context(|| format!("binding the HTTPS API on {}", cfg.http))?;
+    listener.set_nonblocking(true)?;
     let setup = match &cfg.broker {
         None => {
             let fleet_secret = crate::broker::fleet_broker_secret(&cfg.data_dir)?;
@@ -218,9 +223,6 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         leadership.clone(),
     );
 
-    let listener = std::net::TcpListener::bind(cfg.http)
-        .with_context(|| format!("binding the HTTPS API on {}", cfg.http))?;
-    listener.set_nonblocking(true)?;
     let http_addr = listener.local_addr()?;
     let https_url = format!("https://{}", with_port(&host, http_addr.port()));
     let state = Arc::new(AppState {

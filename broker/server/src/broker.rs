@@ -66,6 +66,14 @@ pub(crate) fn start(
         listeners: Vec::new(),
         runtime,
     };
+    // The TLS port is fixed (nodes are told it): bound first, so the port-0 listeners below
+    // cannot take it (a free port probed for them may be the one asked for here).
+    let tls_listener = match (&tls, &handle.runtime) {
+        (Some((tls_listen, _)), Some(runtime)) => {
+            Some(tls_proxy::bind_listener(runtime, *tls_listen)?)
+        }
+        _ => None,
+    };
     // From here on an error drops `handle`, which stops whatever was started.
     let main = bind_with(config.listen, |addr| v4("mqtt-v4", addr))?;
     handle.listen = main.addr();
@@ -75,7 +83,9 @@ pub(crate) fn start(
         handle.v5_listen = Some(listener.addr());
         handle.listeners.push(listener);
     }
-    if let (Some((tls_listen, tls)), Some(runtime)) = (tls, &handle.runtime) {
+    if let (Some((tls_listen, tls)), Some(runtime), Some(tls_listener)) =
+        (tls, &handle.runtime, tls_listener)
+    {
         // rumqttd serves each listener on one thread and accepts serially, so TLS connections
         // are spread over the main listener and a few more on loopback.
         let mut upstreams = vec![tls_proxy::reachable(handle.listen)];
@@ -93,7 +103,7 @@ pub(crate) fn start(
             max_connections: config.max_connections,
             handshake_timeout: config.connect_timeout(),
         };
-        handle.tls_listen = Some(tls_proxy::spawn(runtime, proxy)?);
+        handle.tls_listen = Some(tls_proxy::spawn(runtime, tls_listener, proxy)?);
     }
     info!(
         listen = %handle.listen,

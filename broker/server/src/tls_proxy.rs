@@ -52,14 +52,24 @@ enum ConnError {
     Io(#[from] io::Error),
 }
 
-/// Binds the TLS listener and starts serving it on `runtime`; returns the bound address.
-pub(crate) fn spawn(runtime: &Runtime, config: ProxyConfig) -> Result<SocketAddr, BrokerError> {
+/// Binds the TLS listener on `runtime` (before the broker's port-0 listeners, so none of them
+/// can take a fixed port that was free a moment ago).
+pub(crate) fn bind_listener(
+    runtime: &Runtime,
+    addr: SocketAddr,
+) -> Result<TcpListener, BrokerError> {
+    let _context = runtime.enter();
+    bind(addr).map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// Starts serving the TLS listener on `runtime`; returns the bound address.
+pub(crate) fn spawn(
+    runtime: &Runtime,
+    listener: TcpListener,
+    config: ProxyConfig,
+) -> Result<SocketAddr, BrokerError> {
     let addr = config.listen;
     let bind_error = |source| BrokerError::Bind { addr, source };
-    let listener = {
-        let _context = runtime.enter();
-        bind(addr).map_err(bind_error)?
-    };
     let local = listener.local_addr().map_err(bind_error)?;
     info!(%local, upstreams = ?config.upstreams, "MQTT TLS listener started");
     runtime.spawn(accept_loop(listener, config));
