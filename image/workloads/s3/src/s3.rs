@@ -197,6 +197,22 @@ fn checksum_values(c: &Checksums) -> [Option<String>; 5] {
     ]
 }
 
+/// What GET and HEAD report of an object's checksums: nothing unless the client asked.
+fn reported_checksums(c: &Checksums, wanted: bool) -> ([Option<String>; 5], Option<ChecksumType>) {
+    if wanted {
+        (checksum_values(c), checksum_type(c))
+    } else {
+        Default::default()
+    }
+}
+
+/// An object's user metadata as GET and HEAD answer it: absent when there is none.
+fn stored_metadata(
+    user: &std::collections::BTreeMap<String, String>,
+) -> Option<HashMap<String, String>> {
+    (!user.is_empty()).then(|| user.clone().into_iter().collect())
+}
+
 fn checksum_type(c: &Checksums) -> Option<ChecksumType> {
     match (c.values.is_empty(), c.composite) {
         (true, _) => None,
@@ -483,11 +499,8 @@ impl S3 for Backend {
             && i.checksum_mode
                 .as_ref()
                 .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let [crc32, crc32c, crc64nvme, sha1, sha256] = if with_checksums {
-            checksum_values(&meta.checksums)
-        } else {
-            Default::default()
-        };
+        let ([crc32, crc32c, crc64nvme, sha1, sha256], kind) =
+            reported_checksums(&meta.checksums, with_checksums);
         let a = meta.attrs.clone();
         let output = GetObjectOutput {
             body: Some(StreamingBlob::wrap(body)),
@@ -503,14 +516,7 @@ impl S3 for Backend {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
             last_modified: Some(ts(meta.last_modified_ms)),
-            metadata: Some(
-                meta.attrs
-                    .user
-                    .clone()
-                    .into_iter()
-                    .collect::<HashMap<_, _>>(),
-            )
-            .filter(|m| !m.is_empty()),
+            metadata: stored_metadata(&meta.attrs.user),
             content_type: a.content_type,
             cache_control: a.cache_control,
             content_disposition: a.content_disposition,
@@ -521,11 +527,7 @@ impl S3 for Backend {
             checksum_crc64nvme: crc64nvme,
             checksum_sha1: sha1,
             checksum_sha256: sha256,
-            checksum_type: if with_checksums {
-                checksum_type(&meta.checksums)
-            } else {
-                None
-            },
+            checksum_type: kind,
             parts_count: meta.parts.map(|n| n as i32),
             ..Default::default()
         };
@@ -551,25 +553,15 @@ impl S3 for Backend {
             .checksum_mode
             .as_ref()
             .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
-        let [crc32, crc32c, crc64nvme, sha1, sha256] = if with_checksums {
-            checksum_values(&meta.checksums)
-        } else {
-            Default::default()
-        };
+        let ([crc32, crc32c, crc64nvme, sha1, sha256], kind) =
+            reported_checksums(&meta.checksums, with_checksums);
         let a = meta.attrs.clone();
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(meta.size as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
             last_modified: Some(ts(meta.last_modified_ms)),
-            metadata: Some(
-                meta.attrs
-                    .user
-                    .clone()
-                    .into_iter()
-                    .collect::<HashMap<_, _>>(),
-            )
-            .filter(|m| !m.is_empty()),
+            metadata: stored_metadata(&meta.attrs.user),
             content_type: a.content_type,
             cache_control: a.cache_control,
             content_disposition: a.content_disposition,
@@ -580,11 +572,7 @@ impl S3 for Backend {
             checksum_crc64nvme: crc64nvme,
             checksum_sha1: sha1,
             checksum_sha256: sha256,
-            checksum_type: if with_checksums {
-                checksum_type(&meta.checksums)
-            } else {
-                None
-            },
+            checksum_type: kind,
             parts_count: meta.parts.map(|n| n as i32),
             ..Default::default()
         }))
