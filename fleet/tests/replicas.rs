@@ -66,28 +66,11 @@ async fn lose_node(db: &mut sqlx::PgConnection, id: &str) {
 
 #[test]
 fn the_leader_killed_another_replica_takes_over_and_work_is_done_once() {
-    let Ok(admin) = std::env::var("LATTICE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "LATTICE_TEST_POSTGRES is not set: scripts/test starts PostgreSQL and sets it"
-        );
-        eprintln!("SKIPPED: LATTICE_TEST_POSTGRES not set (run scripts/test-postgres)");
+    let Some(url) = fresh_postgres("lattice_replicas") else {
         return;
     };
     use sqlx::Connection;
-    let name = format!("lattice_replicas_{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute(&mut c)
-            .await;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-    });
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let dir = tempfile::tempdir().unwrap();
     let args = ["--database", url.as_str(), "--node-lost-grace-secs", "2"];
     let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));

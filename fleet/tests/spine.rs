@@ -240,28 +240,9 @@ fn lattice_broker_runs_alone_and_authenticates_against_the_store() {
 
 #[test]
 fn a_fleet_on_postgresql_registers_and_keeps_nodes_across_a_restart() {
-    let Ok(admin) = std::env::var("LATTICE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "LATTICE_TEST_POSTGRES is not set: scripts/test starts PostgreSQL and sets it"
-        );
-        eprintln!("SKIPPED: LATTICE_TEST_POSTGRES not set (run scripts/test-postgres)");
+    let Some(url) = fresh_postgres("lattice_e2e") else {
         return;
     };
-    let name = format!("lattice_e2e_{}", std::process::id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute(&mut c)
-            .await;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-    });
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let dir = tempfile::tempdir().unwrap();
     let (http, mqtt) = (free_port(), free_port());
     let mut f = Fleet::start(

@@ -62,6 +62,34 @@ pub fn lattice_as(cfg: &Path, args: &[&str], stdin: &str) -> (bool, String, Stri
     )
 }
 
+/// A new, empty PostgreSQL database named `{prefix}_{pid}` on the server of
+/// `LATTICE_TEST_POSTGRES` (scripts/test starts it); its URL. `None` (test skipped, with the
+/// reason printed) when that is unset, which CI never allows.
+pub fn fresh_postgres(prefix: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("LATTICE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "LATTICE_TEST_POSTGRES is not set: scripts/test starts PostgreSQL and sets it"
+        );
+        eprintln!("SKIPPED: LATTICE_TEST_POSTGRES not set (run scripts/test-postgres)");
+        return None;
+    };
+    let name = format!("{prefix}_{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut c)
+            .await;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
+}
+
 /// Free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
