@@ -24,6 +24,25 @@ async fn node_of(s: &Arc<AppState>, owner: &str) -> String {
     nodes.last().unwrap().id.clone()
 }
 
+/// A movable `container` workload "web" placed on `node`.
+fn container_on(node: &str) -> WorkloadRow {
+    WorkloadRow {
+        id: "w-web".into(),
+        account_id: "acct".into(),
+        name: "web".into(),
+        kind: "container".into(),
+        plan: "small".into(),
+        settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
+        node_id: Some(node.to_string()),
+        moving_to: None,
+        cpu_millis: 250,
+        memory_bytes: 256 << 20,
+        disk_bytes: 0,
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
 #[tokio::test]
 async fn lifecycle_routes_are_scoped_to_the_nodes_owner_and_audited() {
     let s = state().await;
@@ -107,29 +126,15 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
     // A kind that keeps state on its node (the storage/database issues fill its hook).
     let w = WorkloadRow {
         id: "w-db".into(),
-        account_id: "acct".into(),
         name: "db".into(),
         kind: "postgres".into(),
-        plan: "small".into(),
         settings: "{}".into(),
-        node_id: Some(id.clone()),
-        moving_to: None,
-        cpu_millis: 250,
-        memory_bytes: 256 << 20,
-        disk_bytes: 0,
-        created_ms: 1,
-        updated_ms: 1,
+        ..container_on(&id)
     };
     assert!(s.store.insert_workload(&w, "test").await.unwrap());
     // A movable one with nowhere to go (the only node is the one being drained, and it never
     // connected).
-    let web = WorkloadRow {
-        id: "w-web".into(),
-        name: "web".into(),
-        kind: "container".into(),
-        settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
-        ..w.clone()
-    };
+    let web = container_on(&id);
     assert!(s.store.insert_workload(&web, "test").await.unwrap());
 
     let (st, v) = call(
@@ -225,21 +230,7 @@ async fn a_stateful_workload_blocks_a_drain_with_the_reason_and_decommission_wai
 async fn a_fleet_back_from_downtime_gives_silent_nodes_the_grace_before_calling_them_lost() {
     let s = state().await;
     let id = node_of(&s, "someone").await;
-    let web = WorkloadRow {
-        id: "w-web".into(),
-        account_id: "acct".into(),
-        name: "web".into(),
-        kind: "container".into(),
-        plan: "small".into(),
-        settings: r#"{"image":"r/a@sha256:aa","port":8080,"env":{},"command":[]}"#.into(),
-        node_id: Some(id.clone()),
-        moving_to: None,
-        cpu_millis: 250,
-        memory_bytes: 256 << 20,
-        disk_bytes: 0,
-        created_ms: 1,
-        updated_ms: 1,
-    };
+    let web = container_on(&id);
     assert!(s.store.insert_workload(&web, "test").await.unwrap());
     // Long after the node was last heard of, but the fleet itself only started a second ago
     // (it was down): not lost yet, nothing is moved or said.
