@@ -5,7 +5,9 @@ mod client;
 pub mod config;
 mod deploy;
 mod image;
+mod images;
 mod node_lifecycle;
+pub mod registry;
 mod show;
 mod up;
 
@@ -91,6 +93,8 @@ pub enum Command {
         /// Path of the latticed binary (default: next to this one).
         #[arg(long)]
         latticed: Option<PathBuf>,
+        #[command(flatten)]
+        registry: registry::RegistryArgs,
     },
     /// Runs the fleet manager and its embedded broker, or uses an external one with --broker
     /// (no local node).
@@ -153,6 +157,11 @@ pub enum Command {
     Image {
         #[command(subcommand)]
         cmd: image::ImageCmd,
+    },
+    /// Workload images in the fleet's registry: push a local one, build the project's own.
+    Images {
+        #[command(subcommand)]
+        cmd: images::ImagesCmd,
     },
 }
 
@@ -256,7 +265,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve,
             no_node,
             latticed,
-        } => up::up(serve, !no_node, latticed).await,
+            registry,
+        } => up::up(serve, !no_node, latticed, registry).await,
         Command::Fleet { serve } => up::fleet_only(serve).await,
         Command::Gateway {
             data,
@@ -278,6 +288,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(cmd) => account::run(cmd).await,
         Command::Workload(cmd) => deploy::run(cmd).await,
         Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
+        Command::Images { cmd } => images::run(cmd).await,
     }
 }
 

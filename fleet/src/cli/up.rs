@@ -1,6 +1,7 @@
 //! `lattice up`: fleet, embedded broker (or `--broker`) and a local node on this machine.
 
 use super::config::{default_path, CliConfig};
+use super::registry::{self, Registry, RegistryArgs};
 use super::ServeArgs;
 use crate::server::{self, RunningFleet};
 use anyhow::Context;
@@ -177,16 +178,38 @@ async fn start_node(
     Ok(child)
 }
 
+/// The fleet's registry: ours (or one already answering at the address), or the external one
+/// named with `--registry-url`, or none.
+async fn start_registry(
+    args: &RegistryArgs,
+    data: &std::path::Path,
+) -> anyhow::Result<Option<Registry>> {
+    if args.no_registry {
+        match &args.registry_url {
+            Some(url) => println!("registry:         {url} (external)"),
+            None => println!("registry:         none (--no-registry)"),
+        }
+        return Ok(None);
+    }
+    server::prepare_data_dir(data)?;
+    let registry = registry::ensure(args.addr, &data.join("registry"), &args.registry_bin).await?;
+    println!("registry:         {}", registry.describe());
+    Ok(Some(registry))
+}
+
 pub async fn up(
     serve: ServeArgs,
     with_node: bool,
     latticed: Option<PathBuf>,
+    registry_args: RegistryArgs,
 ) -> anyhow::Result<()> {
     let bin = if with_node {
         Some(latticed_path(latticed)?)
     } else {
         None
     };
+    // Before the fleet: a missing docker-registry fails at once, with nothing to undo.
+    let registry = start_registry(&registry_args, &serve.data).await?;
     let (fleet, _gateway) = start_fleet(&serve).await?;
     let mut child = match bin {
         Some(bin) => Some(start_node(&fleet, &serve.data, bin).await?),
@@ -213,5 +236,8 @@ pub async fn up(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c.wait()).await;
     }
     fleet.shutdown();
+    if let Some(r) = registry {
+        r.stop().await;
+    }
     Ok(())
 }
