@@ -300,3 +300,64 @@ async fn the_supervisor_refuses_an_address_taken_by_something_else() {
     .to_string();
     assert!(e.contains("not an OCI registry"), "{e}");
 }
+
+#[test]
+fn images_build_makes_a_busybox_image_that_runs_from_the_registry() {
+    if Command::new("ldd")
+        .arg("/bin/busybox")
+        .output()
+        .map_or(true, |o| String::from_utf8_lossy(&o.stdout).contains("=>"))
+    {
+        return skip("no static /bin/busybox (apt-get install busybox-static)");
+    }
+    if test_image_here().is_none() {
+        return;
+    }
+    let addr = registry_addr();
+    let (ok, out, err) = lattice(&["images", "build", "--only", "busybox"]);
+    assert!(ok, "lattice images build failed: {err}");
+    // One NAME=REF line, pinned by the registry's digest; progress went to stderr.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let reference = lines[0]
+        .strip_prefix("busybox=")
+        .unwrap_or_else(|| panic!("not busybox=REF: {out}"));
+    let digest = reference
+        .strip_prefix(&format!("{addr}/lattice/busybox@"))
+        .unwrap_or_else(|| panic!("not {addr}/lattice/busybox@…: {reference}"));
+    assert!(err.contains("building"), "{err}");
+    assert_eq!(
+        manifest_digest(&addr, "lattice/busybox", digest).as_deref(),
+        Some(digest)
+    );
+    // FROM scratch + busybox: it runs, with its applets and a minimal /etc.
+    let run = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            reference,
+            "sh",
+            "-c",
+            "echo ran; head -n 1 /etc/passwd",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "ran\nroot:x:0:0:root:/:/bin/sh\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn images_build_refuses_an_unknown_name() {
+    let (ok, _, err) = lattice(&["images", "build", "--only", "nope"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no image \"nope\" to build (there are: busybox, s3)"),
+        "{err}"
+    );
+}

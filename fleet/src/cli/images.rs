@@ -8,6 +8,7 @@ use anyhow::Context;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct RegistryTarget {
@@ -29,6 +30,22 @@ pub enum ImagesCmd {
         #[command(flatten)]
         target: RegistryTarget,
     },
+    /// Builds the project's workload images (FROM scratch, no public registry: Debian's static
+    /// busybox; the static lattice-s3), pushes them and prints NAME=REF per image.
+    Build {
+        /// Only this image (repeatable): busybox, s3.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// A static lattice-s3 for the s3 image (default: built by cargo from this checkout,
+        /// as scripts/test-images does).
+        #[arg(long, value_name = "PATH")]
+        s3_binary: Option<PathBuf>,
+        /// Debian's static busybox (package busybox-static).
+        #[arg(long, value_name = "PATH", default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        #[command(flatten)]
+        target: RegistryTarget,
+    },
 }
 
 pub async fn run(cmd: ImagesCmd) -> anyhow::Result<()> {
@@ -38,8 +55,13 @@ pub async fn run(cmd: ImagesCmd) -> anyhow::Result<()> {
             as_repo,
             target,
         } => {
+            let is_id = image.starts_with("sha256:")
+                || (image.len() >= 12 && image.bytes().all(|b| b.is_ascii_hexdigit()));
             let (repo, tag) = match &as_repo {
                 Some(r) => split_tag(r),
+                None if is_id => {
+                    anyhow::bail!("{image} is an image id: name it with --as REPO[:TAG]")
+                }
                 None => default_repo(&image),
             };
             check_repo(&repo)?;
@@ -49,6 +71,12 @@ pub async fn run(cmd: ImagesCmd) -> anyhow::Result<()> {
             println!("{reference}");
             Ok(())
         }
+        ImagesCmd::Build {
+            only,
+            s3_binary,
+            busybox,
+            target,
+        } => build(&only, s3_binary, &busybox, &target.registry).await,
     }
 }
 
@@ -256,6 +284,259 @@ pub async fn manifest_digest(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string))
+}
+
+/// The project's workload images: (name, repository in the registry).
+pub const IMAGES: &[(&str, &str)] = &[("busybox", "lattice/busybox"), ("s3", "lattice/s3")];
+
+// The build inputs are scripts/test-images.d's, compiled in: one copy for the script and us.
+const BUSYBOX_DOCKERFILE: &str = include_str!("../../../scripts/test-images.d/busybox.Dockerfile");
+const S3_DOCKERFILE: &str = include_str!("../../../scripts/test-images.d/s3.Dockerfile");
+const PASSWD: &str = include_str!("../../../scripts/test-images.d/passwd");
+const GROUP: &str = include_str!("../../../scripts/test-images.d/group");
+
+/// `lattice images build`: each image in `only` (all when empty), built and pushed; prints
+/// `NAME=REF` lines.
+pub async fn build(
+    only: &[String],
+    s3_binary: Option<PathBuf>,
+    busybox: &Path,
+    registry_addr: &str,
+) -> anyhow::Result<()> {
+    for name in only {
+        anyhow::ensure!(
+            IMAGES.iter().any(|(n, _)| n == name),
+            "no image {name:?} to build (there are: {})",
+            IMAGES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let wanted: Vec<(&str, &str)> = IMAGES
+        .iter()
+        .copied()
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n))
+        .collect();
+    let docker = engine().await?;
+    anyhow::ensure!(
+        registry::answers(registry_addr).await,
+        "no registry answers at {registry_addr}; start one with `lattice up`, or name the \
+         fleet's with --registry ADDR (or LATTICE_REGISTRY)"
+    );
+    for (name, repo) in wanted {
+        let ctx = Context_::new(name)?;
+        match name {
+            "busybox" => busybox_context(&ctx.0, busybox)?,
+            _ => s3_context(&ctx.0, s3_binary.as_deref())?,
+        }
+        let tag = format!("{registry_addr}/{repo}:latest");
+        eprintln!("building {tag}");
+        build_context(&docker, &ctx.0, &tag).await?;
+        let reference = push(&docker, &tag, registry_addr, repo, "latest").await?;
+        println!("{name}={reference}");
+    }
+    Ok(())
+}
+
+/// A build context directory, removed when dropped.
+struct Context_(PathBuf);
+
+impl Context_ {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "lattice-images-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Context_ {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fails unless `bin` is a static executable (a FROM scratch image has no loader).
+fn ensure_static(bin: &Path, hint: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(bin.is_file(), "{} not found ({hint})", bin.display());
+    let out = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        !text.contains("=>"),
+        "{} is dynamically linked; a FROM scratch image cannot run it ({hint})",
+        bin.display()
+    );
+    Ok(())
+}
+
+fn tmp_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o1777))?;
+    Ok(())
+}
+
+/// rootfs/bin/busybox with its applets as symlinks, a minimal /etc, /tmp; the Dockerfile.
+fn busybox_context(ctx: &Path, busybox: &Path) -> anyhow::Result<()> {
+    ensure_static(
+        busybox,
+        "Debian's static busybox: apt-get install busybox-static, or pass --busybox PATH",
+    )?;
+    let root = ctx.join("rootfs");
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::create_dir_all(root.join("etc"))?;
+    tmp_dir(&root.join("tmp"))?;
+    std::fs::copy(busybox, root.join("bin/busybox"))
+        .with_context(|| format!("copying {}", busybox.display()))?;
+    let list = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("{} --list", busybox.display()))?;
+    anyhow::ensure!(list.status.success(), "{} --list failed", busybox.display());
+    for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        if applet != "busybox" && !applet.contains('/') {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), PASSWD)?;
+    std::fs::write(root.join("etc/group"), GROUP)?;
+    std::fs::write(ctx.join("Dockerfile"), BUSYBOX_DOCKERFILE)?;
+    Ok(())
+}
+
+/// rootfs/lattice-s3 (static), /data, /tmp; the Dockerfile.
+fn s3_context(ctx: &Path, s3_binary: Option<&Path>) -> anyhow::Result<()> {
+    let bin = match s3_binary {
+        Some(p) => p.to_path_buf(),
+        None => cargo_static_s3()?,
+    };
+    ensure_static(
+        &bin,
+        "build it with RUSTFLAGS='-C target-feature=+crt-static' and --target, or leave out \
+         --s3-binary",
+    )?;
+    let root = ctx.join("rootfs");
+    std::fs::create_dir_all(root.join("data"))?;
+    tmp_dir(&root.join("tmp"))?;
+    std::fs::copy(&bin, root.join("lattice-s3"))
+        .with_context(|| format!("copying {}", bin.display()))?;
+    std::fs::write(ctx.join("Dockerfile"), S3_DOCKERFILE)?;
+    Ok(())
+}
+
+/// Builds the static lattice-s3 from the checkout this binary was built from, exactly as
+/// scripts/test-images does (same target directory, so either reuses the other's build).
+fn cargo_static_s3() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    anyhow::ensure!(
+        root.join("image/workloads/s3/Cargo.toml").exists(),
+        "the lattice source checkout ({}) is not here to build lattice-s3 from; pass \
+         --s3-binary PATH (a static lattice-s3)",
+        root.display()
+    );
+    let vv = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV (is Rust installed? or pass --s3-binary PATH)")?;
+    let host = String::from_utf8_lossy(&vv.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("no host triple in rustc -vV")?;
+    let build = root.join("build");
+    std::fs::create_dir_all(&build)?;
+    let target_dir = build.join("s3-static-target");
+    let log_path = build.join("images.s3-build.log");
+    eprintln!(
+        "building the static lattice-s3 (cargo, target dir {}, log {})",
+        target_dir.display(),
+        log_path.display()
+    );
+    let log = std::fs::File::create(&log_path)?;
+    let status = std::process::Command::new("cargo")
+        .current_dir(&root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "lattice-s3",
+            "--bin",
+            "lattice-s3",
+            "--target",
+            &host,
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("running cargo (or pass --s3-binary PATH)")?;
+    anyhow::ensure!(
+        status.success(),
+        "building the static lattice-s3 failed ({status}); see {}",
+        log_path.display()
+    );
+    Ok(target_dir.join(&host).join("release/lattice-s3"))
+}
+
+/// `docker build` of a context directory (tarred by tar(1), legacy builder), tagged `tag`.
+async fn build_context(docker: &Docker, ctx: &Path, tag: &str) -> anyhow::Result<()> {
+    let tar = tokio::process::Command::new("tar")
+        .arg("-C")
+        .arg(ctx)
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-cf", "-", "."])
+        .output()
+        .await
+        .context("running tar")?;
+    anyhow::ensure!(
+        tar.status.success(),
+        "tar of {} failed: {}",
+        ctx.display(),
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let mut stream = docker.build_image(
+        bollard::query_parameters::BuildImageOptions {
+            t: Some(tag.to_string()),
+            rm: true,
+            ..Default::default()
+        },
+        None,
+        Some(bollard::body_full(tar.stdout.into())),
+    );
+    let mut output = Vec::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| {
+            anyhow::anyhow!(
+                "docker build of {tag} failed: {e}; output: {}",
+                output.join("")
+            )
+        })?;
+        if let Some(e) = info.error {
+            anyhow::bail!(
+                "docker build of {tag} failed: {e}; output: {}",
+                output.join("")
+            );
+        }
+        if let Some(line) = info.stream {
+            output.push(line);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
