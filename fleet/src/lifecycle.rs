@@ -269,7 +269,7 @@ pub async fn reconcile_targets(store: &Store) -> Result<Vec<String>, StoreError>
         mine.sort_by(|a, b| a.id.cmp(&b.id));
         let specs = mine
             .into_iter()
-            .map(workloads::spec)
+            .map(|w| workloads::spec_on(w, &n.id))
             .collect::<Result<Vec<_>, _>>()?;
         let json = serde_json::to_string(&specs)
             .map_err(|e| StoreError::Corrupt(format!("target of {}: {e}", n.id)))?;
@@ -408,7 +408,8 @@ async fn relocate_lost(
 }
 
 /// Finishes (the new copy runs) or gives up (it failed, or its node went away) each move in
-/// progress.
+/// progress. A move that carries an update makes the new version the workload's when it
+/// finishes; when it is given up the old version keeps serving and the new one is dropped.
 async fn settle_moves(
     store: &Store,
     nodes: &[NodeRow],
@@ -422,17 +423,22 @@ async fn settle_moves(
         };
         let dest = nodes.iter().find(|n| &n.id == to);
         let (state, reason, _) = workloads::lifecycle(w, dest);
+        let (failed, stays) = if w.next.is_some() {
+            (
+                "update_failed",
+                format!("the old version keeps serving on {from}"),
+            )
+        } else {
+            ("move_failed", format!("stays on {from}"))
+        };
         let outcome = match dest {
-            None => Some(("move_failed", format!("node {to} is gone; stays on {from}"))),
-            Some(d) if d.revoked => Some((
-                "move_failed",
-                format!("node {to} was revoked; stays on {from}"),
-            )),
+            None => Some((failed, format!("node {to} is gone; {stays}"))),
+            Some(d) if d.revoked => Some((failed, format!("node {to} was revoked; {stays}"))),
             _ if state == "running" => None,
             _ if state == "failed" || state == "degraded" => Some((
-                "move_failed",
+                failed,
                 format!(
-                    "on {to}: {}; stays on {from}",
+                    "on {to}: {}; {stays}",
                     reason.unwrap_or_else(|| state.to_string())
                 ),
             )),
@@ -440,7 +446,14 @@ async fn settle_moves(
         };
         match outcome {
             None => {
-                let detail = format!("running on {to}; removed from {from}");
+                let (kind, detail) = if w.next.is_some() {
+                    (
+                        "updated",
+                        format!("the new version runs on {to}; the old one removed from {from}"),
+                    )
+                } else {
+                    ("moved", format!("running on {to}; removed from {from}"))
+                };
                 let seen = (from.as_str(), Some(to.as_str()));
                 if store
                     .move_workload(
@@ -448,7 +461,7 @@ async fn settle_moves(
                         seen,
                         Placement::FinishMove { to },
                         now,
-                        ("moved", &detail),
+                        (kind, &detail),
                     )
                     .await?
                 {

@@ -13,7 +13,7 @@
 //! 1.0 and no price. These are the scheduler's inputs to replace as the data arrives.
 
 use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
-use crate::store::{NodeRow, Store, StoreError, WorkloadEvent, WorkloadRow};
+use crate::store::{NextVersion, NodeRow, Store, StoreError, WorkloadEvent, WorkloadRow};
 use lattice_wire::msg::{
     Inventory, RestartPolicy, WorkloadClass, WorkloadSpec, WorkloadState, WorkloadStatus,
 };
@@ -113,6 +113,9 @@ pub enum FrameError {
     /// This fleet is not configured for it (e.g. `s3` without `--s3-image`).
     #[error("{0}")]
     Unavailable(String),
+    /// Something else is changing it (a move or an update in progress): try again later.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -220,16 +223,34 @@ pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
     })
 }
 
+/// The spec `node` runs for `w`: during a rolling update the node it is moving to runs the
+/// new version, the node it is on the old one.
+pub fn spec_on(w: &WorkloadRow, node: &str) -> Result<WorkloadSpec, StoreError> {
+    if w.next.is_some() && w.moving_to.as_deref() == Some(node) {
+        spec(&w.as_next())
+    } else {
+        spec(w)
+    }
+}
+
 /// The scheduler's view of the fleet's nodes, with what placed workloads reserve (a workload
-/// being moved reserves on both nodes). Nodes not `active` are cordoned.
+/// being moved reserves on both nodes; during an update, the new version's plan on the node
+/// it is moving to). Nodes not `active` are cordoned.
 pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
     let mut reserved: BTreeMap<&str, Resources> = BTreeMap::new();
     for w in placed {
-        for n in w.node_id.iter().chain(w.moving_to.iter()) {
+        for n in w.node_id.iter() {
             let r = reserved.entry(n.as_str()).or_default();
             r.cpu_millis += w.cpu_millis;
             r.memory_bytes += w.memory_bytes;
             r.disk_bytes += w.disk_bytes;
+        }
+        let next = w.as_next();
+        for n in w.moving_to.iter() {
+            let r = reserved.entry(n.as_str()).or_default();
+            r.cpu_millis += next.cpu_millis;
+            r.memory_bytes += next.memory_bytes;
+            r.disk_bytes += next.disk_bytes;
         }
     }
     nodes
@@ -280,7 +301,7 @@ pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
         .workloads_on(node)
         .await?
         .iter()
-        .map(spec)
+        .map(|w| spec_on(w, node))
         .collect::<Result<Vec<_>, _>>()?;
     let json = serde_json::to_string(&specs)
         .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))?;
@@ -403,6 +424,7 @@ pub async fn deploy(
         disk_bytes,
         created_ms: now_ms,
         updated_ms: now_ms,
+        next: None,
     };
     let detail = format!("placed on {node} (score {score:.1})");
     if !store.insert_workload(&row, &detail).await? {
@@ -429,6 +451,302 @@ pub async fn delete(store: &Store, account: &str, name: &str) -> Result<Workload
     Ok(w)
 }
 
+/// `PATCH /api/v1/workloads/{name}`: what to change; what is left out stays as it is.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// Another plan (resize).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// A new image version, pinned by digest.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A new command (entrypoint and arguments); an empty list: the image's own.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Environment variables to add or replace.
+    #[serde(default)]
+    pub set_env: BTreeMap<String, String>,
+    /// Environment variables to remove (one not set is no error).
+    #[serde(default)]
+    pub unset_env: Vec<String>,
+    /// How the new version replaces the old one (default `auto`).
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+impl UpdateRequest {
+    fn is_empty(&self) -> bool {
+        self.plan.is_none()
+            && self.image.is_none()
+            && self.port.is_none()
+            && self.command.is_none()
+            && self.set_env.is_empty()
+            && self.unset_env.is_empty()
+    }
+}
+
+/// How an update replaces a workload's running version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Rolling when another node has room, otherwise in place (an event says why).
+    #[default]
+    Auto,
+    /// The new version starts on another node; the old one serves until it runs, and stays
+    /// if it fails. Refused (409) when no other node has room.
+    Rolling,
+    /// Replaced where it runs: the old version stops before the new one starts.
+    InPlace,
+}
+
+/// What an update changes, for events and the audit log (env values are never named: they
+/// may hold secrets).
+pub fn describe_change(
+    old_plan: &str,
+    old: &ContainerSettings,
+    new_plan: &str,
+    new: &ContainerSettings,
+) -> String {
+    let mut parts = Vec::new();
+    if old_plan != new_plan {
+        parts.push(format!("plan {old_plan} -> {new_plan}"));
+    }
+    if old.image != new.image {
+        parts.push(format!("image {} -> {}", old.image, new.image));
+    }
+    if old.port != new.port {
+        let p = |p: Option<u16>| p.map_or("none".to_string(), |p| p.to_string());
+        parts.push(format!("port {} -> {}", p(old.port), p(new.port)));
+    }
+    if old.command != new.command {
+        parts.push("command changed".into());
+    }
+    let set: Vec<&str> = new
+        .env
+        .iter()
+        .filter(|(k, v)| old.env.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let unset: Vec<&str> = old
+        .env
+        .keys()
+        .filter(|k| !new.env.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !set.is_empty() {
+        parts.push(format!("env set: {}", set.join(", ")));
+    }
+    if !unset.is_empty() {
+        parts.push(format!("env unset: {}", unset.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// The plan and settings `req` asks for, checked like a deploy.
+pub fn apply_update(
+    w: &WorkloadRow,
+    req: &UpdateRequest,
+) -> Result<(Plan, ContainerSettings), FrameError> {
+    if w.kind != "container" {
+        return Err(FrameError::Invalid(format!(
+            "workload {:?} is of kind {}, which keeps its data on its node: changing it is not \
+             built yet (only kind container can be updated)",
+            w.name, w.kind
+        )));
+    }
+    if req.is_empty() {
+        return Err(FrameError::Invalid(
+            "nothing to change: give a plan, image, port, command, set_env or unset_env".into(),
+        ));
+    }
+    let mut s: ContainerSettings = serde_json::from_str(&w.settings)
+        .map_err(|e| StoreError::Corrupt(format!("workload {} settings: {e}", w.id)))?;
+    if let Some(i) = &req.image {
+        s.image = i.clone();
+    }
+    if req.port.is_some() {
+        s.port = req.port;
+    }
+    if let Some(c) = &req.command {
+        s.command = c.clone();
+    }
+    for k in &req.unset_env {
+        s.env.remove(k);
+    }
+    s.env
+        .extend(req.set_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let asked = DeployRequest {
+        kind: w.kind.clone(),
+        name: w.name.clone(),
+        plan: Some(req.plan.clone().unwrap_or_else(|| w.plan.clone())),
+        image: s.image,
+        port: s.port,
+        env: s.env,
+        command: s.command,
+    };
+    check_request(&asked)
+}
+
+/// Whether `w`'s node has room for it with `needs` instead of what it reserves now.
+fn room_in_place(
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    w: &WorkloadRow,
+    needs: Resources,
+) -> Result<(), String> {
+    let others: Vec<WorkloadRow> = placed.iter().filter(|p| p.id != w.id).cloned().collect();
+    let views = node_views(nodes, &others);
+    let Some(v) = views
+        .iter()
+        .find(|v| w.node_id.as_deref() == Some(v.id.as_str()))
+    else {
+        return Ok(());
+    };
+    let free = |cap: u64, used: u64| cap.saturating_sub(used);
+    if needs.cpu_millis > free(v.capacity.cpu_millis, v.reserved.cpu_millis) {
+        return Err(format!("not enough CPU on node {}", v.id));
+    }
+    if needs.memory_bytes > free(v.capacity.memory_bytes, v.reserved.memory_bytes) {
+        return Err(format!("not enough memory on node {}", v.id));
+    }
+    Ok(())
+}
+
+/// What [`update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// The request asked for what runs already.
+    Unchanged,
+    /// The new version is starting on `to`; the old one serves until it runs.
+    Rolling { to: String, change: String },
+    /// Replaced where it runs.
+    InPlace { change: String },
+}
+
+/// Changes `account`'s workload `name` (resize, new configuration, new image version): rolling
+/// onto another node when the strategy and the fleet allow, otherwise in place. Returns the
+/// workload as stored after the change, and what was done.
+pub async fn update(
+    store: &Store,
+    account: &str,
+    name: &str,
+    req: &UpdateRequest,
+    now_ms: u64,
+) -> Result<(WorkloadRow, Updated), FrameError> {
+    let w = store
+        .workload(account, name)
+        .await?
+        .ok_or_else(|| FrameError::NotFound(format!("no workload named {name:?}")))?;
+    let (plan, new) = apply_update(&w, req)?;
+    if let Some(to) = &w.moving_to {
+        let what = if w.next.is_some() {
+            "an update"
+        } else {
+            "a move"
+        };
+        return Err(FrameError::Busy(format!(
+            "workload {name:?} is in the middle of {what} (to node {to}); try again once it is done"
+        )));
+    }
+    let old: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
+    if plan.name == w.plan && new == old {
+        return Ok((w, Updated::Unchanged));
+    }
+    let change = describe_change(&w.plan, &old, plan.name, &new);
+    let next = NextVersion {
+        plan: plan.name.to_string(),
+        settings: serde_json::to_string(&new).map_err(|e| FrameError::Invalid(e.to_string()))?,
+        cpu_millis: u64::from(plan.cpu_millis),
+        memory_bytes: plan.memory_bytes,
+    };
+    let needs = Resources {
+        cpu_millis: next.cpu_millis,
+        memory_bytes: next.memory_bytes,
+        disk_bytes: w.disk_bytes,
+    };
+    let nodes = store.nodes().await?;
+    let placed = store.workloads(None).await?;
+    let changed_meanwhile = || {
+        FrameError::Busy(format!(
+            "workload {name:?} was changed meanwhile; look at it again and retry"
+        ))
+    };
+    let mut fallback = String::new();
+    if let (Some(from), false) = (&w.node_id, req.strategy == Strategy::InPlace) {
+        match place(&nodes, &placed, needs, std::slice::from_ref(from)) {
+            Ok((to, _)) => {
+                let detail = format!(
+                    "to {to}: {change}; the old version serves on {from} until the new one runs"
+                );
+                if !store
+                    .start_update(&w.id, from, &to, &next, now_ms, ("updating", &detail))
+                    .await?
+                {
+                    return Err(changed_meanwhile());
+                }
+                retarget(store, &to).await?;
+                let w = store
+                    .workload(account, name)
+                    .await?
+                    .ok_or_else(changed_meanwhile)?;
+                return Ok((w, Updated::Rolling { to, change }));
+            }
+            Err(why) if req.strategy == Strategy::Rolling => {
+                return Err(FrameError::NoCapacity(format!(
+                    "cannot roll out {name:?} (plan {}): no node besides {from} can take it: \
+                     {why}; strategy in_place replaces it where it runs",
+                    plan.name
+                )));
+            }
+            Err(why) => {
+                fallback = format!(
+                    " (no other node can take a rolling update: {why}; the old version stops \
+                     before the new one starts)"
+                );
+            }
+        }
+    }
+    room_in_place(&nodes, &placed, &w, needs).map_err(|why| {
+        FrameError::NoCapacity(format!(
+            "cannot resize {name:?} to plan {}: {why}",
+            plan.name
+        ))
+    })?;
+    let here = w.node_id.as_deref().unwrap_or("no node yet");
+    let detail = format!("in place on {here}: {change}{fallback}");
+    if !store
+        .update_in_place(
+            &w.id,
+            w.node_id.as_deref(),
+            &next,
+            now_ms,
+            ("updated", &detail),
+        )
+        .await?
+    {
+        return Err(changed_meanwhile());
+    }
+    if let Some(n) = &w.node_id {
+        retarget(store, n).await?;
+    }
+    let w = store
+        .workload(account, name)
+        .await?
+        .ok_or_else(changed_meanwhile)?;
+    Ok((w, Updated::InPlace { change }))
+}
+
+/// The new version of a workload during a rolling update.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NextView {
+    pub plan: String,
+    pub image: String,
+    pub port: Option<u16>,
+}
+
 /// A workload as its owner sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkloadView {
@@ -440,8 +758,12 @@ pub struct WorkloadView {
     /// Why, when degraded or failed.
     pub reason: Option<String>,
     pub node: Option<String>,
-    /// A move in progress (drain): the node it is starting on; `node` serves until it runs.
+    /// A move in progress (drain, update): the node it is starting on; `node` serves until
+    /// it runs.
     pub moving_to: Option<String>,
+    /// During a rolling update: the new version starting on `moving_to`.
+    #[serde(default)]
+    pub next: Option<NextView>,
     pub image: String,
     pub port: Option<u16>,
     /// Its HTTPS address through the gateway, when the fleet knows the gateway's.
@@ -510,6 +832,15 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
         reason,
         node: w.node_id.clone(),
         moving_to: w.moving_to.clone(),
+        next: w.next.as_ref().map(|_| {
+            let n: ContainerSettings =
+                serde_json::from_str(&w.as_next().settings).unwrap_or_default();
+            NextView {
+                plan: w.as_next().plan,
+                image: n.image,
+                port: n.port,
+            }
+        }),
         image: s.image,
         port: s.port,
         endpoint: None,
@@ -587,6 +918,7 @@ mod tests {
             memory_bytes: gib,
             disk_bytes: 50 * gib,
             created_ms: 0,
+            next: None,
             updated_ms: 0,
         };
         let views = node_views(&[node], &[big]);
@@ -662,6 +994,7 @@ mod tests {
             cpu_millis: 250,
             memory_bytes: 256 << 20,
             disk_bytes: 0,
+            next: None,
             created_ms: 1,
             updated_ms: 1,
         };

@@ -118,6 +118,7 @@ fn the_leader_killed_another_replica_takes_over_and_work_is_done_once() {
             disk_bytes: 0,
             created_ms: 1,
             updated_ms: 1,
+            next: None,
         };
         assert!(store.insert_workload(&w, "placed").await.unwrap());
         lose_node(&mut db, "n-a").await;

@@ -77,7 +77,7 @@ pub struct AppState {
         api_tokens::create, api_tokens::list, api_tokens::delete,
         audit::list,
         workloads::create, workloads::list, workloads::show, workloads::delete, logs::logs,
-        workloads::credentials,
+        workloads::credentials, workloads::update,
     ),
     components(schemas(
         crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
@@ -87,7 +87,8 @@ pub struct AppState {
         accounts::SignUp, accounts::Login, accounts::LoggedIn, accounts::Me, accounts::ChangeAccount,
         accounts::ChangePassword,
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
-        crate::workloads::DeployRequest, crate::workloads::WorkloadView, crate::store::WorkloadEvent,
+        crate::workloads::DeployRequest, crate::workloads::WorkloadView,
+        crate::workloads::UpdateRequest, crate::workloads::Strategy, crate::workloads::NextView, crate::store::WorkloadEvent,
         crate::kinds::s3::Credentials,
         crate::lifecycle::NodeLifecycleView, crate::lifecycle::NodeWorkload,
     )),
@@ -165,7 +166,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/v1/workloads/{name}",
-            get(workloads::show).delete(workloads::delete),
+            get(workloads::show)
+                .patch(workloads::update)
+                .delete(workloads::delete),
         )
         .route("/api/v1/workloads/{name}/logs", get(logs::logs))
         .route(

@@ -438,4 +438,5 @@ async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
 mod accounts;
 mod node_lifecycle;
 mod s3;
+mod updates;
 mod workloads;

@@ -3,7 +3,7 @@
 
 use super::{ApiError, AppState, Principal};
 use crate::audit::{self, Action};
-use crate::workloads::{self, DeployRequest, FrameError, WorkloadView};
+use crate::workloads::{self, DeployRequest, FrameError, UpdateRequest, Updated, WorkloadView};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,6 +19,7 @@ impl From<FrameError> for ApiError {
             FrameError::Exists(m) => ApiError::Conflict(m),
             FrameError::NoCapacity(m) => ApiError::Conflict(m),
             FrameError::Unavailable(m) => ApiError::KindUnavailable(m),
+            FrameError::Busy(m) => ApiError::Conflict(m),
             FrameError::Store(e) => e.into(),
         }
     }
@@ -162,6 +163,47 @@ pub async fn credentials(
     )
     .await?;
     Ok(Json(c))
+}
+
+/// Changes one of the caller's workloads: another plan (resize), image version, port, command
+/// or environment. By default the new version starts on another node while the old one keeps
+/// serving, and replaces it once it runs (the answer shows `moving_to` and `next`; events tell
+/// the outcome, `update_failed` leaves the old version serving); with no other node able to
+/// take it, or with `strategy: in_place`, it is replaced where it runs.
+#[utoipa::path(patch, path = "/api/v1/workloads/{name}", security(("bearer" = [])),
+    params(("name" = String, Path, description = "workload name")),
+    request_body = UpdateRequest,
+    responses((status = 200, body = WorkloadView),
+        (status = 400, description = "invalid plan, image, port, env or body; nothing to change; a kind that cannot be changed", body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody),
+        (status = 409, description = "a move or update is in progress, or no node has room (the message names the resource)", body = super::ErrorBody)))]
+pub async fn update(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateRequest>, JsonRejection>,
+) -> Result<Json<WorkloadView>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (w, done) =
+        workloads::update(&s.store, &p.account_id, &name, &req, lattice_wire::now_ms()).await?;
+    let change = match &done {
+        Updated::Unchanged => None,
+        Updated::Rolling { to, change } => Some(format!("rolling to {to}: {change}")),
+        Updated::InPlace { change } => Some(format!("in place: {change}")),
+    };
+    if let Some(change) = change {
+        send_targets(&s, &w).await;
+        audit::record(
+            &s.store,
+            &p.account_id,
+            Action::WorkloadChanged,
+            &w.id,
+            &format!("name={} {change}", w.name),
+        )
+        .await?;
+    }
+    Ok(Json(view(&s, &w).await?))
 }
 
 /// Deletes one of the caller's workloads everywhere (its node removes the container, network

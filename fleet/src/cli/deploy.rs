@@ -1,4 +1,4 @@
-//! Workload commands: `deploy`, `workloads`, `workload show`, `delete`, `logs`.
+//! Workload commands: `deploy`, `update`, `workloads`, `workload show`, `delete`, `logs`.
 
 use super::client::Client;
 use super::config::{default_path, CliConfig};
@@ -29,6 +29,41 @@ pub enum WorkloadCmd {
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
         /// The command to run instead of the image's (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Changes a workload: another plan (resize), image version, port, command or environment.
+    /// The new version starts on another node and replaces the old one once it runs (the old
+    /// one keeps serving if it fails); with no other node able to take it, or with
+    /// `--strategy in-place`, it is replaced where it runs.
+    Update {
+        name: String,
+        /// small, medium or large.
+        #[arg(long)]
+        plan: Option<String>,
+        /// A new image, pinned by digest (registry/repo@sha256:…).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Repeatable: KEY=VALUE, added or replaced.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Repeatable: a variable to remove.
+        #[arg(long = "unset-env", value_name = "KEY")]
+        unset_env: Vec<String>,
+        /// auto (rolling when another node can take it, else in place), rolling or in-place.
+        #[arg(long, default_value = "auto")]
+        strategy: String,
+        /// Wait until the new version runs or the update fails, printing its events.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        /// A new command instead of the image's (after `--`).
         #[arg(last = true)]
         command: Vec<String>,
         #[arg(long)]
@@ -99,6 +134,9 @@ fn print_one(w: &WorkloadView) {
     if let Some(to) = &w.moving_to {
         println!("moving   to {to} (serves on the node above until it runs there)");
     }
+    if let Some(n) = &w.next {
+        println!("updating to plan {}, image {}", n.plan, n.image);
+    }
     println!("image    {}", w.image);
     if let Some(p) = w.port {
         println!("port     {p}");
@@ -109,6 +147,49 @@ fn print_one(w: &WorkloadView) {
     println!("restarts {}", w.restarts);
     for e in &w.events {
         println!("  {}  {:<10} {}", e.at_ms, e.kind, e.detail);
+    }
+}
+
+/// `KEY=VALUE` flags as a map.
+fn env_map(flags: Vec<String>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for kv in flags {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--env {kv:?}: expected KEY=VALUE");
+        };
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Ok(vars)
+}
+
+/// Polls `name` until no update or move is in progress, printing each new event; fails when
+/// the update failed or `secs` ran out.
+async fn wait_update(
+    c: &Client,
+    name: &str,
+    seen: usize,
+    secs: u64,
+) -> anyhow::Result<WorkloadView> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut seen = seen;
+    loop {
+        let w: WorkloadView = c.get(&format!("/api/v1/workloads/{name}")).await?;
+        for e in w.events.iter().skip(seen) {
+            eprintln!("  {:<14} {}", e.kind, e.detail);
+        }
+        seen = w.events.len();
+        if w.moving_to.is_none() && w.next.is_none() {
+            if let Some(e) = w.events.iter().rev().find(|e| e.kind.starts_with("update")) {
+                if e.kind == "update_failed" {
+                    bail!("update of {name} failed: {}", e.detail);
+                }
+            }
+            return Ok(w);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("{name} is still updating after {secs} s (lattice workload show {name})");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
@@ -124,13 +205,7 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
             command,
             json,
         } => {
-            let mut vars = BTreeMap::new();
-            for kv in env {
-                let Some((k, v)) = kv.split_once('=') else {
-                    bail!("--env {kv:?}: expected KEY=VALUE");
-                };
-                vars.insert(k.to_string(), v.to_string());
-            }
+            let vars = env_map(env)?;
             let body = serde_json::json!({
                 "kind": kind, "name": name, "plan": plan, "image": image.unwrap_or_default(), "port": port,
                 "env": vars, "command": command,
@@ -146,6 +221,62 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
                         w.name
                     );
                 }
+            }
+        }
+        WorkloadCmd::Update {
+            name,
+            plan,
+            image,
+            port,
+            env,
+            unset_env,
+            strategy,
+            wait,
+            wait_secs,
+            command,
+            json,
+        } => {
+            let strategy = match strategy.as_str() {
+                "auto" | "rolling" => strategy,
+                "in-place" | "in_place" => "in_place".to_string(),
+                other => bail!("--strategy {other:?}: expected auto, rolling or in-place"),
+            };
+            let mut body = serde_json::json!({
+                "set_env": env_map(env)?, "unset_env": unset_env, "strategy": strategy,
+            });
+            if let Some(p) = plan {
+                body["plan"] = p.into();
+            }
+            if let Some(i) = image {
+                body["image"] = i.into();
+            }
+            if let Some(p) = port {
+                body["port"] = p.into();
+            }
+            if !command.is_empty() {
+                body["command"] = serde_json::to_value(&command)?;
+            }
+            let c = client()?;
+            let before: WorkloadView = c.get(&format!("/api/v1/workloads/{name}")).await?;
+            let mut w: WorkloadView = c.patch(&format!("/api/v1/workloads/{name}"), &body).await?;
+            let changed = w.events.len() != before.events.len();
+            if !changed {
+                eprintln!("{name}: nothing to change");
+            } else if let Some(to) = &w.moving_to {
+                eprintln!(
+                    "{name}: the new version is starting on {to}; the old one serves on {} until it runs",
+                    w.node.as_deref().unwrap_or("-")
+                );
+            } else {
+                eprintln!("{name}: replaced in place");
+            }
+            if wait && changed {
+                w = wait_update(&c, &name, w.events.len(), wait_secs).await?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&w)?);
+            } else {
+                print_one(&w);
             }
         }
         WorkloadCmd::Workloads { all, json } => {

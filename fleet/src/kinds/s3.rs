@@ -214,6 +214,7 @@ mod tests {
             disk_bytes: s.volume_bytes,
             created_ms: 1,
             updated_ms: 1,
+            next: None,
         }
     }
 

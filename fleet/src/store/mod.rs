@@ -19,7 +19,7 @@ pub use audit::{AuditEntry, AuditFilter};
 pub use ingest::{Effect, IngestOutcome};
 pub use nodes::{NewNode, NodeRow};
 pub use tokens::{TokenProblem, TokenRow};
-pub use workloads::{Placement, WorkloadEvent, WorkloadRow};
+pub use workloads::{NextVersion, Placement, WorkloadEvent, WorkloadRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};

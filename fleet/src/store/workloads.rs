@@ -25,6 +25,35 @@ pub struct WorkloadRow {
     pub disk_bytes: u64,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// A rolling update in progress: what runs on `moving_to` (the old version keeps serving
+    /// on `node_id` until it does).
+    #[serde(skip)]
+    pub next: Option<NextVersion>,
+}
+
+/// The new version of a workload during a rolling update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextVersion {
+    pub plan: String,
+    /// JSON of the kind's settings, as [`WorkloadRow::settings`].
+    pub settings: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl WorkloadRow {
+    /// The workload as it will be once its update is done (itself when none is in progress).
+    pub fn as_next(&self) -> WorkloadRow {
+        let mut w = self.clone();
+        if let Some(n) = self.next.clone() {
+            w.plan = n.plan;
+            w.settings = n.settings;
+            w.cpu_millis = n.cpu_millis;
+            w.memory_bytes = n.memory_bytes;
+            w.next = None;
+        }
+        w
+    }
 }
 
 /// One lifecycle event of a workload.
@@ -36,6 +65,24 @@ pub struct WorkloadEvent {
 }
 
 fn row(r: &AnyRow) -> Result<WorkloadRow, sqlx::Error> {
+    let next_plan: Option<String> = r.try_get("next_plan")?;
+    let next = match next_plan {
+        Some(plan) => Some(NextVersion {
+            plan,
+            settings: r
+                .try_get::<Option<String>, _>("next_settings")?
+                .unwrap_or_default(),
+            cpu_millis: from_db(
+                r.try_get::<Option<i64>, _>("next_cpu_millis")?
+                    .unwrap_or_default(),
+            ),
+            memory_bytes: from_db(
+                r.try_get::<Option<i64>, _>("next_memory_bytes")?
+                    .unwrap_or_default(),
+            ),
+        }),
+        None => None,
+    };
     Ok(WorkloadRow {
         id: r.try_get("id")?,
         account_id: r.try_get("account_id")?,
@@ -50,6 +97,7 @@ fn row(r: &AnyRow) -> Result<WorkloadRow, sqlx::Error> {
         disk_bytes: from_db(r.try_get("disk_bytes")?),
         created_ms: from_db(r.try_get("created_ms")?),
         updated_ms: from_db(r.try_get("updated_ms")?),
+        next,
     })
 }
 
@@ -201,17 +249,105 @@ impl Store {
             Placement::CancelMove => (from, None),
             Placement::Reschedule { to } => (to, None),
         };
+        // A finished move makes an update's new version the workload's; a cancelled one drops
+        // it. Starting a move or rescheduling leaves it as it is.
+        let next = match change {
+            Placement::FinishMove { .. } => {
+                ", plan = COALESCE(next_plan, plan), settings = COALESCE(next_settings, settings), \
+                 cpu_millis = COALESCE(next_cpu_millis, cpu_millis), \
+                 memory_bytes = COALESCE(next_memory_bytes, memory_bytes), next_plan = NULL, \
+                 next_settings = NULL, next_cpu_millis = NULL, next_memory_bytes = NULL"
+            }
+            Placement::CancelMove => {
+                ", next_plan = NULL, next_settings = NULL, next_cpu_millis = NULL, \
+                 next_memory_bytes = NULL"
+            }
+            Placement::StartMove { .. } | Placement::Reschedule { .. } => "",
+        };
+        let mut tx = self.pool().begin().await?;
+        let sql = format!(
+            "UPDATE workloads SET node_id = $1, moving_to = $2, updated_ms = $3{next} \
+             WHERE id = $4 AND node_id = $5 AND COALESCE(moving_to, '') = $6"
+        );
+        let r = sqlx::query(&sql)
+            .bind(node)
+            .bind(moving)
+            .bind(to_db(at_ms))
+            .bind(id)
+            .bind(from)
+            .bind(seen_moving.unwrap_or(""))
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, id, at_ms, event.0, event.1).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Starts a rolling update, compare-and-set like [`Store::move_workload`]: while the
+    /// workload is on `from` with no move in progress, `next` is to run on `to` (another node)
+    /// and the old version keeps serving on `from` until it does. `Ok(false)`: it was changed,
+    /// moved or deleted meanwhile; nothing was written.
+    pub async fn start_update(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        next: &NextVersion,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
         let r = sqlx::query(
-            "UPDATE workloads SET node_id = $1, moving_to = $2, updated_ms = $3 \
-             WHERE id = $4 AND node_id = $5 AND COALESCE(moving_to, '') = $6",
+            "UPDATE workloads SET moving_to = $1, next_plan = $2, next_settings = $3, \
+             next_cpu_millis = $4, next_memory_bytes = $5, updated_ms = $6 \
+             WHERE id = $7 AND node_id = $8 AND moving_to IS NULL",
         )
-        .bind(node)
-        .bind(moving)
+        .bind(to)
+        .bind(&next.plan)
+        .bind(&next.settings)
+        .bind(to_db(next.cpu_millis))
+        .bind(to_db(next.memory_bytes))
         .bind(to_db(at_ms))
         .bind(id)
         .bind(from)
-        .bind(seen_moving.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, id, at_ms, event.0, event.1).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces a workload's plan and settings where it is (its node recreates it), while it is
+    /// on `on` (`None`: not placed) with no move in progress. `Ok(false)`: it was changed,
+    /// moved or deleted meanwhile; nothing was written.
+    pub async fn update_in_place(
+        &self,
+        id: &str,
+        on: Option<&str>,
+        new: &NextVersion,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query(
+            "UPDATE workloads SET plan = $1, settings = $2, cpu_millis = $3, memory_bytes = $4, \
+             updated_ms = $5 WHERE id = $6 AND COALESCE(node_id, '') = $7 AND moving_to IS NULL",
+        )
+        .bind(&new.plan)
+        .bind(&new.settings)
+        .bind(to_db(new.cpu_millis))
+        .bind(to_db(new.memory_bytes))
+        .bind(to_db(at_ms))
+        .bind(id)
+        .bind(on.unwrap_or(""))
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod rig;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use serde_json::json;
 const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A node owned by `owner`, registered through the API; returns its id.
-async fn node_of(s: &Arc<AppState>, owner: &str) -> String {
+pub(super) async fn node_of(s: &Arc<AppState>, owner: &str) -> String {
     let t = new_token(s, &json!({ "owner": owner }).to_string()).await;
     let p = lattice_wire::register::Provisioning::parse(&t.provisioning).unwrap();
     let (st, v) = register(
@@ -40,6 +40,7 @@ fn container_on(node: &str) -> WorkloadRow {
         disk_bytes: 0,
         created_ms: 1,
         updated_ms: 1,
+        next: None,
     }
 }
 

@@ -33,6 +33,7 @@ async fn stored_s3(s: &Arc<AppState>, account: &str, name: &str) -> crate::kinds
         disk_bytes: settings.volume_bytes,
         created_ms: 1,
         updated_ms: 1,
+        next: None,
     };
     assert!(s.store.insert_workload(&w, "test").await.unwrap());
     settings

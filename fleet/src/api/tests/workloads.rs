@@ -20,6 +20,7 @@ async fn stored(s: &Arc<AppState>, account: &str, name: &str) -> WorkloadRow {
         disk_bytes: 0,
         created_ms: 1,
         updated_ms: 1,
+        next: None,
     };
     assert!(s.store.insert_workload(&w, "test").await.unwrap());
     w

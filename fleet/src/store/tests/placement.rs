@@ -4,7 +4,10 @@
 use super::super::*;
 use super::{postgres, sqlite};
 
-on_both!(moves_apply_only_to_the_placement_seen_and_record_one_event);
+on_both!(
+    moves_apply_only_to_the_placement_seen_and_record_one_event,
+    an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_when_cancelled,
+);
 
 fn workload(id: &str, node: &str) -> WorkloadRow {
     WorkloadRow {
@@ -21,6 +24,7 @@ fn workload(id: &str, node: &str) -> WorkloadRow {
         disk_bytes: 0,
         created_ms: 1,
         updated_ms: 1,
+        next: None,
     }
 }
 
@@ -96,4 +100,110 @@ async fn moves_apply_only_to_the_placement_seen_and_record_one_event(s: Store) {
         .await
         .unwrap());
     assert!(s.workload_events("w-1").await.unwrap().is_empty());
+}
+
+async fn an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_when_cancelled(
+    s: Store,
+) {
+    assert!(s
+        .insert_workload(&workload("w-1", "n-a"), "placed")
+        .await
+        .unwrap());
+    let next = NextVersion {
+        plan: "medium".into(),
+        settings: r#"{"v":2}"#.into(),
+        cpu_millis: 500,
+        memory_bytes: 2,
+    };
+    assert!(s
+        .start_update("w-1", "n-a", "n-b", &next, 2, ("updating", "to n-b"))
+        .await
+        .unwrap());
+    // Once: a second start (another process) and an in-place change both see it moving.
+    assert!(!s
+        .start_update("w-1", "n-a", "n-c", &next, 3, ("updating", "to n-c"))
+        .await
+        .unwrap());
+    assert!(!s
+        .update_in_place("w-1", Some("n-a"), &next, 3, ("updated", "in place"))
+        .await
+        .unwrap());
+    let w = s.workload("acct", "w-1").await.unwrap().unwrap();
+    assert_eq!(w.next.as_ref(), Some(&next));
+    assert_eq!((w.plan.as_str(), w.settings.as_str()), ("small", "{}"));
+    assert_eq!(w.as_next().plan, "medium");
+
+    // Cancelled (the new version failed): dropped, the old one stays as it was.
+    assert!(s
+        .move_workload(
+            "w-1",
+            ("n-a", Some("n-b")),
+            Placement::CancelMove,
+            4,
+            ("update_failed", "on n-b: exited")
+        )
+        .await
+        .unwrap());
+    let w = s.workload("acct", "w-1").await.unwrap().unwrap();
+    assert_eq!(
+        (w.next, w.moving_to, w.plan.as_str()),
+        (None, None, "small")
+    );
+
+    // Finished: the new version is the workload's, with its reservation.
+    assert!(s
+        .start_update("w-1", "n-a", "n-b", &next, 5, ("updating", "to n-b"))
+        .await
+        .unwrap());
+    assert!(s
+        .move_workload(
+            "w-1",
+            ("n-a", Some("n-b")),
+            Placement::FinishMove { to: "n-b" },
+            6,
+            ("updated", "on n-b")
+        )
+        .await
+        .unwrap());
+    let w = s.workload("acct", "w-1").await.unwrap().unwrap();
+    assert_eq!(w.node_id.as_deref(), Some("n-b"));
+    assert_eq!(
+        (
+            w.plan.as_str(),
+            w.settings.as_str(),
+            w.cpu_millis,
+            w.memory_bytes
+        ),
+        ("medium", r#"{"v":2}"#, 500, 2)
+    );
+    assert_eq!(w.next, None);
+
+    // In place, only while it is where the caller saw it.
+    let third = NextVersion {
+        plan: "large".into(),
+        ..next
+    };
+    assert!(!s
+        .update_in_place("w-1", Some("n-a"), &third, 7, ("updated", "stale"))
+        .await
+        .unwrap());
+    assert!(s
+        .update_in_place("w-1", Some("n-b"), &third, 7, ("updated", "in place"))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.workload("acct", "w-1").await.unwrap().unwrap().plan,
+        "large"
+    );
+    assert_eq!(
+        kinds(&s, "w-1").await,
+        [
+            "created",
+            "updating",
+            "update_failed",
+            "updating",
+            "updated",
+            "updated"
+        ]
+    );
 }
