@@ -192,9 +192,20 @@ async fn start_registry(
         return Ok(None);
     }
     server::prepare_data_dir(data)?;
-    let registry = registry::ensure(args.addr, &data.join("registry"), &args.registry_bin).await?;
-    println!("registry:         {}", registry.describe());
-    Ok(Some(registry))
+    match registry::ensure(args.addr, &data.join("registry"), &args.registry_bin).await {
+        Ok(registry) => {
+            println!("registry:         {}", registry.describe());
+            Ok(Some(registry))
+        }
+        // A fresh machine without Debian's docker-registry still gets a whole Lattice: the
+        // registry is what `lattice images` and local images need, not the fleet itself.
+        Err(e) if !args.registry_bin.exists() => {
+            println!("registry:         none ({e:#})");
+            tracing::warn!(error = %format!("{e:#}"), "running without the fleet's registry");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn up(
@@ -208,7 +219,7 @@ pub async fn up(
     } else {
         None
     };
-    // Before the fleet: a missing docker-registry fails at once, with nothing to undo.
+    // Before the fleet: an address held by something else fails at once, with nothing to undo.
     let registry = start_registry(&registry_args, &serve.data).await?;
     let (fleet, _gateway) = start_fleet(&serve).await?;
     let mut child = match bin {
