@@ -32,6 +32,10 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// gateway (which re-reads the routes every second) has switched to the new copy by then.
 pub const ROUTE_SWITCH: Duration = Duration::from_secs(3);
 
+/// A move (drain, update) whose new copy is not running after this long is given up: an image
+/// pull that hangs, a node that never starts it. The old copy keeps serving meanwhile.
+pub const MOVE_DEADLINE: Duration = Duration::from_secs(600);
+
 /// After a move fails, the drain waits this long before trying that workload again.
 pub const RETRY_MOVE_AFTER: Duration = Duration::from_secs(30);
 
@@ -132,6 +136,33 @@ pub fn transition(from: NodeLifecycle, revoked: bool, op: Op) -> Result<NodeLife
         (Op::Drain, Decommissioning) => Decommissioning,
         (Op::Drain, _) => Draining,
         (Op::Decommission, _) => Decommissioning,
+    })
+}
+
+/// Who holds a node's state after a change to `to` by an operator (`by_operator`) or its
+/// provider, given who held it (`held_by`). An operator's hold stays until an operator lifts
+/// it: the provider may take the node further out of placement, not back in.
+pub fn holder(held_by: &str, by_operator: bool, to: NodeLifecycle) -> Result<&'static str, String> {
+    if by_operator {
+        return Ok(if to == NodeLifecycle::Active {
+            ""
+        } else {
+            "operator"
+        });
+    }
+    if held_by == "operator" {
+        if to == NodeLifecycle::Active {
+            return Err(
+                "an operator took this node out of placement; only an operator can put it back"
+                    .into(),
+            );
+        }
+        return Ok("operator");
+    }
+    Ok(if to == NodeLifecycle::Active {
+        ""
+    } else {
+        "provider"
     })
 }
 
@@ -442,6 +473,19 @@ async fn settle_moves(
                     reason.unwrap_or_else(|| state.to_string())
                 ),
             )),
+            // `updated_ms` is when the move started (only placement changes write it).
+            _ if now
+                >= w.updated_ms
+                    .saturating_add(MOVE_DEADLINE.as_millis() as u64) =>
+            {
+                Some((
+                    failed,
+                    format!(
+                        "not running on {to} after {} s (still {state}); {stays}",
+                        MOVE_DEADLINE.as_secs()
+                    ),
+                ))
+            }
             _ => continue,
         };
         match outcome {
@@ -485,12 +529,33 @@ async fn settle_moves(
     Ok(())
 }
 
-/// Revokes a decommissioning node once nothing is placed on it or moving off it.
+/// Whether `node` is due to be revoked once empty: decommissioning, or decommissioned by a
+/// fleet that stopped before it revoked it.
+fn finishes_decommission(node: &NodeRow) -> bool {
+    match NodeLifecycle::parse(&node.lifecycle) {
+        NodeLifecycle::Decommissioning => true,
+        NodeLifecycle::Decommissioned => !node.revoked,
+        _ => false,
+    }
+}
+
+/// Revokes a decommissioning node once nothing is placed on it or moving off it. The state
+/// changes first, compare-and-set: a node uncordoned meanwhile is not revoked.
 async fn finish_decommission(s: &AppState, node: &NodeRow) -> Result<(), StoreError> {
+    if NodeLifecycle::parse(&node.lifecycle) == NodeLifecycle::Decommissioning
+        && !s
+            .store
+            .set_node_lifecycle(
+                &node.id,
+                &node.lifecycle,
+                NodeLifecycle::Decommissioned.as_str(),
+                &node.lifecycle_by,
+            )
+            .await?
+    {
+        return Ok(());
+    }
     s.store.revoke_node(&node.id).await?;
-    s.store
-        .set_node_lifecycle(&node.id, NodeLifecycle::Decommissioned.as_str())
-        .await?;
     audit::record(
         &s.store,
         "fleet",
@@ -552,7 +617,7 @@ pub async fn round(
     for n in &nodes {
         let state = NodeLifecycle::parse(&n.lifecycle);
         if !occupied.contains(&n.id) {
-            if state == NodeLifecycle::Decommissioning {
+            if finishes_decommission(n) {
                 finish_decommission(s, n).await?;
             }
             continue;
@@ -572,7 +637,7 @@ pub async fn round(
         let empty = !placed
             .iter()
             .any(|w| w.node_id.as_deref() == Some(&n.id) || w.moving_to.as_deref() == Some(&n.id));
-        if state == NodeLifecycle::Decommissioning && empty {
+        if finishes_decommission(n) && empty {
             finish_decommission(s, n).await?;
         }
     }
@@ -664,6 +729,21 @@ mod tests {
         assert!(e.contains("decommissioned"), "{e}");
         let e = transition(Active, true, Op::Drain).unwrap_err();
         assert!(e.contains("revoked"), "{e}");
+    }
+
+    #[test]
+    fn an_operators_hold_is_lifted_only_by_an_operator() {
+        assert_eq!(holder("", false, Cordoned), Ok("provider"));
+        assert_eq!(holder("provider", false, Active), Ok(""));
+        assert_eq!(holder("", true, Cordoned), Ok("operator"));
+        // The provider may go further, and the hold stays the operator's.
+        assert_eq!(holder("operator", false, Draining), Ok("operator"));
+        assert_eq!(holder("operator", false, Decommissioning), Ok("operator"));
+        let e = holder("operator", false, Active).unwrap_err();
+        assert!(e.contains("only an operator"), "{e}");
+        assert_eq!(holder("operator", true, Active), Ok(""));
+        // An operator changing a provider's state takes the hold.
+        assert_eq!(holder("provider", true, Draining), Ok("operator"));
     }
 
     #[test]

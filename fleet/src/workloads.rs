@@ -903,6 +903,7 @@ mod tests {
             target: String::new(),
             workloads: String::new(),
             lifecycle: "active".into(),
+            lifecycle_by: String::new(),
         };
         // A 50 GiB volume made on a disk that had 100 GiB free: it now reports 50 GiB free.
         let big = WorkloadRow {

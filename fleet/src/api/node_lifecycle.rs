@@ -1,6 +1,10 @@
 //! Node lifecycle routes: cordon, uncordon, drain, decommission, and the lifecycle view.
 //! Operators act on every node, providers on the nodes they own (another provider's node is
 //! 404), consumers get 403 (as the other node routes). Every request is audit-logged.
+//!
+//! A state an operator set is the operator's to lift: the provider may take its node further
+//! (drain, decommission) but not back (uncordon is 403), so a node an operator took out of
+//! placement stays out until an operator says otherwise.
 
 use super::nodes::node_scope;
 use super::{ApiError, AppState, Principal};
@@ -29,8 +33,17 @@ async fn change(
     let from = NodeLifecycle::parse(&node.lifecycle);
     let to = lifecycle::transition(from, node.revoked, op)
         .map_err(|why| ApiError::Conflict(format!("node {id}: {why}")))?;
-    if to != from {
-        s.store.set_node_lifecycle(&id, to.as_str()).await?;
+    let by = lifecycle::holder(&node.lifecycle_by, p.is_operator(), to)
+        .map_err(|why| ApiError::Forbidden(format!("node {id}: {why}")))?;
+    if (to, by) != (from, node.lifecycle_by.as_str())
+        && !s
+            .store
+            .set_node_lifecycle(&id, &node.lifecycle, to.as_str(), by)
+            .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "node {id} changed meanwhile (it is no longer {from}); look at it again and retry"
+        )));
     }
     crate::audit::record(
         &s.store,

@@ -47,6 +47,8 @@ pub struct NodeRow {
     /// `active`, `cordoned`, `draining`, `decommissioning` or `decommissioned`
     /// ([`crate::lifecycle::NodeLifecycle`]); only active nodes take new work.
     pub lifecycle: String,
+    /// Who holds that state: `operator`, `provider`, or empty (nobody changed it).
+    pub lifecycle_by: String,
 }
 
 fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
@@ -71,6 +73,7 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         target: r.try_get("target")?,
         workloads: r.try_get("workloads")?,
         lifecycle: r.try_get("lifecycle")?,
+        lifecycle_by: r.try_get("lifecycle_by")?,
     })
 }
 
@@ -159,13 +162,24 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Sets a node's lifecycle state; false when there is no such node.
-    pub async fn set_node_lifecycle(&self, id: &str, lifecycle: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE nodes SET lifecycle = $1 WHERE id = $2")
-            .bind(lifecycle)
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+    /// Sets a node's lifecycle state and who holds it, compare-and-set: only while it is still
+    /// `from` (as the caller saw it). False when it changed meanwhile (or there is no such node).
+    pub async fn set_node_lifecycle(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE nodes SET lifecycle = $1, lifecycle_by = $2 WHERE id = $3 AND lifecycle = $4",
+        )
+        .bind(to)
+        .bind(by)
+        .bind(id)
+        .bind(from)
+        .execute(self.pool())
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -260,3 +260,56 @@ async fn a_fleet_back_from_downtime_gives_silent_nodes_the_grace_before_calling_
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn a_provider_cannot_lift_an_operators_cordon_but_may_go_further() {
+    let s = state().await;
+    let (pa, ta) = account(&s, "pa@x.org", "provider").await;
+    let id = node_of(&s, &pa).await;
+    let post = |op: &'static str, token: String| {
+        let s = s.clone();
+        let id = id.clone();
+        async move {
+            call(
+                &s,
+                "POST",
+                &format!("/api/v1/nodes/{id}/{op}"),
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    // The provider's own cordon is the provider's to lift.
+    assert_eq!(post("cordon", ta.clone()).await.0, StatusCode::OK);
+    assert_eq!(post("uncordon", ta.clone()).await.0, StatusCode::OK);
+
+    // An operator's is not.
+    let (st, v) = post("cordon", OP.to_string()).await;
+    assert_eq!(
+        (st, v["lifecycle"].as_str()),
+        (StatusCode::OK, Some("cordoned"))
+    );
+    let (st, v) = post("uncordon", ta.clone()).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("only an operator"),
+        "{v}"
+    );
+    // Further out is fine, and still not the provider's to undo.
+    let (st, v) = post("drain", ta.clone()).await;
+    assert_eq!(
+        (st, v["lifecycle"].as_str()),
+        (StatusCode::OK, Some("draining"))
+    );
+    assert_eq!(post("uncordon", ta.clone()).await.0, StatusCode::FORBIDDEN);
+    let node = s.store.node(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (node.lifecycle.as_str(), node.lifecycle_by.as_str()),
+        ("draining", "operator")
+    );
+    // The operator lifts it; then the provider is free again.
+    assert_eq!(post("uncordon", OP.to_string()).await.0, StatusCode::OK);
+    assert_eq!(post("cordon", ta.clone()).await.0, StatusCode::OK);
+    assert_eq!(post("uncordon", ta).await.0, StatusCode::OK);
+}

@@ -369,3 +369,50 @@ async fn bad_updates_say_what_was_wrong_and_other_tenants_get_404() {
         (Some(IMAGE_V1), Some("small"))
     );
 }
+
+#[tokio::test]
+async fn an_update_whose_new_version_never_runs_is_given_up_at_the_deadline() {
+    let s = state().await;
+    online_node(&s).await;
+    online_node(&s).await;
+    let (token, id, from) = deployed(&s).await;
+    report(&s, &from, 2, &id, WorkloadState::Running).await;
+    let (st, v) = patch(&s, &token, json!({"image": IMAGE_V2})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let to = v["moving_to"].as_str().unwrap().to_string();
+    // The new node never reports it (a pull that hangs): nothing changes before the deadline…
+    let started = s
+        .store
+        .workloads(None)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .updated_ms;
+    let deadline = crate::lifecycle::MOVE_DEADLINE.as_millis() as u64;
+    at(&s, started + deadline - 1).await;
+    let w = s.store.workloads(None).await.unwrap().pop().unwrap();
+    assert_eq!(w.moving_to.as_deref(), Some(to.as_str()));
+    // …and it is given up after it, the old version still serving.
+    at(&s, started + deadline).await;
+    let (_, v) = call(&s, "GET", "/api/v1/workloads/web", Some(&token), None).await;
+    assert_eq!(
+        (v["node"].as_str(), v["moving_to"].as_str()),
+        (Some(from.as_str()), None),
+        "{v}"
+    );
+    assert_eq!(v["image"], IMAGE_V1);
+    let last = v["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "update_failed", "{v}");
+    assert!(
+        last["detail"].as_str().unwrap().contains("not running on"),
+        "{v}"
+    );
+}
+
+/// One lifecycle round at `ms`.
+async fn at(s: &Arc<AppState>, ms: u64) {
+    crate::lifecycle::round(s, GRACE, 0, ms, &mut Default::default())
+        .await
+        .unwrap();
+}
