@@ -1,8 +1,9 @@
 //! The node's end: keeps one QUIC connection to the gateway (reconnecting with backoff),
 //! accepts the streams the gateway opens, and connects each one only where the node's
-//! [`Dialer`] agrees (a workload of its current target, a declared port).
+//! [`Dialer`] agrees (a workload of its current target, a declared port). It also opens
+//! streams of its own toward the upstreams the fleet declared ([`UpstreamOpener`], ADR 0011).
 
-use crate::proto::{self, Decoded, LogsOpen, Open, Reply, Request};
+use crate::proto::{self, Decoded, LogsOpen, Open, Reply, Request, UpstreamOpen};
 use crate::stream::{transport, TunnelStream};
 use lattice_wire::{IdentityKey, IdentityPublic};
 use std::future::Future;
@@ -80,11 +81,19 @@ impl ClientOptions {
 pub struct ClientHandle {
     state: watch::Receiver<TunnelState>,
     stop: watch::Sender<bool>,
+    conn: watch::Receiver<Option<quinn::Connection>>,
 }
 
 impl ClientHandle {
     pub fn state(&self) -> watch::Receiver<TunnelState> {
         self.state.clone()
+    }
+
+    /// Opens streams toward the gateway's upstreams over this client's tunnel.
+    pub fn upstreams(&self) -> UpstreamOpener {
+        UpstreamOpener {
+            conn: self.conn.clone(),
+        }
     }
 
     pub fn stop(&self) {
@@ -108,8 +117,70 @@ pub fn spawn(
     config.transport_config(transport());
     let (state_tx, state) = watch::channel(TunnelState::Connecting);
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(run(opts, config, dialer, state_tx, stop_rx));
-    Ok(ClientHandle { state, stop })
+    let (conn_tx, conn) = watch::channel(None);
+    tokio::spawn(run(opts, config, dialer, state_tx, conn_tx, stop_rx));
+    Ok(ClientHandle { state, stop, conn })
+}
+
+/// Why an upstream stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the tunnel to the gateway is down")]
+    NoTunnel,
+    #[error("the gateway refused upstream {name}: {reply}")]
+    Refused { name: String, reply: Reply },
+    #[error("upstream {name}: the gateway did not answer in time")]
+    Timeout { name: String },
+    #[error("upstream {name}: {reason}")]
+    Stream { name: String, reason: String },
+    #[error(transparent)]
+    Proto(#[from] proto::ProtoError),
+}
+
+/// Opens streams toward the upstreams the fleet declared for this node. Cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamOpener {
+    conn: watch::Receiver<Option<quinn::Connection>>,
+}
+
+impl UpstreamOpener {
+    /// A stream to upstream `name`, once the gateway has connected it. Waits up to `wait` for
+    /// the tunnel (it may be reconnecting) and as long again for the gateway's answer.
+    pub async fn open(&self, name: &str, wait: Duration) -> Result<TunnelStream, UpstreamError> {
+        let header = proto::encode_upstream(&UpstreamOpen { name: name.into() })?;
+        let mut conn = self.conn.clone();
+        let conn = match tokio::time::timeout(wait, conn.wait_for(Option::is_some)).await {
+            Ok(Ok(c)) => c.clone().ok_or(UpstreamError::NoTunnel)?,
+            _ => return Err(UpstreamError::NoTunnel),
+        };
+        let stream_err = |e: &dyn std::fmt::Display| UpstreamError::Stream {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        };
+        let attempt = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+            send.write_all(&header).await.map_err(|e| stream_err(&e))?;
+            let mut buf = [0u8; proto::REPLY_LEN];
+            recv.read_exact(&mut buf)
+                .await
+                .map_err(|e| stream_err(&e))?;
+            match proto::decode_reply(&buf)? {
+                Decoded::Done(Reply::Ok, _) => Ok(TunnelStream::new(send, recv)),
+                Decoded::Done(reply, _) => Err(UpstreamError::Refused {
+                    name: name.to_owned(),
+                    reply,
+                }),
+                Decoded::NeedMore(_) => Err(stream_err(&"short reply")),
+            }
+        };
+        tokio::time::timeout(wait, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::Timeout {
+                    name: name.to_owned(),
+                })
+            })
+    }
 }
 
 async fn run(
@@ -117,6 +188,7 @@ async fn run(
     config: quinn::ClientConfig,
     dialer: Arc<dyn Dialer>,
     state: watch::Sender<TunnelState>,
+    current: watch::Sender<Option<quinn::Connection>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut attempt: u32 = 0;
@@ -128,12 +200,14 @@ async fn run(
             let gateway = conn.remote_address();
             tracing::info!(%gateway, "tunnel connected");
             let _ = state.send(TunnelState::Connected { gateway });
+            current.send_replace(Some(conn.clone()));
             Ok::<String, String>(serve(conn, &dialer, opts.header_timeout).await)
         };
         let reason = tokio::select! {
             r = session => match r { Ok(reason) | Err(reason) => reason },
             _ = stop.wait_for(|s| *s) => break,
         };
+        current.send_replace(None);
         let delay = backoff(&opts, attempt);
         attempt = attempt.saturating_add(1);
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "tunnel down");
@@ -143,6 +217,7 @@ async fn run(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
+    current.send_replace(None);
     let _ = state.send(TunnelState::Stopped);
 }
 

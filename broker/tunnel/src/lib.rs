@@ -14,7 +14,11 @@
 //! * [`server`] — the gateway's end: accepts and authorizes nodes, opens streams.
 //! * [`client`] — the node's end: connects, reconnects with backoff, serves streams.
 //!
-//! Why QUIC (quinn) and not TLS + yamux: docs/adr/0005-tunnel-transport-quic.md.
+//! The other direction, upstreams: the node opens a stream naming an upstream the fleet
+//! declared (`registry`), never an address; the gateway resolves the name and carries the
+//! bytes ([`client::UpstreamOpener`], [`server::Upstreams`], docs/adr/0011-tunnel-upstreams.md).
+//!
+//! Why QUIC (quinn) and not TLS + yamux: docs/adr/0006-tunnel-transport-quic.md.
 
 pub mod client;
 pub mod policy;
@@ -23,7 +27,11 @@ pub mod server;
 pub mod stream;
 pub mod tls;
 
-pub use client::{ClientHandle, ClientOptions, Dialer, LogReader, TunnelState};
-pub use proto::{LogsOpen, Open, Reply};
-pub use server::{Authorizer, OpenError, ServerOptions, TunnelServer};
+pub use client::{
+    ClientHandle, ClientOptions, Dialer, LogReader, TunnelState, UpstreamError, UpstreamOpener,
+};
+pub use proto::{LogsOpen, Open, Reply, UpstreamOpen};
+pub use server::{
+    Authorizer, OpenError, ServerOptions, TunnelServer, UpstreamConn, UpstreamIo, Upstreams,
+};
 pub use stream::TunnelStream;

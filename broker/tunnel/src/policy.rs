@@ -3,8 +3,9 @@
 //! Where that workload's container actually is (its bridge address) is the dialer's business;
 //! the gateway never names an address.
 
-use crate::proto::{LogsOpen, Open, Reply};
+use crate::proto::{LogsOpen, Open, Reply, UpstreamOpen};
 use lattice_wire::msg::WorkloadSpec;
+use std::collections::BTreeMap;
 
 /// Ok if `open` names a workload of `target` and one of its declared ports; else the refusal.
 pub fn check_open(target: &[WorkloadSpec], open: &Open) -> Result<(), Reply> {
@@ -26,6 +27,16 @@ pub fn check_logs(target: &[WorkloadSpec], logs: &LogsOpen) -> Result<(), Reply>
     } else {
         Err(Reply::UnknownWorkload)
     }
+}
+
+/// The gateway's rule for a stream a node opened: only an upstream the fleet declared, and
+/// then only its declared address (the node never names one). `declared` maps names to
+/// whatever the gateway connects to.
+pub fn check_upstream<'a, A>(
+    declared: &'a BTreeMap<String, A>,
+    up: &UpstreamOpen,
+) -> Result<&'a A, Reply> {
+    declared.get(&up.name).ok_or(Reply::UpstreamNotDeclared)
 }
 
 #[cfg(test)]
@@ -68,6 +79,32 @@ mod tests {
         assert_eq!(
             check_open(&[], &open("w-web", 80)),
             Err(Reply::UnknownWorkload)
+        );
+    }
+
+    #[test]
+    fn only_declared_upstreams_and_only_their_addresses() {
+        let up = |n: &str| UpstreamOpen { name: n.into() };
+        let addr: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let declared = BTreeMap::from([("registry".to_string(), addr)]);
+        assert_eq!(check_upstream(&declared, &up("registry")), Ok(&addr));
+        for other in [
+            "backup",
+            "registr",
+            "registry2",
+            "127.0.0.1:5000",
+            "Registry",
+        ] {
+            assert_eq!(
+                check_upstream(&declared, &up(other)),
+                Err(Reply::UpstreamNotDeclared),
+                "{other}"
+            );
+        }
+        let none: BTreeMap<String, std::net::SocketAddr> = BTreeMap::new();
+        assert_eq!(
+            check_upstream(&none, &up("registry")),
+            Err(Reply::UpstreamNotDeclared)
         );
     }
 

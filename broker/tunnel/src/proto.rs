@@ -5,7 +5,10 @@
 //! Open  (gateway → node)  "LTO" version:u8=1 port:u16be len:u8 workload-id[len]
 //! Logs  (gateway → node)  "LTL" version:u8=1 flags:u8 tail:u32be len:u8 workload-id[len]
 //!                         flags: bit 0 follow, bit 1 timestamps, others 0; tail u32::MAX = all
-//! Reply (node → gateway)  "LTR" version:u8=1 code:u8
+//! Upstream (node → gateway, on a stream the node opens)
+//!                         "LTU" version:u8=1 len:u8 upstream-name[len]
+//! Reply (node → gateway, or gateway → node for an upstream)
+//!                         "LTR" version:u8=1 code:u8
 //! ```
 //!
 //! After an `Ok` reply to an `Open` the stream carries the consumer connection's bytes, both
@@ -14,6 +17,11 @@
 //! stream at the end of the logs, or, when following, keeps sending until the gateway stops
 //! reading. Any other reply ends the stream. The node never learns an address from the
 //! gateway: it gets a workload id and a port and looks both up in its own current target.
+//!
+//! The other direction (ADR 0011): a node opens a stream with an `Upstream` header naming one
+//! of the upstreams the fleet declared (`registry`, the fleet's image registry), never an
+//! address; the gateway resolves the name itself, answers with a reply (`Ok`, or e.g.
+//! `UpstreamNotDeclared`) and then carries the bytes both ways.
 
 use std::fmt;
 
@@ -22,6 +30,11 @@ pub const VERSION: u8 = 1;
 const OPEN_MAGIC: [u8; 3] = *b"LTO";
 const LOGS_MAGIC: [u8; 3] = *b"LTL";
 const REPLY_MAGIC: [u8; 3] = *b"LTR";
+const UPSTREAM_MAGIC: [u8; 3] = *b"LTU";
+/// Longest upstream name accepted.
+pub const MAX_UPSTREAM_NAME: usize = 32;
+/// Longest possible upstream header.
+pub const MAX_UPSTREAM_LEN: usize = 3 + 1 + 1 + MAX_UPSTREAM_NAME;
 /// Longest workload id accepted (the wire's ids are `w-…`, well below).
 pub const MAX_WORKLOAD_ID: usize = 64;
 /// Longest possible open header.
@@ -60,6 +73,13 @@ pub struct LogsOpen {
     pub tail: u32,
 }
 
+/// A node's request for one of the upstreams the fleet declared for it (by name: the gateway
+/// alone knows where it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOpen {
+    pub name: String,
+}
+
 /// What a stream asks of the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -84,8 +104,11 @@ pub enum Reply {
     ConnectFailed,
     /// The open header was malformed.
     BadRequest,
-    /// The node is not accepting streams at all (shutting down, too many streams).
+    /// The node is not accepting streams at all (shutting down, too many streams); for an
+    /// upstream: the gateway is not (the node has too many upstream streams open).
     Unavailable,
+    /// The upstream name is not one the fleet declared for this node.
+    UpstreamNotDeclared,
 }
 
 impl Reply {
@@ -98,6 +121,7 @@ impl Reply {
             Reply::ConnectFailed => 4,
             Reply::BadRequest => 5,
             Reply::Unavailable => 6,
+            Reply::UpstreamNotDeclared => 7,
         }
     }
 
@@ -110,6 +134,7 @@ impl Reply {
             4 => Reply::ConnectFailed,
             5 => Reply::BadRequest,
             6 => Reply::Unavailable,
+            7 => Reply::UpstreamNotDeclared,
             _ => return None,
         })
     }
@@ -124,6 +149,7 @@ impl Reply {
             Reply::ConnectFailed => "connect_failed",
             Reply::BadRequest => "bad_request",
             Reply::Unavailable => "unavailable",
+            Reply::UpstreamNotDeclared => "upstream_not_declared",
         }
     }
 }
@@ -144,6 +170,10 @@ pub enum ProtoError {
     IdLength(usize),
     #[error("workload id holds characters other than [A-Za-z0-9_-]")]
     IdChars,
+    #[error("upstream name of {0} bytes (1..={MAX_UPSTREAM_NAME} allowed)")]
+    NameLength(usize),
+    #[error("upstream name holds characters other than [a-z0-9-]")]
+    NameChars,
     #[error("port 0")]
     PortZero,
     #[error("unknown logs flags {0:#04x}")]
@@ -295,6 +325,56 @@ pub fn decode_request(buf: &[u8]) -> Result<Decoded<Request>, ProtoError> {
         Decoded::Done(o, n) => Decoded::Done(Request::Connect(o), n),
         Decoded::NeedMore(n) => Decoded::NeedMore(n),
     })
+}
+
+/// True if `name` may name an upstream on the wire: 1–32 of `[a-z0-9-]`. No dots or colons,
+/// so no host name or address can pass for one.
+pub fn valid_upstream_name(name: &str) -> bool {
+    check_name(name.as_bytes()).is_ok()
+}
+
+fn check_name(name: &[u8]) -> Result<(), ProtoError> {
+    if name.is_empty() || name.len() > MAX_UPSTREAM_NAME {
+        return Err(ProtoError::NameLength(name.len()));
+    }
+    if !name
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
+        return Err(ProtoError::NameChars);
+    }
+    Ok(())
+}
+
+/// Encodes an upstream header. Refuses what [`decode_upstream`] would refuse.
+pub fn encode_upstream(up: &UpstreamOpen) -> Result<Vec<u8>, ProtoError> {
+    check_name(up.name.as_bytes())?;
+    let mut out = Vec::with_capacity(5 + up.name.len());
+    out.extend_from_slice(&UPSTREAM_MAGIC);
+    out.push(VERSION);
+    out.push(up.name.len() as u8);
+    out.extend_from_slice(up.name.as_bytes());
+    Ok(out)
+}
+
+/// Decodes an upstream header from the start of `buf` (the gateway's side of a stream the node
+/// opened; bytes after the header belong to the upstream connection).
+pub fn decode_upstream(buf: &[u8]) -> Result<Decoded<UpstreamOpen>, ProtoError> {
+    if !check_prefix(buf, &UPSTREAM_MAGIC)? || buf.len() < 5 {
+        return Ok(Decoded::NeedMore(5));
+    }
+    let len = usize::from(buf[4]);
+    if len == 0 || len > MAX_UPSTREAM_NAME {
+        return Err(ProtoError::NameLength(len));
+    }
+    if buf.len() < 5 + len {
+        return Ok(Decoded::NeedMore(5 + len));
+    }
+    let name = &buf[5..5 + len];
+    check_name(name)?;
+    // check_name allows ASCII only, so this is valid UTF-8.
+    let name = String::from_utf8_lossy(name).into_owned();
+    Ok(Decoded::Done(UpstreamOpen { name }, 5 + len))
 }
 
 pub fn encode_reply(reply: Reply) -> [u8; REPLY_LEN] {
@@ -450,17 +530,110 @@ mod tests {
             Reply::ConnectFailed,
             Reply::BadRequest,
             Reply::Unavailable,
+            Reply::UpstreamNotDeclared,
         ] {
             assert_eq!(decode_reply(&encode_reply(r)).unwrap(), Decoded::Done(r, 5));
         }
         assert_eq!(decode_reply(b"LTR\x01\x09"), Err(ProtoError::ReplyCode(9)));
+        assert_eq!(Reply::UpstreamNotDeclared.as_str(), "upstream_not_declared");
         assert_eq!(decode_reply(b"LT"), Ok(Decoded::NeedMore(5)));
         assert_eq!(decode_reply(b"XX"), Err(ProtoError::Magic));
+    }
+
+    fn up(name: &str) -> UpstreamOpen {
+        UpstreamOpen { name: name.into() }
+    }
+
+    #[test]
+    fn upstream_requests_round_trip_and_report_their_length() {
+        for name in ["registry", "a", "backup-2", &"r".repeat(MAX_UPSTREAM_NAME)] {
+            let u = up(name);
+            let mut bytes = encode_upstream(&u).unwrap();
+            let n = bytes.len();
+            assert!(n <= MAX_UPSTREAM_LEN);
+            assert_eq!(&bytes[..5], &[b'L', b'T', b'U', VERSION, name.len() as u8]);
+            bytes.extend_from_slice(b"GET /v2/ HTTP/1.1\r\n");
+            assert_eq!(decode_upstream(&bytes).unwrap(), Decoded::Done(u, n));
+            for cut in 0..n {
+                match decode_upstream(&bytes[..cut]).unwrap() {
+                    Decoded::NeedMore(m) => assert!(m > cut, "cut {cut} asks for {m}"),
+                    d => panic!("cut {cut}: {d:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_upstream_headers_are_named() {
+        // Another kind of header, or none at all.
+        assert_eq!(decode_upstream(b"LTO\x01"), Err(ProtoError::Magic));
+        assert_eq!(decode_upstream(b"GET /v2/"), Err(ProtoError::Magic));
+        assert_eq!(decode_upstream(b"X"), Err(ProtoError::Magic));
+        assert_eq!(
+            decode_upstream(b"LTU\x02\x01a"),
+            Err(ProtoError::Version(2))
+        );
+        assert_eq!(decode_upstream(b"LTU\x00"), Err(ProtoError::Version(0)));
+        assert_eq!(
+            decode_upstream(b"LTU\x01\x00"),
+            Err(ProtoError::NameLength(0))
+        );
+        assert_eq!(
+            decode_upstream(b"LTU\x01\x21"),
+            Err(ProtoError::NameLength(33))
+        );
+        assert_eq!(
+            decode_upstream(b"LTU\x01\xff"),
+            Err(ProtoError::NameLength(255))
+        );
+        // Addresses, host names, paths and capitals are not upstream names.
+        for bad in [
+            &b"10.0.0.1:5000"[..],
+            b"registry.example",
+            b"../etc",
+            b"Registry",
+            b"reg istry",
+            b"reg\x00",
+            b"\xff\xfe",
+        ] {
+            let mut bytes = b"LTU\x01".to_vec();
+            bytes.push(bad.len() as u8);
+            bytes.extend_from_slice(bad);
+            assert_eq!(
+                decode_upstream(&bytes),
+                Err(ProtoError::NameChars),
+                "{bad:?}"
+            );
+        }
+        // A valid length with too few bytes is incomplete, not an error.
+        assert_eq!(
+            decode_upstream(b"LTU\x01\x08regi"),
+            Ok(Decoded::NeedMore(13))
+        );
+        assert_eq!(decode_upstream(b""), Ok(Decoded::NeedMore(5)));
+        // The encoder refuses the same.
+        assert_eq!(encode_upstream(&up("")), Err(ProtoError::NameLength(0)));
+        assert_eq!(
+            encode_upstream(&up(&"r".repeat(33))),
+            Err(ProtoError::NameLength(33))
+        );
+        assert_eq!(
+            encode_upstream(&up("127.0.0.1:5000")),
+            Err(ProtoError::NameChars)
+        );
+        assert!(valid_upstream_name("registry"));
+        assert!(!valid_upstream_name("registry.fleet"));
+        // Requests the node serves are not upstream headers, and the other way round.
+        assert_eq!(
+            decode_request(&encode_upstream(&up("registry")).unwrap()),
+            Err(ProtoError::Magic)
+        );
     }
 
     proptest! {
         #[test]
         fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let _ = decode_upstream(&bytes);
             let _ = decode_open(&bytes);
             let _ = decode_logs(&bytes);
             let _ = decode_request(&bytes);
@@ -473,6 +646,14 @@ mod tests {
             let bytes = encode_open(&o).unwrap();
             prop_assert!(bytes.len() <= MAX_OPEN_LEN);
             prop_assert_eq!(decode_open(&bytes).unwrap(), Decoded::Done(o, bytes.len()));
+        }
+
+        #[test]
+        fn valid_upstreams_round_trip(name in "[a-z0-9-]{1,32}") {
+            let u = UpstreamOpen { name };
+            let bytes = encode_upstream(&u).unwrap();
+            prop_assert!(bytes.len() <= MAX_UPSTREAM_LEN);
+            prop_assert_eq!(decode_upstream(&bytes).unwrap(), Decoded::Done(u, bytes.len()));
         }
     }
 }

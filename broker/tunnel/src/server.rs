@@ -3,16 +3,38 @@
 //!
 //! One tunnel per node: a newer connection from the same node replaces the older one (the
 //! node reconnected after a network change; the old one would time out anyway).
+//!
+//! Upstreams (ADR 0011): a node may open streams too, each naming one upstream (`registry`);
+//! the gateway's [`Upstreams`] decides, by name and node, and connects it. Until one is set
+//! with [`TunnelServer::serve_upstreams`], every such stream is refused as not declared.
 
-use crate::proto::{self, Decoded, LogsOpen, Open, Reply};
+use crate::proto::{self, Decoded, LogsOpen, Open, Reply, UpstreamOpen};
 use crate::stream::{transport, TunnelStream};
 use lattice_wire::{IdentityKey, IdentityPublic};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A byte stream an upstream stream is joined to.
+pub trait UpstreamIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpstreamIo for T {}
+
+/// The connection to an upstream (the gateway may wrap it to count bytes or hold a limit).
+pub type UpstreamConn = Box<dyn UpstreamIo>;
+
+/// The gateway's side of upstreams: whether `node` may use the upstream it names, and the
+/// connection to it. Only a name reaches this; the address is the implementation's own.
+pub trait Upstreams: Send + Sync + 'static {
+    fn connect<'a>(
+        &'a self,
+        node: &'a str,
+        up: &'a UpstreamOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<UpstreamConn, Reply>> + Send + 'a>>;
+}
 
 /// Close codes the gateway sends (the node logs them with the reason text).
 pub mod close {
@@ -68,6 +90,8 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// How long a node has to answer a stream open (it dials the container meanwhile).
     pub open_timeout: Duration,
+    /// How long a node has to send the header of a stream it opened (an upstream).
+    pub upstream_header_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -75,6 +99,7 @@ impl Default for ServerOptions {
         ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(10),
+            upstream_header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +112,7 @@ pub struct TunnelServer {
     endpoint: quinn::Endpoint,
     nodes: Nodes,
     opts: ServerOptions,
+    upstreams: Arc<OnceLock<Arc<dyn Upstreams>>>,
 }
 
 impl TunnelServer {
@@ -106,9 +132,16 @@ impl TunnelServer {
             endpoint,
             nodes: Arc::default(),
             opts,
+            upstreams: Arc::default(),
         };
         tokio::spawn(server.clone().accept_loop(authorizer));
         Ok(server)
+    }
+
+    /// Serves the streams nodes open (upstreams) with `upstreams`; set once (later calls are
+    /// ignored). Before it is set such streams are refused with `UpstreamNotDeclared`.
+    pub fn serve_upstreams(&self, upstreams: Arc<dyn Upstreams>) {
+        let _ = self.upstreams.set(upstreams);
     }
 
     /// The bound UDP address.
@@ -253,6 +286,12 @@ impl TunnelServer {
         if let Some(old) = lock(&self.nodes).insert(node.clone(), conn.clone()) {
             old.close(close::REPLACED.into(), b"replaced by a newer tunnel");
         }
+        tokio::spawn(accept_upstreams(
+            conn.clone(),
+            node.clone(),
+            self.upstreams.clone(),
+            self.opts.upstream_header_timeout,
+        ));
         let nodes = self.nodes.clone();
         tokio::spawn(async move {
             let why = conn.closed().await;
@@ -264,6 +303,96 @@ impl TunnelServer {
             tracing::info!(%node, reason = %why, "tunnel down");
         });
         Ok(())
+    }
+}
+
+/// Accepts the streams `node` opens until its connection ends; each is one upstream request.
+async fn accept_upstreams(
+    conn: quinn::Connection,
+    node: String,
+    upstreams: Arc<OnceLock<Arc<dyn Upstreams>>>,
+    header_timeout: Duration,
+) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let node = node.clone();
+        let upstreams = upstreams.clone();
+        tokio::spawn(async move {
+            carry_upstream(
+                TunnelStream::new(send, recv),
+                &node,
+                upstreams.get().cloned(),
+                header_timeout,
+            )
+            .await
+        });
+    }
+}
+
+/// One node-opened stream: header, decision, reply, then bytes both ways until either side
+/// ends.
+async fn carry_upstream(
+    mut stream: TunnelStream,
+    node: &str,
+    upstreams: Option<Arc<dyn Upstreams>>,
+    header_timeout: Duration,
+) {
+    let header = tokio::time::timeout(header_timeout, async {
+        let mut buf = Vec::with_capacity(proto::MAX_UPSTREAM_LEN);
+        let mut chunk = [0u8; 64];
+        loop {
+            if let Decoded::Done(up, n) = proto::decode_upstream(&buf)? {
+                return Ok((up, buf.split_off(n)));
+            }
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 || buf.len() > proto::MAX_UPSTREAM_LEN {
+                return Err(proto::ProtoError::Truncated);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let (up, extra) = match header {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::info!(%node, error = %e, "upstream stream with a bad header");
+            let _ = stream
+                .write_all(&proto::encode_reply(Reply::BadRequest))
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%node, "upstream stream sent no header in time");
+            return;
+        }
+    };
+    let connected = match &upstreams {
+        Some(u) => u.connect(node, &up).await,
+        None => Err(Reply::UpstreamNotDeclared),
+    };
+    let mut upstream = match connected {
+        Ok(c) => c,
+        Err(reply) => {
+            let _ = stream.write_all(&proto::encode_reply(reply)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    if stream
+        .write_all(&proto::encode_reply(Reply::Ok))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !extra.is_empty() && upstream.write_all(&extra).await.is_err() {
+        return;
+    }
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut upstream, 64 * 1024, 64 * 1024)
+            .await
+    {
+        tracing::debug!(%node, upstream = %up.name, error = %e, "upstream stream ended with an error");
     }
 }
 

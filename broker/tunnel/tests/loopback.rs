@@ -402,3 +402,155 @@ async fn logs_come_whole_or_followed_until_the_gateway_stops_reading() {
     .expect("the node stops following within 5 s");
     assert_eq!(stopped.unwrap(), 0);
 }
+
+/// The gateway's upstreams for the test: `registry` is the echo server, for node `n-1` only;
+/// at most `limit` streams at once (a permit rides with each connection).
+struct EchoUpstreams {
+    echo: SocketAddr,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+struct Held<T> {
+    io: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl lattice_tunnel::Upstreams for EchoUpstreams {
+    fn connect<'a>(
+        &'a self,
+        node: &'a str,
+        up: &'a lattice_tunnel::UpstreamOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<lattice_tunnel::UpstreamConn, Reply>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let declared = std::collections::BTreeMap::from([("registry".to_string(), self.echo)]);
+            let addr = lattice_tunnel::policy::check_upstream(&declared, up)?;
+            assert_eq!(node, "n-1");
+            let permit = self
+                .limit
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Reply::Unavailable)?;
+            let io = TcpStream::connect(addr)
+                .await
+                .map_err(|_| Reply::ConnectFailed)?;
+            Ok(Box::new(Held {
+                io,
+                _permit: permit,
+            }) as lattice_tunnel::UpstreamConn)
+        })
+    }
+}
+
+#[tokio::test]
+async fn nodes_reach_only_declared_upstreams_within_their_limit() {
+    use lattice_tunnel::UpstreamError;
+    let rig = rig().await;
+    let client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+    let opener = client.upstreams();
+    let wait = Duration::from_secs(5);
+
+    // No upstreams served yet: refused as not declared.
+    assert!(matches!(
+        opener.open("registry", wait).await,
+        Err(UpstreamError::Refused {
+            reply: Reply::UpstreamNotDeclared,
+            ..
+        })
+    ));
+    rig.server.serve_upstreams(Arc::new(EchoUpstreams {
+        echo: rig.echo,
+        limit: Arc::new(tokio::sync::Semaphore::new(2)),
+    }));
+
+    let mut s = opener.open("registry", wait).await.unwrap();
+    s.write_all(b"GET /v2/ through the tunnel").await.unwrap();
+    let mut back = [0u8; 27];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"GET /v2/ through the tunnel");
+
+    // Another name is refused with its code; an address cannot even be written.
+    assert!(matches!(
+        opener.open("backup", wait).await,
+        Err(UpstreamError::Refused {
+            reply: Reply::UpstreamNotDeclared,
+            ..
+        })
+    ));
+    assert!(matches!(
+        opener.open("127.0.0.1:22", wait).await,
+        Err(UpstreamError::Proto(_))
+    ));
+
+    // The limit: a second stream is fine, a third waits for one of the first two to go.
+    let s2 = opener.open("registry", wait).await.unwrap();
+    assert!(matches!(
+        opener.open("registry", wait).await,
+        Err(UpstreamError::Refused {
+            reply: Reply::Unavailable,
+            ..
+        })
+    ));
+    drop(s2);
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(s) = opener.open("registry", wait).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a closed stream gives its slot back");
+    drop(s);
+
+    // Without a tunnel, opening fails with NoTunnel after its wait.
+    let mut state = client.state();
+    client.stop();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == TunnelState::Stopped),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let down = tokio::time::timeout(
+        Duration::from_secs(5),
+        opener.open("registry", Duration::from_millis(300)),
+    )
+    .await
+    .expect("gives up after its wait");
+    assert!(matches!(down, Err(UpstreamError::NoTunnel)), "{down:?}");
+}
