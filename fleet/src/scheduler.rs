@@ -5,9 +5,10 @@
 //! providers, and capacity: a node's envelope is never over-committed), counting each rejection
 //! by its reason, then scores what is left: reliability first, then price, then the share of
 //! the node that would stay free (spreading load), with the node id as the final tie-break so
-//! the same input always gives the same answer. No I/O and no clock: the caller passes
-//! everything in, which is what makes it fast (see `benches/scheduler.rs`) and testable with
-//! properties.
+//! the same input always gives the same answer. Only the nodes whose score can still reach
+//! the best one are scored in full (see [`place`]); the tests hold it to the plain scan. No
+//! I/O and no clock: the caller passes everything in, which is what makes it fast (see
+//! `benches/scheduler.rs`) and testable with properties.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -166,50 +167,85 @@ impl Decision {
 
 /// The first hard rule `node` breaks for `req`, if any.
 pub fn check(node: &NodeView, req: &Request) -> Result<(), Reason> {
-    if !node.online {
-        return Err(Reason::Offline);
+    Rules::new(req).check(node)
+}
+
+/// `req`'s hard rules, prepared once per decision so that the per-node check only looks at
+/// what the request actually constrains (no label, storage class or spread lookups when it
+/// names none).
+struct Rules<'a> {
+    req: &'a Request,
+    arch: Option<&'a str>,
+    region: Option<&'a str>,
+    labels: bool,
+    storage_class: Option<&'a str>,
+    always_on: bool,
+    spread: bool,
+    needs: Resources,
+}
+
+impl<'a> Rules<'a> {
+    fn new(req: &'a Request) -> Self {
+        Rules {
+            req,
+            arch: req.arch.as_deref(),
+            region: req.region.as_deref(),
+            labels: !req.labels.is_empty(),
+            storage_class: req.storage_class.as_deref(),
+            always_on: req.class == Class::AlwaysOn,
+            spread: !req.avoid_nodes.is_empty() || !req.avoid_providers.is_empty(),
+            needs: req.needs,
+        }
     }
-    if node.cordoned {
-        return Err(Reason::Cordoned);
+
+    /// The rules in their order of precedence: the first one broken is the reason counted.
+    #[inline(always)]
+    fn check(&self, node: &NodeView) -> Result<(), Reason> {
+        if !node.online {
+            return Err(Reason::Offline);
+        }
+        if node.cordoned {
+            return Err(Reason::Cordoned);
+        }
+        if self.arch.is_some_and(|a| a != node.arch) {
+            return Err(Reason::Arch);
+        }
+        if self.region.is_some_and(|r| r != node.region) {
+            return Err(Reason::Region);
+        }
+        if self.labels
+            && self
+                .req
+                .labels
+                .iter()
+                .any(|(k, v)| node.labels.get(k) != Some(v))
+        {
+            return Err(Reason::Labels);
+        }
+        if self
+            .storage_class
+            .is_some_and(|c| !node.storage_classes.iter().any(|s| s == c))
+        {
+            return Err(Reason::StorageClass);
+        }
+        if self.always_on && !node.always_available {
+            return Err(Reason::NotAlwaysOn);
+        }
+        if self.spread
+            && (self.req.avoid_nodes.contains(&node.id)
+                || self.req.avoid_providers.contains(&node.provider))
+        {
+            return Err(Reason::Spread);
+        }
+        if let Some(short) = node.capacity.minus(node.reserved).short_of(self.needs) {
+            return Err(short);
+        }
+        // Reserved beyond capacity already (capacity shrank): nothing more fits.
+        match node.capacity.short_of(node.reserved.plus(self.needs)) {
+            Some(short) => Err(short),
+            None => Ok(()),
+        }
     }
-    if req.arch.as_ref().is_some_and(|a| *a != node.arch) {
-        return Err(Reason::Arch);
-    }
-    if req.region.as_ref().is_some_and(|r| *r != node.region) {
-        return Err(Reason::Region);
-    }
-    if req
-        .labels
-        .iter()
-        .any(|(k, v)| node.labels.get(k) != Some(v))
-    {
-        return Err(Reason::Labels);
-    }
-    if req
-        .storage_class
-        .as_ref()
-        .is_some_and(|c| !node.storage_classes.contains(c))
-    {
-        return Err(Reason::StorageClass);
-    }
-    if req.class == Class::AlwaysOn && !node.always_available {
-        return Err(Reason::NotAlwaysOn);
-    }
-    if req.avoid_nodes.contains(&node.id) || req.avoid_providers.contains(&node.provider) {
-        return Err(Reason::Spread);
-    }
-    if let Some(short) = node
-        .capacity
-        .minus(node.reserved)
-        .short_of(req.needs)
-        .or_else(|| {
-            // Reserved beyond capacity already (capacity shrank): nothing more fits.
-            node.capacity.short_of(node.reserved.plus(req.needs))
-        })
-    {
-        return Err(short);
-    }
-    Ok(())
 }
 
 /// Higher is better: reliability weighs most, then a lower price, then the share of the node
@@ -236,13 +272,33 @@ pub fn score(node: &NodeView, req: &Request, cheapest: u64, dearest: u64) -> f64
 
 /// Places one workload. Deterministic: the same nodes and request give the same decision,
 /// whatever the order of `nodes`.
+///
+/// The decision is the node that fits with the highest [`score`], the smallest id among equal
+/// scores. One pass checks every node (it must: every rejection is counted) and keeps the
+/// reliability and price of those that fit; the score of most of them is then never
+/// computed, because the part it is known to have (reliability and price) plus the most the
+/// free share can add (10) stays below the known part of another node.
 pub fn place(nodes: &[NodeView], req: &Request) -> Decision {
+    let rules = Rules::new(req);
     // Counted in an array (a map update per rejected node costs more than the check).
     let mut counts = [0u32; Reason::ALL.len()];
-    let mut fit: Vec<&NodeView> = Vec::with_capacity(nodes.len());
+    let mut fit: Vec<Fit> = Vec::with_capacity(nodes.len());
+    let mut cheapest = u64::MAX;
+    let mut dearest = 0;
+    let mut unordered = false;
     for n in nodes {
-        match check(n, req) {
-            Ok(()) => fit.push(n),
+        match rules.check(n) {
+            Ok(()) => {
+                let reliability = n.reliability.clamp(0.0, 1.0);
+                unordered |= reliability.is_nan();
+                cheapest = cheapest.min(n.price);
+                dearest = dearest.max(n.price);
+                fit.push(Fit {
+                    node: n,
+                    reliability,
+                    price: n.price,
+                });
+            }
             Err(r) => counts[r as usize] += 1,
         }
     }
@@ -252,26 +308,12 @@ pub fn place(nodes: &[NodeView], req: &Request) -> Decision {
         .filter(|(_, c)| *c > 0)
         .map(|(r, c)| (*r, c))
         .collect();
-    let cheapest = fit.iter().map(|n| n.price).min().unwrap_or(0);
-    let dearest = fit.iter().map(|n| n.price).max().unwrap_or(0);
-    let mut best: Option<(f64, &NodeView)> = None;
-    for n in fit {
-        if let Some((b, _)) = best {
-            // Price and free share add at most 30 to reliability's part: a node that cannot
-            // reach the best score so far is not scored (most nodes, in a large fleet).
-            if 100.0 * n.reliability.clamp(0.0, 1.0) + 30.0 < b - 1e-9 {
-                continue;
-            }
-        }
-        let s = score(n, req, cheapest, dearest);
-        let better = match best {
-            None => true,
-            Some((b, bn)) => s > b || (s == b && n.id < bn.id),
-        };
-        if better {
-            best = Some((s, n));
-        }
-    }
+    let best = if unordered {
+        // A NaN reliability makes scores incomparable: keep the plain scan's answer.
+        best_in_order(fit.iter().map(|f| f.node), req, cheapest, dearest)
+    } else {
+        best_bounded(&fit, req, cheapest, dearest)
+    };
     match best {
         Some((score, n)) => Decision {
             node: Some(n.id.clone()),
@@ -284,6 +326,83 @@ pub fn place(nodes: &[NodeView], req: &Request) -> Decision {
             rejected,
         },
     }
+}
+
+/// A node that passed the hard rules, with what bounds its score.
+struct Fit<'a> {
+    node: &'a NodeView,
+    /// Clamped to 0..=1, as [`score`] does.
+    reliability: f64,
+    price: u64,
+}
+
+/// Whether `(s, n)` beats the best so far: a higher score, or the same score and a smaller id.
+fn beats(s: f64, n: &NodeView, best: Option<(f64, &NodeView)>) -> bool {
+    match best {
+        None => true,
+        Some((b, bn)) => s > b || (s == b && n.id < bn.id),
+    }
+}
+
+/// The plain scan: every node in order, scored unless its reliability alone rules it out.
+fn best_in_order<'a>(
+    fit: impl Iterator<Item = &'a NodeView>,
+    req: &Request,
+    cheapest: u64,
+    dearest: u64,
+) -> Option<(f64, &'a NodeView)> {
+    let mut best: Option<(f64, &NodeView)> = None;
+    for n in fit {
+        if let Some((b, _)) = best {
+            // Price and free share add at most 30 to reliability's part: a node that cannot
+            // reach the best score so far is not scored.
+            if 100.0 * n.reliability.clamp(0.0, 1.0) + 30.0 < b - 1e-9 {
+                continue;
+            }
+        }
+        let s = score(n, req, cheapest, dearest);
+        if beats(s, n, best) {
+            best = Some((s, n));
+        }
+    }
+    best
+}
+
+/// Far more than the rounding error of the bounds (scores are at most 130, an f64 carries 16
+/// digits): a node is skipped only when it is certainly below another.
+const SLACK: f64 = 1e-6;
+
+/// The best of `fit` (no NaN reliability), scoring only the nodes whose score can reach the
+/// best one: the same answer as [`best_in_order`], as every skipped node scores strictly less
+/// than some other node.
+fn best_bounded<'a>(
+    fit: &[Fit<'a>],
+    req: &Request,
+    cheapest: u64,
+    dearest: u64,
+) -> Option<(f64, &'a NodeView)> {
+    // 100 × reliability + 20 × price share: the score without the free share (0..=10), to
+    // within rounding, by a multiplication instead of `score`'s division.
+    let per_unit = if dearest > cheapest {
+        20.0 / (dearest - cheapest) as f64
+    } else {
+        0.0
+    };
+    let known = |f: &Fit| 100.0 * f.reliability + 20.0 - (f.price - cheapest) as f64 * per_unit;
+    // Some node scores at least the highest known part.
+    let floor = fit.iter().map(known).fold(f64::NEG_INFINITY, f64::max);
+    let mut best: Option<(f64, &NodeView)> = None;
+    for f in fit {
+        let reach = known(f) + 10.0 + SLACK;
+        if reach < floor || best.is_some_and(|(b, _)| reach < b) {
+            continue;
+        }
+        let s = score(f.node, req, cheapest, dearest);
+        if beats(s, f.node, best) {
+            best = Some((s, f.node));
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -495,11 +614,279 @@ mod tests {
             })
     }
 
+    /// The hard rules as first written, one node at a time: what [`Rules`] must agree with.
+    fn check_reference(node: &NodeView, req: &Request) -> Result<(), Reason> {
+        if !node.online {
+            return Err(Reason::Offline);
+        }
+        if node.cordoned {
+            return Err(Reason::Cordoned);
+        }
+        if req.arch.as_ref().is_some_and(|a| *a != node.arch) {
+            return Err(Reason::Arch);
+        }
+        if req.region.as_ref().is_some_and(|r| *r != node.region) {
+            return Err(Reason::Region);
+        }
+        if req
+            .labels
+            .iter()
+            .any(|(k, v)| node.labels.get(k) != Some(v))
+        {
+            return Err(Reason::Labels);
+        }
+        if req
+            .storage_class
+            .as_ref()
+            .is_some_and(|c| !node.storage_classes.contains(c))
+        {
+            return Err(Reason::StorageClass);
+        }
+        if req.class == Class::AlwaysOn && !node.always_available {
+            return Err(Reason::NotAlwaysOn);
+        }
+        if req.avoid_nodes.contains(&node.id) || req.avoid_providers.contains(&node.provider) {
+            return Err(Reason::Spread);
+        }
+        if let Some(short) = node
+            .capacity
+            .minus(node.reserved)
+            .short_of(req.needs)
+            .or_else(|| node.capacity.short_of(node.reserved.plus(req.needs)))
+        {
+            return Err(short);
+        }
+        Ok(())
+    }
+
+    /// The straightforward scan `place` replaced (every node checked, every fitting node
+    /// scored unless its reliability alone rules it out, in order): `place` must give exactly
+    /// its decision, score bits included.
+    fn place_reference(nodes: &[NodeView], req: &Request) -> Decision {
+        let mut counts = [0u32; Reason::ALL.len()];
+        let mut fit: Vec<&NodeView> = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            match check_reference(n, req) {
+                Ok(()) => fit.push(n),
+                Err(r) => counts[r as usize] += 1,
+            }
+        }
+        let rejected: BTreeMap<Reason, u32> = Reason::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, c)| *c > 0)
+            .map(|(r, c)| (*r, c))
+            .collect();
+        let cheapest = fit.iter().map(|n| n.price).min().unwrap_or(0);
+        let dearest = fit.iter().map(|n| n.price).max().unwrap_or(0);
+        let mut best: Option<(f64, &NodeView)> = None;
+        for n in fit {
+            if let Some((b, _)) = best {
+                if 100.0 * n.reliability.clamp(0.0, 1.0) + 30.0 < b - 1e-9 {
+                    continue;
+                }
+            }
+            let s = score(n, req, cheapest, dearest);
+            let better = match best {
+                None => true,
+                Some((b, bn)) => s > b || (s == b && n.id < bn.id),
+            };
+            if better {
+                best = Some((s, n));
+            }
+        }
+        match best {
+            Some((score, n)) => Decision {
+                node: Some(n.id.clone()),
+                score,
+                rejected,
+            },
+            None => Decision {
+                node: None,
+                score: 0.0,
+                rejected,
+            },
+        }
+    }
+
+    /// Same node, same score to the bit, same counts.
+    fn same_decision(a: &Decision, b: &Decision) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&a.node, &b.node);
+        prop_assert_eq!(
+            a.score.to_bits(),
+            b.score.to_bits(),
+            "{} vs {}",
+            a.score,
+            b.score
+        );
+        prop_assert_eq!(&a.rejected, &b.rejected);
+        Ok(())
+    }
+
+    /// Nodes that exercise every rule and every corner of the score: few distinct
+    /// reliabilities and prices (ties), reliabilities outside 0..=1 and NaN, reservations
+    /// beyond capacity, empty capacities, prices near `u64::MAX`, repeated ids.
+    fn arb_any_node() -> impl Strategy<Value = NodeView> {
+        let reliability = prop_oneof![
+            8 => (0u32..=4).prop_map(|r| 0.96 + f64::from(r) / 100.0),
+            4 => -0.5f64..1.5,
+            1 => Just(f64::NAN),
+        ];
+        let price = prop_oneof![4 => 0u64..6, 1 => any::<u64>(), 1 => Just(u64::MAX)];
+        let resources = |max: u64| {
+            (0..max, 0..max, 0..max).prop_map(|(c, m, d)| Resources {
+                cpu_millis: c,
+                memory_bytes: m * GIB,
+                disk_bytes: d * GIB,
+            })
+        };
+        (
+            (0u32..60, 0u32..6, any::<[bool; 3]>()),
+            (0usize..2, 0usize..2, 0usize..4, 0usize..3),
+            (resources(8), resources(6), reliability, price),
+        )
+            .prop_map(
+                |(
+                    (id, prov, [online, cordoned, always]),
+                    (arch, region, labels, storage),
+                    (capacity, reserved, reliability, price),
+                )| {
+                    let mut n = node(&format!("n{id:02}"));
+                    n.provider = format!("p{prov}");
+                    n.online = online || id % 3 != 0;
+                    n.cordoned = cordoned && id % 4 == 0;
+                    n.always_available = always;
+                    n.arch = ["x86_64", "aarch64"][arch].into();
+                    n.region = ["eu", "us"][region].into();
+                    n.labels = [("gpu", "yes"), ("tier", "a"), ("tier", "b")]
+                        .iter()
+                        .take(labels)
+                        .skip(labels.saturating_sub(2))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    n.storage_classes =
+                        [vec![], vec!["ssd".into()], vec!["hdd".into(), "ssd".into()]][storage]
+                            .clone();
+                    n.capacity = Resources {
+                        cpu_millis: capacity.cpu_millis * 500,
+                        ..capacity
+                    };
+                    n.reserved = Resources {
+                        cpu_millis: reserved.cpu_millis * 500,
+                        ..reserved
+                    };
+                    n.reliability = reliability;
+                    n.price = price;
+                    n
+                },
+            )
+    }
+
+    fn arb_any_req() -> impl Strategy<Value = Request> {
+        (
+            (0u64..3000, 0u64..4, 0u64..3, any::<bool>()),
+            (
+                proptest::option::of(0usize..2),
+                proptest::option::of(0usize..2),
+                0usize..3,
+                proptest::option::of(0usize..2),
+            ),
+            (
+                proptest::collection::vec(0u32..60, 0..3),
+                proptest::collection::vec(0u32..6, 0..2),
+            ),
+        )
+            .prop_map(
+                |(
+                    (cpu, mem, disk, batch),
+                    (arch, region, labels, storage),
+                    (avoid_nodes, avoid_providers),
+                )| {
+                    let mut r = req(cpu, mem * GIB);
+                    r.needs.disk_bytes = disk * GIB;
+                    if batch {
+                        r.class = Class::Batch;
+                    }
+                    r.arch = arch.map(|a| ["x86_64", "aarch64"][a].into());
+                    r.region = region.map(|g| ["eu", "us"][g].into());
+                    r.labels = [("gpu", "yes"), ("tier", "a")]
+                        .iter()
+                        .take(labels)
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    r.storage_class = storage.map(|c| ["ssd", "hdd"][c].into());
+                    r.avoid_nodes = avoid_nodes.iter().map(|i| format!("n{i:02}")).collect();
+                    r.avoid_providers = avoid_providers.iter().map(|p| format!("p{p}")).collect();
+                    r
+                },
+            )
+    }
+
+    /// A fleet like the bench's (few distinct reliabilities and prices, so the bounds skip
+    /// most nodes and ties are common), filled decision after decision: `place` and the
+    /// straightforward scan agree on every decision.
+    #[test]
+    fn place_agrees_with_the_straightforward_scan_as_a_fleet_fills() {
+        let mut s = 7u64;
+        let mut next = |m: u64| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) % m
+        };
+        let mut nodes: Vec<NodeView> = (0..200)
+            .map(|i| {
+                let mut n = node(&format!("n{i:04}"));
+                let cores = 1 + next(8);
+                n.online = next(20) != 0;
+                n.cordoned = next(100) == 0;
+                n.always_available = next(3) != 0;
+                n.capacity.cpu_millis = cores * 500;
+                n.capacity.memory_bytes = cores * GIB;
+                n.reliability = 0.8 + next(20) as f64 / 100.0;
+                n.price = 5 + next(4);
+                n
+            })
+            .collect();
+        let mut placed = 0;
+        for i in 0..3000u64 {
+            let mut r = req(100 + (i % 4) * 100, (128 << 20) * (1 + i % 4));
+            if i % 2 == 1 {
+                r.class = Class::Batch;
+            }
+            let d = place(&nodes, &r);
+            let want = place_reference(&nodes, &r);
+            same_decision(&d, &want).unwrap();
+            if let Some(id) = d.node {
+                let n = nodes.iter_mut().find(|n| n.id == id).unwrap();
+                n.reserved = n.reserved.plus(r.needs);
+                placed += 1;
+            }
+        }
+        // The fleet filled up: the capacity rules were exercised too.
+        assert!(placed < 3000, "{placed}");
+    }
+
     /// Node ids are unique in a fleet.
     fn unique(mut nodes: Vec<NodeView>) -> Vec<NodeView> {
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         nodes.dedup_by(|a, b| a.id == b.id);
         nodes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn place_gives_the_straightforward_scans_decision(
+            nodes in proptest::collection::vec(arb_any_node(), 0..120),
+            r in arb_any_req(),
+        ) {
+            for n in &nodes {
+                prop_assert_eq!(check(n, &r), check_reference(n, &r));
+            }
+            same_decision(&place(&nodes, &r), &place_reference(&nodes, &r))?;
+        }
     }
 
     proptest! {
