@@ -40,11 +40,13 @@ pub enum Action {
     NodeDrainStarted,
     /// A node's decommission was asked for (drain, then revocation).
     NodeDecommissionStarted,
+    /// A node's offer (region, labels, price, …) was set.
+    NodeOfferChanged,
     ProvisioningTokenCreated,
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::AccountCreated,
         Action::AccountChanged,
         Action::PasswordChanged,
@@ -61,6 +63,7 @@ impl Action {
         Action::NodeUncordoned,
         Action::NodeDrainStarted,
         Action::NodeDecommissionStarted,
+        Action::NodeOfferChanged,
         Action::ProvisioningTokenCreated,
     ];
 
@@ -82,6 +85,7 @@ impl Action {
             Action::NodeUncordoned => "node.uncordoned",
             Action::NodeDrainStarted => "node.drain_started",
             Action::NodeDecommissionStarted => "node.decommission_started",
+            Action::NodeOfferChanged => "node.offer_changed",
             Action::ProvisioningTokenCreated => "provisioning_token.created",
         }
     }

@@ -22,6 +22,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod link;
 pub mod metrics;
+pub mod offers;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

@@ -338,7 +338,14 @@ async fn drain_node(
                 if last.is_some_and(|e| e.kind == "move_failed" && e.at_ms + retry_ms > now) {
                     continue;
                 }
-                match workloads::place(nodes, placed, needs(&w), std::slice::from_ref(&node.id)) {
+                let within = workloads::placement_of(&w);
+                match workloads::place(
+                    nodes,
+                    placed,
+                    needs(&w),
+                    &within,
+                    std::slice::from_ref(&node.id),
+                ) {
                     Ok((to, _)) => {
                         let detail = format!(
                             "to {to}: node {} is {state}; it serves on {} until it runs on {to}",
@@ -407,32 +414,35 @@ async fn relocate_lost(
                 )
                 .await?;
             }
-            Relocation::Restart => match workloads::place(nodes, placed, needs(&w), &[]) {
-                Ok((to, _)) => {
-                    let detail = format!("from {} to {to}: {why}", node.id);
-                    if store
-                        .move_workload(
-                            &w.id,
-                            (&node.id, None),
-                            Placement::Reschedule { to: &to },
-                            now,
-                            ("rescheduled", &detail),
-                        )
-                        .await?
-                    {
-                        tracing::warn!(workload = %w.id, from = %node.id, %to, "rescheduled off a lost node");
-                        placed[i].node_id = Some(to.clone());
-                        failpoint("reschedule-committed");
-                        workloads::retarget(store, &to).await?;
-                        workloads::retarget(store, &node.id).await?;
-                        changes.retargeted.extend([to, node.id.clone()]);
+            Relocation::Restart => {
+                match workloads::place(nodes, placed, needs(&w), &workloads::placement_of(&w), &[])
+                {
+                    Ok((to, _)) => {
+                        let detail = format!("from {} to {to}: {why}", node.id);
+                        if store
+                            .move_workload(
+                                &w.id,
+                                (&node.id, None),
+                                Placement::Reschedule { to: &to },
+                                now,
+                                ("rescheduled", &detail),
+                            )
+                            .await?
+                        {
+                            tracing::warn!(workload = %w.id, from = %node.id, %to, "rescheduled off a lost node");
+                            placed[i].node_id = Some(to.clone());
+                            failpoint("reschedule-committed");
+                            workloads::retarget(store, &to).await?;
+                            workloads::retarget(store, &node.id).await?;
+                            changes.retargeted.extend([to, node.id.clone()]);
+                        }
+                    }
+                    Err(e) => {
+                        let detail = format!("{why}; cannot reschedule: {e}");
+                        event_once(store, &w, now, "cannot_reschedule", &detail).await?;
                     }
                 }
-                Err(e) => {
-                    let detail = format!("{why}; cannot reschedule: {e}");
-                    event_once(store, &w, now, "cannot_reschedule", &detail).await?;
-                }
-            },
+            }
         }
     }
     Ok(())

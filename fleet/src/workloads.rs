@@ -9,9 +9,11 @@
 //! with what its node last reported.
 //!
 //! Capacity: until nodes report their envelope, a node offers half of its CPUs and half of its
-//! memory (latticed's default envelope), every node is taken as offering 24/7 with reliability
-//! 1.0 and no price. These are the scheduler's inputs to replace as the data arrives.
+//! memory (latticed's default envelope). Region, labels, storage classes, 24/7-ness and price
+//! come from the provider's offer ([`crate::offers`]); reliability is taken as 1.0 until the
+//! fleet keeps uptime history.
 
+use crate::offers::{NodeOffer, Placement};
 use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
 use crate::store::{NextVersion, NodeRow, Store, StoreError, WorkloadEvent, WorkloadRow};
 use lattice_wire::msg::{
@@ -67,7 +69,7 @@ pub const PLANS: &[Plan] = &[
 ];
 
 /// `POST /api/v1/workloads`.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub kind: String,
@@ -87,6 +89,22 @@ pub struct DeployRequest {
     /// Command (entrypoint and arguments); empty: the image's own.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Only nodes in this region (the providers' offers name regions).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Only nodes whose offer carries every one of these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DeployRequest {
+    /// Where it may run, as asked.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            region: self.region.clone(),
+            labels: self.labels.clone(),
+        }
+    }
 }
 
 /// What is stored as the `container` kind's settings.
@@ -96,6 +114,25 @@ pub struct ContainerSettings {
     pub port: Option<u16>,
     pub env: BTreeMap<String, String>,
     pub command: Vec<String>,
+    /// Where it may run (kept for moves).
+    #[serde(default, skip_serializing_if = "is_anywhere")]
+    pub placement: Placement,
+}
+
+fn is_anywhere(p: &Placement) -> bool {
+    *p == Placement::default()
+}
+
+/// Where a stored workload may run (its kind's settings; anywhere when they say nothing).
+pub fn placement_of(w: &WorkloadRow) -> Placement {
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        placement: Placement,
+    }
+    serde_json::from_str::<Only>(&w.settings)
+        .map(|o| o.placement)
+        .unwrap_or_default()
 }
 
 /// Why a deploy or delete was refused.
@@ -184,6 +221,7 @@ pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), F
             return Err(FrameError::Invalid(format!("env name {k:?} is not valid")));
         }
     }
+    let placement = req.placement();
     Ok((
         plan,
         ContainerSettings {
@@ -191,6 +229,7 @@ pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), F
             port: req.port,
             env: req.env.clone(),
             command: req.command.clone(),
+            placement,
         },
     ))
 }
@@ -269,16 +308,17 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
                 })
                 .unwrap_or_default();
             let reserved = reserved.get(n.id.as_str()).copied().unwrap_or_default();
+            let offer = NodeOffer::parse(&n.offer);
             NodeView {
                 id: n.id.clone(),
                 provider: n.owner.clone().unwrap_or_else(|| n.id.clone()),
                 online: n.online,
                 cordoned: n.lifecycle != crate::lifecycle::NodeLifecycle::Active.as_str(),
                 arch,
-                region: String::new(),
-                labels: BTreeMap::new(),
-                storage_classes: vec![],
-                always_available: true,
+                region: offer.region,
+                labels: offer.labels,
+                storage_classes: offer.storage_classes,
+                always_available: offer.always_available,
                 capacity: Resources {
                     cpu_millis: cpus * 1000 / 2,
                     memory_bytes: memory / 2,
@@ -289,7 +329,7 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
                 },
                 reserved,
                 reliability: 1.0,
-                price: 0,
+                price: offer.price,
             }
         })
         .collect()
@@ -314,14 +354,15 @@ pub fn place(
     nodes: &[NodeRow],
     placed: &[WorkloadRow],
     needs: Resources,
+    within: &Placement,
     avoid: &[String],
 ) -> Result<(String, f64), String> {
     let request = Request {
         needs,
         class: Class::AlwaysOn,
         arch: None,
-        region: None,
-        labels: BTreeMap::new(),
+        region: within.region.clone(),
+        labels: within.labels.clone(),
         storage_class: None,
         avoid_nodes: avoid.to_vec(),
         avoid_providers: vec![],
@@ -382,6 +423,7 @@ pub async fn deploy(
     kinds: &crate::kinds::KindConfig,
     now_ms: u64,
 ) -> Result<WorkloadRow, FrameError> {
+    req.placement().check().map_err(FrameError::Invalid)?;
     let (plan, settings, disk_bytes) = if req.kind == "s3" {
         let (plan, s) = crate::kinds::s3::prepare(req, kinds.s3_image.as_deref())?;
         let disk = s.volume_bytes;
@@ -404,7 +446,7 @@ pub async fn deploy(
         memory_bytes: plan.memory_bytes,
         disk_bytes,
     };
-    let (node, score) = place(&nodes, &placed, needs, &[]).map_err(|why| {
+    let (node, score) = place(&nodes, &placed, needs, &req.placement(), &[]).map_err(|why| {
         FrameError::NoCapacity(format!(
             "cannot place {:?} (plan {}): {why}",
             req.name, plan.name
@@ -586,6 +628,8 @@ pub fn apply_update(
         port: s.port,
         env: s.env,
         command: s.command,
+        region: s.placement.region,
+        labels: s.placement.labels,
     };
     check_request(&asked)
 }
@@ -676,7 +720,13 @@ pub async fn update(
     };
     let mut fallback = String::new();
     if let (Some(from), false) = (&w.node_id, req.strategy == Strategy::InPlace) {
-        match place(&nodes, &placed, needs, std::slice::from_ref(from)) {
+        match place(
+            &nodes,
+            &placed,
+            needs,
+            &new.placement,
+            std::slice::from_ref(from),
+        ) {
             Ok((to, _)) => {
                 let detail = format!(
                     "to {to}: {change}; the old version serves on {from} until the new one runs"
@@ -863,6 +913,7 @@ mod tests {
             port: Some(8080),
             env: BTreeMap::new(),
             command: vec![],
+            ..Default::default()
         }
     }
 
@@ -904,6 +955,7 @@ mod tests {
             workloads: String::new(),
             lifecycle: "active".into(),
             lifecycle_by: String::new(),
+            offer: String::new(),
         };
         // A 50 GiB volume made on a disk that had 100 GiB free: it now reports 50 GiB free.
         let big = WorkloadRow {

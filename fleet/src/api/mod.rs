@@ -25,7 +25,7 @@ use crate::link::Outbound;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -67,7 +67,7 @@ pub struct AppState {
     info(title = "Lattice fleet API", description = "The HTTP API of the Lattice fleet manager (bearer: the operator credential or an account's API token)."),
     paths(
         register::register,
-        nodes::list, nodes::show, nodes::revoke,
+        nodes::list, nodes::show, nodes::revoke, nodes::set_offer,
         node_lifecycle::cordon, node_lifecycle::uncordon, node_lifecycle::drain,
         node_lifecycle::decommission, node_lifecycle::show,
         tokens::create, tokens::list,
@@ -89,7 +89,7 @@ pub struct AppState {
         api_tokens::CreateApiToken, api_tokens::CreatedApiToken, audit::AuditPage,
         crate::workloads::DeployRequest, crate::workloads::WorkloadView,
         crate::workloads::UpdateRequest, crate::workloads::Strategy, crate::workloads::NextView, crate::store::WorkloadEvent,
-        crate::kinds::s3::Credentials,
+        crate::kinds::s3::Credentials, crate::offers::NodeOffer,
         crate::lifecycle::NodeLifecycleView, crate::lifecycle::NodeWorkload,
     )),
     modifiers(&SecurityAddon),
@@ -125,6 +125,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::show))
         .route("/api/v1/nodes/{id}/revoke", post(nodes::revoke))
+        .route("/api/v1/nodes/{id}/offer", put(nodes::set_offer))
         .route("/api/v1/nodes/{id}/cordon", post(node_lifecycle::cordon))
         .route(
             "/api/v1/nodes/{id}/uncordon",

@@ -107,3 +107,45 @@ pub async fn revoke(
     tracing::info!(node = %id, "node revoked");
     show(p, State(s), Path(id)).await
 }
+
+/// Sets what the provider offers with a node: region, labels, storage classes, whether it runs
+/// 24/7, and its asking price per core-hour. Replaces the whole offer (fields left out take
+/// their defaults). The scheduler uses it from the next placement on; what runs stays.
+#[utoipa::path(put, path = "/api/v1/nodes/{id}/offer", security(("bearer" = [])),
+    params(("id" = String, Path, description = "node id")),
+    request_body = crate::offers::NodeOffer,
+    responses((status = 200, body = NodeRow),
+        (status = 400, description = "an invalid region, label, storage class or body (the message names it)", body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+pub async fn set_offer(
+    p: Principal,
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<crate::offers::NodeOffer>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<NodeRow>, ApiError> {
+    let scope = node_scope(&p)?;
+    let node = s
+        .store
+        .node(&id)
+        .await?
+        .filter(|n| scope.is_none_or(|o| n.owner.as_deref() == Some(o)))
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
+    let Json(offer) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    offer.check().map_err(ApiError::BadRequest)?;
+    let json = serde_json::to_string(&offer).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    s.store.set_node_offer(&node.id, &json).await?;
+    crate::audit::record(
+        &s.store,
+        &p.account_id,
+        crate::audit::Action::NodeOfferChanged,
+        &node.id,
+        &json,
+    )
+    .await?;
+    let node = s
+        .store
+        .node(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
+    Ok(Json(without_secrets(node)))
+}

@@ -268,6 +268,7 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/nodes/{id}/drain",
         "/api/v1/nodes/{id}/decommission",
         "/api/v1/nodes/{id}/lifecycle",
+        "/api/v1/nodes/{id}/offer",
         "/api/v1/tokens",
         "/api/v1/accounts",
         "/api/v1/accounts/{id}",
@@ -437,6 +438,7 @@ async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
 
 mod accounts;
 mod node_lifecycle;
+mod offers;
 mod s3;
 mod updates;
 mod workloads;

@@ -28,6 +28,12 @@ pub enum WorkloadCmd {
         /// Repeatable: KEY=VALUE.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Only nodes in this region (from the providers' offers).
+        #[arg(long)]
+        region: Option<String>,
+        /// Repeatable: only nodes whose offer carries this label (KEY=VALUE).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         /// The command to run instead of the image's (after `--`).
         #[arg(last = true)]
         command: Vec<String>,
@@ -152,10 +158,15 @@ fn print_one(w: &WorkloadView) {
 
 /// `KEY=VALUE` flags as a map.
 fn env_map(flags: Vec<String>) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs("--env", flags)
+}
+
+/// `--flag KEY=VALUE` flags as a map.
+pub(super) fn pairs(flag: &str, flags: Vec<String>) -> anyhow::Result<BTreeMap<String, String>> {
     let mut vars = BTreeMap::new();
     for kv in flags {
         let Some((k, v)) = kv.split_once('=') else {
-            bail!("--env {kv:?}: expected KEY=VALUE");
+            bail!("{flag} {kv:?}: expected KEY=VALUE");
         };
         vars.insert(k.to_string(), v.to_string());
     }
@@ -202,13 +213,15 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
             image,
             port,
             env,
+            region,
+            labels,
             command,
             json,
         } => {
             let vars = env_map(env)?;
             let body = serde_json::json!({
                 "kind": kind, "name": name, "plan": plan, "image": image.unwrap_or_default(), "port": port,
-                "env": vars, "command": command,
+                "env": vars, "command": command, "region": region, "labels": pairs("--label", labels)?,
             });
             let w: WorkloadView = client()?.post("/api/v1/workloads", &body).await?;
             if json {

@@ -212,6 +212,25 @@ pub enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Sets what you offer with a node (replaces the whole offer): region, labels, storage
+    /// classes, 24/7 or not, and the asking price per core-hour.
+    Offer {
+        id: String,
+        #[arg(long)]
+        region: Option<String>,
+        /// Repeatable: KEY=VALUE.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Repeatable: ssd, hdd or nvme.
+        #[arg(long = "storage-class", value_name = "CLASS")]
+        storage_classes: Vec<String>,
+        /// The node keeps availability windows: it takes no always-on work.
+        #[arg(long)]
+        part_time: bool,
+        /// Asking price per core-hour, in the fleet's smallest currency unit.
+        #[arg(long, default_value_t = 0)]
+        price: u64,
+    },
     /// Decommissions a node: drains it, then revokes it once nothing is left on it.
     Decommission {
         id: String,

@@ -1,4 +1,4 @@
-//! `lattice node cordon|uncordon|drain|decommission ID`.
+//! `lattice node cordon|uncordon|drain|decommission|offer ID`.
 
 use super::client::Client;
 use super::NodeCmd;
@@ -78,6 +78,25 @@ pub async fn run(c: &Client, cmd: NodeCmd) -> anyhow::Result<()> {
             json,
         } => {
             act(c, &id, "decommission", wait_secs, json).await?;
+        }
+        NodeCmd::Offer {
+            id,
+            region,
+            labels,
+            storage_classes,
+            part_time,
+            price,
+        } => {
+            let body = serde_json::json!({
+                "region": region.unwrap_or_default(),
+                "labels": super::deploy::pairs("--label", labels)?,
+                "storage_classes": storage_classes,
+                "always_available": !part_time,
+                "price": price,
+            });
+            let n: crate::store::NodeRow =
+                c.put(&format!("/api/v1/nodes/{id}/offer"), &body).await?;
+            println!("node {}: offer {}", n.id, n.offer);
         }
         NodeCmd::Show { .. } | NodeCmd::Revoke { .. } => {
             anyhow::bail!("node show and revoke are handled by cli::show")

@@ -196,6 +196,7 @@ mod tests {
             port: None,
             env: BTreeMap::new(),
             command: vec![],
+            ..Default::default()
         }
     }
 

@@ -49,6 +49,8 @@ pub struct NodeRow {
     pub lifecycle: String,
     /// Who holds that state: `operator`, `provider`, or empty (nobody changed it).
     pub lifecycle_by: String,
+    /// JSON of the provider's offer ([`crate::offers::NodeOffer`]); empty: the defaults.
+    pub offer: String,
 }
 
 fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
@@ -74,6 +76,7 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         workloads: r.try_get("workloads")?,
         lifecycle: r.try_get("lifecycle")?,
         lifecycle_by: r.try_get("lifecycle_by")?,
+        offer: r.try_get("offer")?,
     })
 }
 
@@ -180,6 +183,17 @@ impl Store {
         .bind(from)
         .execute(self.pool())
         .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Replaces a node's offer (JSON of [`crate::offers::NodeOffer`]); false when there is no
+    /// such node.
+    pub async fn set_node_offer(&self, id: &str, offer_json: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE nodes SET offer = $1 WHERE id = $2")
+            .bind(offer_json)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 

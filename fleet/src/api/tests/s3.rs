@@ -16,6 +16,7 @@ async fn stored_s3(s: &Arc<AppState>, account: &str, name: &str) -> crate::kinds
         port: None,
         env: Default::default(),
         command: vec![],
+        ..Default::default()
     };
     let (p, settings) =
         crate::kinds::s3::prepare(&req, Some("127.0.0.1:5000/lattice/s3@sha256:aa")).unwrap();

@@ -16,7 +16,12 @@ const IMAGE_V2: &str = "127.0.0.1:5000/app@sha256:2222";
 
 /// A registered node that said hello with 4 CPUs and 4 GiB (it offers half of each).
 async fn online_node(s: &Arc<AppState>) -> String {
-    let id = node_of(s, "prov").await;
+    online_node_of(s, "prov").await
+}
+
+/// [`online_node`], owned by `owner`.
+pub(super) async fn online_node_of(s: &Arc<AppState>, owner: &str) -> String {
+    let id = node_of(s, owner).await;
     let inventory = Inventory {
         hostname: id.clone(),
         cpu_model: "test".into(),
