@@ -13,6 +13,8 @@
 //!                                        # image pulls stop here
 //! workload_network_pool = "10.197.0.0/16"  # private range for workload networks (a /28 each);
 //!                                        # pick one your LAN does not use
+//! registry_proxy = "127.0.0.1:5001"      # the fleet's registry through the tunnel (loopback
+//!                                        # only; "" = off), see docs/adr/0011
 //!
 //! [envelope]                             # what the provider donates to all workloads
 //! cpu_percent = 50                       # of the whole machine
@@ -79,6 +81,9 @@ pub struct Config {
     pub availability: crate::owner::AvailabilityConfig,
     /// Lowering the envelope's CPU cap while the owner's own processes need the CPU.
     pub host_load: crate::owner::HostLoadConfig,
+    /// Loopback address where latticed carries connections to the fleet's registry through
+    /// the tunnel (the engine pulls the fleet's images there); empty: no proxy.
+    pub registry_proxy: String,
 }
 
 /// What runs the workloads of a target.
@@ -129,6 +134,7 @@ impl Default for Config {
             workload_network_pool: crate::runtime::subnets::DEFAULT_POOL.to_string(),
             availability: Default::default(),
             host_load: Default::default(),
+            registry_proxy: crate::upstream::DEFAULT_REGISTRY_PROXY.to_string(),
         }
     }
 }
@@ -164,6 +170,8 @@ pub struct Settings {
     pub disk_floor_bytes: u64,
     pub network_pool: crate::runtime::subnets::Pool,
     pub owner: crate::owner::OwnerSettings,
+    /// Where the registry proxy listens (always a loopback address); `None`: off.
+    pub registry_proxy: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +306,23 @@ impl Config {
                 problems.push(format!("workload_network_pool: {e}"));
                 Default::default()
             });
+        let registry_proxy = match self.registry_proxy.trim() {
+            "" => None,
+            text => match text.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => Some(a),
+                Ok(a) => {
+                    problems.push(format!(
+                        "registry_proxy: {a} is not a loopback address (the proxy must not be \
+                         reachable from the network)"
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("registry_proxy: {text:?}: {e} (expected IP:PORT)"));
+                    None
+                }
+            },
+        };
         let owner = crate::owner::OwnerSettings::validate(&self.availability, &self.host_load)
             .unwrap_or_else(|p| {
                 problems.extend(p);
@@ -317,6 +342,7 @@ impl Config {
             disk_floor_bytes: self.disk_floor_bytes,
             network_pool,
             owner,
+            registry_proxy,
         })
     }
 }

@@ -114,6 +114,7 @@ pub async fn run(
             &enrollment.registration,
             &enrollment.keys,
             &crate::runtime::docker::DockerOptions::default().socket,
+            settings.registry_proxy,
         )
         .map_err(|e| {
             tracing::error!(error = %e, "the tunnel to the gateway cannot start: workloads are unreachable");

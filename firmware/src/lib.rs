@@ -26,4 +26,5 @@ pub mod runtime;
 pub mod shutdown;
 pub mod state_dir;
 pub mod tunnel;
+pub mod upstream;
 pub mod volumes;

@@ -11,6 +11,9 @@
 //! The gateway may also ask for a workload's logs ([`WorkloadLogs`]): only for a workload of
 //! the current target, only from the container labelled as this node's, read from the engine's
 //! bounded json-file logs (`max-size` × `max-file`, set at create).
+//!
+//! The same thread serves the registry proxy ([`crate::upstream`]): connections to it go the
+//! other way, as streams this node opens toward the fleet's declared upstream `registry`.
 
 use crate::agent::{AgentStore, TARGET_FILE};
 use crate::runtime::{object_name, LABEL_NODE, LABEL_WORKLOAD};
@@ -65,12 +68,14 @@ impl Drop for TunnelThread {
 
 /// Starts the tunnel client for a registered node: to the gateway at the fleet's address,
 /// with the node's key, pinning the fleet key, dialling containers of `docker_socket`'s
-/// engine.
+/// engine; and the registry proxy on `registry_proxy` (a listener that cannot be bound is
+/// logged, the tunnel runs without it).
 pub fn start(
     data_dir: PathBuf,
     registration: &crate::identity::Registration,
     keys: &crate::identity::NodeKeys,
     docker_socket: &std::path::Path,
+    registry_proxy: Option<std::net::SocketAddr>,
 ) -> Result<TunnelThread, String> {
     let gateway = gateway_address(&registration.fleet_url)
         .ok_or_else(|| format!("fleet URL {} has no host", registration.fleet_url))?;
@@ -101,7 +106,27 @@ pub fn start(
                 };
                 match lattice_tunnel::client::spawn(opts, Arc::new(dialer)) {
                     Ok(handle) => {
+                        let proxy = match registry_proxy {
+                            Some(addr) => match crate::upstream::bind(addr).await {
+                                Ok(listener) => {
+                                    tracing::info!(%addr, "registry proxy listening (upstream registry through the tunnel)");
+                                    Some(tokio::spawn(crate::upstream::serve(
+                                        listener,
+                                        crate::upstream::REGISTRY,
+                                        handle.upstreams(),
+                                    )))
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%addr, error = %e, "the registry proxy cannot listen: images of the fleet's registry are not pulled through the tunnel");
+                                    None
+                                }
+                            },
+                            None => None,
+                        };
                         let _ = stopped.await;
+                        if let Some(p) = proxy {
+                            p.abort();
+                        }
                         handle.stop();
                     }
                     Err(e) => tracing::error!(error = %e, "the tunnel cannot start"),

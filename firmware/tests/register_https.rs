@@ -26,6 +26,7 @@ fn settings(data_dir: &Path, fleet: &FakeFleet, token: &str) -> Settings {
         disk_floor_bytes: 0,
         network_pool: Default::default(),
         owner: Default::default(),
+        registry_proxy: None,
     }
 }
 

@@ -48,6 +48,31 @@ fn every_problem_is_listed_with_its_key() {
 }
 
 #[test]
+fn the_registry_proxy_is_on_loopback_or_off() {
+    let s = Config::default().validate().unwrap();
+    assert_eq!(s.registry_proxy, Some("127.0.0.1:5001".parse().unwrap()));
+    let with = |v: &str| {
+        Config::parse(&format!("registry_proxy = \"{v}\"\n"))
+            .unwrap()
+            .validate()
+    };
+    assert_eq!(with("").unwrap().registry_proxy, None);
+    assert_eq!(
+        with("[::1]:5002").unwrap().registry_proxy,
+        Some("[::1]:5002".parse().unwrap())
+    );
+    for bad in [
+        "0.0.0.0:5001",
+        "192.168.1.10:5001",
+        "localhost:5001",
+        "5001",
+    ] {
+        let err = with(bad).unwrap_err().to_string();
+        assert!(err.contains("registry_proxy:"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn both_provisioning_sources_is_an_error() {
     let c = Config {
         provisioning: Some(provisioning()),

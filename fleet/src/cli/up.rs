@@ -8,9 +8,27 @@ use anyhow::Context;
 use std::path::PathBuf;
 use tokio::process::{Child, Command};
 
+/// `registry`: the registry `lattice up` runs (or reuses); it is the gateway's upstream
+/// `registry` unless `--upstream-registry` names another.
 async fn start_fleet(
     serve: &ServeArgs,
+    registry: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<(RunningFleet, Option<crate::gateway::RunningGateway>)> {
+    let mut gateway_args = serve.gateway.clone();
+    if gateway_args.upstream_registry.is_none() {
+        gateway_args.upstream_registry = registry;
+    }
+    // Before the fleet builds any target: nodes get the fleet registry's pinned images at
+    // their registry proxy (ADR 0011).
+    if let (Some(registry), Some(proxy)) = (
+        gateway_args.upstream_registry,
+        gateway_args.node_registry_proxy,
+    ) {
+        crate::gateway::upstream::set_node_registry(crate::gateway::upstream::NodeRegistry {
+            registry: registry.to_string(),
+            proxy,
+        });
+    }
     let fleet = server::start(serve.fleet_config()?).await?;
     let data = std::fs::canonicalize(&serve.data).unwrap_or_else(|_| serve.data.clone());
     let cfg = CliConfig {
@@ -62,7 +80,7 @@ async fn start_fleet(
     } else {
         // The tunnel listens on the API's address over UDP: nodes find it from the fleet URL.
         let gw = crate::gateway::start(
-            serve.gateway.clone(),
+            gateway_args.clone(),
             serve.data.clone(),
             fleet.state.store.clone(),
             fleet.state.metrics.gateway.clone(),
@@ -83,6 +101,14 @@ async fn start_fleet(
                 .display()
         );
         println!("tunnel (QUIC):    udp://{}", gw.tunnel_addr);
+        if let Some(registry) = gateway_args.upstream_registry {
+            match gateway_args.node_registry_proxy {
+                Some(proxy) => println!(
+                    "upstreams:        registry -> {registry} (nodes pull its pinned images at {proxy})"
+                ),
+                None => println!("upstreams:        registry -> {registry}"),
+            }
+        }
         // Workload logs come through the nodes' tunnels: the API reads them via the gateway.
         let _ = fleet.state.tunnels.set(gw.gateway.tunnels().clone());
         // Views show each workload's HTTPS address.
@@ -108,7 +134,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 pub async fn fleet_only(serve: ServeArgs) -> anyhow::Result<()> {
-    let (fleet, _gateway) = start_fleet(&serve).await?;
+    let (fleet, _gateway) = start_fleet(&serve, None).await?;
     wait_for_signal().await?;
     fleet.shutdown();
     Ok(())
@@ -221,7 +247,7 @@ pub async fn up(
     };
     // Before the fleet: an address held by something else fails at once, with nothing to undo.
     let registry = start_registry(&registry_args, &serve.data).await?;
-    let (fleet, _gateway) = start_fleet(&serve).await?;
+    let (fleet, _gateway) = start_fleet(&serve, registry.as_ref().map(Registry::addr)).await?;
     let mut child = match bin {
         Some(bin) => Some(start_node(&fleet, &serve.data, bin).await?),
         None => None,

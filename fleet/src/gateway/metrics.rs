@@ -16,6 +16,11 @@ pub struct RefusalLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
+}
+
 #[derive(Clone, Default)]
 pub struct GatewayMetrics {
     /// Bytes from consumers toward workloads.
@@ -27,6 +32,14 @@ pub struct GatewayMetrics {
     pub refused: Family<RefusalLabel, Counter>,
     /// Nodes with a tunnel up.
     pub tunnels: Gauge,
+    /// Upstreams (node → gateway → declared address): bytes from nodes to the upstream.
+    pub upstream_bytes_in: Family<UpstreamLabel, Counter>,
+    /// Bytes from the upstream to nodes (an image pull is mostly these).
+    pub upstream_bytes_out: Family<UpstreamLabel, Counter>,
+    pub upstream_streams: Family<UpstreamLabel, Counter>,
+    pub upstream_active: Family<UpstreamLabel, Gauge>,
+    /// Upstream streams refused, by reply (`upstream_not_declared`, `unavailable`, …).
+    pub upstream_refused: Family<RefusalLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -59,6 +72,31 @@ impl GatewayMetrics {
             m.refused.clone(),
         );
         sub.register("tunnels", "Nodes with a tunnel up", m.tunnels.clone());
+        sub.register(
+            "upstream_bytes_in",
+            "Bytes from nodes to upstreams",
+            m.upstream_bytes_in.clone(),
+        );
+        sub.register(
+            "upstream_bytes_out",
+            "Bytes from upstreams to nodes",
+            m.upstream_bytes_out.clone(),
+        );
+        sub.register(
+            "upstream_streams",
+            "Upstream streams carried",
+            m.upstream_streams.clone(),
+        );
+        sub.register(
+            "upstream_active_streams",
+            "Upstream streams open now",
+            m.upstream_active.clone(),
+        );
+        sub.register(
+            "upstream_refused",
+            "Upstream streams refused by reason",
+            m.upstream_refused.clone(),
+        );
         m
     }
 
@@ -68,6 +106,12 @@ impl GatewayMetrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    pub fn upstream(name: &str) -> UpstreamLabel {
+        UpstreamLabel {
+            upstream: name.to_owned(),
+        }
     }
 
     pub fn workload(w: &str) -> WorkloadLabel {

@@ -19,6 +19,8 @@
 //! * [`certs`] — apps-domain certificates (files, or a generated self-signed set).
 //! * [`count`] — byte/connection accounting, activity for idle timeouts.
 //! * [`metrics`] — the gateway's Prometheus families.
+//! * [`upstream`] — the other direction: streams nodes open toward declared upstreams (the
+//!   fleet's registry), ADR 0011.
 
 pub mod certs;
 pub mod count;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod tcp;
+pub mod upstream;
 
 use crate::store::gateway::Traffic;
 use crate::store::Store;
@@ -85,6 +88,18 @@ pub struct GatewayArgs {
     /// Seconds without a byte either way after which a proxied connection is closed.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// The fleet's image registry (host:port), declared to every node as upstream `registry`:
+    /// nodes reach it through their tunnels [`lattice up`: the registry it runs].
+    #[arg(long, value_name = "ADDR")]
+    pub upstream_registry: Option<SocketAddr>,
+    /// Hand nodes the digest-pinned images of --upstream-registry as ADDR/repo@sha256:…,
+    /// where latticed's registry proxy listens (its `registry_proxy`, default
+    /// 127.0.0.1:5001), so their engines pull through the tunnel. Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    pub node_registry_proxy: Option<SocketAddr>,
+    /// Most upstream streams one node may have open at once (more are refused).
+    #[arg(long, default_value_t = 64)]
+    pub max_upstreams_per_node: usize,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -113,6 +128,9 @@ impl Default for GatewayArgs {
             max_conns_per_workload: 256,
             header_timeout_secs: 10,
             idle_timeout_secs: 300,
+            upstream_registry: None,
+            node_registry_proxy: None,
+            max_upstreams_per_node: 64,
         }
     }
 }
@@ -333,6 +351,14 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
+    /// The upstreams nodes may reach through their tunnels, by name.
+    pub fn upstreams(args: &GatewayArgs) -> std::collections::BTreeMap<String, SocketAddr> {
+        args.upstream_registry
+            .map(|a| (upstream::REGISTRY.to_owned(), a))
+            .into_iter()
+            .collect()
+    }
+
     /// The address a workload named `name` appears under over HTTP.
     pub fn http_url(&self, name: &str) -> String {
         format!(
@@ -401,6 +427,15 @@ pub async fn start(
     )
     .with_context(|| format!("starting the tunnel listener on UDP {tunnel}"))?;
     let tunnel_addr = tunnels.local_addr()?;
+    let declared = RunningGateway::upstreams(&args);
+    for (name, addr) in &declared {
+        tracing::info!(upstream = %name, %addr, "upstream declared to nodes");
+    }
+    tunnels.serve_upstreams(Arc::new(upstream::UpstreamGateway::new(
+        declared,
+        args.max_upstreams_per_node,
+        metrics.clone(),
+    )));
     let http = bind_or_any(args.apps_http, DEFAULT_APPS_HTTP, "HTTP").await?;
     let https = bind_or_any(args.apps_https, DEFAULT_APPS_HTTPS, "HTTPS").await?;
     let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);

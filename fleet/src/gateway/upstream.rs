@@ -1,0 +1,334 @@
+//! Upstreams (ADR 0011): the streams nodes open through their tunnels toward what the fleet
+//! declared for them. A stream names an upstream (`registry`), never an address; the gateway
+//! dials only the address it declared under that name, within a per-node limit of streams
+//! open at once, and counts the bytes. Anything else is refused with its reply code and
+//! counted (`lattice_gateway_upstream_refused_total{reason}`).
+
+use super::metrics::{GatewayMetrics, RefusalLabel};
+use lattice_tunnel::{policy, Reply, UpstreamConn, UpstreamOpen};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The name under which nodes reach the fleet's image registry.
+pub const REGISTRY: &str = "registry";
+
+/// How the fleet hands its nodes the images of its own registry: digest-pinned references
+/// under `registry` (host:port as written in image references) are rewritten to `proxy`, the
+/// address latticed's registry proxy listens on (its `registry_proxy`), so the node's engine
+/// pulls through the tunnel. The digest still pins the content, whatever path the bytes take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRegistry {
+    pub registry: String,
+    pub proxy: SocketAddr,
+}
+
+static NODE_REGISTRY: OnceLock<NodeRegistry> = OnceLock::new();
+
+/// Sets the fleet process's rewrite once, at start (later calls are ignored: false).
+pub fn set_node_registry(r: NodeRegistry) -> bool {
+    NODE_REGISTRY.set(r).is_ok()
+}
+
+/// The rewrite this fleet process uses, if any.
+pub fn node_registry() -> Option<&'static NodeRegistry> {
+    NODE_REGISTRY.get()
+}
+
+/// The reference a node gets for `image`: `REGISTRY/repo[:tag]@sha256:<64 hex>` with the
+/// fleet's registry as host becomes `PROXY/repo[:tag]@sha256:…`; anything else (another
+/// registry, no digest, no rewrite configured) is returned unchanged.
+pub fn node_image_ref(image: &str, rewrite: Option<&NodeRegistry>) -> String {
+    let Some(r) = rewrite else {
+        return image.to_owned();
+    };
+    let Some((host, rest)) = image.split_once('/') else {
+        return image.to_owned();
+    };
+    let pinned = rest.rsplit_once("@sha256:").is_some_and(|(repo, digest)| {
+        !repo.is_empty()
+            && digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if pinned && host.eq_ignore_ascii_case(&r.registry) {
+        format!("{}/{rest}", r.proxy)
+    } else {
+        image.to_owned()
+    }
+}
+
+/// The gateway's upstreams: the declared names and addresses, and the per-node limit.
+pub struct UpstreamGateway {
+    declared: BTreeMap<String, SocketAddr>,
+    per_node: usize,
+    connect_timeout: Duration,
+    metrics: GatewayMetrics,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl UpstreamGateway {
+    /// Every node may use every upstream in `declared` (fleet-level upstreams; per-workload
+    /// ones would be checked against the node's target here).
+    pub fn new(
+        declared: BTreeMap<String, SocketAddr>,
+        per_node: usize,
+        metrics: GatewayMetrics,
+    ) -> Self {
+        UpstreamGateway {
+            declared,
+            per_node: per_node.max(1),
+            connect_timeout: Duration::from_secs(5),
+            metrics,
+            limits: Mutex::default(),
+        }
+    }
+
+    fn refuse(&self, node: &str, up: &UpstreamOpen, reply: Reply) -> Reply {
+        // The name passed the wire's check ([a-z0-9-]), so it is safe to log as it is.
+        tracing::info!(%node, upstream = %up.name, %reply, "upstream stream refused");
+        self.metrics
+            .upstream_refused
+            .get_or_create(&RefusalLabel {
+                reason: reply.as_str().to_owned(),
+            })
+            .inc();
+        reply
+    }
+
+    async fn connect_checked(&self, node: &str, up: &UpstreamOpen) -> Result<UpstreamConn, Reply> {
+        let addr =
+            *policy::check_upstream(&self.declared, up).map_err(|r| self.refuse(node, up, r))?;
+        let sem = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
+            .clone();
+        let permit = sem
+            .try_acquire_owned()
+            .map_err(|_| self.refuse(node, up, Reply::Unavailable))?;
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %up.name, %addr, error = %e, "upstream does not answer");
+                return Err(self.refuse(node, up, Reply::ConnectFailed));
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %up.name, %addr, "upstream connect timed out");
+                return Err(self.refuse(node, up, Reply::ConnectFailed));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let label = GatewayMetrics::upstream(&up.name);
+        self.metrics.upstream_streams.get_or_create(&label).inc();
+        let active = self.metrics.upstream_active.get_or_create(&label).clone();
+        active.inc();
+        tracing::debug!(%node, upstream = %up.name, "upstream stream");
+        Ok(Box::new(CountedUpstream {
+            tcp,
+            bytes_in: self.metrics.upstream_bytes_in.get_or_create(&label).clone(),
+            bytes_out: self
+                .metrics
+                .upstream_bytes_out
+                .get_or_create(&label)
+                .clone(),
+            active,
+            _permit: permit,
+        }))
+    }
+}
+
+impl lattice_tunnel::Upstreams for UpstreamGateway {
+    fn connect<'a>(
+        &'a self,
+        node: &'a str,
+        up: &'a UpstreamOpen,
+    ) -> Pin<Box<dyn Future<Output = Result<UpstreamConn, Reply>> + Send + 'a>> {
+        Box::pin(self.connect_checked(node, up))
+    }
+}
+
+/// The connection to an upstream: counts bytes as they pass (so a long pull shows on
+/// /metrics while it runs) and holds the node's stream permit until dropped.
+struct CountedUpstream {
+    tcp: TcpStream,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    active: Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for CountedUpstream {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+impl AsyncRead for CountedUpstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.bytes_out.inc_by(n as u64);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for CountedUpstream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.bytes_in.inc_by(n as u64);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_tunnel::Upstreams;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn up(name: &str) -> UpstreamOpen {
+        UpstreamOpen { name: name.into() }
+    }
+
+    #[tokio::test]
+    async fn only_declared_upstreams_within_the_per_node_limit_and_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let metrics = GatewayMetrics::default();
+        let gw = UpstreamGateway::new(
+            BTreeMap::from([(REGISTRY.to_string(), addr)]),
+            2,
+            metrics.clone(),
+        );
+        let refused = |reason: &str| {
+            metrics
+                .upstream_refused
+                .get_or_create(&RefusalLabel {
+                    reason: reason.into(),
+                })
+                .get()
+        };
+
+        let mut a = gw.connect("n-1", &up(REGISTRY)).await.unwrap();
+        a.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        a.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        let label = GatewayMetrics::upstream(REGISTRY);
+        assert_eq!(metrics.upstream_bytes_in.get_or_create(&label).get(), 4);
+        assert_eq!(metrics.upstream_bytes_out.get_or_create(&label).get(), 4);
+
+        assert_eq!(
+            gw.connect("n-1", &up("backup")).await.err(),
+            Some(Reply::UpstreamNotDeclared)
+        );
+        assert_eq!(refused("upstream_not_declared"), 1);
+
+        // Two per node: the third waits for one to close; another node is not affected.
+        let b = gw.connect("n-1", &up(REGISTRY)).await.unwrap();
+        assert_eq!(
+            gw.connect("n-1", &up(REGISTRY)).await.err(),
+            Some(Reply::Unavailable)
+        );
+        assert_eq!(refused("unavailable"), 1);
+        assert!(gw.connect("n-2", &up(REGISTRY)).await.is_ok());
+        assert_eq!(metrics.upstream_active.get_or_create(&label).get(), 2);
+        drop(b);
+        assert!(gw.connect("n-1", &up(REGISTRY)).await.is_ok());
+        drop(a);
+        assert_eq!(metrics.upstream_active.get_or_create(&label).get(), 0);
+        assert_eq!(metrics.upstream_streams.get_or_create(&label).get(), 4);
+    }
+
+    #[test]
+    fn only_pinned_images_of_the_fleets_registry_go_through_the_proxy() {
+        let d = "7bd3e4624d02d09002508825322fac55dc42a987efe7703b8f2e07cfbf86ce9e";
+        let r = NodeRegistry {
+            registry: "127.0.0.1:5000".into(),
+            proxy: "127.0.0.1:5001".parse().unwrap(),
+        };
+        let rw = |i: &str| node_image_ref(i, Some(&r));
+        assert_eq!(
+            rw(&format!("127.0.0.1:5000/lattice/busybox@sha256:{d}")),
+            format!("127.0.0.1:5001/lattice/busybox@sha256:{d}")
+        );
+        assert_eq!(
+            rw(&format!("127.0.0.1:5000/app:v1@sha256:{d}")),
+            format!("127.0.0.1:5001/app:v1@sha256:{d}")
+        );
+        for same in [
+            "127.0.0.1:5000/app:v1".to_string(),
+            format!("127.0.0.1:5000/app@sha256:{}", &d[..63]),
+            format!("127.0.0.1:5000/app@sha256:{}", d.to_uppercase()),
+            format!("127.0.0.1:5000/@sha256:{d}"),
+            format!("registry.example/app@sha256:{d}"),
+            format!("127.0.0.1:50000/app@sha256:{d}"),
+            format!("busybox@sha256:{d}"),
+            String::new(),
+        ] {
+            assert_eq!(rw(&same), same);
+        }
+        let image = format!("127.0.0.1:5000/app@sha256:{d}");
+        assert_eq!(node_image_ref(&image, None), image);
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_is_connect_failed() {
+        // A port nothing listens on (bound, then released).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let gw = UpstreamGateway::new(
+            BTreeMap::from([(REGISTRY.to_string(), addr)]),
+            4,
+            GatewayMetrics::default(),
+        );
+        assert_eq!(
+            gw.connect("n-1", &up(REGISTRY)).await.err(),
+            Some(Reply::ConnectFailed)
+        );
+    }
+}
