@@ -345,6 +345,7 @@ async fn drain_node(
                     needs(&w),
                     &within,
                     std::slice::from_ref(&node.id),
+                    now,
                 ) {
                     Ok((to, _)) => {
                         let detail = format!(
@@ -415,8 +416,14 @@ async fn relocate_lost(
                 .await?;
             }
             Relocation::Restart => {
-                match workloads::place(nodes, placed, needs(&w), &workloads::placement_of(&w), &[])
-                {
+                match workloads::place(
+                    nodes,
+                    placed,
+                    needs(&w),
+                    &workloads::placement_of(&w),
+                    &[],
+                    now,
+                ) {
                     Ok((to, _)) => {
                         let detail = format!("from {} to {to}: {why}", node.id);
                         if store

@@ -10,8 +10,8 @@
 //!
 //! Capacity: until nodes report their envelope, a node offers half of its CPUs and half of its
 //! memory (latticed's default envelope). Region, labels, storage classes, 24/7-ness and price
-//! come from the provider's offer ([`crate::offers`]); reliability is taken as 1.0 until the
-//! fleet keeps uptime history.
+//! come from the provider's offer ([`crate::offers`]); reliability is the node's uptime since it
+//! registered ([`NodeRow::reliability`]).
 
 use crate::offers::{NodeOffer, Placement};
 use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
@@ -274,8 +274,9 @@ pub fn spec_on(w: &WorkloadRow, node: &str) -> Result<WorkloadSpec, StoreError> 
 
 /// The scheduler's view of the fleet's nodes, with what placed workloads reserve (a workload
 /// being moved reserves on both nodes; during an update, the new version's plan on the node
-/// it is moving to). Nodes not `active` are cordoned.
-pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
+/// it is moving to). Nodes not `active` are cordoned; reliability is each node's uptime since it
+/// registered, at `now_ms`.
+pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow], now_ms: u64) -> Vec<NodeView> {
     let mut reserved: BTreeMap<&str, Resources> = BTreeMap::new();
     for w in placed {
         for n in w.node_id.iter() {
@@ -328,7 +329,7 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow]) -> Vec<NodeView> {
                     disk_bytes: (disk + reserved.disk_bytes) / 2,
                 },
                 reserved,
-                reliability: 1.0,
+                reliability: n.reliability(now_ms),
                 price: offer.price,
             }
         })
@@ -356,6 +357,7 @@ pub fn place(
     needs: Resources,
     within: &Placement,
     avoid: &[String],
+    now_ms: u64,
 ) -> Result<(String, f64), String> {
     let request = Request {
         needs,
@@ -367,7 +369,7 @@ pub fn place(
         avoid_nodes: avoid.to_vec(),
         avoid_providers: vec![],
     };
-    let decision = scheduler::place(&node_views(nodes, placed), &request);
+    let decision = scheduler::place(&node_views(nodes, placed, now_ms), &request);
     match decision.node {
         Some(node) => Ok((node, decision.score)),
         None => Err(match decision.short_resource() {
@@ -446,12 +448,13 @@ pub async fn deploy(
         memory_bytes: plan.memory_bytes,
         disk_bytes,
     };
-    let (node, score) = place(&nodes, &placed, needs, &req.placement(), &[]).map_err(|why| {
-        FrameError::NoCapacity(format!(
-            "cannot place {:?} (plan {}): {why}",
-            req.name, plan.name
-        ))
-    })?;
+    let (node, score) =
+        place(&nodes, &placed, needs, &req.placement(), &[], now_ms).map_err(|why| {
+            FrameError::NoCapacity(format!(
+                "cannot place {:?} (plan {}): {why}",
+                req.name, plan.name
+            ))
+        })?;
     let row = WorkloadRow {
         id: format!("w-{}", hex::encode(rand::random::<[u8; 8]>())),
         account_id: account.to_string(),
@@ -642,7 +645,7 @@ fn room_in_place(
     needs: Resources,
 ) -> Result<(), String> {
     let others: Vec<WorkloadRow> = placed.iter().filter(|p| p.id != w.id).cloned().collect();
-    let views = node_views(nodes, &others);
+    let views = node_views(nodes, &others, 0);
     let Some(v) = views
         .iter()
         .find(|v| w.node_id.as_deref() == Some(v.id.as_str()))
@@ -726,6 +729,7 @@ pub async fn update(
             needs,
             &new.placement,
             std::slice::from_ref(from),
+            now_ms,
         ) {
             Ok((to, _)) => {
                 let detail = format!(
@@ -917,6 +921,35 @@ mod tests {
         }
     }
 
+    /// An online, active node with `inventory` (JSON), registered at 0.
+    fn node_row(id: &str, inventory: String) -> NodeRow {
+        NodeRow {
+            id: id.into(),
+            owner: None,
+            token_id: String::new(),
+            identity_key: String::new(),
+            encryption_key: String::new(),
+            broker_secret_hash: String::new(),
+            inventory,
+            firmware_version: String::new(),
+            registered_ms: 0,
+            revoked: false,
+            online: true,
+            offline_reason: String::new(),
+            conn_epoch: 0,
+            last_seen_ms: 0,
+            usage: String::new(),
+            applied_revision: 0,
+            target_revision: 0,
+            target: String::new(),
+            workloads: String::new(),
+            lifecycle: "active".into(),
+            lifecycle_by: String::new(),
+            offer: String::new(),
+            down_ms: 0,
+        }
+    }
+
     #[test]
     fn a_nodes_own_volumes_are_not_counted_twice_against_its_disk() {
         let gib = 1u64 << 30;
@@ -933,30 +966,7 @@ mod tests {
             })
             .unwrap()
         };
-        let node = NodeRow {
-            id: "n-1".into(),
-            owner: None,
-            token_id: String::new(),
-            identity_key: String::new(),
-            encryption_key: String::new(),
-            broker_secret_hash: String::new(),
-            inventory: inventory(50 * gib),
-            firmware_version: String::new(),
-            registered_ms: 0,
-            revoked: false,
-            online: true,
-            offline_reason: String::new(),
-            conn_epoch: 0,
-            last_seen_ms: 0,
-            usage: String::new(),
-            applied_revision: 0,
-            target_revision: 0,
-            target: String::new(),
-            workloads: String::new(),
-            lifecycle: "active".into(),
-            lifecycle_by: String::new(),
-            offer: String::new(),
-        };
+        let node = node_row("n-1", inventory(50 * gib));
         // A 50 GiB volume made on a disk that had 100 GiB free: it now reports 50 GiB free.
         let big = WorkloadRow {
             id: "w-s3".into(),
@@ -974,7 +984,7 @@ mod tests {
             next: None,
             updated_ms: 0,
         };
-        let views = node_views(&[node], &[big]);
+        let views = node_views(&[node], &[big], 0);
         assert_eq!(views[0].capacity.disk_bytes, 50 * gib);
         // So a workload needing no disk, or a little, still fits.
         let need = Resources {
@@ -994,6 +1004,45 @@ mod tests {
         };
         let d = scheduler::place(&views, &request);
         assert_eq!(d.node.as_deref(), Some("n-1"), "{d:?}");
+    }
+
+    #[test]
+    fn the_node_that_stayed_up_is_preferred_to_a_cheaper_one_that_did_not() {
+        let inv = serde_json::to_string(&Inventory {
+            hostname: "h".into(),
+            cpu_model: "c".into(),
+            cpu_count: 4,
+            memory_bytes: 8 << 30,
+            disk_total_bytes: 100 << 30,
+            disk_free_bytes: 50 << 30,
+            kernel: "k".into(),
+            arch: "x86_64".into(),
+        })
+        .unwrap();
+        let day = 86_400_000;
+        let mut flaky = node_row("n-flaky", inv.clone());
+        flaky.down_ms = day / 2;
+        flaky.offer = r#"{"price":1}"#.into();
+        let mut steady = node_row("n-steady", inv);
+        steady.offer = r#"{"price":100}"#.into();
+        let views = node_views(&[flaky.clone(), steady.clone()], &[], day);
+        assert!((views[0].reliability - 0.5).abs() < 1e-9);
+        assert_eq!(views[1].reliability, 1.0);
+        let needs = Resources {
+            cpu_millis: 250,
+            memory_bytes: 1 << 20,
+            disk_bytes: 0,
+        };
+        let (node, _) = place(
+            &[flaky, steady],
+            &[],
+            needs,
+            &Placement::default(),
+            &[],
+            day,
+        )
+        .unwrap();
+        assert_eq!(node, "n-steady");
     }
 
     #[test]

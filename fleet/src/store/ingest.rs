@@ -30,6 +30,18 @@ pub enum Effect {
     Telemetry,
 }
 
+/// SQL that adds the outage ending now (`now`, a bound parameter) to `down_ms` when a node that
+/// was offline comes back under `condition`: counted from when it was last heard of (or
+/// registered). Reads the row's old values, as every assignment of one UPDATE does.
+fn downtime_until(now: &str, condition: &str) -> String {
+    format!(
+        "down_ms = down_ms + CASE WHEN online = 0 AND {condition} THEN \
+         (CASE WHEN {now} > last_seen_ms AND {now} > registered_ms THEN {now} - \
+         (CASE WHEN last_seen_ms > registered_ms THEN last_seen_ms ELSE registered_ms END) \
+         ELSE 0 END) ELSE 0 END"
+    )
+}
+
 /// The result of [`Store::ingest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
@@ -99,11 +111,12 @@ impl Store {
                 firmware_version,
                 applied_revision,
             } => {
-                let r = sqlx::query(
+                let r = sqlx::query(&format!(
                     "UPDATE nodes SET online = 1, offline_reason = '', conn_epoch = $1, \
-                     last_seen_ms = $2, inventory = $3, firmware_version = $4, applied_revision = $5 \
-                     WHERE id = $6 AND conn_epoch <= $1",
-                )
+                     {}, last_seen_ms = $2, inventory = $3, firmware_version = $4, \
+                     applied_revision = $5 WHERE id = $6 AND conn_epoch <= $1",
+                    downtime_until("$2", "1 = 1")
+                ))
                 .bind(to_db(epoch))
                 .bind(to_db(now_ms))
                 .bind(inventory_json)
@@ -120,15 +133,16 @@ impl Store {
                 workloads_json,
             } => {
                 // Newer than what is stored: a later epoch, or the same epoch and a higher counter.
-                let r = sqlx::query(
-                    "UPDATE nodes SET usage = $1, applied_revision = $2, last_seen_ms = $3, \
+                let r = sqlx::query(&format!(
+                    "UPDATE nodes SET usage = $1, applied_revision = $2, {}, last_seen_ms = $3, \
                      status_epoch = $4, status_counter = $5, \
                      online = CASE WHEN $4 >= conn_epoch THEN 1 ELSE online END, \
                      offline_reason = CASE WHEN $4 >= conn_epoch THEN '' ELSE offline_reason END, \
                      conn_epoch = CASE WHEN $4 > conn_epoch THEN $4 ELSE conn_epoch END, \
                      workloads = $7 \
                      WHERE id = $6 AND (status_epoch < $4 OR (status_epoch = $4 AND status_counter < $5))",
-                )
+                    downtime_until("$3", "$4 >= conn_epoch")
+                ))
                 .bind(usage_json)
                 .bind(to_db(applied_revision))
                 .bind(to_db(now_ms))

@@ -51,6 +51,26 @@ pub struct NodeRow {
     pub lifecycle_by: String,
     /// JSON of the provider's offer ([`crate::offers::NodeOffer`]); empty: the defaults.
     pub offer: String,
+    /// Milliseconds offline since it registered, up to its last return (see [`NodeRow::reliability`]).
+    pub down_ms: u64,
+}
+
+impl NodeRow {
+    /// The fraction of the time since it registered that the node was online, at `now_ms`
+    /// (an outage in progress counts from when it was last heard of); 1.0 for a node
+    /// registered this very moment.
+    pub fn reliability(&self, now_ms: u64) -> f64 {
+        let span = now_ms.saturating_sub(self.registered_ms);
+        if span == 0 {
+            return 1.0;
+        }
+        let mut down = self.down_ms;
+        if !self.online {
+            down = down
+                .saturating_add(now_ms.saturating_sub(self.last_seen_ms.max(self.registered_ms)));
+        }
+        (1.0 - down as f64 / span as f64).clamp(0.0, 1.0)
+    }
 }
 
 fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
@@ -77,6 +97,7 @@ fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         lifecycle: r.try_get("lifecycle")?,
         lifecycle_by: r.try_get("lifecycle_by")?,
         offer: r.try_get("offer")?,
+        down_ms: from_db(r.try_get("down_ms")?),
     })
 }
 

@@ -64,6 +64,7 @@ on_both!(
     concurrent_duplicates_are_accepted_once,
     gateway_ports_are_stable_and_unique,
     gateway_traffic_adds_up,
+    downtime_adds_up_into_reliability,
 );
 
 fn token(id: &str, hash: &str, max_uses: u64, expires_ms: u64) -> TokenRow {
@@ -330,3 +331,40 @@ async fn concurrent_duplicates_are_accepted_once(s: Store) {
 
 mod accounts;
 mod placement;
+
+async fn downtime_adds_up_into_reliability(s: Store) {
+    let s = registered(s).await;
+    let reg = s.node("n-1").await.unwrap().unwrap().registered_ms;
+    let hello = || Effect::Hello {
+        inventory_json: "{}".into(),
+        firmware_version: "t".into(),
+        applied_revision: 0,
+    };
+    let down = |s: Store| async move { s.node("n-1").await.unwrap().unwrap().down_ms };
+    // Registered, first heard of 1 s later: that second was down.
+    s.ingest("n-1", 1, 1, hello(), reg + 1_000).await.unwrap();
+    assert_eq!(down(s.clone()).await, 1_000);
+    s.ingest("n-1", 1, 2, status(0, "u"), reg + 10_000)
+        .await
+        .unwrap();
+    assert_eq!(down(s.clone()).await, 1_000, "online all along");
+    // Its will: offline from when it was last heard of; back 20 s later on a new connection.
+    assert!(s.accept_will("n-1", 1, "gone").await.unwrap());
+    s.ingest("n-1", 2, 1, hello(), reg + 30_000).await.unwrap();
+    assert_eq!(down(s.clone()).await, 21_000);
+    let n = s.node("n-1").await.unwrap().unwrap();
+    assert!((n.reliability(reg + 100_000) - 0.79).abs() < 1e-9);
+    // Silent, then a status on the same connection brings it back: that outage counts too.
+    s.mark_silent_offline(reg + 35_000).await.unwrap();
+    s.ingest("n-1", 2, 2, status(0, "u"), reg + 40_000)
+        .await
+        .unwrap();
+    assert_eq!(down(s.clone()).await, 31_000);
+    // An outage in progress counts up to now.
+    assert!(s.accept_will("n-1", 2, "gone").await.unwrap());
+    let n = s.node("n-1").await.unwrap().unwrap();
+    assert!(!n.online);
+    let r = n.reliability(reg + 100_000);
+    assert!((r - (1.0 - 91_000.0 / 100_000.0)).abs() < 1e-9, "{r}");
+    assert_eq!(n.reliability(reg), 1.0);
+}
