@@ -265,11 +265,20 @@ pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
 /// The spec `node` runs for `w`: during a rolling update the node it is moving to runs the
 /// new version, the node it is on the old one.
 pub fn spec_on(w: &WorkloadRow, node: &str) -> Result<WorkloadSpec, StoreError> {
-    if w.next.is_some() && w.moving_to.as_deref() == Some(node) {
+    let mut spec = if w.next.is_some() && w.moving_to.as_deref() == Some(node) {
         spec(&w.as_next())
     } else {
         spec(w)
-    }
+    }?;
+    spec.image = node_image_ref(&spec.image);
+    Ok(spec)
+}
+
+/// The image reference a node is handed: the fleet registry's digest-pinned images at the
+/// node's registry proxy when the fleet is set up for it (ADR 0011), else unchanged.
+fn node_image_ref(image: &str) -> String {
+    use crate::gateway::upstream;
+    upstream::node_image_ref(image, upstream::node_registry())
 }
 
 /// The scheduler's view of the fleet's nodes, with what placed workloads reserve (a workload
