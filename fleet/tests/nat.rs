@@ -18,6 +18,13 @@
 //! own host reaching its own containers (two `DOCKER-USER` rules let exactly that traffic
 //! through Docker's isolation of internal networks). Needs root, Docker, iproute2, iptables,
 //! curl and the test image.
+//!
+//! Upstreams (ADR 0011): the fleet declares the test registry (127.0.0.1:5000 of the root
+//! namespace, which the provider cannot reach) as upstream `registry`; from inside the
+//! provider namespace the test image's manifest and config, fetched by digest at latticed's
+//! registry proxy (127.0.0.1:5001 of that namespace), come through the tunnel and match their
+//! digests. (The one Docker engine lives in the root namespace, so its own pulls cannot be
+//! put behind this NAT; `upstreams.rs` has the engine pull through a proxy.)
 
 mod common;
 
@@ -198,6 +205,8 @@ fn a_node_behind_nat_serves_consumers_only_through_the_gateway() {
             "0.0.0.0",
             "--apps-tcp-ports",
             &range,
+            "--upstream-registry",
+            "127.0.0.1:5000",
         ],
         &data.join("cli.toml"),
     );
@@ -287,6 +296,64 @@ fn a_node_behind_nat_serves_consumers_only_through_the_gateway() {
         (ok && out.contains("ping-nat")).then_some(out)
     });
     assert_eq!(echo.trim(), "ping-nat");
+
+    // The provider reaches the fleet's registry only through its tunnel: directly nothing
+    // answers, at latticed's registry proxy the test image comes by digest.
+    let (repo, digest) = image
+        .strip_prefix("127.0.0.1:5000/")
+        .and_then(|r| r.split_once("@sha256:"))
+        .expect("the test image is in the test registry");
+    let in_prov = |cmd: &str| sh(&format!("ip netns exec {} {cmd}", net.prov));
+    for direct in ["127.0.0.1:5000", &format!("{wan}:5000")] {
+        let (ok, out) = in_prov(&format!("curl -sS --max-time 3 http://{direct}/v2/"));
+        assert!(
+            !ok,
+            "the provider reached the registry at {direct} directly: {out}"
+        );
+    }
+    let accept =
+        "application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,\
+                  application/vnd.docker.distribution.manifest.list.v2+json,\
+                  application/vnd.docker.distribution.manifest.v2+json";
+    let fetch = |path: &str, file: &std::path::Path| {
+        in_prov(&format!(
+            "curl -sSf --max-time 10 -H 'Accept: {accept}' -o {} http://127.0.0.1:5001/v2/{repo}/{path}",
+            file.display()
+        ))
+    };
+    let sha256 =
+        |file: &std::path::Path| must(&format!("sha256sum {}", file.display()))[..64].to_string();
+    let manifest = dir.path().join("manifest.json");
+    let (ok, out) = wait_for(30, "the registry proxy in the provider namespace", || {
+        let r = fetch(&format!("manifests/sha256:{digest}"), &manifest);
+        r.0.then_some(r)
+    });
+    assert!(ok, "{out}");
+    assert_eq!(
+        sha256(&manifest),
+        digest,
+        "the manifest came whole, by digest"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    // An image manifest names its config; an index names manifests: either is a blob or
+    // manifest to fetch by digest in turn.
+    let (next, path) = match m["config"]["digest"].as_str() {
+        Some(d) => (d.to_string(), "blobs"),
+        None => (
+            m["manifests"][0]["digest"].as_str().unwrap().to_string(),
+            "manifests",
+        ),
+    };
+    let blob = dir.path().join("next");
+    let (ok, out) = fetch(&format!("{path}/{next}"), &blob);
+    assert!(ok, "{out}");
+    assert_eq!(format!("sha256:{}", sha256(&blob)), next);
+    let metrics = must(&format!("curl -sk --max-time 5 {}/metrics", fleet.url));
+    assert!(
+        metrics.contains("lattice_gateway_upstream_bytes_out_total{upstream=\"registry\"}"),
+        "{metrics}"
+    );
 
     // Direct connections fail: to the node, to its router, to the containers.
     let container_ip = docker(&[
