@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod broker;
 pub mod cli;
 pub mod gateway;

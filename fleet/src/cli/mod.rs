@@ -163,6 +163,42 @@ pub enum Command {
         #[command(subcommand)]
         cmd: images::ImagesCmd,
     },
+    /// Backs up a fleet, running or not: its database (SQLite snapshot) and the keys that make
+    /// it the same fleet to its nodes, into a new directory with a checksummed manifest.
+    Backup {
+        /// The fleet's data directory.
+        #[arg(long, default_value = "lattice-data")]
+        data: PathBuf,
+        /// The fleet's --database when not the SQLite default (PostgreSQL: keys only; back the
+        /// database up with pg_dump).
+        #[arg(long, env = "LATTICE_DATABASE", hide_env_values = true)]
+        database: Option<String>,
+        /// The backup directory to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restores a backup into a (stopped) fleet's data directory, after checking every file.
+    Restore {
+        /// The backup directory.
+        #[arg(long, required_unless_present = "after_pg_restore")]
+        from: Option<PathBuf>,
+        /// The data directory to restore into.
+        #[arg(long, default_value = "lattice-data")]
+        data: PathBuf,
+        /// If the directory holds a fleet already, move its files to pre-restore-<time>/.
+        #[arg(long)]
+        set_aside: bool,
+        /// Only check the backup; change nothing.
+        #[arg(long)]
+        verify_only: bool,
+        /// PostgreSQL: after `pg_restore` of the fleet's database, make it safe to run against
+        /// nodes that went on after the backup (needs --database).
+        #[arg(long, requires = "database")]
+        after_pg_restore: bool,
+        /// The fleet's PostgreSQL database, with --after-pg-restore.
+        #[arg(long, env = "LATTICE_DATABASE", hide_env_values = true)]
+        database: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,6 +344,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workload(cmd) => deploy::run(cmd).await,
         Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
         Command::Images { cmd } => images::run(cmd).await,
+        Command::Backup {
+            data,
+            database,
+            out,
+        } => {
+            let m = crate::backup::backup(&data, database.as_deref(), &out).await?;
+            println!(
+                "backup {}: {} files, schema {}{}",
+                out.display(),
+                m.files.len(),
+                m.schema_version,
+                if m.files.contains_key(crate::backup::DB_FILE) {
+                    ""
+                } else {
+                    " (keys only: back the PostgreSQL database up with pg_dump)"
+                }
+            );
+            Ok(())
+        }
+        Command::Restore {
+            after_pg_restore: true,
+            database: Some(database),
+            ..
+        } => {
+            let n = crate::backup::after_restore(&database).await?;
+            println!("{n} nodes will be sent their restored targets");
+            Ok(())
+        }
+        Command::Restore {
+            from,
+            data,
+            set_aside,
+            verify_only,
+            ..
+        } => {
+            let from = anyhow::Context::context(from, "--from BACKUP_DIR is needed")?;
+            let m = if verify_only {
+                crate::backup::verify(&from).await?
+            } else {
+                crate::backup::restore(&from, &data, set_aside).await?
+            };
+            let what = if verify_only {
+                "verified".to_string()
+            } else {
+                format!("restored into {}", data.display())
+            };
+            println!(
+                "backup {} {what}: {} files, schema {}",
+                from.display(),
+                m.files.len(),
+                m.schema_version
+            );
+            Ok(())
+        }
     }
 }
 

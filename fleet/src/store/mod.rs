@@ -131,7 +131,10 @@ impl Store {
             let row: AnyRow = sqlx::query("SELECT COALESCE(MAX(epoch), 0) AS e FROM fleet_epochs")
                 .fetch_one(&mut *tx)
                 .await?;
-            let next = from_db(row.try_get::<i64, _>("e")?) + 1;
+            // Never below the clock (ms): a fleet restored from an older backup, whose table
+            // has forgotten the epochs handed out since, still starts above all of them (nodes
+            // refuse a fleet epoch they have seen, or a lower one).
+            let next = (from_db(row.try_get::<i64, _>("e")?) + 1).max(now_ms);
             let inserted =
                 sqlx::query("INSERT INTO fleet_epochs (epoch, started_ms) VALUES ($1, $2)")
                     .bind(to_db(next))

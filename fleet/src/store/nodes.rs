@@ -207,6 +207,22 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// After a restore from a backup: nodes may have applied targets of revisions the restored
+    /// database has forgotten (handed out after the backup), and they ignore any target whose
+    /// revision is not above what they applied. Every node's target revision goes to at least
+    /// `now_ms` (revisions then count up from there) and its applied revision to 0, so the
+    /// fleet sends each node the restored target and the node takes it. Returns the nodes.
+    pub async fn after_restore(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE nodes SET target_revision = CASE WHEN target_revision < $1 THEN $1 \
+             ELSE target_revision END, applied_revision = 0",
+        )
+        .bind(to_db(now_ms))
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Replaces a node's offer (JSON of [`crate::offers::NodeOffer`]); false when there is no
     /// such node.
     pub async fn set_node_offer(&self, id: &str, offer_json: &str) -> Result<bool, StoreError> {

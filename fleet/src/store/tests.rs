@@ -253,6 +253,11 @@ async fn fleet_epochs_never_repeat(s: Store) {
     let a = s.next_fleet_epoch(1).await.unwrap();
     let b = s.next_fleet_epoch(2).await.unwrap();
     assert!(b > a);
+    // Not below the clock: a database restored from before later epochs were handed out still
+    // gives a higher one than any of them.
+    let c = s.next_fleet_epoch(1_700_000_000_000).await.unwrap();
+    assert_eq!(c, 1_700_000_000_000);
+    assert_eq!(s.next_fleet_epoch(5).await.unwrap(), c + 1);
 }
 
 #[test]
