@@ -217,6 +217,30 @@ fn a_node_pulls_the_fleets_pinned_images_through_its_tunnel() {
     let direct = timed_pull(&big);
     eprintln!("pull of a 32 MiB layer: through the tunnel {through:.2} s, direct {direct:.2} s");
 
+    // The registry is read-only through the tunnel: a push (here its first request, starting
+    // a blob upload) is cut off before the registry sees it whole, and counted; reads pass.
+    let ask = |req: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&proxy).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let read = ask("GET /v2/ HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n");
+    assert!(read.starts_with("HTTP/1.1 200"), "{read}");
+    let push = ask(
+        "POST /v2/lattice/evil/blobs/uploads/ HTTP/1.1\r\nHost: r\r\nContent-Length: 0\r\n\r\n",
+    );
+    // The registry answers an upload start with 202 Accepted; nothing came back at all.
+    assert!(push.is_empty(), "a node started an upload: {push}");
+    let refusals = counter(
+        &metrics(&f),
+        "lattice_gateway_upstream_refused_total{reason=\"not_a_read\"}",
+    );
+    assert!(refusals >= 1, "{}", metrics(&f));
+
     // Anything but a declared name is refused by the gateway with its code, and counted:
     // a client holding this node's key asks for another upstream (it takes over the node's
     // tunnel, so this comes last).

@@ -26,6 +26,7 @@ pub mod certs;
 pub mod count;
 pub mod metrics;
 pub mod proxy;
+pub mod readonly;
 pub mod routes;
 pub mod tcp;
 pub mod upstream;

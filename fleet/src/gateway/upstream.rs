@@ -136,8 +136,21 @@ impl UpstreamGateway {
         let active = self.metrics.upstream_active.get_or_create(&label).clone();
         active.inc();
         tracing::debug!(%node, upstream = %up.name, "upstream stream");
+        // Nodes only ever pull from the fleet's registry (see `readonly`).
+        let gate = (up.name == REGISTRY).then(|| ReadGate {
+            gate: crate::gateway::readonly::ReadOnlyGate::default(),
+            node: node.to_owned(),
+            refused: self
+                .metrics
+                .upstream_refused
+                .get_or_create(&RefusalLabel {
+                    reason: "not_a_read".to_owned(),
+                })
+                .clone(),
+        });
         Ok(Box::new(CountedUpstream {
             tcp,
+            gate,
             bytes_in: self.metrics.upstream_bytes_in.get_or_create(&label).clone(),
             bytes_out: self
                 .metrics
@@ -164,10 +177,20 @@ impl lattice_tunnel::Upstreams for UpstreamGateway {
 /// /metrics while it runs) and holds the node's stream permit until dropped.
 struct CountedUpstream {
     tcp: TcpStream,
+    /// For the registry: what the node sends must be reads.
+    gate: Option<ReadGate>,
     bytes_in: Counter,
     bytes_out: Counter,
     active: Gauge,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The read-only check of a registry stream, with who is on the other end and the counter of
+/// refusals.
+struct ReadGate {
+    gate: crate::gateway::readonly::ReadOnlyGate,
+    node: String,
+    refused: Counter,
 }
 
 impl Drop for CountedUpstream {
@@ -198,9 +221,22 @@ impl AsyncWrite for CountedUpstream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(g) = &self.gate {
+            if let Err(why) = g.gate.check(buf) {
+                tracing::warn!(node = %g.node, %why, "registry upstream: not a read; stream closed");
+                g.refused.inc();
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("the fleet's registry is read-only for nodes: {why}"),
+                )));
+            }
+        }
         let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             self.bytes_in.inc_by(n as u64);
+            if let Some(g) = &mut self.gate {
+                g.gate.commit(&buf[..n]);
+            }
         }
         r
     }
