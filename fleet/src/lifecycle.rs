@@ -482,6 +482,21 @@ async fn settle_moves(
         let outcome = match dest {
             None => Some((failed, format!("node {to} is gone; {stays}"))),
             Some(d) if d.revoked => Some((failed, format!("node {to} was revoked; {stays}"))),
+            Some(d) if !d.online => Some((
+                failed,
+                format!("node {to} went offline ({}); {stays}", d.offline_reason),
+            )),
+            // Its last report predates the target that holds this move (the same id may have
+            // run there before, or failed there a minute ago): wait for the report that
+            // acknowledges it. Statuses carry the applied revision with the workloads' states.
+            Some(d)
+                if d.applied_revision < d.target_revision
+                    && now
+                        < w.updated_ms
+                            .saturating_add(MOVE_DEADLINE.as_millis() as u64) =>
+            {
+                continue
+            }
             _ if state == "running" => None,
             _ if state == "failed" || state == "degraded" => Some((
                 failed,

@@ -44,8 +44,22 @@ pub(super) async fn online_node_of(s: &Arc<AppState>, owner: &str) -> String {
     id
 }
 
-/// `node` reports `state` for the workload `id` (a heartbeat of connection epoch 1).
+/// `node` reports `state` for the workload `id` (a heartbeat of connection epoch 1), having
+/// applied its current target.
 async fn report(s: &Arc<AppState>, node: &str, counter: u64, id: &str, state: WorkloadState) {
+    let applied = s.store.node(node).await.unwrap().unwrap().target_revision;
+    report_applied(s, node, counter, id, state, applied).await
+}
+
+/// [`report`], with the target revision the node says it has applied.
+async fn report_applied(
+    s: &Arc<AppState>,
+    node: &str,
+    counter: u64,
+    id: &str,
+    state: WorkloadState,
+    applied: u64,
+) {
     let statuses = vec![WorkloadStatus {
         id: id.into(),
         state,
@@ -53,7 +67,7 @@ async fn report(s: &Arc<AppState>, node: &str, counter: u64, id: &str, state: Wo
     }];
     let status = Effect::Status {
         usage_json: "{}".into(),
-        applied_revision: 0,
+        applied_revision: applied,
         workloads_json: serde_json::to_string(&statuses).unwrap(),
     };
     s.store
@@ -179,8 +193,19 @@ async fn a_rolling_update_serves_the_old_version_until_the_new_one_runs() {
     round(&s).await;
     let w = s.store.workloads(None).await.unwrap().pop().unwrap();
     assert_eq!(w.moving_to.as_deref(), Some(to.as_str()));
+    // A report from before the node took the target with the new version (the same id ran
+    // there before, say) settles nothing.
+    let rev = s.store.node(&to).await.unwrap().unwrap().target_revision;
+    report_applied(&s, &to, 3, &id, WorkloadState::Running, rev - 1).await;
+    round(&s).await;
+    let w = s.store.workloads(None).await.unwrap().pop().unwrap();
+    assert_eq!(
+        w.moving_to.as_deref(),
+        Some(to.as_str()),
+        "settled on a stale report"
+    );
     // It runs on the new node: the update is done, the old node drops it after the switch.
-    report(&s, &to, 3, &id, WorkloadState::Running).await;
+    report(&s, &to, 4, &id, WorkloadState::Running).await;
     let changes = round(&s).await;
     assert_eq!(changes.retarget_later, vec![from.clone()]);
     let (_, v) = call(&s, "GET", "/api/v1/workloads/web", Some(&token), None).await;
