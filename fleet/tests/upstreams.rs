@@ -235,6 +235,9 @@ fn a_node_pulls_the_fleets_pinned_images_through_its_tunnel() {
     );
     // The registry answers an upload start with 202 Accepted; nothing came back at all.
     assert!(push.is_empty(), "a node started an upload: {push}");
+    // Nor may it list (or pull by tag) other accounts' repositories.
+    let listed = ask("GET /v2/_catalog HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n");
+    assert!(listed.is_empty(), "a node listed the registry: {listed}");
     let refusals = counter(
         &metrics(&f),
         "lattice_gateway_upstream_refused_total{reason=\"not_a_read\"}",

@@ -158,7 +158,7 @@ pub fn config_yaml(addr: SocketAddr, storage: &Path) -> String {
     format!(
         "version: 0.1\n\
          log:\n  level: warn\n\
-         storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: {}\n\
          http:\n  addr: {addr}\n",
         storage.display()
     )

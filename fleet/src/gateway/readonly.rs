@@ -1,9 +1,12 @@
-//! What a node may ask of the fleet's registry through its `registry` upstream: reads only.
-//! Debian's docker-registry takes unauthenticated pushes, so without this a node (or any local
-//! user of its machine, through latticed's loopback proxy) could push tags and blobs and fill
-//! the registry's disk. Pulls need `GET` and `HEAD` under `/v2/` and never send a body, so
-//! that is all that passes: any other method, any other path, a request with a body, or a
-//! header block that never ends, and the stream is closed before the request is complete.
+//! What a node may ask of the fleet's registry through its `registry` upstream: pulls by
+//! digest, nothing else. Debian's docker-registry takes unauthenticated pushes and deletes and
+//! lists every repository, so without this a node (or any local user of its machine, through
+//! latticed's loopback proxy) could push tags and blobs, delete other tenants' images or list
+//! and pull every account's. Nodes are handed digest-pinned references only, and pulling one
+//! needs `GET`/`HEAD` of `/v2/` (the API check), `/v2/NAME/manifests/sha256:HEX` and
+//! `/v2/NAME/blobs/sha256:HEX`, never with a body: that is all that passes. Anything else
+//! (another method or path, `_catalog`, `tags/list`, a manifest by tag, a query, a body, a
+//! header block that never ends) closes the stream before the request is complete.
 //!
 //! Pure: the gate sees the bytes the node sends, in order, and says whether they may pass; it
 //! never needs the registry's answers. A request is only acted upon by the registry once its
@@ -37,8 +40,8 @@ fn check_head(head: &[u8]) -> Result<(), String> {
             "{method} is not allowed (the registry is read-only for nodes)"
         ));
     }
-    if !target.starts_with("/v2/") {
-        return Err(format!("{target:?} is not a registry read"));
+    if !is_pull_by_digest(target) {
+        return Err(format!("{target:?} is not a pull by digest"));
     }
     for h in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = h.split_once(':') else {
@@ -50,6 +53,35 @@ fn check_head(head: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `/v2/`, or `/v2/NAME/(manifests|blobs)/sha256:<64 hex>` with NAME in the registry's
+/// repository-name grammar (lower-case components separated by `/`).
+fn is_pull_by_digest(target: &str) -> bool {
+    let Some(rest) = target.strip_prefix("/v2/") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some((path, digest)) = rest.rsplit_once("/sha256:") else {
+        return false;
+    };
+    let Some((name, kind)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let name_ok = !name.is_empty()
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+    name_ok
+        && (kind == "manifests" || kind == "blobs")
+        && digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ReadOnlyGate {
@@ -83,8 +115,9 @@ impl ReadOnlyGate {
 mod tests {
     use super::*;
 
-    const PULL: &str = "GET /v2/lattice/busybox/manifests/sha256:ab HTTP/1.1\r\nHost: r\r\n\
-                        Accept: application/vnd.oci.image.manifest.v1+json\r\n\r\n";
+    const PULL: &str = "GET /v2/lattice/busybox/manifests/sha256:\
+        aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: r\r\n\
+        Accept: application/vnd.oci.image.manifest.v1+json\r\n\r\n";
 
     #[test]
     fn pulls_pass_in_any_split_and_pipelined() {
@@ -97,6 +130,29 @@ mod tests {
             g.check(b).unwrap();
             g.commit(b);
             assert!(g.pending.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_digest_pull_is_manifests_or_blobs_of_a_named_repository() {
+        let d = "0123456789abcdef".repeat(4);
+        for ok in [
+            "/v2/".to_string(),
+            format!("/v2/lattice/busybox/manifests/sha256:{d}"),
+            format!("/v2/a/b_c.d-e/blobs/sha256:{d}"),
+        ] {
+            assert!(is_pull_by_digest(&ok), "{ok}");
+        }
+        for bad in [
+            "/v2".to_string(),
+            format!("/v2/manifests/sha256:{d}"),
+            format!("/v2/x/tags/sha256:{d}"),
+            format!("/v2/x//blobs/sha256:{d}"),
+            format!("/v2/X/blobs/sha256:{d}"),
+            format!("/v2/x/blobs/sha256:{d}?ns=evil"),
+            format!("/v2/x/blobs/sha512:{d}{d}"),
+        ] {
+            assert!(!is_pull_by_digest(&bad), "{bad}");
         }
     }
 
@@ -116,10 +172,23 @@ mod tests {
                 "DELETE /v2/x/manifests/sha256:ab HTTP/1.1\r\n\r\n",
                 "DELETE",
             ),
-            ("GET /debug/vars HTTP/1.1\r\n\r\n", "not a registry read"),
+            ("GET /debug/vars HTTP/1.1\r\n\r\n", "not a pull by digest"),
             (
                 "GET http://evil/v2/ HTTP/1.1\r\n\r\n",
-                "not a registry read",
+                "not a pull by digest",
+            ),
+            ("GET /v2/_catalog HTTP/1.1\r\n\r\n", "not a pull by digest"),
+            (
+                "GET /v2/lattice/s3/tags/list HTTP/1.1\r\n\r\n",
+                "not a pull by digest",
+            ),
+            (
+                "GET /v2/lattice/s3/manifests/latest HTTP/1.1\r\n\r\n",
+                "not a pull by digest",
+            ),
+            (
+                "GET /v2/a/blobs/sha256:abc HTTP/1.1\r\n\r\n",
+                "not a pull by digest",
             ),
             (
                 "GET /v2/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
