@@ -101,7 +101,9 @@ pub async fn backup(data: &Path, database: Option<&str>, out: &Path) -> anyhow::
     }
     let postgres = database.is_some_and(|d| d.starts_with("postgres"));
     // Written next to `out` and renamed at the end: a failed backup leaves no half directory.
-    let tmp: PathBuf = out.with_extension("partial");
+    let mut tmp_name = out.as_os_str().to_owned();
+    tmp_name.push(".partial");
+    let tmp = PathBuf::from(tmp_name);
     let _ = std::fs::remove_dir_all(&tmp);
     private_dir(&tmp)?;
     let result = async {
@@ -227,7 +229,9 @@ pub async fn verify(from: &Path) -> anyhow::Result<Manifest> {
 /// `data/pre-restore-<ms>/` first. The fleet must be stopped. Returns the manifest restored.
 pub async fn restore(from: &Path, data: &Path, set_aside: bool) -> anyhow::Result<Manifest> {
     let m = verify(from).await?;
-    let present: Vec<&str> = std::iter::once(DB_FILE)
+    // The WAL of an old database counts too: SQLite would replay it into the restored one.
+    let present: Vec<&str> = [DB_FILE, "fleet.db-wal", "fleet.db-shm"]
+        .into_iter()
         .chain(KEY_FILES.iter().copied())
         .filter(|f| data.join(f).exists())
         .collect();
@@ -243,16 +247,10 @@ pub async fn restore(from: &Path, data: &Path, set_aside: bool) -> anyhow::Resul
         }
         let aside = data.join(format!("pre-restore-{}", lattice_wire::now_ms()));
         private_dir(&aside)?;
-        for f in present
-            .iter()
-            .copied()
-            .chain(["fleet.db-wal", "fleet.db-shm"])
-        {
+        for f in &present {
             let p = data.join(f);
-            if p.exists() {
-                std::fs::rename(&p, aside.join(f))
-                    .with_context(|| format!("setting {} aside", p.display()))?;
-            }
+            std::fs::rename(&p, aside.join(f))
+                .with_context(|| format!("setting {} aside", p.display()))?;
         }
     }
     crate::server::prepare_data_dir(data)?;

@@ -579,7 +579,7 @@ async fn finish_decommission(s: &AppState, node: &NodeRow) -> Result<(), StoreEr
             .store
             .set_node_lifecycle(
                 &node.id,
-                &node.lifecycle,
+                (&node.lifecycle, &node.lifecycle_by),
                 NodeLifecycle::Decommissioned.as_str(),
                 &node.lifecycle_by,
             )

@@ -745,7 +745,7 @@ pub async fn update(
                     "to {to}: {change}; the old version serves on {from} until the new one runs"
                 );
                 if !store
-                    .start_update(&w.id, from, &to, &next, now_ms, ("updating", &detail))
+                    .start_update(&w, &to, &next, now_ms, ("updating", &detail))
                     .await?
                 {
                     return Err(changed_meanwhile());
@@ -781,13 +781,7 @@ pub async fn update(
     let here = w.node_id.as_deref().unwrap_or("no node yet");
     let detail = format!("in place on {here}: {change}{fallback}");
     if !store
-        .update_in_place(
-            &w.id,
-            w.node_id.as_deref(),
-            &next,
-            now_ms,
-            ("updated", &detail),
-        )
+        .update_in_place(&w, &next, now_ms, ("updated", &detail))
         .await?
     {
         return Err(changed_meanwhile());

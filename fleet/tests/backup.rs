@@ -255,6 +255,33 @@ fn set_aside_keeps_the_fleet_it_replaces() {
         key_before
     );
     assert!(aside[0].path().join("fleet.db").exists());
+    // A stale WAL alone (its database deleted by hand) still counts as a fleet there.
+    std::fs::write(data.join("fleet.db-wal"), b"stale").unwrap();
+    let (ok, _, err) = lattice(&[
+        "restore",
+        "--from",
+        b.to_str().unwrap(),
+        "--data",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert!(ok, "an empty directory takes a restore: {err}");
+    for f in [
+        "fleet.db",
+        "fleet.key",
+        "fleet-key.pem",
+        "fleet-cert.pem",
+        "operator.token",
+    ] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let (ok, _, err) = lattice(&[
+        "restore",
+        "--from",
+        b.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("fleet.db-wal"), "{err}");
     // No key given: no fleet.
     let (ok, _, err) = lattice(&[
         "backup",

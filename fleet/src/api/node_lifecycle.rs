@@ -38,7 +38,7 @@ async fn change(
     if (to, by) != (from, node.lifecycle_by.as_str())
         && !s
             .store
-            .set_node_lifecycle(&id, &node.lifecycle, to.as_str(), by)
+            .set_node_lifecycle(&id, (&node.lifecycle, &node.lifecycle_by), to.as_str(), by)
             .await?
     {
         return Err(ApiError::Conflict(format!(

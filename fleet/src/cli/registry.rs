@@ -168,6 +168,14 @@ pub fn config_yaml(addr: SocketAddr, storage: &Path) -> String {
 /// `bin` with its configuration, storage and log under `dir`, and waits (up to 10 s) until it
 /// answers. Fails, naming the package and `--no-registry`, when `bin` is missing.
 pub async fn ensure(addr: SocketAddr, dir: &Path, bin: &Path) -> anyhow::Result<Registry> {
+    // The registry we start speaks plain HTTP, which Docker and the probe below only use on
+    // loopback; anywhere else it would never be found, and it must not be open to the network.
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "--registry {addr}: the registry lattice up runs speaks plain HTTP without \
+         authentication, so it listens on loopback only (e.g. 127.0.0.1:5000); nodes elsewhere \
+         pull through their tunnel"
+    );
     let a = addr.to_string();
     match probe(&a).await {
         Probe::Registry => return Ok(Registry::Reused { addr }),
@@ -264,6 +272,20 @@ mod tests {
         let y = config_yaml("127.0.0.1:5001".parse().unwrap(), Path::new("/d/storage"));
         assert!(y.contains("rootdirectory: /d/storage"), "{y}");
         assert!(y.contains("addr: 127.0.0.1:5001"), "{y}");
+    }
+
+    #[tokio::test]
+    async fn a_registry_off_loopback_is_refused_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ensure(
+            "0.0.0.0:5000".parse().unwrap(),
+            dir.path(),
+            Path::new("/nonexistent/docker-registry"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("loopback only"), "{e}");
     }
 
     #[tokio::test]

@@ -32,13 +32,17 @@ pub enum Effect {
 
 /// SQL that adds the outage ending now (`now`, a bound parameter) to `down_ms` when a node that
 /// was offline comes back under `condition`: counted from when it was last heard of (or
-/// registered). Reads the row's old values, as every assignment of one UPDATE does.
+/// registered), but not from before the newest fleet process started watching (its
+/// `fleet_epochs` row): while the fleet itself was down (an upgrade, a restore) nobody could
+/// hear the node, and that is not the node's downtime. Reads the row's old values, as every
+/// assignment of one UPDATE does.
 fn downtime_until(now: &str, condition: &str) -> String {
+    let heard = "(CASE WHEN last_seen_ms > registered_ms THEN last_seen_ms ELSE registered_ms END)";
+    let watching = "(SELECT COALESCE(MAX(started_ms), 0) FROM fleet_epochs)";
+    let since = format!("(CASE WHEN {heard} > {watching} THEN {heard} ELSE {watching} END)");
     format!(
         "down_ms = down_ms + CASE WHEN online = 0 AND {condition} THEN \
-         (CASE WHEN {now} > last_seen_ms AND {now} > registered_ms THEN {now} - \
-         (CASE WHEN last_seen_ms > registered_ms THEN last_seen_ms ELSE registered_ms END) \
-         ELSE 0 END) ELSE 0 END"
+         (CASE WHEN {now} > {since} THEN {now} - {since} ELSE 0 END) ELSE 0 END"
     )
 }
 

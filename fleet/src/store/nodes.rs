@@ -187,21 +187,24 @@ impl Store {
     }
 
     /// Sets a node's lifecycle state and who holds it, compare-and-set: only while it is still
-    /// `from` (as the caller saw it). False when it changed meanwhile (or there is no such node).
+    /// `from`, held by `from_by` (as the caller saw it). False when it changed meanwhile (or
+    /// there is no such node).
     pub async fn set_node_lifecycle(
         &self,
         id: &str,
-        from: &str,
+        (from, from_by): (&str, &str),
         to: &str,
         by: &str,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE nodes SET lifecycle = $1, lifecycle_by = $2 WHERE id = $3 AND lifecycle = $4",
+            "UPDATE nodes SET lifecycle = $1, lifecycle_by = $2 WHERE id = $3 AND lifecycle = $4 \
+             AND lifecycle_by = $5",
         )
         .bind(to)
         .bind(by)
         .bind(id)
         .bind(from)
+        .bind(from_by)
         .execute(self.pool())
         .await?;
         Ok(r.rows_affected() == 1)

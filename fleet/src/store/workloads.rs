@@ -289,13 +289,13 @@ impl Store {
 
 impl Store {
     /// Starts a rolling update, compare-and-set like [`Store::move_workload`]: while the
-    /// workload is on `from` with no move in progress, `next` is to run on `to` (another node)
-    /// and the old version keeps serving on `from` until it does. `Ok(false)`: it was changed,
+    /// workload is on `seen`'s node with no move in progress and still `seen`'s plan and
+    /// settings (the version the update was made from), `next` is to run on `to` (another
+    /// node) and the old version keeps serving until it does. `Ok(false)`: it was changed,
     /// moved or deleted meanwhile; nothing was written.
     pub async fn start_update(
         &self,
-        id: &str,
-        from: &str,
+        seen: &WorkloadRow,
         to: &str,
         next: &NextVersion,
         at_ms: u64,
@@ -305,7 +305,8 @@ impl Store {
         let r = sqlx::query(
             "UPDATE workloads SET moving_to = $1, next_plan = $2, next_settings = $3, \
              next_cpu_millis = $4, next_memory_bytes = $5, updated_ms = $6 \
-             WHERE id = $7 AND node_id = $8 AND moving_to IS NULL",
+             WHERE id = $7 AND node_id = $8 AND moving_to IS NULL AND plan = $9 \
+             AND settings = $10",
         )
         .bind(to)
         .bind(&next.plan)
@@ -313,33 +314,36 @@ impl Store {
         .bind(to_db(next.cpu_millis))
         .bind(to_db(next.memory_bytes))
         .bind(to_db(at_ms))
-        .bind(id)
-        .bind(from)
+        .bind(&seen.id)
+        .bind(seen.node_id.as_deref().unwrap_or(""))
+        .bind(&seen.plan)
+        .bind(&seen.settings)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, id, at_ms, event.0, event.1).await?;
+        insert_event(&mut tx, &seen.id, at_ms, event.0, event.1).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Replaces a workload's plan and settings where it is (its node recreates it), while it is
-    /// on `on` (`None`: not placed) with no move in progress. `Ok(false)`: it was changed,
-    /// moved or deleted meanwhile; nothing was written.
+    /// where `seen` says (node, no move in progress) and still `seen`'s plan and settings.
+    /// `Ok(false)`: it was changed, moved or deleted meanwhile; nothing was written.
     pub async fn update_in_place(
         &self,
-        id: &str,
-        on: Option<&str>,
+        seen: &WorkloadRow,
         new: &NextVersion,
         at_ms: u64,
         event: (&str, &str),
     ) -> Result<bool, StoreError> {
+        let id = seen.id.as_str();
         let mut tx = self.pool().begin().await?;
         let r = sqlx::query(
             "UPDATE workloads SET plan = $1, settings = $2, cpu_millis = $3, memory_bytes = $4, \
-             updated_ms = $5 WHERE id = $6 AND COALESCE(node_id, '') = $7 AND moving_to IS NULL",
+             updated_ms = $5 WHERE id = $6 AND COALESCE(node_id, '') = $7 AND moving_to IS NULL \
+             AND plan = $8 AND settings = $9",
         )
         .bind(&new.plan)
         .bind(&new.settings)
@@ -347,7 +351,9 @@ impl Store {
         .bind(to_db(new.memory_bytes))
         .bind(to_db(at_ms))
         .bind(id)
-        .bind(on.unwrap_or(""))
+        .bind(seen.node_id.as_deref().unwrap_or(""))
+        .bind(&seen.plan)
+        .bind(&seen.settings)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {

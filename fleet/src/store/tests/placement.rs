@@ -115,17 +115,31 @@ async fn an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_wh
         cpu_millis: 500,
         memory_bytes: 2,
     };
+    let seen = s.workload("acct", "w-1").await.unwrap().unwrap();
+    // Made from other settings than those stored (another change landed first): refused.
+    let stale = WorkloadRow {
+        settings: r#"{"v":0}"#.into(),
+        ..seen.clone()
+    };
+    assert!(!s
+        .start_update(&stale, "n-b", &next, 2, ("updating", "to n-b"))
+        .await
+        .unwrap());
+    assert!(!s
+        .update_in_place(&stale, &next, 2, ("updated", "in place"))
+        .await
+        .unwrap());
     assert!(s
-        .start_update("w-1", "n-a", "n-b", &next, 2, ("updating", "to n-b"))
+        .start_update(&seen, "n-b", &next, 2, ("updating", "to n-b"))
         .await
         .unwrap());
     // Once: a second start (another process) and an in-place change both see it moving.
     assert!(!s
-        .start_update("w-1", "n-a", "n-c", &next, 3, ("updating", "to n-c"))
+        .start_update(&seen, "n-c", &next, 3, ("updating", "to n-c"))
         .await
         .unwrap());
     assert!(!s
-        .update_in_place("w-1", Some("n-a"), &next, 3, ("updated", "in place"))
+        .update_in_place(&seen, &next, 3, ("updated", "in place"))
         .await
         .unwrap());
     let w = s.workload("acct", "w-1").await.unwrap().unwrap();
@@ -152,7 +166,7 @@ async fn an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_wh
 
     // Finished: the new version is the workload's, with its reservation.
     assert!(s
-        .start_update("w-1", "n-a", "n-b", &next, 5, ("updating", "to n-b"))
+        .start_update(&seen, "n-b", &next, 5, ("updating", "to n-b"))
         .await
         .unwrap());
     assert!(s
@@ -184,11 +198,12 @@ async fn an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_wh
         ..next
     };
     assert!(!s
-        .update_in_place("w-1", Some("n-a"), &third, 7, ("updated", "stale"))
+        .update_in_place(&seen, &third, 7, ("updated", "stale"))
         .await
         .unwrap());
+    let now = s.workload("acct", "w-1").await.unwrap().unwrap();
     assert!(s
-        .update_in_place("w-1", Some("n-b"), &third, 7, ("updated", "in place"))
+        .update_in_place(&now, &third, 7, ("updated", "in place"))
         .await
         .unwrap());
     assert_eq!(
