@@ -607,6 +607,7 @@ async fn finish_decommission(s: &AppState, node: &NodeRow) -> Result<(), StoreEr
 
 /// Drains one node now (the API calls this so its answer already shows the moves).
 pub async fn drain_now(s: &AppState, node_id: &str, now: u64) -> Result<(), StoreError> {
+    let _placing = s.store.placement_guard().await?;
     let nodes = s.store.nodes().await?;
     let Some(node) = nodes.iter().find(|n| n.id == node_id) else {
         return Ok(());
@@ -635,6 +636,8 @@ pub async fn round(
     now: u64,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
+    // Moves and rescheduling place workloads: no deploy or update may place meanwhile.
+    let _placing = s.store.placement_guard().await?;
     let nodes = s.store.nodes().await?;
     let placed = s.store.workloads(None).await?;
     settle_moves(&s.store, &nodes, &placed, now, changes).await?;

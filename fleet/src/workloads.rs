@@ -347,15 +347,31 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow], now_ms: u64) -> Vec
 
 /// Rewrites `node`'s target from the workloads placed on it; the link delivers it.
 pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
-    let specs = store
-        .workloads_on(node)
-        .await?
-        .iter()
-        .map(|w| spec_on(w, node))
-        .collect::<Result<Vec<_>, _>>()?;
-    let json = serde_json::to_string(&specs)
-        .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))?;
-    store.set_target(node, &json).await
+    // Compare-and-set on the revision read first: a writer that read the placements before
+    // another change committed (a PATCH on one replica, the leader's delayed retarget) would
+    // otherwise write the older list last.
+    for _ in 0..20 {
+        let Some(seen) = store.node(node).await? else {
+            return Err(StoreError::Corrupt(format!("no node {node} to retarget")));
+        };
+        let specs = store
+            .workloads_on(node)
+            .await?
+            .iter()
+            .map(|w| spec_on(w, node))
+            .collect::<Result<Vec<_>, _>>()?;
+        let json = serde_json::to_string(&specs)
+            .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))?;
+        if let Some(rev) = store
+            .set_target_if(node, &json, seen.target_revision)
+            .await?
+        {
+            return Ok(rev);
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "the target of {node} kept changing under 20 rebuilds"
+    )))
 }
 
 /// Asks the scheduler for a node with room for `needs`, never one of `avoid`. The error says
@@ -450,6 +466,8 @@ pub async fn deploy(
             req.name
         )));
     }
+    // From reading the reservations to storing this one, no other placement runs.
+    let _placing = store.placement_guard().await?;
     let nodes = store.nodes().await?;
     let placed = store.workloads(None).await?;
     let needs = Resources {
@@ -723,6 +741,7 @@ pub async fn update(
         memory_bytes: next.memory_bytes,
         disk_bytes: w.disk_bytes,
     };
+    let _placing = store.placement_guard().await?;
     let nodes = store.nodes().await?;
     let placed = store.workloads(None).await?;
     let changed_meanwhile = || {

@@ -56,6 +56,20 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Serializes placement decisions in this process (see [`Store::placement_guard`]).
+    placing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// PostgreSQL advisory lock key of placement decisions ("lattice placement").
+const PLACEMENT_LOCK: i64 = 0x4c41_5454_504c_4143;
+
+/// Held while a placement is decided and written: no other placement (in this process, or on
+/// PostgreSQL in any fleet process) reads the reservations until it is dropped.
+pub struct PlacementGuard {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    /// PostgreSQL: the session holding the advisory lock, detached from the pool; dropping it
+    /// closes the connection, which ends the session and releases the lock.
+    _session: Option<sqlx::AnyConnection>,
 }
 
 /// `u64` values are stored in BIGINT columns bit-for-bit.
@@ -113,7 +127,37 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            placing: Default::default(),
+        })
+    }
+
+    /// Takes the placement lock: every path that reads the reservations, picks a node and
+    /// writes a placement (deploy, update, drain, rescheduling) holds it from the read to the
+    /// write, so two placements never both take the same free room. In this process a mutex;
+    /// on PostgreSQL also a session advisory lock, for the other fleet replicas.
+    pub async fn placement_guard(&self) -> Result<PlacementGuard, StoreError> {
+        let local = self.placing.clone().lock_owned().await;
+        let session = match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                // Out of the pool before it asks for the lock: if this future is dropped while
+                // it waits (a client that went away), the connection closes rather than going
+                // back to the pool to take the lock later and keep it.
+                let mut c = self.pool.acquire().await?.detach();
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(PLACEMENT_LOCK)
+                    .execute(&mut c)
+                    .await?;
+                Some(c)
+            }
+        };
+        Ok(PlacementGuard {
+            _local: local,
+            _session: session,
+        })
     }
 
     pub fn backend(&self) -> Backend {

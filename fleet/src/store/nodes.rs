@@ -255,6 +255,27 @@ impl Store {
         Ok(from_db(row.try_get("target_revision")?))
     }
 
+    /// [`Store::set_target`], compare-and-set: only while the node's target revision is still
+    /// `seen_revision` (the caller read it before it read what the target is built from).
+    /// `Ok(None)`: another writer got there first; read again and retry.
+    pub async fn set_target_if(
+        &self,
+        id: &str,
+        workloads_json: &str,
+        seen_revision: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let r = sqlx::query(
+            "UPDATE nodes SET target = $1, target_revision = target_revision + 1 \
+             WHERE id = $2 AND target_revision = $3",
+        )
+        .bind(workloads_json)
+        .bind(id)
+        .bind(to_db(seen_revision))
+        .execute(self.pool())
+        .await?;
+        Ok((r.rows_affected() == 1).then_some(seen_revision + 1))
+    }
+
     /// Online nodes whose applied revision lags their target: the fleet re-sends to these.
     pub async fn unacknowledged_targets(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(

@@ -9,6 +9,11 @@ async fn sqlite() -> Store {
 /// (`LATTICE_TEST_POSTGRES` = its admin URL). Outside CI, without it, the PostgreSQL variants
 /// say so and pass; in CI (`CI` set) its absence is a failure.
 async fn postgres() -> Option<Store> {
+    Some(Store::open(&postgres_url().await?).await.unwrap())
+}
+
+/// A new, empty database on the test cluster; its URL.
+async fn postgres_url() -> Option<String> {
     let Ok(admin) = std::env::var("LATTICE_TEST_POSTGRES") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -26,11 +31,31 @@ async fn postgres() -> Option<Store> {
         .execute(&mut c)
         .await
         .unwrap();
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
+    match admin.rsplit_once('/') {
+        Some((base, _)) => Some(format!("{base}/{name}")),
         None => panic!("LATTICE_TEST_POSTGRES has no database part: {admin}"),
+    }
+}
+
+/// Two fleet replicas on one PostgreSQL never decide placements at once.
+#[tokio::test]
+async fn placement_is_one_at_a_time_across_replicas() {
+    let Some(url) = postgres_url().await else {
+        return;
     };
-    Some(Store::open(&url).await.unwrap())
+    let a = Store::open(&url).await.unwrap();
+    let b = Store::open(&url).await.unwrap();
+    let held = a.placement_guard().await.unwrap();
+    let wait = std::time::Duration::from_millis(500);
+    assert!(
+        tokio::time::timeout(wait, b.placement_guard())
+            .await
+            .is_err(),
+        "the other replica placed while this one held the lock"
+    );
+    drop(held);
+    let again = tokio::time::timeout(std::time::Duration::from_secs(10), b.placement_guard()).await;
+    assert!(again.is_ok(), "released with its session");
 }
 
 /// Runs each store test on SQLite and on PostgreSQL.
@@ -218,8 +243,13 @@ async fn silent_nodes_go_offline_and_targets_are_tracked(s: Store) {
     // A new node's target is revision 1 (empty), not yet acknowledged.
     assert_eq!(s.unacknowledged_targets().await.unwrap().len(), 1);
     assert_eq!(s.set_target("n-1", "[]").await.unwrap(), 2);
+    // A writer that read revision 2 before another one wrote 3 does not write its older list.
+    assert_eq!(s.set_target_if("n-1", "[\"b\"]", 2).await.unwrap(), Some(3));
+    assert_eq!(s.set_target_if("n-1", "[\"a\"]", 2).await.unwrap(), None);
+    assert_eq!(s.node("n-1").await.unwrap().unwrap().target, "[\"b\"]");
+    assert_eq!(s.set_target("n-1", "[]").await.unwrap(), 4);
     assert_eq!(s.unacknowledged_targets().await.unwrap().len(), 1);
-    s.ingest("n-1", 1, 2, status(2, "u"), 1_500).await.unwrap();
+    s.ingest("n-1", 1, 2, status(4, "u"), 1_500).await.unwrap();
     assert!(s.unacknowledged_targets().await.unwrap().is_empty());
     assert!(s.mark_silent_offline(1_000).await.unwrap().is_empty());
     assert_eq!(

@@ -167,3 +167,28 @@ async fn placement_follows_offers_and_selections_and_a_move_keeps_them() {
     let (_, v) = call(&s, "GET", "/api/v1/workloads/one", Some(&token), None).await;
     assert_eq!(v["moving_to"], c.as_str(), "{v}");
 }
+
+#[tokio::test]
+async fn concurrent_deploys_never_over_commit_a_node() {
+    let s = state().await;
+    // 4 CPUs: the node offers 2,000 millicores, room for 8 small (250) workloads.
+    let node = online_node_of(&s, "p1").await;
+    let (_, token) = account(&s, "c@x.org", "consumer").await;
+    let calls = (0..20).map(|i| {
+        let (s, token) = (s.clone(), token.clone());
+        async move { deploy(&s, &token, web(&format!("w{i}"))).await.0 }
+    });
+    let codes = futures_util::future::join_all(calls).await;
+    let created = codes.iter().filter(|c| **c == StatusCode::CREATED).count();
+    let refused = codes.iter().filter(|c| **c == StatusCode::CONFLICT).count();
+    assert_eq!((created, refused), (8, 12), "{codes:?}");
+    let reserved: u64 = s
+        .store
+        .workloads_on(&node)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.cpu_millis)
+        .sum();
+    assert_eq!(reserved, 2_000);
+}
