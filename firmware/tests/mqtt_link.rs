@@ -237,3 +237,70 @@ async fn tls_link_pins_the_fleet_key() {
     assert!(seen.is_empty(), "connected despite the wrong pinned key");
     assert!(impostor.epoch_file() >= 1, "it did try");
 }
+
+/// An applier whose workloads' states the test sets.
+#[derive(Clone, Default)]
+struct StatesApplier(std::sync::Arc<std::sync::Mutex<Vec<lattice_wire::msg::WorkloadStatus>>>);
+
+impl latticed::agent::Applier for StatesApplier {
+    fn apply(
+        &mut self,
+        _target: &lattice_wire::msg::Target,
+    ) -> Result<(), latticed::agent::ApplyError> {
+        Ok(())
+    }
+
+    fn workloads(&self) -> Vec<lattice_wire::msg::WorkloadStatus> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_state_change_is_reported_at_once_not_at_the_next_heartbeat() {
+    let Some(bin) = common::mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let broker = Broker::start(&bin, dir.path(), "n-states", None);
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let node = Node::register(&data, "n-states", url, IdentityKey::generate());
+    let mut obs = Observer::connect(broker.port).await;
+    let states = StatesApplier::default();
+    // A heartbeat far away: any status soon after the change is the change's.
+    let agent = node.agent_applying(states.clone(), |c| c.heartbeat_override = Some(60));
+    let (stop, shutdown) = shutdown::channel();
+    let run = tokio::spawn(agent.run(shutdown));
+    obs.expect(&node, "first status", |o| status_rev(o).is_some())
+        .await;
+
+    let running = lattice_wire::msg::WorkloadStatus {
+        id: "w-1".into(),
+        state: lattice_wire::msg::WorkloadState::Running,
+        restarts: 0,
+    };
+    let changed = std::time::Instant::now();
+    *states.0.lock().unwrap() = vec![running.clone()];
+    let status = obs
+        .expect(&node, "status with w-1 running", |o| match &o.message {
+            Message::Status(s) => s.workloads == vec![running.clone()],
+            _ => false,
+        })
+        .await;
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the change waited {took:?} (heartbeat 60 s)"
+    );
+    assert!(status_rev(&status).is_some());
+    // Unchanged states send nothing more until the heartbeat.
+    let quiet = tokio::time::timeout(
+        Duration::from_secs(2),
+        obs.expect(&node, "another status", |o| status_rev(o).is_some()),
+    )
+    .await;
+    assert!(quiet.is_err(), "a status without a change");
+
+    stop.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
+}

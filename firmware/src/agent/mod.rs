@@ -111,7 +111,14 @@ pub struct Agent<A: Applier = RecordingApplier> {
     reconnect_base: Duration,
     reconnect_cap: Duration,
     next_beat: Instant,
+    /// The workloads' states in the last status sent: a change is reported at once (within
+    /// [`STATE_POLL`]), not at the next heartbeat, so the fleet sees a new copy running (and
+    /// finishes a move or update) seconds sooner.
+    last_states: Vec<lattice_wire::msg::WorkloadStatus>,
 }
+
+/// How often the workloads' states are compared with the last status sent.
+pub const STATE_POLL: Duration = Duration::from_millis(500);
 
 impl Agent<RecordingApplier> {
     /// An agent that records targets without running anything.
@@ -160,6 +167,7 @@ impl<A: Applier> Agent<A> {
         let outbox = Outbox::open(&config.data_dir.join(OUTBOX_FILE), config.outbox_max_bytes)?;
         Ok(Agent {
             next_beat: Instant::now() + state.heartbeat(),
+            last_states: Vec::new(),
             state,
             store,
             outbox,

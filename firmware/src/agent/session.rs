@@ -51,6 +51,11 @@ impl<A: Applier> Agent<A> {
                     LinkEvent::Closed(e) => return self.lost(url, e, true),
                 },
                 () = sleep_until(self.next_beat) => self.send_status(&link).await,
+                () = tokio::time::sleep(super::STATE_POLL) => {
+                    if self.applier.workloads() != self.last_states {
+                        self.send_status(&link).await;
+                    }
+                }
             }
         }
     }
@@ -96,7 +101,9 @@ impl<A: Applier> Agent<A> {
     pub(super) async fn send_status(&mut self, link: &Link) {
         self.next_beat = Instant::now() + self.state.heartbeat();
         let usage = self.sample();
-        let status = self.state.status(usage, self.applier.workloads());
+        let states = self.applier.workloads();
+        self.last_states = states.clone();
+        let status = self.state.status(usage, states);
         match self.publish(link, &status).await {
             Ok(()) => tracing::debug!(
                 applied_revision = self.state.applied_revision(),

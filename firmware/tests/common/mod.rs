@@ -281,6 +281,19 @@ impl Node {
 
     /// Like [`Node::agent`] with the default reconnect policy, then `tweak`.
     pub fn agent_with(&self, tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
+        Agent::new(self.config(tweak)).unwrap()
+    }
+
+    /// An agent applying targets with `applier`, configured as [`Node::agent_with`].
+    pub fn agent_applying<A: latticed::agent::Applier>(
+        &self,
+        applier: A,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> Agent<A> {
+        Agent::with_applier(self.config(tweak), applier).unwrap()
+    }
+
+    fn config(&self, tweak: impl FnOnce(&mut AgentConfig)) -> AgentConfig {
         let keys = identity::load_or_generate(&self.dir).unwrap();
         let (reg, secret) = identity::load_registration(&self.dir, &keys)
             .unwrap()
@@ -288,7 +301,7 @@ impl Node {
         let mut c = AgentConfig::new(self.dir.clone(), keys, reg, secret);
         c.heartbeat_override = Some(1);
         tweak(&mut c);
-        Agent::new(c).unwrap()
+        c
     }
 
     pub fn epoch_file(&self) -> u64 {
