@@ -890,7 +890,36 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
         Some(id) => store.node(id).await?,
         None => None,
     };
-    let (state, reason, restarts) = lifecycle(w, node.as_ref());
+    let events = store.workload_events(&w.id).await?;
+    view_of(w, node.as_ref(), events)
+}
+
+/// The views of many workloads with three queries in all (nodes, the workloads given, their
+/// events), not three per workload: what `GET /api/v1/workloads` lists.
+pub async fn views(store: &Store, rows: &[WorkloadRow]) -> Result<Vec<WorkloadView>, StoreError> {
+    let nodes: std::collections::HashMap<String, NodeRow> = store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|n| (n.id.clone(), n))
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|w| w.id.as_str()).collect();
+    let mut events = store.workload_events_of(&ids).await?;
+    rows.iter()
+        .map(|w| {
+            let node = w.node_id.as_ref().and_then(|id| nodes.get(id));
+            view_of(w, node, events.remove(&w.id).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// A workload's view from its row, its node's row and its events.
+fn view_of(
+    w: &WorkloadRow,
+    node: Option<&NodeRow>,
+    events: Vec<WorkloadEvent>,
+) -> Result<WorkloadView, StoreError> {
+    let (state, reason, restarts) = lifecycle(w, node);
     let s = if w.kind == "s3" {
         ContainerSettings {
             image: crate::kinds::s3::settings(w)?.image,
@@ -922,7 +951,7 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
         endpoint: None,
         restarts,
         created_ms: w.created_ms,
-        events: store.workload_events(&w.id).await?,
+        events,
     })
 }
 

@@ -105,8 +105,16 @@ pub async fn list(
         Some(p.account_id.as_str())
     };
     let mut out = Vec::new();
-    for w in s.store.workloads(account).await? {
-        out.push(view(&s, &w).await?);
+    let rows = s.store.workloads(account).await?;
+    for (mut v, w) in workloads::views(&s.store, &rows)
+        .await?
+        .into_iter()
+        .zip(&rows)
+    {
+        if v.port.is_some() {
+            v.endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
+        }
+        out.push(v);
     }
     Ok(Json(out))
 }

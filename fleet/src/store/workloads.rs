@@ -209,6 +209,35 @@ impl Store {
         Ok(())
     }
 
+    /// The events of each of `ids` (oldest first), in one query per 500 ids.
+    pub async fn workload_events_of(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<WorkloadEvent>> = Default::default();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT workload_id, at_ms, kind, detail FROM workload_events \
+                 WHERE workload_id IN ({}) ORDER BY workload_id, at_ms",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                let id: String = r.try_get("workload_id")?;
+                out.entry(id).or_default().push(WorkloadEvent {
+                    at_ms: from_db(r.try_get("at_ms")?),
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// A workload's events, oldest first.
     pub async fn workload_events(&self, id: &str) -> Result<Vec<WorkloadEvent>, StoreError> {
         let rows = sqlx::query(
@@ -394,5 +423,19 @@ async fn insert_event(
     .bind(detail)
     .execute(&mut **tx)
     .await?;
+    // Only the newest events are kept: every change adds one, and every show and list
+    // returns them all.
+    sqlx::query(&format!(
+        "DELETE FROM workload_events WHERE workload_id = $1 AND at_ms < \
+         (SELECT at_ms FROM workload_events WHERE workload_id = $1 ORDER BY at_ms DESC \
+         LIMIT 1 OFFSET {})",
+        KEPT_EVENTS - 1
+    ))
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
+
+/// How many events a workload keeps (the newest).
+pub const KEPT_EVENTS: usize = 100;

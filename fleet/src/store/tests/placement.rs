@@ -7,6 +7,7 @@ use super::{postgres, sqlite};
 on_both!(
     moves_apply_only_to_the_placement_seen_and_record_one_event,
     an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_when_cancelled,
+    a_workload_keeps_its_newest_events_and_lists_read_them_at_once,
 );
 
 fn workload(id: &str, node: &str) -> WorkloadRow {
@@ -221,4 +222,35 @@ async fn an_update_becomes_the_workload_when_its_move_finishes_and_is_dropped_wh
             "updated"
         ]
     );
+}
+
+async fn a_workload_keeps_its_newest_events_and_lists_read_them_at_once(s: Store) {
+    for id in ["w-1", "w-2"] {
+        assert!(s
+            .insert_workload(&workload(id, "n-a"), "placed")
+            .await
+            .unwrap());
+    }
+    let extra = super::super::workloads::KEPT_EVENTS as u64 + 20;
+    for i in 0..extra {
+        s.workload_event("w-1", 10 + i, "tick", &format!("{i}"))
+            .await
+            .unwrap();
+    }
+    let events = s.workload_events("w-1").await.unwrap();
+    assert_eq!(events.len(), super::super::workloads::KEPT_EVENTS);
+    assert_eq!(events.last().unwrap().detail, format!("{}", extra - 1));
+    assert_eq!(
+        events.first().unwrap().detail,
+        "20",
+        "the oldest went first"
+    );
+    let all = s
+        .workload_events_of(&["w-1", "w-2", "w-none"])
+        .await
+        .unwrap();
+    assert_eq!(all["w-1"], events);
+    assert_eq!(all["w-2"].len(), 1);
+    assert_eq!(all["w-2"][0].kind, "created");
+    assert!(!all.contains_key("w-none"));
 }
