@@ -710,6 +710,10 @@ pub async fn update(
     req: &UpdateRequest,
     now_ms: u64,
 ) -> Result<(WorkloadRow, Updated), FrameError> {
+    // Held from reading the workload: concurrent changes of one workload apply one after the
+    // other to the latest version (each request names what to change, not a whole version),
+    // and the placement they may make sees every reservation.
+    let _placing = store.placement_guard().await?;
     let w = store
         .workload(account, name)
         .await?
@@ -741,7 +745,6 @@ pub async fn update(
         memory_bytes: next.memory_bytes,
         disk_bytes: w.disk_bytes,
     };
-    let _placing = store.placement_guard().await?;
     let nodes = store.nodes().await?;
     let placed = store.workloads(None).await?;
     let changed_meanwhile = || {
