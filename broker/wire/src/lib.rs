@@ -9,6 +9,7 @@
 //!   HPKE (RFC 9180). Decoding never panics: any byte string gives a value or a typed error.
 //! * [`replay`] — the per-sender (epoch, counter) window that refuses replayed envelopes.
 //! * [`keys`] — key types and their text encodings.
+//! * [`rotation`] — fleet key rotation statements and the walk from a pinned key to the current one.
 //!
 //! The broker is not trusted (rumqttd has no topic ACLs, and an operator may run any broker):
 //! a receiver accepts a message only when its signature verifies under the key registered for
@@ -22,6 +23,7 @@ pub mod msg;
 pub mod pin;
 pub mod register;
 pub mod replay;
+pub mod rotation;
 pub mod topic;
 
 pub use envelope::{Envelope, Opened, Sender, WireError};
