@@ -38,19 +38,19 @@ pub enum RotationError {
     )]
     UnsupportedVersion(u16),
     #[error("rotation statement for epoch {epoch} is not signed by its old key {old_key}")]
-    BadSignature { epoch: u64, old_key: IdentityPublic },
+    BadSignature { epoch: u64, old_key: String },
     #[error("rotation statement for epoch {epoch} rotates {key} to itself")]
-    SameKey { epoch: u64, key: IdentityPublic },
+    SameKey { epoch: u64, key: String },
     #[error("rotation statement for epoch {epoch} does not follow the previous one (expected old key {expected} at epoch {expected_epoch})")]
     Broken {
         epoch: u64,
-        expected: IdentityPublic,
+        expected: String,
         expected_epoch: u64,
     },
     #[error("rotation statement for epoch {epoch} is not newer than the pinned epoch {pinned}")]
     Replayed { epoch: u64, pinned: u64 },
     #[error("rotation statement for epoch {epoch} rotates {old_key}, which is not the pinned key")]
-    NotPinned { epoch: u64, old_key: IdentityPublic },
+    NotPinned { epoch: u64, old_key: String },
 }
 
 impl RotationError {
@@ -119,13 +119,13 @@ impl RotationStatement {
         if self.old_key == self.new_key {
             return Err(RotationError::SameKey {
                 epoch: self.epoch,
-                key: self.old_key,
+                key: self.old_key.to_string(),
             });
         }
         if !self.old_key.verify(&self.signed_bytes(), &self.signature) {
             return Err(RotationError::BadSignature {
                 epoch: self.epoch,
-                old_key: self.old_key,
+                old_key: self.old_key.to_string(),
             });
         }
         Ok(())
@@ -175,14 +175,14 @@ impl RotationChain {
                 if s.old_key != t.key || s.epoch != expected_epoch {
                     return Err(RotationError::Broken {
                         epoch: s.epoch,
-                        expected: t.key,
+                        expected: t.key.to_string(),
                         expected_epoch,
                     });
                 }
             } else if s.epoch != 1 {
                 return Err(RotationError::Broken {
                     epoch: s.epoch,
-                    expected: s.old_key,
+                    expected: s.old_key.to_string(),
                     expected_epoch,
                 });
             }
@@ -225,7 +225,7 @@ pub fn accept(pin: FleetPin, statement: &RotationStatement) -> Result<FleetPin, 
     if statement.old_key != pin.key {
         return Err(RotationError::NotPinned {
             epoch: statement.epoch,
-            old_key: statement.old_key,
+            old_key: statement.old_key.to_string(),
         });
     }
     if statement.epoch <= pin.epoch {
@@ -274,7 +274,10 @@ pub fn advance_to(
     if reached.key == *presented {
         Ok(reached)
     } else {
-        Err(AdvanceError::NoPath { reached })
+        Err(AdvanceError::NoPath {
+            reached_key: reached.key.to_string(),
+            reached_epoch: reached.epoch,
+        })
     }
 }
 
@@ -282,8 +285,11 @@ pub fn advance_to(
 pub enum AdvanceError {
     #[error("rotation refused: {0}")]
     Refused(RotationError),
-    #[error("no rotation statement leads from the pinned key to the presented one (walked to {} at epoch {})", reached.key, reached.epoch)]
-    NoPath { reached: FleetPin },
+    #[error("no rotation statement leads from the pinned key to the presented one (walked to {reached_key} at epoch {reached_epoch})")]
+    NoPath {
+        reached_key: String,
+        reached_epoch: u64,
+    },
 }
 
 #[cfg(test)]
