@@ -55,6 +55,9 @@ pub struct ClientOptions {
     pub gateway: String,
     pub node_key: IdentityKey,
     pub fleet_key: IdentityPublic,
+    /// Where the pinned fleet key lives, when it follows rotations (latticed's persisted pin);
+    /// `None`: `fleet_key`, in memory.
+    pub fleet_pin: Option<Arc<dyn lattice_wire::pin::PinHolder>>,
     /// How long one connection attempt (resolve + handshake) may take.
     pub connect_timeout: Duration,
     /// How long the gateway has to send a stream's open header.
@@ -69,6 +72,7 @@ impl ClientOptions {
             gateway,
             node_key,
             fleet_key,
+            fleet_pin: None,
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(500),
@@ -112,7 +116,11 @@ pub fn spawn(
     opts: ClientOptions,
     dialer: Arc<dyn Dialer>,
 ) -> Result<ClientHandle, crate::tls::TlsError> {
-    let crypto = crate::tls::client_crypto(&opts.node_key, &opts.fleet_key)?;
+    let pin = opts
+        .fleet_pin
+        .clone()
+        .unwrap_or_else(|| lattice_wire::pin::MemoryPin::shared(opts.fleet_key));
+    let crypto = crate::tls::client_crypto_with(&opts.node_key, pin)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport());
     let (state_tx, state) = watch::channel(TunnelState::Connecting);

@@ -10,6 +10,7 @@
 
 use crate::proto::{self, Decoded, LogsOpen, Open, Reply, UpstreamOpen};
 use crate::stream::{transport, TunnelStream};
+use lattice_wire::rotation::RotationChain;
 use lattice_wire::{IdentityKey, IdentityPublic};
 use std::collections::HashMap;
 use std::future::Future;
@@ -92,6 +93,8 @@ pub struct ServerOptions {
     pub open_timeout: Duration,
     /// How long a node has to send the header of a stream it opened (an upstream).
     pub upstream_header_timeout: Duration,
+    /// The fleet's key rotation chain, served in the certificate (empty: never rotated).
+    pub rotation_chain: RotationChain,
 }
 
 impl Default for ServerOptions {
@@ -100,6 +103,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(10),
             upstream_header_timeout: Duration::from_secs(10),
+            rotation_chain: RotationChain::default(),
         }
     }
 }
@@ -123,7 +127,7 @@ impl TunnelServer {
         authorizer: Arc<dyn Authorizer>,
         opts: ServerOptions,
     ) -> Result<TunnelServer, ServerError> {
-        let crypto = crate::tls::server_crypto(fleet)?;
+        let crypto = crate::tls::server_crypto_with_chain(fleet, &opts.rotation_chain)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(transport());
         let endpoint = quinn::Endpoint::server(config, addr)

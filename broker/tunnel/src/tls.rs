@@ -8,7 +8,8 @@
 //!   decided right after the handshake against the fleet's store ([`crate::server::Authorizer`]).
 //!   No CA and no validity dates: the key is the credential, as everywhere in Lattice.
 
-use lattice_wire::pin::{ed25519_spki_der, PinnedFleetKey};
+use lattice_wire::pin::{ed25519_spki_der, PinHolder, PinnedFleetKey, ROTATION_EXTENSION_OID};
+use lattice_wire::rotation::RotationChain;
 use lattice_wire::{IdentityKey, IdentityPublic};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -46,6 +47,17 @@ pub fn self_signed(
     what: &'static str,
     cn: &str,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    self_signed_with_chain(key, what, cn, &RotationChain::default())
+}
+
+/// [`self_signed`] carrying a fleet key rotation chain (if not empty) in the extension nodes
+/// follow (`lattice_wire::pin::ROTATION_EXTENSION_OID`).
+pub fn self_signed_with_chain(
+    key: &IdentityKey,
+    what: &'static str,
+    cn: &str,
+    chain: &RotationChain,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
     let fail = |source| TlsError::Certificate { what, source };
     let pkcs8 = PrivatePkcs8KeyDer::from(key.to_pkcs8_der());
     let pair =
@@ -55,6 +67,14 @@ pub fn self_signed(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn.to_owned());
+    if !chain.statements.is_empty() {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                ROTATION_EXTENSION_OID,
+                chain.encode(),
+            ));
+    }
     let cert = params.self_signed(&pair).map_err(fail)?;
     Ok((
         cert.der().clone(),
@@ -127,10 +147,19 @@ impl ClientCertVerifier for AnyEd25519Client {
 pub fn server_crypto(
     fleet: &IdentityKey,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
-    let (cert, key) = self_signed(
+    server_crypto_with_chain(fleet, &RotationChain::default())
+}
+
+/// [`server_crypto`] whose certificate carries the fleet's key rotation chain.
+pub fn server_crypto_with_chain(
+    fleet: &IdentityKey,
+    chain: &RotationChain,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
+    let (cert, key) = self_signed_with_chain(
         fleet,
         "fleet",
         &format!("Lattice gateway {}", fleet.public()),
+        chain,
     )?;
     let provider = provider();
     let verifier = Arc::new(AnyEd25519Client {
@@ -152,9 +181,18 @@ pub fn client_crypto(
     node: &IdentityKey,
     fleet: &IdentityPublic,
 ) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
+    client_crypto_with(node, lattice_wire::pin::MemoryPin::shared(*fleet))
+}
+
+/// [`client_crypto`] pinning whatever `pin` holds (latticed's persisted pin, which follows the
+/// fleet's key rotations).
+pub fn client_crypto_with(
+    node: &IdentityKey,
+    pin: Arc<dyn PinHolder>,
+) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
     let (cert, key) = self_signed(node, "node", &format!("Lattice node {}", node.public()))?;
     let provider = provider();
-    let verifier = Arc::new(PinnedFleetKey::new(*fleet, &provider));
+    let verifier = Arc::new(PinnedFleetKey::with_holder(pin, &provider));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Config)?
@@ -177,6 +215,29 @@ mod tests {
         let (cert, _) = self_signed(&key, "node", "test").unwrap();
         assert_eq!(certificate_key(&cert), Some(key.public()));
         assert_eq!(certificate_key(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    #[test]
+    fn the_gateway_certificate_carries_the_rotation_chain() {
+        let k0 = IdentityKey::generate();
+        let k1 = IdentityKey::generate();
+        let chain = RotationChain::default().extend(&k0, &k1.public(), 1);
+        let (cert, _) = self_signed_with_chain(&k1, "fleet", "test", &chain).unwrap();
+        assert_eq!(certificate_key(&cert), Some(k1.public()));
+        assert_eq!(
+            lattice_wire::pin::certificate_rotation_chain(cert.as_ref())
+                .unwrap()
+                .unwrap(),
+            chain
+        );
+        let (plain, _) = self_signed(&k1, "fleet", "test").unwrap();
+        assert!(lattice_wire::pin::certificate_rotation_chain(plain.as_ref()).is_none());
+        server_crypto_with_chain(&k1, &chain).unwrap();
+        client_crypto_with(
+            &IdentityKey::generate(),
+            lattice_wire::pin::MemoryPin::shared(k0.public()),
+        )
+        .unwrap();
     }
 
     #[test]

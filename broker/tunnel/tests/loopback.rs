@@ -554,3 +554,83 @@ async fn nodes_reach_only_declared_upstreams_within_their_limit() {
     .expect("gives up after its wait");
     assert!(matches!(down, Err(UpstreamError::NoTunnel)), "{down:?}");
 }
+
+#[tokio::test]
+async fn a_node_pinning_the_old_fleet_key_follows_the_rotation_to_the_gateway() {
+    use lattice_wire::pin::{MemoryPin, PinHolder};
+    use lattice_wire::rotation::{FleetPin, RotationChain};
+    let old = IdentityKey::generate();
+    let new = IdentityKey::generate();
+    let node = IdentityKey::generate();
+    let keys = Keys(HashMap::from([(
+        node.public().to_bytes(),
+        "n-1".to_owned(),
+    )]));
+    let chain = RotationChain::default().extend(&old, &new.public(), 1);
+    let server = TunnelServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &new,
+        Arc::new(keys),
+        ServerOptions {
+            rotation_chain: chain,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let pin = Arc::new(MemoryPin::new(FleetPin::provisioned(old.public())));
+    let mut opts = ClientOptions::new(
+        server.local_addr().unwrap().to_string(),
+        node.clone(),
+        old.public(),
+    );
+    opts.fleet_pin = Some(pin.clone() as Arc<dyn PinHolder>);
+    let _h = client::spawn(
+        opts,
+        Arc::new(EchoDialer(echo_server().await, Arc::default())),
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if server.is_connected("n-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(server.is_connected("n-1"), "node never connected");
+    assert_eq!(
+        pin.pin(),
+        FleetPin {
+            key: new.public(),
+            epoch: 1
+        }
+    );
+
+    // A gateway with a forged chain (the statement signed by its own key) is refused.
+    let evil = IdentityKey::generate();
+    let mut forged = RotationChain::default().extend(&evil, &evil.public(), 1);
+    forged.statements[0].old_key = old.public();
+    let keys = Keys(HashMap::from([(
+        node.public().to_bytes(),
+        "n-1".to_owned(),
+    )]));
+    let server = TunnelServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &evil,
+        Arc::new(keys),
+        ServerOptions {
+            rotation_chain: forged,
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let pin = Arc::new(MemoryPin::new(FleetPin::provisioned(old.public())));
+    let mut opts = ClientOptions::new(server.local_addr().unwrap().to_string(), node, old.public());
+    opts.fleet_pin = Some(pin.clone() as Arc<dyn PinHolder>);
+    let h = client::spawn(
+        opts,
+        Arc::new(EchoDialer(echo_server().await, Arc::default())),
+    )
+    .unwrap();
+    let reason = wait_down(&h).await;
+    assert!(reason.contains("bad_signature"), "{reason}");
+    assert_eq!(pin.pin(), FleetPin::provisioned(old.public()));
+}
