@@ -12,8 +12,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use latticed::cgroup::{
-    self, detect, online_cpus, CgroupError, CgroupManager, Envelope, EnvelopeLimits, Hierarchy,
-    V2Manager, DEFAULT_CPU_SHARES, DEFAULT_CPU_WEIGHT, ENVELOPE_CPU_SHARES, ENVELOPE_CPU_WEIGHT,
+    self, detect, envelope_cpus, format_cpu_list, online_cpus, parse_cpu_list, CgroupError,
+    CgroupManager, Envelope, EnvelopeLimits, Hierarchy, V2Manager, DEFAULT_CPU_SHARES,
+    DEFAULT_CPU_WEIGHT, ENVELOPE_CPU_SHARES, ENVELOPE_CPU_WEIGHT,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{access, AccessFlags, Pid};
@@ -419,6 +420,86 @@ fn the_host_wins_a_contended_cpu() {
         "at the default weight the envelope got {ratio_eq:.3} of the host's CPU, at the low weight {ratio:.3}"
     );
     g.kill_all();
+}
+
+/// `Cpus_allowed_list` of a process: the CPUs the kernel lets it run on.
+fn cpus_allowed(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list");
+    parse_cpu_list(list).expect("a CPU list")
+}
+
+#[test]
+fn the_host_keeps_the_cpus_the_envelope_does_not_need() {
+    let online =
+        parse_cpu_list(&std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap())
+            .expect("online CPUs");
+    if online.len() < 2 {
+        eprintln!("skipping host_keeps_cpus: one CPU cannot be split");
+        return;
+    }
+    let Some(mut g) = Guard::new("host_keeps_cpus", limits(100, 256 * MIB, 64)) else {
+        return;
+    };
+    let Envelope::V1(m) = &g.env else {
+        eprintln!("skipping host_keeps_cpus: the v2 path is tested on the image (QEMU)");
+        return;
+    };
+    let Some(env_dir) = m.dir("cpuset").map(PathBuf::from) else {
+        eprintln!("skipping host_keeps_cpus: no cpuset controller mounted");
+        return;
+    };
+    let i = g.spawn_inside("exec sleep 60");
+    let pid = g.children[i].id();
+    assert_eq!(
+        cpus_allowed(pid),
+        online,
+        "a 100 % envelope runs everywhere"
+    );
+    // A cgroup inside the envelope holding the process, as Docker makes one per container
+    // (with the envelope's CPUs copied in): v1 refuses to narrow a parent below a child's
+    // CPUs, so this is what makes the order of the writes matter.
+    let child = env_dir.join("c1");
+    std::fs::create_dir(&child).expect("mkdir a child cpuset");
+    for f in ["cpuset.mems", "cpuset.cpus"] {
+        std::fs::write(child.join(f), std::fs::read(env_dir.join(f)).unwrap()).unwrap();
+    }
+    std::fs::write(child.join("cgroup.procs"), pid.to_string()).expect("move into the child");
+
+    g.env
+        .ensure(&limits(50, 256 * MIB, 64))
+        .expect("narrow the envelope");
+    let pinned = envelope_cpus(50, &online).expect("half the CPUs");
+    assert_eq!(g.read("cpuset", "cpuset.cpus"), format_cpu_list(&pinned));
+    assert_eq!(
+        cpus_allowed(pid),
+        pinned,
+        "the container's process moved with its envelope"
+    );
+    assert!(
+        !pinned.contains(&online[0]),
+        "CPU {} stays the host's",
+        online[0]
+    );
+
+    g.env
+        .ensure(&limits(100, 256 * MIB, 64))
+        .expect("widen the envelope");
+    assert_eq!(
+        cpus_allowed(pid),
+        online,
+        "widened again, the process may run everywhere"
+    );
+    g.kill_all();
+    for _ in 0..50 {
+        if std::fs::remove_dir(&child).is_ok() {
+            break;
+        }
+        sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -184,7 +184,7 @@ fn image_boots_registers_and_keeps_its_identity() {
         .to_string();
     // The limits are systemd's (set over D-Bus), not files written behind its back.
     let props = guest.ok(&format!(
-        "systemctl show -p CPUQuotaPerSecUSec -p MemoryMax -p TasksMax -p CPUWeight '{slice}'"
+        "systemctl show -p CPUQuotaPerSecUSec -p MemoryMax -p TasksMax -p CPUWeight -p AllowedCPUs '{slice}'"
     ));
     assert!(
         !props.contains("CPUQuotaPerSecUSec=infinity") && props.contains("CPUQuotaPerSecUSec="),
@@ -198,6 +198,19 @@ fn image_boots_registers_and_keeps_its_identity() {
     assert!(
         cgroup.contains(&format!("/lattice.slice/{slice}/")),
         "the container is not inside the envelope: {cgroup}"
+    );
+    // The default cap, 50 % of the guest's two CPUs, needs one: the envelope runs on CPU 1
+    // and CPU 0 stays the host's, set through systemd (AllowedCPUs) and felt by the container.
+    assert!(
+        props.lines().any(|l| l.trim() == "AllowedCPUs=1"),
+        "the envelope is not pinned to CPU 1: {props}"
+    );
+    let allowed = guest.ok(&format!(
+        "grep Cpus_allowed_list /proc/$(docker ps -q --filter label=io.lattice.node={id} | head -n1 | xargs docker inspect -f '{{{{.State.Pid}}}}')/status"
+    ));
+    assert!(
+        allowed.split_whitespace().last() == Some("1"),
+        "the container may run outside the envelope's CPUs: {allowed}"
     );
     // Through the node's tunnel and the fleet's gateway, as a consumer reaches it.
     let apps = fleet.apps_http.clone().expect("the fleet runs its gateway");

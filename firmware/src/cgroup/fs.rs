@@ -110,6 +110,28 @@ pub fn remove_tree(path: &Path) -> Result<(), CgroupError> {
     })
 }
 
+/// Reads a kernel CPU list (`cpuset.cpus`, `cpuset.cpus.effective`).
+pub fn read_cpu_list(path: &Path) -> Result<Vec<u32>, CgroupError> {
+    let text = read(path)?;
+    super::limits::parse_cpu_list(&text).ok_or_else(|| CgroupError::Parse {
+        path: path.to_path_buf(),
+        content: text.trim().to_owned(),
+        expected: "a CPU list such as 0-3,8",
+    })
+}
+
+/// `path` and every cgroup below it, parents before their children.
+pub fn tree(path: &Path) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut out = vec![path.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let below = subdirs(&out[i])?;
+        out.extend(below);
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// The cgroups directly below `path`.
 pub fn subdirs(path: &Path) -> Result<Vec<PathBuf>, CgroupError> {
     let read_err = |source| CgroupError::Read {

@@ -140,6 +140,84 @@ pub const ENVELOPE_CPU_WEIGHT: u64 = 20;
 /// [`ENVELOPE_CPU_WEIGHT`] on cgroup v1's scale: 1024 × 20 / 100 = 204 (rounded down).
 pub const ENVELOPE_CPU_SHARES: u64 = DEFAULT_CPU_SHARES * ENVELOPE_CPU_WEIGHT / DEFAULT_CPU_WEIGHT;
 
+/// The CPUs the envelope may run on when the provider donates `pct` percent of the machine,
+/// whose CPUs are `available`: the highest-numbered `ceil(pct × n / 100)` of them, so that the
+/// host keeps the others (CPU 0 first, where most interrupts land) to itself. `None` when
+/// that is every CPU (the envelope needs them all, or there is only one): no pinning then.
+///
+/// Why pin at all, when the CFS quota already caps the envelope and its low weight lets the
+/// host win a contended CPU: the quota is spent on all CPUs at once, so a capped workload
+/// still runs on every CPU for part of each period, and a host process that wakes up on such
+/// a CPU waits for the workload's time slice to end (the kernel's EEVDF scheduler does not
+/// preempt at once for a higher weight). Measured on the 2-core build machine with a memory
+/// hog, a CPU hog and a fork bomb in a 50 % envelope: the host's fork+exec p99 went from
+/// ×3.3–×4.8 of idle to ×0.9–×1.1 with the envelope on CPU 1 alone (docs/benchmarks.md).
+pub fn envelope_cpus(pct: u32, available: &[u32]) -> Option<Vec<u32>> {
+    let mut cpus = available.to_vec();
+    cpus.sort_unstable();
+    cpus.dedup();
+    let n = cpus.len() as u64;
+    let wanted = (u64::from(pct.clamp(1, 100)) * n).div_ceil(100).max(1);
+    if wanted >= n {
+        return None;
+    }
+    Some(cpus.split_off((n - wanted) as usize))
+}
+
+/// Parses a kernel CPU list (`cpuset.cpus`, `/sys/devices/system/cpu/online`): `0-3,8,10-11`;
+/// an empty list is empty. `None` when it is not one.
+pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if a > b || b - a > 65_536 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
+}
+
+/// Writes CPUs as a kernel CPU list, ranges joined: `[0, 1, 2, 5]` is `0-2,5`.
+pub fn format_cpu_list(cpus: &[u32]) -> String {
+    let mut cpus = cpus.to_vec();
+    cpus.sort_unstable();
+    cpus.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
+            i += 1;
+        }
+        parts.push(if cpus[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", cpus[i])
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// CPUs as the bit mask systemd's `AllowedCPUs` property takes (D-Bus `ay`): bit `i % 8` of
+/// byte `i / 8` is CPU `i`.
+pub fn cpu_mask(cpus: &[u32]) -> Vec<u8> {
+    let len = cpus.iter().max().map_or(0, |&m| m as usize / 8 + 1);
+    let mut mask = vec![0u8; len];
+    for &cpu in cpus {
+        mask[cpu as usize / 8] |= 1 << (cpu % 8);
+    }
+    mask
+}
+
 /// What the envelope uses right now, read from the kernel's accounting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EnvelopeStats {
@@ -186,6 +264,48 @@ mod tests {
             check_cpu_percent(0).unwrap_err().to_string(),
             "cpu_percent 0 is outside 1..=100"
         );
+    }
+
+    #[test]
+    fn the_host_keeps_the_lowest_cpus_the_envelope_does_not_need() {
+        assert_eq!(envelope_cpus(50, &[0, 1]), Some(vec![1]));
+        assert_eq!(envelope_cpus(10, &[0, 1]), Some(vec![1]));
+        assert_eq!(envelope_cpus(51, &[0, 1]), None, "needs more than one CPU");
+        assert_eq!(envelope_cpus(100, &[0, 1, 2, 3]), None);
+        assert_eq!(envelope_cpus(75, &[0, 1, 2, 3]), Some(vec![1, 2, 3]));
+        assert_eq!(envelope_cpus(25, &[3, 2, 1, 0]), Some(vec![3]));
+        assert_eq!(envelope_cpus(30, &[0, 1, 2, 3]), Some(vec![2, 3]));
+        // Gaps (offline CPUs, a restricted parent) are respected.
+        assert_eq!(envelope_cpus(50, &[0, 2, 4, 6]), Some(vec![4, 6]));
+        assert_eq!(envelope_cpus(1, &[0]), None, "one CPU cannot be split");
+        assert_eq!(envelope_cpus(1, &[]), None);
+    }
+
+    #[test]
+    fn cpu_lists_round_trip() {
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("\n"), Some(vec![]));
+        assert_eq!(parse_cpu_list("1"), Some(vec![1]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("a"), None);
+        assert_eq!(parse_cpu_list("0-"), None);
+        assert_eq!(format_cpu_list(&[5, 0, 1, 2]), "0-2,5");
+        assert_eq!(format_cpu_list(&[1]), "1");
+        assert_eq!(format_cpu_list(&[1, 3]), "1,3");
+        assert_eq!(format_cpu_list(&[]), "");
+        let cpus = vec![0, 1, 2, 3, 8, 10, 11];
+        assert_eq!(parse_cpu_list(&format_cpu_list(&cpus)), Some(cpus));
+    }
+
+    #[test]
+    fn systemd_mask_sets_one_bit_per_cpu() {
+        assert_eq!(cpu_mask(&[1]), vec![0b10]);
+        assert_eq!(cpu_mask(&[1, 2, 3]), vec![0b1110]);
+        assert_eq!(cpu_mask(&[0, 9]), vec![0b1, 0b10]);
+        assert_eq!(cpu_mask(&[]), Vec::<u8>::new());
     }
 
     #[test]

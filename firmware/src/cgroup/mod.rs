@@ -64,9 +64,9 @@ pub use detect::Hierarchy;
 pub use error::CgroupError;
 pub use fake::{Call, FakeManager};
 pub use limits::{
-    cfs_quota_us, check_cpu_percent, EnvelopeLimits, EnvelopeStats, LimitProblem, LimitsError,
-    CFS_PERIOD_US, DEFAULT_CPU_SHARES, DEFAULT_CPU_WEIGHT, ENVELOPE_CPU_SHARES,
-    ENVELOPE_CPU_WEIGHT, MAX_PIDS, MIN_MEMORY_BYTES,
+    cfs_quota_us, check_cpu_percent, cpu_mask, envelope_cpus, format_cpu_list, parse_cpu_list,
+    EnvelopeLimits, EnvelopeStats, LimitProblem, LimitsError, CFS_PERIOD_US, DEFAULT_CPU_SHARES,
+    DEFAULT_CPU_WEIGHT, ENVELOPE_CPU_SHARES, ENVELOPE_CPU_WEIGHT, MAX_PIDS, MIN_MEMORY_BYTES,
 };
 pub use systemd::{RecordingSystemd, SystemdManager, SystemdSlice};
 pub use v1::V1Manager;

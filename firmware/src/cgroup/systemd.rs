@@ -15,7 +15,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::limits::{check_cpu_percent, ENVELOPE_CPU_WEIGHT};
+use super::limits::{check_cpu_percent, cpu_mask, envelope_cpus, ENVELOPE_CPU_WEIGHT};
 use super::{fs, v2, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
 
 /// A value of a systemd unit property, typed as D-Bus wants it.
@@ -27,6 +27,8 @@ pub enum PropertyValue {
     Str(String),
     /// D-Bus `au` (the `PIDs` of a scope).
     Pids(Vec<u32>),
+    /// D-Bus `ay` (a CPU bit mask: `AllowedCPUs`).
+    Bytes(Vec<u8>),
 }
 
 /// One `(name, value)` of `StartTransientUnit` / `SetUnitProperties`.
@@ -86,15 +88,32 @@ pub fn slice_name(node_id: &str) -> Result<String, CgroupError> {
 /// The limits as systemd resource-control properties. CPUQuotaPerSecUSec is CPU time per
 /// wall-clock second: one CPU is 1 000 000 µs, so `pct` % of `ncpus` is `pct * ncpus * 10 000`.
 /// CPUWeight (D-Bus `t`, 1..=10000, default 100) is [`ENVELOPE_CPU_WEIGHT`], so the host's
-/// slices win under contention.
-pub fn limit_properties(limits: &EnvelopeLimits, ncpus: u32) -> Vec<UnitProperty> {
+/// slices win under contention. AllowedCPUs (D-Bus `ay`, a bit mask) is what
+/// [`envelope_cpus`] picks from `cpus` (the machine's), so the host keeps whole CPUs; empty
+/// (no restriction) when the cap needs every CPU.
+pub fn limit_properties(limits: &EnvelopeLimits, ncpus: u32, cpus: &[u32]) -> Vec<UnitProperty> {
+    let allowed = envelope_cpus(limits.cpu_percent, cpus).unwrap_or_default();
     vec![
         cpu_property(limits.cpu_percent, ncpus),
         UnitProperty::u64("CPUWeight", ENVELOPE_CPU_WEIGHT),
+        UnitProperty {
+            name: "AllowedCPUs",
+            value: PropertyValue::Bytes(cpu_mask(&allowed)),
+        },
         UnitProperty::u64("MemoryMax", limits.memory_bytes),
         UnitProperty::u64("MemorySwapMax", 0),
         UnitProperty::u64("TasksMax", u64::from(limits.pids_max)),
     ]
+}
+
+/// The machine's CPUs as the root cgroup sees them (`cpuset.cpus.effective` under the v2
+/// root), or `0..ncpus` where that file is missing (no cpuset controller).
+fn machine_cpus(v2_root: &Path, ncpus: u32) -> Vec<u32> {
+    std::fs::read_to_string(v2_root.join("cpuset.cpus.effective"))
+        .ok()
+        .and_then(|text| super::limits::parse_cpu_list(&text))
+        .filter(|cpus| !cpus.is_empty())
+        .unwrap_or_else(|| (0..ncpus).collect())
 }
 
 fn cpu_property(pct: u32, ncpus: u32) -> UnitProperty {
@@ -110,6 +129,7 @@ pub struct SystemdManager {
     slice: String,
     escaped_node: String,
     dir: PathBuf,
+    v2_root: PathBuf,
     ncpus: u32,
     systemd: Box<dyn SystemdSlice>,
 }
@@ -126,6 +146,7 @@ impl SystemdManager {
         let slice = slice_name(node_id)?;
         Ok(Self {
             dir: v2_root.join("lattice.slice").join(&slice),
+            v2_root: v2_root.to_path_buf(),
             slice,
             escaped_node: escape(node_id),
             ncpus: ncpus.max(1),
@@ -142,7 +163,8 @@ impl SystemdManager {
 impl CgroupManager for SystemdManager {
     fn ensure(&self, limits: &EnvelopeLimits) -> Result<(), CgroupError> {
         limits.validate()?;
-        let mut properties = limit_properties(limits, self.ncpus);
+        let cpus = machine_cpus(&self.v2_root, self.ncpus);
+        let mut properties = limit_properties(limits, self.ncpus, &cpus);
         if self.systemd.unit_loaded(&self.slice)? {
             self.systemd.set_unit_properties(&self.slice, &properties)?;
         } else {

@@ -35,6 +35,8 @@ fn v1_files(controller: &str) -> &'static [(&'static str, &'static str)] {
             ("pids.current", "0\n"),
             ("pids.events", "max 0\n"),
         ],
+        // A new v1 cpuset starts with no CPUs and no memory nodes (clone_children off).
+        "cpuset" => &[("cpuset.cpus", "\n"), ("cpuset.mems", "\n")],
         _ => &[],
     }
 }
@@ -48,6 +50,11 @@ pub fn v1(root: &Path, mounts: &[&str], node: &str) {
         create_dir_all(&dir).unwrap();
         for (f, v) in V1_ROOT_FILES {
             write(dir.join(f), v).unwrap();
+        }
+        if mount.split(',').any(|c| c == "cpuset") {
+            // The root cpuset holds the machine: two CPUs, one memory node.
+            write(dir.join("cpuset.cpus"), "0-1\n").unwrap();
+            write(dir.join("cpuset.mems"), "0\n").unwrap();
         }
         v1_cgroup(&dir.join(format!("lattice-{node}")), mount);
     }
@@ -73,6 +80,7 @@ pub fn v2(root: &Path, controllers: &str, node: &str) {
     write(root.join("cgroup.controllers"), format!("{controllers}\n")).unwrap();
     write(root.join("cgroup.subtree_control"), "\n").unwrap();
     write(root.join("cgroup.procs"), "1\n").unwrap();
+    write(root.join("cpuset.cpus.effective"), "0-1\n").unwrap();
     let dir = root.join(format!("lattice-{node}"));
     v2_cgroup(&dir);
     v2_cgroup(&dir.join("direct"));
@@ -87,6 +95,7 @@ pub fn v2_cgroup(dir: &Path) {
         ("cgroup.procs", ""),
         ("cpu.max", "max 100000\n"),
         ("cpu.weight", "100\n"),
+        ("cpuset.cpus", "\n"),
         ("cpu.stat", "usage_usec 0\nuser_usec 0\nsystem_usec 0\n"),
         ("memory.max", "max\n"),
         ("memory.swap.max", "max\n"),

@@ -1,10 +1,14 @@
 //! The envelope on cgroup v1 (and on the hybrid layout, whose controllers are v1):
-//! `<mount>/lattice-{node}` in each of the cpu, cpuacct, memory and pids trees.
+//! `<mount>/lattice-{node}` in each of the cpu, cpuacct, memory and pids trees, and in the
+//! cpuset tree when it is mounted (the envelope's CPUs, [`super::envelope_cpus`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US, ENVELOPE_CPU_SHARES};
+use super::limits::{
+    cfs_quota_us, check_cpu_percent, envelope_cpus, format_cpu_list, CFS_PERIOD_US,
+    ENVELOPE_CPU_SHARES,
+};
 use super::{envelope_name, fs, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
 
 /// The v1 controllers the envelope needs.
@@ -20,6 +24,9 @@ pub struct V1Manager {
     cpuacct: PathBuf,
     memory: PathBuf,
     pids: PathBuf,
+    /// In the cpuset tree, when the machine mounts it (optional: without it the envelope is
+    /// capped by quota and weight only).
+    cpuset: Option<PathBuf>,
     ncpus: u32,
 }
 
@@ -46,6 +53,7 @@ impl V1Manager {
             cpuacct: dir(REQUIRED[1])?,
             memory: dir(REQUIRED[2])?,
             pids: dir(REQUIRED[3])?,
+            cpuset: controllers.get("cpuset").map(|mount| mount.join(&name)),
             name,
             ncpus: ncpus.max(1),
         })
@@ -58,19 +66,56 @@ impl V1Manager {
             "cpuacct" => Some(&self.cpuacct),
             "memory" => Some(&self.memory),
             "pids" => Some(&self.pids),
+            "cpuset" => self.cpuset.as_deref(),
             _ => None,
         }
     }
 
     /// The distinct directories (co-mounted controllers share one).
     fn dirs(&self) -> Vec<&Path> {
-        let mut dirs: Vec<&Path> = Vec::with_capacity(4);
-        for d in [&self.cpu, &self.cpuacct, &self.memory, &self.pids] {
+        let mut dirs: Vec<&Path> = Vec::with_capacity(5);
+        let all = [&self.cpu, &self.cpuacct, &self.memory, &self.pids];
+        for d in all.into_iter().chain(self.cpuset.as_ref()) {
             if !dirs.contains(&d.as_path()) {
                 dirs.push(d);
             }
         }
         dirs
+    }
+
+    /// Puts the envelope on the CPUs [`envelope_cpus`] picks from its parent's (all of them
+    /// when the cap needs every CPU). A v1 cpuset must stay within its parent's, and Docker's
+    /// container cgroups copied the envelope's CPUs when they were made, so a change walks the
+    /// whole tree: first every cgroup is widened to the old and new CPUs together (parents
+    /// first), then narrowed to the new ones (children first). An empty `cpuset.mems` refuses
+    /// tasks, so the parent's memory nodes are copied in first.
+    fn write_cpuset(&self, pct: u32) -> Result<(), CgroupError> {
+        let Some(dir) = &self.cpuset else {
+            return Ok(());
+        };
+        let parent = dir.parent().unwrap_or(dir);
+        let available = fs::read_cpu_list(&parent.join("cpuset.cpus"))?;
+        let wanted = envelope_cpus(pct, &available).unwrap_or(available);
+        let mems = dir.join("cpuset.mems");
+        if fs::read(&mems)?.trim().is_empty() {
+            fs::write(&mems, fs::read(&parent.join("cpuset.mems"))?.trim())?;
+        }
+        let tree = fs::tree(dir)?;
+        let mut union = wanted.clone();
+        for d in &tree {
+            union.extend(fs::read_cpu_list(&d.join("cpuset.cpus"))?);
+        }
+        union.sort_unstable();
+        union.dedup();
+        for d in &tree {
+            fs::write(&d.join("cpuset.cpus"), &format_cpu_list(&union))?;
+        }
+        if union != wanted {
+            for d in tree.iter().rev() {
+                fs::write(&d.join("cpuset.cpus"), &format_cpu_list(&wanted))?;
+            }
+        }
+        Ok(())
     }
 
     fn write_quota(&self, pct: u32) -> Result<(), CgroupError> {
@@ -125,6 +170,7 @@ impl CgroupManager for V1Manager {
         )?;
         self.write_memory(limits.memory_bytes)?;
         fs::write(&self.pids.join("pids.max"), &limits.pids_max.to_string())?;
+        self.write_cpuset(limits.cpu_percent)?;
         tracing::info!(envelope = %self.name, ?limits, ncpus = self.ncpus, "cgroup v1 envelope set");
         Ok(())
     }

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::limits::{cfs_quota_us, check_cpu_percent, CFS_PERIOD_US, ENVELOPE_CPU_WEIGHT};
+use super::limits::{
+    cfs_quota_us, check_cpu_percent, envelope_cpus, format_cpu_list, CFS_PERIOD_US,
+    ENVELOPE_CPU_WEIGHT,
+};
 use super::{envelope_name, fs, CgroupError, CgroupManager, EnvelopeLimits, EnvelopeStats};
 
 /// The controllers the envelope needs, as named in `cgroup.controllers`.
@@ -40,7 +43,8 @@ impl V2Manager {
         &self.dir
     }
 
-    fn check_controllers(&self) -> Result<(), CgroupError> {
+    /// Checks that the root offers [`REQUIRED`]; tells whether it also offers `cpuset`.
+    fn check_controllers(&self) -> Result<bool, CgroupError> {
         let path = self.root.join("cgroup.controllers");
         let available = fs::read(&path)?;
         let available: Vec<&str> = available.split_whitespace().collect();
@@ -52,7 +56,24 @@ impl V2Manager {
                 });
             }
         }
-        Ok(())
+        Ok(available.contains(&"cpuset"))
+    }
+
+    /// Puts the envelope on the CPUs [`envelope_cpus`] picks (an empty `cpuset.cpus`, all of
+    /// its parent's, when the cap needs every CPU), when the root offers the cpuset
+    /// controller; without it the envelope is capped by quota and weight only. v2 narrows the
+    /// cgroups below on its own (their effective CPUs are within the parent's).
+    /// `cpuset` tells whether the root offers the controller (and [`CgroupManager::ensure`]
+    /// enabled it there).
+    fn write_cpuset(&self, pct: u32, cpuset: bool) -> Result<(), CgroupError> {
+        if !cpuset {
+            return Ok(());
+        }
+        let available = fs::read_cpu_list(&self.root.join("cpuset.cpus.effective"))?;
+        let cpus = envelope_cpus(pct, &available)
+            .map(|c| format_cpu_list(&c))
+            .unwrap_or_default();
+        fs::write(&self.dir.join("cpuset.cpus"), &cpus)
     }
 
     fn write_cpu(&self, pct: u32) -> Result<(), CgroupError> {
@@ -84,8 +105,13 @@ pub fn read_stats(dir: &Path) -> Result<EnvelopeStats, CgroupError> {
 impl CgroupManager for V2Manager {
     fn ensure(&self, limits: &EnvelopeLimits) -> Result<(), CgroupError> {
         limits.validate()?;
-        self.check_controllers()?;
-        fs::write(&self.root.join("cgroup.subtree_control"), ENABLE)?;
+        let cpuset = self.check_controllers()?;
+        let enable = if cpuset {
+            format!("{ENABLE} +cpuset")
+        } else {
+            ENABLE.to_owned()
+        };
+        fs::write(&self.root.join("cgroup.subtree_control"), &enable)?;
         fs::create_dir(&self.dir)?;
         fs::write(&self.dir.join("cgroup.subtree_control"), ENABLE)?;
         self.write_cpu(limits.cpu_percent)?;
@@ -103,6 +129,7 @@ impl CgroupManager for V2Manager {
             fs::write(&swap, "0")?;
         }
         fs::write(&self.dir.join("pids.max"), &limits.pids_max.to_string())?;
+        self.write_cpuset(limits.cpu_percent, cpuset)?;
         tracing::info!(envelope = %self.name, ?limits, ncpus = self.ncpus, "cgroup v2 envelope set");
         Ok(())
     }

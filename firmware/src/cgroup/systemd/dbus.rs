@@ -112,6 +112,7 @@ pub fn encode(properties: &[UnitProperty]) -> Vec<(&'static str, Value<'static>)
                 PropertyValue::U64(n) => Value::U64(*n),
                 PropertyValue::Str(s) => Value::from(s.clone()),
                 PropertyValue::Pids(pids) => Value::from(pids.clone()),
+                PropertyValue::Bytes(bytes) => Value::from(bytes.clone()),
             };
             (p.name, v)
         })

@@ -27,6 +27,11 @@ fn first_ensure_starts_the_slice_later_ones_set_properties() {
     let props = vec![
         UnitProperty::u64("CPUQuotaPerSecUSec", 200_000),
         UnitProperty::u64("CPUWeight", 20),
+        // 10 % of two CPUs (no cpuset file in the temporary root: CPUs 0 and 1): CPU 1 only.
+        UnitProperty {
+            name: "AllowedCPUs",
+            value: PropertyValue::Bytes(vec![0b10]),
+        },
         UnitProperty::u64("MemoryMax", 32 << 20),
         UnitProperty::u64("MemorySwapMax", 0),
         UnitProperty::u64("TasksMax", 20),
@@ -110,5 +115,35 @@ fn systemd_failures_name_operation_and_unit() {
     assert_eq!(
         err.to_string(),
         "systemd GetUnit of lattice-n\\x2d3.slice: Access denied"
+    );
+}
+
+#[test]
+fn allowed_cpus_come_from_the_root_cpuset_and_are_unrestricted_at_full_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("cpuset.cpus.effective"), "0-3\n").unwrap();
+    let (m, bus) = manager(tmp.path());
+    m.ensure(&EnvelopeLimits::new(50, 32 << 20, 20).unwrap())
+        .unwrap();
+    m.ensure(&EnvelopeLimits::new(100, 32 << 20, 20).unwrap())
+        .unwrap();
+    let allowed: Vec<PropertyValue> = bus
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            SystemdCall::Start(_, props) | SystemdCall::Set(_, props) => Some(props),
+            _ => None,
+        })
+        .flatten()
+        .filter(|p| p.name == "AllowedCPUs")
+        .map(|p| p.value)
+        .collect();
+    assert_eq!(
+        allowed,
+        vec![
+            PropertyValue::Bytes(vec![0b1100]),
+            PropertyValue::Bytes(vec![])
+        ],
+        "half of 4 CPUs is CPUs 2-3; the full cap lifts the restriction"
     );
 }

@@ -32,9 +32,71 @@ fn ensure_writes_exactly_the_limit_files() {
             ("memory/lattice-n-1/memory.limit_in_bytes", "33554432"),
             ("memory/lattice-n-1/memory.memsw.limit_in_bytes", "33554432"),
             ("pids/lattice-n-1/pids.max", "20"),
+            // 10 % of two CPUs needs one: CPU 1, CPU 0 stays the host's.
+            ("cpuset/lattice-n-1/cpuset.cpus", "1"),
+            ("cpuset/lattice-n-1/cpuset.mems", "0"),
         ])
     );
     assert_eq!(m.docker_parent(), "/lattice-n-1");
+}
+
+#[test]
+fn the_envelope_spans_every_cpu_when_its_cap_needs_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manager(tmp.path(), HYBRID_MOUNTS, 2);
+    m.ensure(&EnvelopeLimits::new(80, 1 << 30, 100).unwrap())
+        .unwrap();
+    let cpus = tmp.path().join("cpuset/lattice-n-1/cpuset.cpus");
+    assert_eq!(fs::read_to_string(&cpus).unwrap(), "0-1");
+}
+
+#[test]
+fn a_new_cap_moves_the_envelope_and_its_containers_to_the_new_cpus() {
+    // Docker's container cgroups copy the envelope's CPUs when they are made; a later change
+    // must reach them too. (v1 also wants every child within its parent at every step, which
+    // plain files cannot check: tests/cgroup_real.rs does that on the real kernel.)
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manager(tmp.path(), HYBRID_MOUNTS, 2);
+    m.ensure(&EnvelopeLimits::new(100, 1 << 30, 100).unwrap())
+        .unwrap();
+    let env = tmp.path().join("cpuset/lattice-n-1");
+    v1_cgroup(&env.join("c1"), "cpuset");
+    fs::write(env.join("c1/cpuset.cpus"), "0-1").unwrap();
+    m.ensure(&EnvelopeLimits::new(50, 1 << 30, 100).unwrap())
+        .unwrap();
+    assert_eq!(fs::read_to_string(env.join("cpuset.cpus")).unwrap(), "1");
+    assert_eq!(fs::read_to_string(env.join("c1/cpuset.cpus")).unwrap(), "1");
+    // And back: widened again, the container first gets room from its parent.
+    m.ensure(&EnvelopeLimits::new(100, 1 << 30, 100).unwrap())
+        .unwrap();
+    assert_eq!(fs::read_to_string(env.join("cpuset.cpus")).unwrap(), "0-1");
+    assert_eq!(
+        fs::read_to_string(env.join("c1/cpuset.cpus")).unwrap(),
+        "0-1"
+    );
+}
+
+#[test]
+fn without_a_cpuset_mount_the_envelope_is_not_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manager(tmp.path(), &["cpu", "cpuacct", "memory", "pids"], 2);
+    m.ensure(&EnvelopeLimits::new(50, 1 << 30, 100).unwrap())
+        .unwrap();
+    assert!(m.dir("cpuset").is_none());
+    assert!(!tmp.path().join("cpuset").exists());
+}
+
+#[test]
+fn a_garbled_parent_cpu_list_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manager(tmp.path(), HYBRID_MOUNTS, 2);
+    fs::write(tmp.path().join("cpuset/cpuset.cpus"), "zero").unwrap();
+    let err = m
+        .ensure(&EnvelopeLimits::new(50, 1 << 30, 100).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cpuset/cpuset.cpus"), "{err}");
+    assert!(err.contains("\"zero\""), "{err}");
 }
 
 #[test]
@@ -191,6 +253,8 @@ fn add_process_writes_every_controller() {
         expect(&[
             ("cpu/lattice-n-1/cgroup.procs", "77"),
             ("cpuacct/lattice-n-1/cgroup.procs", "77"),
+            // On the envelope's CPUs too.
+            ("cpuset/lattice-n-1/cgroup.procs", "77"),
             ("memory/lattice-n-1/cgroup.procs", "77"),
             ("pids/lattice-n-1/cgroup.procs", "77"),
         ])

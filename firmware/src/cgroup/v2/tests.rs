@@ -22,9 +22,11 @@ fn ensure_writes_exactly_the_limit_files() {
     assert_eq!(
         changed(&before, &snapshot(tmp.path())),
         expect(&[
-            ("cgroup.subtree_control", "+cpu +memory +pids"),
+            ("cgroup.subtree_control", "+cpu +memory +pids +cpuset"),
             ("lattice-n-2/cgroup.subtree_control", "+cpu +memory +pids"),
             ("lattice-n-2/cpu.max", "20000 100000"),
+            // 10 % of two CPUs needs one: CPU 1, CPU 0 stays the host's.
+            ("lattice-n-2/cpuset.cpus", "1"),
             ("lattice-n-2/cpu.weight", "20"),
             ("lattice-n-2/memory.max", "33554432"),
             ("lattice-n-2/memory.swap.max", "0"),
@@ -33,6 +35,43 @@ fn ensure_writes_exactly_the_limit_files() {
     );
     assert_eq!(m.docker_parent(), "/lattice-n-2");
     assert_eq!(m.dir(), tmp.path().join("lattice-n-2"));
+}
+
+#[test]
+fn a_cap_that_needs_every_cpu_leaves_the_cpuset_to_the_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manager(tmp.path(), 2);
+    m.ensure(&EnvelopeLimits::new(50, 32 << 20, 20).unwrap())
+        .unwrap();
+    let cpus = tmp.path().join("lattice-n-2/cpuset.cpus");
+    assert_eq!(fs::read_to_string(&cpus).unwrap(), "1");
+    m.ensure(&EnvelopeLimits::new(60, 32 << 20, 20).unwrap())
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(&cpus).unwrap(),
+        "",
+        "empty: all of the parent's"
+    );
+}
+
+#[test]
+fn without_the_cpuset_controller_nothing_is_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    v2(tmp.path(), "cpu memory pids", "n-2");
+    let Envelope::V2(m) = for_node("n-2", Some(tmp.path())).unwrap() else {
+        panic!("expected v2");
+    };
+    m.ensure(&EnvelopeLimits::new(10, 32 << 20, 20).unwrap())
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("lattice-n-2/cpuset.cpus")).unwrap(),
+        "\n",
+        "untouched"
+    );
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("cgroup.subtree_control")).unwrap(),
+        "+cpu +memory +pids"
+    );
 }
 
 #[test]
