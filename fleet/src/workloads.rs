@@ -48,6 +48,14 @@ pub struct Plan {
 }
 
 pub const PLANS: &[Plan] = &[
+    // For the smallest services (a webhook, a static page, a sidecar): ten fit in a node that
+    // donates one core.
+    Plan {
+        name: "micro",
+        cpu_millis: 100,
+        memory_bytes: 64 << 20,
+        pids_max: 64,
+    },
     Plan {
         name: "small",
         cpu_millis: 250,
@@ -1002,6 +1010,24 @@ mod tests {
             offer: String::new(),
             down_ms: 0,
         }
+    }
+
+    #[test]
+    fn plans_grow_in_every_resource_and_micro_fits_ten_to_a_core() {
+        for pair in PLANS.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(
+                a.cpu_millis < b.cpu_millis
+                    && a.memory_bytes < b.memory_bytes
+                    && a.pids_max < b.pids_max,
+                "{a:?} is not smaller than {b:?}"
+            );
+        }
+        let micro = plan(Some("micro")).unwrap();
+        assert!(10 * micro.cpu_millis <= 1000, "{micro:?}");
+        assert_eq!(plan(None).unwrap().name, "small", "the default stays small");
+        let err = plan(Some("nano")).unwrap_err().to_string();
+        assert!(err.contains("plans: micro, small, medium, large"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub enum WorkloadCmd {
         kind: String,
         /// Its name: 1 to 32 of a-z, 0-9 and '-', starting with a letter.
         name: String,
-        /// small (default), medium or large.
+        /// micro, small (default), medium or large.
         #[arg(long)]
         plan: Option<String>,
         /// container: image pinned by digest (registry/repo@sha256:…).
@@ -46,7 +46,7 @@ pub enum WorkloadCmd {
     /// `--strategy in-place`, it is replaced where it runs.
     Update {
         name: String,
-        /// small, medium or large.
+        /// micro, small, medium or large.
         #[arg(long)]
         plan: Option<String>,
         /// A new image, pinned by digest (registry/repo@sha256:…).
