@@ -28,6 +28,8 @@ pub enum DaemonError {
     Register(#[from] RegisterError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error("the pinned fleet key: {0}")]
+    Pin(String),
     #[error("setting up the provider envelope (the workloads' parent cgroup): {0}")]
     Envelope(#[from] crate::cgroup::CgroupError),
 }
@@ -74,6 +76,17 @@ pub async fn enroll(
     let inventory = crate::inventory::read_inventory(data_dir)?;
     tracing::info!(fleet = %provisioning.url, identity = %keys.identity.public(), "registering");
     let enrolled = register::register(&provisioning, &keys, inventory, opts, shutdown).await?;
+    if enrolled.fleet_pin.key.to_string() != enrolled.registration.fleet_key {
+        // The fleet rotated its key after this provisioning string was made: pin the key it
+        // led to before the registration exists.
+        let provisioned = enrolled
+            .registration
+            .fleet_public()
+            .map_err(|e| DaemonError::Pin(e.to_string()))?;
+        crate::fleet_pin::PersistentPin::load(data_dir, provisioned)
+            .and_then(|p| p.save(enrolled.fleet_pin))
+            .map_err(|e| DaemonError::Pin(e.to_string()))?;
+    }
     identity::save_registration(data_dir, &enrolled.registration, &enrolled.secret)?;
     tracing::info!(
         node_id = %enrolled.registration.node_id,
@@ -107,12 +120,23 @@ pub async fn run(
         other => other?,
     };
     let node_id = enrollment.registration.node_id.clone();
+    // One pin for every TLS client (MQTT, the tunnel) and the targets' signatures: a rotation
+    // seen by any of them moves it for all.
+    let fleet_pin = crate::fleet_pin::PersistentPin::load(
+        &settings.data_dir,
+        enrollment
+            .registration
+            .fleet_public()
+            .map_err(|e| DaemonError::Pin(e.to_string()))?,
+    )
+    .map_err(|e| DaemonError::Pin(e.to_string()))?;
     // The tunnel to the gateway (only with containers to reach); it stops when dropped.
     let _tunnel = match settings.runtime {
         RuntimeKind::Docker => crate::tunnel::start(
             settings.data_dir.clone(),
             &enrollment.registration,
             &enrollment.keys,
+            fleet_pin.clone(),
             &crate::runtime::docker::DockerOptions::default().socket,
             settings.registry_proxy,
         )
@@ -129,6 +153,7 @@ pub async fn run(
         enrollment.secret,
     );
     config.heartbeat_override = settings.heartbeat_override;
+    config.fleet_pin = Some(fleet_pin as std::sync::Arc<dyn lattice_wire::pin::PinHolder>);
     config.outbox_max_bytes = settings.outbox_max_bytes;
     match settings.runtime {
         RuntimeKind::None => {

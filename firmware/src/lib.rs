@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod config;
 pub mod daemon;
 pub mod firewall;
+pub mod fleet_pin;
 pub mod identity;
 pub mod inventory;
 pub mod outbox;

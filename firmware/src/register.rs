@@ -8,7 +8,7 @@
 
 use crate::backoff::Backoff;
 use crate::identity::{BrokerSecret, NodeKeys, Registration};
-use crate::pin::{pinned_http_client, PinError};
+use crate::pin::{pinned_http_client_with, PinError};
 use crate::shutdown::Shutdown;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -81,6 +81,9 @@ pub struct Enrolled {
     pub registration: Registration,
     pub secret: BrokerSecret,
     pub attempts: u32,
+    /// The fleet key pinned at the end: the provisioning string's, or the key its rotation
+    /// chain led to (the fleet rotated after the string was made).
+    pub fleet_pin: lattice_wire::rotation::FleetPin,
 }
 
 #[derive(serde::Deserialize)]
@@ -103,7 +106,13 @@ pub async fn register(
     shutdown: &mut Shutdown,
 ) -> Result<Enrolled, RegisterError> {
     let fleet_key = prov.fleet_public().map_err(RegisterError::FleetKey)?;
-    let client = pinned_http_client(&fleet_key, opts.timeout).map_err(RegisterError::Client)?;
+    // In memory: registration.json keeps the provisioning string's key, and the daemon saves a
+    // rotated pin (fleet-pin.json) before it.
+    let pin = std::sync::Arc::new(lattice_wire::pin::MemoryPin::new(
+        lattice_wire::rotation::FleetPin::provisioned(fleet_key),
+    ));
+    let client =
+        pinned_http_client_with(pin.clone(), opts.timeout).map_err(RegisterError::Client)?;
     let url = format!("{}/api/v1/register", prov.url.trim_end_matches('/'));
     let request = RegisterRequest::new(
         &prov.token,
@@ -119,7 +128,7 @@ pub async fn register(
             return Err(RegisterError::Cancelled);
         }
         attempts += 1;
-        let reason = match attempt(&client, &url, &request, &fleet_key, keys).await {
+        let reason = match attempt(&client, &url, &request, pin.as_ref(), keys).await {
             Ok(r) => {
                 return Ok(Enrolled {
                     registration: Registration {
@@ -135,6 +144,7 @@ pub async fn register(
                     },
                     secret: BrokerSecret::new(r.broker_password),
                     attempts,
+                    fleet_pin: lattice_wire::pin::PinHolder::pin(pin.as_ref()),
                 })
             }
             Err(Attempt::Fatal(e)) => return Err(e),
@@ -163,7 +173,7 @@ async fn attempt(
     client: &reqwest::Client,
     url: &str,
     request: &RegisterRequest,
-    fleet_key: &IdentityPublic,
+    pin: &dyn lattice_wire::pin::PinHolder,
     keys: &NodeKeys,
 ) -> Result<Registered, Attempt> {
     let resp = client
@@ -197,7 +207,8 @@ async fn attempt(
             message,
         }));
     }
-    open_response(&body, fleet_key, keys).map_err(Attempt::Fatal)
+    // The key pinned after this answer's handshake (it followed a rotation, if any).
+    open_response(&body, &pin.pin().key, keys).map_err(Attempt::Fatal)
 }
 
 /// Checks a `200` answer's body: a [`RegisterResponse`] whose envelope is signed by the pinned

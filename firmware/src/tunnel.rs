@@ -74,6 +74,7 @@ pub fn start(
     data_dir: PathBuf,
     registration: &crate::identity::Registration,
     keys: &crate::identity::NodeKeys,
+    fleet_pin: Arc<crate::fleet_pin::PersistentPin>,
     docker_socket: &std::path::Path,
     registry_proxy: Option<std::net::SocketAddr>,
 ) -> Result<TunnelThread, String> {
@@ -83,7 +84,8 @@ pub fn start(
         .fleet_public()
         .map_err(|e| format!("fleet key in the registration: {e}"))?;
     // Fail here, not in the thread, if the TLS configuration cannot be built.
-    lattice_tunnel::tls::client_crypto(&keys.identity, &fleet_key).map_err(|e| e.to_string())?;
+    lattice_tunnel::tls::client_crypto_with(&keys.identity, fleet_pin.clone())
+        .map_err(|e| e.to_string())?;
     let bridge = DockerBridge::new(docker_socket, registration.node_id.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -91,8 +93,9 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(|e| format!("starting the tunnel's runtime: {e}"))?;
-    let opts =
+    let mut opts =
         lattice_tunnel::ClientOptions::new(gateway.clone(), keys.identity.clone(), fleet_key);
+    opts.fleet_pin = Some(fleet_pin as Arc<dyn lattice_wire::pin::PinHolder>);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(%gateway, "starting the tunnel to the gateway");
     let thread = std::thread::Builder::new()

@@ -8,8 +8,7 @@
 //! and a new epoch. Publishing goes through the [`rumqttc::AsyncClient`].
 
 use crate::identity::BrokerSecret;
-use crate::pin::{try_pinned_client_config, PinError};
-use lattice_wire::IdentityPublic;
+use crate::pin::{try_pinned_client_config_with, PinError};
 use rumqttc::{
     AsyncClient, ClientError, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill,
     MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
@@ -43,7 +42,7 @@ pub struct LinkParams<'a> {
     pub password: &'a BrokerSecret,
     pub will_topic: String,
     pub will: Vec<u8>,
-    pub fleet_key: &'a IdentityPublic,
+    pub fleet_pin: std::sync::Arc<dyn lattice_wire::pin::PinHolder>,
     pub keep_alive: Duration,
 }
 
@@ -64,7 +63,7 @@ pub fn options(p: LinkParams<'_>) -> Result<MqttOptions, LinkError> {
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_last_will(LastWill::new(p.will_topic, p.will, QoS::AtLeastOnce, false));
     if p.url.tls {
-        let config = try_pinned_client_config(p.fleet_key).map_err(LinkError::Tls)?;
+        let config = try_pinned_client_config_with(p.fleet_pin).map_err(LinkError::Tls)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }
     Ok(o)

@@ -28,9 +28,11 @@ use crate::identity::{BrokerSecret, NodeKeys, Registration};
 use crate::inventory::UsageSampler;
 use crate::outbox::{Outbox, OutboxError};
 use crate::shutdown::Shutdown;
-use lattice_wire::{IdentityPublic, KeyError, WireError};
+use lattice_wire::pin::PinHolder;
+use lattice_wire::{KeyError, WireError};
 use link::{Link, LinkParams};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -50,6 +52,9 @@ pub struct AgentConfig {
     pub keep_alive: Duration,
     pub reconnect_base: Duration,
     pub reconnect_cap: Duration,
+    /// The fleet key pin shared with the node's other TLS clients (the tunnel); `None`: the
+    /// agent loads `fleet-pin.json` (or the registration's key) itself.
+    pub fleet_pin: Option<Arc<dyn PinHolder>>,
 }
 
 impl AgentConfig {
@@ -70,6 +75,7 @@ impl AgentConfig {
             keep_alive: Duration::from_secs(60),
             reconnect_base: Duration::from_secs(1),
             reconnect_cap: Duration::from_secs(30),
+            fleet_pin: None,
         }
     }
 }
@@ -82,6 +88,8 @@ pub enum AgentError {
     BrokerUrl(#[from] LinkError),
     #[error("registration lists no broker URL")]
     NoBroker,
+    #[error("the pinned fleet key: {0}")]
+    Pin(#[source] crate::fleet_pin::PinFileError),
     #[error("opening the outbox: {0}")]
     Outbox(#[from] OutboxError),
     #[error("advancing the connection epoch: {0}")]
@@ -105,7 +113,7 @@ pub struct Agent<A: Applier = RecordingApplier> {
     applier: A,
     data_dir: PathBuf,
     urls: Vec<BrokerUrl>,
-    fleet_key: IdentityPublic,
+    fleet_pin: Arc<dyn PinHolder>,
     secret: BrokerSecret,
     keep_alive: Duration,
     reconnect_base: Duration,
@@ -141,6 +149,11 @@ impl<A: Applier> Agent<A> {
         if urls.is_empty() {
             return Err(AgentError::NoBroker);
         }
+        let fleet_pin = match config.fleet_pin {
+            Some(p) => p,
+            None => crate::fleet_pin::PersistentPin::load(&config.data_dir, fleet_key)
+                .map_err(AgentError::Pin)?,
+        };
         let store = AgentStore::new(&config.data_dir);
         let target = store.load_target();
         // A restarted supervisor keeps reconciling toward the target it last applied (and
@@ -158,7 +171,7 @@ impl<A: Applier> Agent<A> {
         let state = AgentState::new(StateInit {
             node_id: reg.node_id,
             keys: config.keys,
-            fleet_key,
+            fleet_pin: fleet_pin.clone(),
             heartbeat_secs,
             heartbeat_override: config.heartbeat_override,
             applied_revision: target.map_or(0, |t| t.revision),
@@ -175,7 +188,7 @@ impl<A: Applier> Agent<A> {
             applier,
             data_dir: config.data_dir,
             urls,
-            fleet_key,
+            fleet_pin,
             secret: config.broker_secret,
             keep_alive: config.keep_alive,
             reconnect_base: config.reconnect_base,
@@ -212,7 +225,7 @@ impl<A: Applier> Agent<A> {
                     lattice_wire::topic::Channel::Will,
                 ),
                 will,
-                fleet_key: &self.fleet_key,
+                fleet_pin: self.fleet_pin.clone(),
                 keep_alive: self.keep_alive,
             })?;
             tracing::info!(broker = %url, epoch, "connecting to the broker");

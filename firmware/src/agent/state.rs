@@ -9,9 +9,9 @@
 use crate::identity::NodeKeys;
 use lattice_wire::envelope::{self, Envelope};
 use lattice_wire::msg::{Hello, Inventory, Status, Target, Usage, Will, WorkloadStatus};
-use lattice_wire::{
-    IdentityPublic, Message, MessageKind, ReplayError, ReplayWindow, Sender, WireError,
-};
+use lattice_wire::pin::PinHolder;
+use lattice_wire::{Message, MessageKind, ReplayError, ReplayWindow, Sender, WireError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The reason the node's last will gives.
@@ -63,7 +63,8 @@ impl Reject {
 pub struct StateInit {
     pub node_id: String,
     pub keys: NodeKeys,
-    pub fleet_key: IdentityPublic,
+    /// The pinned fleet key (it follows the fleet's key rotations).
+    pub fleet_pin: Arc<dyn PinHolder>,
     /// The fleet's heartbeat interval (registration, or the last applied target).
     pub heartbeat_secs: u32,
     /// A local override that wins over the fleet's interval.
@@ -77,7 +78,7 @@ pub struct StateInit {
 pub struct AgentState {
     node_id: String,
     keys: NodeKeys,
-    fleet_key: IdentityPublic,
+    fleet_pin: Arc<dyn PinHolder>,
     epoch: u64,
     counter: u64,
     applied_revision: u64,
@@ -91,7 +92,7 @@ impl AgentState {
         AgentState {
             node_id: init.node_id,
             keys: init.keys,
-            fleet_key: init.fleet_key,
+            fleet_pin: init.fleet_pin,
             epoch: 0,
             counter: 0,
             applied_revision: init.applied_revision,
@@ -181,7 +182,10 @@ impl AgentState {
         if header.kind != MessageKind::Target {
             return Err(Reject::WrongKind(header.kind.as_str()));
         }
-        let opened = unverified.open(&self.fleet_key, Some(&self.keys.encryption))?;
+        // The key pinned now: after a rotation, the new one (the TLS handshake that brought
+        // this message moved the pin first).
+        let fleet_key = self.fleet_pin.pin().key;
+        let opened = unverified.open(&fleet_key, Some(&self.keys.encryption))?;
         let Message::Target(target) = opened.message else {
             return Err(Reject::WrongKind(opened.message.kind().as_str()));
         };

@@ -58,7 +58,7 @@ fn node(fleet: &Fleet) -> AgentState {
             identity: IdentityKey::generate(),
             encryption: EncryptionKey::generate(),
         },
-        fleet_key: fleet.key.public(),
+        fleet_pin: lattice_wire::pin::MemoryPin::shared(fleet.key.public()),
         heartbeat_secs: 10,
         heartbeat_override: None,
         applied_revision: 0,
