@@ -27,6 +27,7 @@ pub const DB_FILE: &str = "fleet.db";
 /// e.g. a fleet on an external broker has no broker secret).
 pub const KEY_FILES: &[&str] = &[
     "fleet.key",
+    "fleet-rotations",
     "fleet-key.pem",
     "fleet-cert.pem",
     "fleet-broker.secret",

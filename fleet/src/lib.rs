@@ -6,6 +6,7 @@
 //! * [`leader`] — one leader among replicas (PostgreSQL advisory lock) runs timers and sends.
 //! * [`api`] — the axum HTTP API, OpenAPI document, `/metrics`.
 //! * [`secrets`] — the fleet key and operator credential on disk.
+//! * [`rotation`] — fleet key rotation: the chain of statements, `lattice keys rotate`.
 //! * [`metrics`] — Prometheus metrics.
 //! * [`accounts`], [`audit`] — sign-up, passwords, login limits; the audit log.
 //! * [`workloads`], [`kinds`] — the workload frame and its kinds (`container`, `s3`).
@@ -24,6 +25,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod metrics;
 pub mod offers;
+pub mod rotation;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;

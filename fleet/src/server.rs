@@ -113,7 +113,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
              never receive their targets (docs/operator-guide.md, several fleet replicas)"
         );
     }
-    let key = crate::secrets::fleet_key(&cfg.data_dir)?;
+    let (key, rotations) = crate::rotation::load(&cfg.data_dir)?;
     let (operator_token_path, operator_token) = crate::secrets::operator_token(&cfg.data_dir)?;
     let epoch = store.next_fleet_epoch(lattice_wire::now_ms()).await?;
     let host = cfg
@@ -124,7 +124,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
 
     // Written before any broker is contacted: an external broker serving TLS to nodes loads
     // these files (nodes pin the key).
-    let tls = crate::tls::self_signed(&key, &cfg.public_hosts)?;
+    let tls = crate::tls::self_signed_with_chain(&key, &cfg.public_hosts, &rotations)?;
     let tls_files = crate::tls::write_pem_files(&tls, &cfg.data_dir)?;
 
     let fleet_user = format!("{}{epoch}", crate::broker::FLEET_USER_PREFIX);
@@ -367,8 +367,8 @@ pub async fn start_broker_only(
 ) -> anyhow::Result<lattice_broker::BrokerHandle> {
     prepare_data_dir(data_dir)?;
     let store = Store::open(&database.unwrap_or_else(|| sqlite_url(data_dir))).await?;
-    let key = crate::secrets::fleet_key(data_dir)?;
-    let tls = crate::tls::self_signed(&key, public_hosts)?;
+    let (key, rotations) = crate::rotation::load(data_dir)?;
+    let tls = crate::tls::self_signed_with_chain(&key, public_hosts, &rotations)?;
     let secret = crate::broker::fleet_broker_secret(data_dir)?;
     crate::broker::start_embedded(
         &store,

@@ -139,6 +139,21 @@ pub fn self_signed(
     identity: &lattice_wire::IdentityKey,
     names: &[String],
 ) -> Result<FleetTls, TlsError> {
+    self_signed_with_chain(
+        identity,
+        names,
+        &lattice_wire::rotation::RotationChain::default(),
+    )
+}
+
+/// [`self_signed`] carrying the fleet's key rotation chain (when it has one) in the
+/// non-critical extension `lattice_wire::pin::ROTATION_EXTENSION_OID`: a node that pinned an
+/// earlier fleet key walks it to this certificate's key.
+pub fn self_signed_with_chain(
+    identity: &lattice_wire::IdentityKey,
+    names: &[String],
+    chain: &lattice_wire::rotation::RotationChain,
+) -> Result<FleetTls, TlsError> {
     let pkcs8 = PrivatePkcs8KeyDer::from(identity.to_pkcs8_der());
     let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
         .map_err(TlsError::IdentityKey)?;
@@ -159,6 +174,14 @@ pub fn self_signed(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.serial_number = Some(random_serial());
+    if !chain.statements.is_empty() {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                lattice_wire::pin::ROTATION_EXTENSION_OID,
+                chain.encode(),
+            ));
+    }
 
     let cert = params
         .self_signed(&key_pair)
@@ -441,5 +464,50 @@ mod tests {
         // The certificate file holds no key.
         let e = from_pem_files(&cert, &cert).unwrap_err();
         assert!(matches!(e, TlsError::ReadPem { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_certificate_carries_the_rotation_chain_nodes_follow() {
+        use lattice_wire::pin::{
+            certificate_rotation_chain, try_pinned_client_config_with, MemoryPin, PinHolder,
+        };
+        use lattice_wire::rotation::{FleetPin, RotationChain};
+        let k0 = IdentityKey::generate();
+        let k1 = IdentityKey::generate();
+        let chain = RotationChain::default().extend(&k0, &k1.public(), 1);
+        let tls = self_signed_with_chain(&k1, &[], &chain).unwrap();
+        assert_eq!(
+            certificate_rotation_chain(&tls.cert_der).unwrap().unwrap(),
+            chain
+        );
+        assert!(certificate_rotation_chain(&self_signed(&k1, &[]).unwrap().cert_der).is_none());
+        // A client pinned at k0 accepts a server with k1 and this certificate, and moves on.
+        let holder = std::sync::Arc::new(MemoryPin::new(FleetPin::provisioned(k0.public())));
+        let client = try_pinned_client_config_with(holder.clone()).unwrap();
+        let server = server_config(&tls).unwrap();
+        let mut c = rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        for _ in 0..8 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        assert!(!c.is_handshaking());
+        assert_eq!(
+            holder.pin(),
+            FleetPin {
+                key: k1.public(),
+                epoch: 1
+            }
+        );
     }
 }

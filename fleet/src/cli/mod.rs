@@ -163,6 +163,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: images::ImagesCmd,
     },
+    /// The fleet's signing key, the one every node pins: rotate it without re-provisioning.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
     /// Backs up a fleet, running or not: its database (SQLite snapshot) and the keys that make
     /// it the same fleet to its nodes, into a new directory with a checksummed manifest.
     Backup {
@@ -198,6 +203,24 @@ pub enum Command {
         /// The fleet's PostgreSQL database, with --after-pg-restore.
         #[arg(long, env = "LATTICE_DATABASE", hide_env_values = true)]
         database: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Makes a new fleet key and the statement "new key, signed by the old one" (offline,
+    /// against the data directory). Restart the fleet afterwards: its certificates then carry
+    /// the whole chain and every node moves its pin at its next connection.
+    Rotate {
+        /// The fleet's data directory.
+        #[arg(long, default_value = "lattice-data")]
+        data: PathBuf,
+    },
+    /// Shows the fleet key and its rotation chain.
+    Show {
+        /// The fleet's data directory.
+        #[arg(long, default_value = "lattice-data")]
+        data: PathBuf,
     },
 }
 
@@ -344,6 +367,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workload(cmd) => deploy::run(cmd).await,
         Command::Image { cmd } => tokio::task::block_in_place(|| image::run(cmd)),
         Command::Images { cmd } => images::run(cmd).await,
+        Command::Keys {
+            cmd: KeysCmd::Rotate { data },
+        } => {
+            let r = crate::rotation::rotate(&data)?;
+            println!("old fleet key:    {}", r.old);
+            println!("new fleet key:    {} (epoch {})", r.new.key, r.new.epoch);
+            println!(
+                "rotation chain:   {} statements in {}",
+                r.chain_len,
+                data.join(crate::rotation::CHAIN_FILE).display()
+            );
+            println!(
+                "next: restart the fleet (every replica, with this fleet.key and {}), then back it up",
+                crate::rotation::CHAIN_FILE
+            );
+            Ok(())
+        }
+        Command::Keys {
+            cmd: KeysCmd::Show { data },
+        } => {
+            if !data.join("fleet.key").exists() {
+                anyhow::bail!("{} holds no fleet (no fleet.key)", data.display());
+            }
+            let (key, chain) = crate::rotation::load(&data)?;
+            println!(
+                "fleet key: {} (epoch {})",
+                key.public(),
+                chain.statements.last().map_or(0, |s| s.epoch)
+            );
+            for s in &chain.statements {
+                println!(
+                    "epoch {}: {} -> {} (issued {} ms)",
+                    s.epoch, s.old_key, s.new_key, s.issued_ms
+                );
+            }
+            Ok(())
+        }
         Command::Backup {
             data,
             database,

@@ -420,11 +420,17 @@ pub async fn start(
         (Some(c), Some(k)) => certs::from_files(c, k)?,
         _ => certs::self_signed(&data_dir, &args.apps_domain)?,
     };
+    // The tunnel's certificate carries the fleet's key rotation chain, like the API's and the
+    // broker's: nodes that pinned an earlier key follow it here too.
+    let rotations = crate::rotation::load_chain(&data_dir)?;
     let tunnels = TunnelServer::bind(
         tunnel,
         fleet_key,
         Arc::new(StoreAuthorizer(store.clone())),
-        lattice_tunnel::ServerOptions::default(),
+        lattice_tunnel::ServerOptions {
+            rotation_chain: rotations,
+            ..lattice_tunnel::ServerOptions::default()
+        },
     )
     .with_context(|| format!("starting the tunnel listener on UDP {tunnel}"))?;
     let tunnel_addr = tunnels.local_addr()?;
@@ -497,7 +503,7 @@ pub async fn run_alone(
     let url =
         database.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("fleet.db").display()));
     let store = Store::open(&url).await?;
-    let key = crate::secrets::fleet_key(&data_dir)?;
+    let (key, _) = crate::rotation::load(&data_dir)?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let gw = start(args, data_dir, store, metrics.gateway.clone(), &key, tunnel).await?;
     let listener = tokio::net::TcpListener::bind(metrics_addr)
