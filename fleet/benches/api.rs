@@ -30,7 +30,10 @@
 //! the CPU the fleet process and this process used during the window and the load average.
 //!
 //! `cargo bench -p lattice-fleet --bench api` (knobs `RATE`, `SECS`, `WARMUP`, `NODES`,
-//! `ACCOUNTS`, `STABLE`, `ONLY=sqlite|postgres`). Prints figures, writes `target/bench/api.json`.
+//! `ACCOUNTS`, `STABLE`, `ONLY=sqlite|postgres`; `FLEET_LOG=<RUST_LOG filter>` runs the fleet
+//! with that filter and keeps its log as `target/bench/api-fleet-<engine>.log`, e.g.
+//! `FLEET_LOG=warn,lattice_fleet::timing=debug` for the writes' phase timings). Prints figures,
+//! writes `target/bench/api.json`.
 
 use lattice_fleet::store::{Effect, Store};
 use lattice_wire::msg::{Inventory, Message};
@@ -349,7 +352,10 @@ fn start_fleet(dir: &Path, database: Option<&str>) -> FleetProcess {
         .args(["--apps-https", &format!("127.0.0.1:{}", free_port())])
         .args(["--heartbeat-secs", "3600"])
         .env("LATTICE_CLI_CONFIG", dir.join("cli.toml"))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLEET_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("fleet.log")).unwrap());
     if let Some(db) = database {
@@ -737,6 +743,14 @@ async fn run(engine: &str, database: Option<String>, k: &Knobs) -> Value {
         }
     );
     drop(fleet);
+    if std::env::var_os("FLEET_LOG").is_some() {
+        // Kept for reading: the temporary directory goes with this run.
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+        std::fs::create_dir_all(&out).unwrap();
+        let kept = out.join(format!("api-fleet-{engine}.log"));
+        let _ = std::fs::copy(dir.path().join("fleet.log"), &kept);
+        println!("fleet log: {}", kept.display());
+    }
     if let (Some(db), Ok(admin)) = (&database, std::env::var("LATTICE_TEST_POSTGRES")) {
         use sqlx::Connection;
         if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {

@@ -15,7 +15,9 @@
 
 use crate::offers::{NodeOffer, Placement};
 use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
-use crate::store::{NextVersion, NodeRow, Store, StoreError, WorkloadEvent, WorkloadRow};
+use crate::store::{
+    NextVersion, NodeRow, NodeState, Store, StoreError, WorkloadEvent, WorkloadRow,
+};
 use lattice_wire::msg::{
     Inventory, RestartPolicy, WorkloadClass, WorkloadSpec, WorkloadState, WorkloadStatus,
 };
@@ -355,31 +357,20 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow], now_ms: u64) -> Vec
 
 /// Rewrites `node`'s target from the workloads placed on it; the link delivers it.
 pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
-    // Compare-and-set on the revision read first: a writer that read the placements before
-    // another change committed (a PATCH on one replica, the leader's delayed retarget) would
-    // otherwise write the older list last.
-    for _ in 0..20 {
-        let Some(seen) = store.node(node).await? else {
-            return Err(StoreError::Corrupt(format!("no node {node} to retarget")));
-        };
-        let specs = store
-            .workloads_on(node)
-            .await?
-            .iter()
-            .map(|w| spec_on(w, node))
-            .collect::<Result<Vec<_>, _>>()?;
-        let json = serde_json::to_string(&specs)
-            .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))?;
-        if let Some(rev) = store
-            .set_target_if(node, &json, seen.target_revision)
-            .await?
-        {
-            return Ok(rev);
-        }
-    }
-    Err(StoreError::Corrupt(format!(
-        "the target of {node} kept changing under 20 rebuilds"
-    )))
+    // In one transaction with the read of what it is built from (Store::rewrite_target): a
+    // writer that read the placements before another change committed (a PATCH on one
+    // replica, the leader's delayed retarget) can no longer write the older list last.
+    store
+        .rewrite_target(node, |placed| {
+            let specs = placed
+                .iter()
+                .map(|w| spec_on(w, node))
+                .collect::<Result<Vec<_>, _>>()?;
+            serde_json::to_string(&specs)
+                .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))
+        })
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no node {node} to retarget")))
 }
 
 /// Asks the scheduler for a node with room for `needs`, never one of `avoid`. The error says
@@ -475,7 +466,7 @@ pub async fn deploy(
         )));
     }
     // From reading the reservations to storing this one, no other placement runs.
-    let _placing = store.placement_guard().await?;
+    let placing = store.placement_guard().await?;
     let nodes = store.nodes().await?;
     let placed = store.workloads(None).await?;
     let needs = Resources {
@@ -513,6 +504,8 @@ pub async fn deploy(
             req.name
         )));
     }
+    // Its reservation is stored: the next placement sees it.
+    drop(placing);
     retarget(store, &node).await?;
     Ok(row)
 }
@@ -718,113 +711,154 @@ pub async fn update(
     req: &UpdateRequest,
     now_ms: u64,
 ) -> Result<(WorkloadRow, Updated), FrameError> {
-    // Held from reading the workload: concurrent changes of one workload apply one after the
-    // other to the latest version (each request names what to change, not a whole version),
-    // and the placement they may make sees every reservation.
-    let _placing = store.placement_guard().await?;
-    let w = store
-        .workload(account, name)
-        .await?
-        .ok_or_else(|| FrameError::NotFound(format!("no workload named {name:?}")))?;
-    let (plan, new) = apply_update(&w, req)?;
-    if let Some(to) = &w.moving_to {
-        let what = if w.next.is_some() {
-            "an update"
-        } else {
-            "a move"
-        };
-        return Err(FrameError::Busy(format!(
-            "workload {name:?} is in the middle of {what} (to node {to}); try again once it is done"
-        )));
-    }
-    let old: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
-    if plan.name == w.plan && new == old {
-        return Ok((w, Updated::Unchanged));
-    }
-    let change = describe_change(&w.plan, &old, plan.name, &new);
-    let next = NextVersion {
-        plan: plan.name.to_string(),
-        settings: serde_json::to_string(&new).map_err(|e| FrameError::Invalid(e.to_string()))?,
-        cpu_millis: u64::from(plan.cpu_millis),
-        memory_bytes: plan.memory_bytes,
+    // Held from reading the workload: this process's changes of one workload apply one after
+    // the other, in the order they came, each to the latest version (each request names what
+    // to change, not a whole version); changes of other workloads run beside them.
+    let _one = store.workload_guard(&format!("{account}/{name}")).await;
+    // Only a change that may place takes the placement lock: onto another node (rolling), or
+    // another plan where it runs (a resize needs the room). An in-place change of env, image,
+    // port or command keeps the plan, so it reserves what it holds already.
+    let may_place = req.plan.is_some() || req.strategy != Strategy::InPlace;
+    let _placing = if may_place {
+        Some(store.placement_guard().await?)
+    } else {
+        None
     };
-    let needs = Resources {
-        cpu_millis: next.cpu_millis,
-        memory_bytes: next.memory_bytes,
-        disk_bytes: w.disk_bytes,
-    };
-    let nodes = store.nodes().await?;
-    let placed = store.workloads(None).await?;
     let changed_meanwhile = || {
         FrameError::Busy(format!(
             "workload {name:?} was changed meanwhile; look at it again and retry"
         ))
     };
-    let mut fallback = String::new();
-    if let (Some(from), false) = (&w.node_id, req.strategy == Strategy::InPlace) {
-        match place(
-            &nodes,
-            &placed,
-            needs,
-            &new.placement,
-            std::slice::from_ref(from),
-            now_ms,
-        ) {
-            Ok((to, _)) => {
-                let detail = format!(
-                    "to {to}: {change}; the old version serves on {from} until the new one runs"
-                );
-                if !store
-                    .start_update(&w, &to, &next, now_ms, ("updating", &detail))
-                    .await?
-                {
-                    return Err(changed_meanwhile());
+    // Another fleet process (or this one's lifecycle task) may change it between the read and
+    // the compare-and-set: an in-place change is then made again on what it wrote.
+    for _ in 0..UPDATE_ATTEMPTS {
+        let w = store
+            .workload(account, name)
+            .await?
+            .ok_or_else(|| FrameError::NotFound(format!("no workload named {name:?}")))?;
+        let (plan, new) = apply_update(&w, req)?;
+        if let Some(to) = &w.moving_to {
+            let what = if w.next.is_some() {
+                "an update"
+            } else {
+                "a move"
+            };
+            return Err(FrameError::Busy(format!(
+                "workload {name:?} is in the middle of {what} (to node {to}); try again once it \
+                 is done"
+            )));
+        }
+        let old: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
+        if plan.name == w.plan && new == old {
+            return Ok((w, Updated::Unchanged));
+        }
+        let change = describe_change(&w.plan, &old, plan.name, &new);
+        let next = NextVersion {
+            plan: plan.name.to_string(),
+            settings: serde_json::to_string(&new)
+                .map_err(|e| FrameError::Invalid(e.to_string()))?,
+            cpu_millis: u64::from(plan.cpu_millis),
+            memory_bytes: plan.memory_bytes,
+        };
+        if !may_place {
+            let here = w.node_id.as_deref().unwrap_or("no node yet");
+            let detail = format!("in place on {here}: {change}");
+            if !store
+                .update_in_place(&w, &next, now_ms, ("updated", &detail))
+                .await?
+            {
+                continue;
+            }
+            if let Some(n) = &w.node_id {
+                retarget(store, n).await?;
+            }
+            let mut w = w;
+            w.plan = next.plan;
+            w.settings = next.settings;
+            w.cpu_millis = next.cpu_millis;
+            w.memory_bytes = next.memory_bytes;
+            w.updated_ms = now_ms;
+            return Ok((w, Updated::InPlace { change }));
+        }
+        let needs = Resources {
+            cpu_millis: next.cpu_millis,
+            memory_bytes: next.memory_bytes,
+            disk_bytes: w.disk_bytes,
+        };
+        let nodes = store.nodes().await?;
+        let placed = store.workloads(None).await?;
+        let mut fallback = String::new();
+        if let (Some(from), false) = (&w.node_id, req.strategy == Strategy::InPlace) {
+            match place(
+                &nodes,
+                &placed,
+                needs,
+                &new.placement,
+                std::slice::from_ref(from),
+                now_ms,
+            ) {
+                Ok((to, _)) => {
+                    let detail = format!(
+                        "to {to}: {change}; the old version serves on {from} until the new one \
+                         runs"
+                    );
+                    if !store
+                        .start_update(&w, &to, &next, now_ms, ("updating", &detail))
+                        .await?
+                    {
+                        return Err(changed_meanwhile());
+                    }
+                    retarget(store, &to).await?;
+                    let w = store
+                        .workload(account, name)
+                        .await?
+                        .ok_or_else(changed_meanwhile)?;
+                    return Ok((w, Updated::Rolling { to, change }));
                 }
-                retarget(store, &to).await?;
-                let w = store
-                    .workload(account, name)
-                    .await?
-                    .ok_or_else(changed_meanwhile)?;
-                return Ok((w, Updated::Rolling { to, change }));
-            }
-            Err(why) if req.strategy == Strategy::Rolling => {
-                return Err(FrameError::NoCapacity(format!(
-                    "cannot roll out {name:?} (plan {}): no node besides {from} can take it: \
-                     {why}; strategy in_place replaces it where it runs",
-                    plan.name
-                )));
-            }
-            Err(why) => {
-                fallback = format!(
-                    " (no other node can take a rolling update: {why}; the old version stops \
-                     before the new one starts)"
-                );
+                Err(why) if req.strategy == Strategy::Rolling => {
+                    return Err(FrameError::NoCapacity(format!(
+                        "cannot roll out {name:?} (plan {}): no node besides {from} can take \
+                         it: {why}; strategy in_place replaces it where it runs",
+                        plan.name
+                    )));
+                }
+                Err(why) => {
+                    fallback = format!(
+                        " (no other node can take a rolling update: {why}; the old version \
+                         stops before the new one starts)"
+                    );
+                }
             }
         }
+        room_in_place(&nodes, &placed, &w, needs).map_err(|why| {
+            FrameError::NoCapacity(format!(
+                "cannot resize {name:?} to plan {}: {why}",
+                plan.name
+            ))
+        })?;
+        let here = w.node_id.as_deref().unwrap_or("no node yet");
+        let detail = format!("in place on {here}: {change}{fallback}");
+        if !store
+            .update_in_place(&w, &next, now_ms, ("updated", &detail))
+            .await?
+        {
+            return Err(changed_meanwhile());
+        }
+        if let Some(n) = &w.node_id {
+            retarget(store, n).await?;
+        }
+        let w = store
+            .workload(account, name)
+            .await?
+            .ok_or_else(changed_meanwhile)?;
+        return Ok((w, Updated::InPlace { change }));
     }
-    room_in_place(&nodes, &placed, &w, needs).map_err(|why| {
-        FrameError::NoCapacity(format!(
-            "cannot resize {name:?} to plan {}: {why}",
-            plan.name
-        ))
-    })?;
-    let here = w.node_id.as_deref().unwrap_or("no node yet");
-    let detail = format!("in place on {here}: {change}{fallback}");
-    if !store
-        .update_in_place(&w, &next, now_ms, ("updated", &detail))
-        .await?
-    {
-        return Err(changed_meanwhile());
-    }
-    if let Some(n) = &w.node_id {
-        retarget(store, n).await?;
-    }
-    let w = store
-        .workload(account, name)
-        .await?
-        .ok_or_else(changed_meanwhile)?;
-    Ok((w, Updated::InPlace { change }))
+    Err(changed_meanwhile())
 }
+
+/// How many times [`update`] makes an in-place change again when the workload changed between
+/// its read and its write.
+const UPDATE_ATTEMPTS: usize = 10;
 
 /// The new version of a workload during a rolling update.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -865,6 +899,14 @@ pub struct WorkloadView {
 /// node that is offline (or revoked) it is `degraded` with the node's reason, unless it had
 /// failed already.
 pub fn lifecycle(w: &WorkloadRow, node: Option<&NodeRow>) -> (&'static str, Option<String>, u32) {
+    lifecycle_on(w, node.map(NodeState::from).as_ref())
+}
+
+/// [`lifecycle`] from the node's [`NodeState`] (what views read: not the node's whole row).
+pub fn lifecycle_on(
+    w: &WorkloadRow,
+    node: Option<&NodeState>,
+) -> (&'static str, Option<String>, u32) {
     let Some(node) = node else {
         return ("pending", None, 0);
     };
@@ -898,7 +940,7 @@ pub fn lifecycle(w: &WorkloadRow, node: Option<&NodeRow>) -> (&'static str, Opti
 /// Joins a workload with its node's report and its events.
 pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreError> {
     let node = match &w.node_id {
-        Some(id) => store.node(id).await?,
+        Some(id) => store.node_state(id).await?,
         None => None,
     };
     let events = store.workload_events(&w.id).await?;
@@ -908,8 +950,8 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
 /// The views of many workloads with three queries in all (nodes, the workloads given, their
 /// events), not three per workload: what `GET /api/v1/workloads` lists.
 pub async fn views(store: &Store, rows: &[WorkloadRow]) -> Result<Vec<WorkloadView>, StoreError> {
-    let nodes: std::collections::HashMap<String, NodeRow> = store
-        .nodes()
+    let nodes: std::collections::HashMap<String, NodeState> = store
+        .node_states()
         .await?
         .into_iter()
         .map(|n| (n.id.clone(), n))
@@ -924,13 +966,13 @@ pub async fn views(store: &Store, rows: &[WorkloadRow]) -> Result<Vec<WorkloadVi
         .collect()
 }
 
-/// A workload's view from its row, its node's row and its events.
+/// A workload's view from its row, its node's state and its events.
 fn view_of(
     w: &WorkloadRow,
-    node: Option<&NodeRow>,
+    node: Option<&NodeState>,
     events: Vec<WorkloadEvent>,
 ) -> Result<WorkloadView, StoreError> {
-    let (state, reason, restarts) = lifecycle(w, node);
+    let (state, reason, restarts) = lifecycle_on(w, node);
     let s = if w.kind == "s3" {
         ContainerSettings {
             image: crate::kinds::s3::settings(w)?.image,

@@ -16,6 +16,12 @@ pub enum ApiError {
     /// A rate limit refused the request; `Retry-After` carries the seconds.
     #[error("too many attempts; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// More requests are in flight than the fleet takes at once: shed at once rather than
+    /// queued; `Retry-After` carries the seconds.
+    #[error(
+        "the fleet is handling as many requests as it takes at once; retry in {retry_after_secs} s"
+    )]
+    Overloaded { retry_after_secs: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -56,6 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::LoginFailed => (StatusCode::UNAUTHORIZED, "login_failed"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -79,7 +86,9 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
         };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
+        if let ApiError::TooManyRequests { retry_after_secs }
+        | ApiError::Overloaded { retry_after_secs } = self
+        {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(retry_after_secs),

@@ -115,11 +115,21 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
+/// At most this many requests to `/api/v1` are handled at once; past it a request is answered
+/// `503 overloaded` with `Retry-After` at once instead of joining a queue that only grows
+/// (docs/benchmarks.md: without a bound, 1,000 requests/s of the API bench queued for 30 s
+/// and a gigabyte). `/healthz` and `/metrics` are never shed.
+pub const MAX_IN_FLIGHT: usize = 256;
+
 /// The whole HTTP surface.
 pub fn app(state: Arc<AppState>) -> Router {
+    app_with_limit(state, MAX_IN_FLIGHT)
+}
+
+/// [`app`] with another bound on the API requests in flight.
+pub fn app_with_limit(state: Arc<AppState>, max_in_flight: usize) -> Router {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
         .route("/api/v1/openapi.json", get(ops::openapi))
         .route("/api/v1/register", post(register::register))
         .route("/api/v1/nodes", get(nodes::list))
@@ -176,9 +186,39 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/workloads/{name}/credentials",
             get(workloads::credentials),
         )
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost: a shed request costs no span, no log line and no credential lookup.
+        .layer(axum::middleware::from_fn_with_state(in_flight, shed))
         .with_state(state)
+}
+
+/// Runs an `/api/` request while fewer than the bound are in flight, else answers 503 with
+/// `Retry-After: 1` at once; a fleet too busy for its API still answers its probes
+/// (`/healthz`, `/metrics`). The slot is held until the handler has its answer (a streamed
+/// body, such as `logs --follow`, does not keep it).
+async fn shed(
+    axum::extract::State(in_flight): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
+    match in_flight.try_acquire() {
+        Ok(slot) => {
+            let resp = next.run(req).await;
+            drop(slot);
+            resp
+        }
+        Err(_) => ApiError::Overloaded {
+            retry_after_secs: 1,
+        }
+        .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -437,6 +437,7 @@ async fn revoke_tells_the_broker_and_says_so_when_it_could_not() {
 }
 
 mod accounts;
+mod load;
 mod node_lifecycle;
 mod offers;
 mod s3;

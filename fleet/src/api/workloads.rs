@@ -38,6 +38,21 @@ async fn send_targets(s: &AppState, w: &crate::store::WorkloadRow) {
     }
 }
 
+/// Phase timings of a write at debug level (target `lattice_fleet::timing`): the store work,
+/// the target send, the audit row and the answer's view, in microseconds.
+fn timing(what: &str, t0: std::time::Instant, marks: [std::time::Instant; 3]) {
+    let us = |a: std::time::Instant, b: std::time::Instant| b.duration_since(a).as_micros() as u64;
+    tracing::debug!(
+        target: "lattice_fleet::timing",
+        what,
+        store_us = us(t0, marks[0]),
+        send_us = us(marks[0], marks[1]),
+        audit_us = us(marks[1], marks[2]),
+        view_us = marks[2].elapsed().as_micros() as u64,
+        "write"
+    );
+}
+
 /// A workload's view with its address through this process's gateway.
 async fn view(s: &AppState, w: &crate::store::WorkloadRow) -> Result<WorkloadView, ApiError> {
     let mut v = workloads::view(&s.store, w).await?;
@@ -62,6 +77,7 @@ pub async fn create(
     body: Result<Json<DeployRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<WorkloadView>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let t0 = std::time::Instant::now();
     let w = workloads::deploy(
         &s.store,
         &p.account_id,
@@ -70,7 +86,9 @@ pub async fn create(
         lattice_wire::now_ms(),
     )
     .await?;
+    let t1 = std::time::Instant::now();
     send_targets(&s, &w).await;
+    let t2 = std::time::Instant::now();
     audit::record(
         &s.store,
         &p.account_id,
@@ -79,7 +97,10 @@ pub async fn create(
         &format!("kind={} plan={} name={}", w.kind, w.plan, w.name),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view(&s, &w).await?)))
+    let t3 = std::time::Instant::now();
+    let v = view(&s, &w).await?;
+    timing("deploy", t0, [t1, t2, t3]);
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -193,6 +214,7 @@ pub async fn update(
     body: Result<Json<UpdateRequest>, JsonRejection>,
 ) -> Result<Json<WorkloadView>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let t0 = std::time::Instant::now();
     let (w, done) =
         workloads::update(&s.store, &p.account_id, &name, &req, lattice_wire::now_ms()).await?;
     let change = match &done {
@@ -200,8 +222,11 @@ pub async fn update(
         Updated::Rolling { to, change } => Some(format!("rolling to {to}: {change}")),
         Updated::InPlace { change } => Some(format!("in place: {change}")),
     };
+    let t1 = std::time::Instant::now();
+    let mut t2 = t1;
     if let Some(change) = change {
         send_targets(&s, &w).await;
+        t2 = std::time::Instant::now();
         audit::record(
             &s.store,
             &p.account_id,
@@ -211,7 +236,10 @@ pub async fn update(
         )
         .await?;
     }
-    Ok(Json(view(&s, &w).await?))
+    let t3 = std::time::Instant::now();
+    let v = view(&s, &w).await?;
+    timing("update", t0, [t1, t2, t3]);
+    Ok(Json(v))
 }
 
 /// Deletes one of the caller's workloads everywhere (its node removes the container, network
@@ -225,8 +253,11 @@ pub async fn delete(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let t0 = std::time::Instant::now();
     let w = workloads::delete(&s.store, &p.account_id, &name).await?;
+    let t1 = std::time::Instant::now();
     send_targets(&s, &w).await;
+    let t2 = std::time::Instant::now();
     audit::record(
         &s.store,
         &p.account_id,
@@ -235,5 +266,6 @@ pub async fn delete(
         &format!("name={}", w.name),
     )
     .await?;
+    timing("delete", t0, [t1, t2, std::time::Instant::now()]);
     Ok(StatusCode::NO_CONTENT)
 }

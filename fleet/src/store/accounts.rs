@@ -83,7 +83,7 @@ impl Store {
     pub async fn account(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
         let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         Ok(row.as_ref().map(account_from_row).transpose()?)
     }
@@ -269,7 +269,7 @@ impl Store {
         )
         .bind(secret_hash)
         .bind(to_db(now_ms))
-        .fetch_optional(self.pool())
+        .fetch_optional(self.reader())
         .await?;
         match row {
             None => Ok(None),

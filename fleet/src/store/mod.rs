@@ -17,12 +17,13 @@ mod workloads;
 pub use accounts::{AccountRow, ApiTokenRow};
 pub use audit::{AuditEntry, AuditFilter};
 pub use ingest::{Effect, IngestOutcome};
-pub use nodes::{NewNode, NodeRow};
+pub use nodes::{NewNode, NodeRow, NodeState};
 pub use tokens::{TokenProblem, TokenRow};
 pub use workloads::{NextVersion, Placement, WorkloadEvent, WorkloadRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +55,23 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Every write, and every read inside a write's transaction. SQLite: the one writer
+    /// connection.
     pool: AnyPool,
+    /// Reads outside transactions. SQLite on a file: [`SQLITE_READERS`] more connections,
+    /// which WAL lets read beside the writer and each other (ADR 0012); in memory and on
+    /// PostgreSQL the same pool as `pool`.
+    reader: AnyPool,
     backend: Backend,
     /// Serializes placement decisions in this process (see [`Store::placement_guard`]).
     placing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// One lock per workload being changed in this process (see [`Store::workload_guard`]).
+    changing:
+        std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
 }
+
+/// Read-only SQLite connections beside the writer (ADR 0012).
+pub const SQLITE_READERS: u32 = 4;
 
 /// PostgreSQL advisory lock key of placement decisions ("lattice placement").
 const PLACEMENT_LOCK: i64 = 0x4c41_5454_504c_4143;
@@ -67,9 +80,70 @@ const PLACEMENT_LOCK: i64 = 0x4c41_5454_504c_4143;
 /// PostgreSQL in any fleet process) reads the reservations until it is dropped.
 pub struct PlacementGuard {
     _local: tokio::sync::OwnedMutexGuard<()>,
-    /// PostgreSQL: the session holding the advisory lock, detached from the pool; dropping it
-    /// closes the connection, which ends the session and releases the lock.
-    _session: Option<sqlx::AnyConnection>,
+    /// PostgreSQL: the pooled session holding the advisory lock. Dropping the guard unlocks it
+    /// and returns it to the pool (or, with no runtime to do that on, closes it, which ends
+    /// the session and releases the lock too).
+    session: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+}
+
+impl Drop for PlacementGuard {
+    fn drop(&mut self) {
+        let Some(c) = self.session.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let mut c = c;
+                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(PLACEMENT_LOCK)
+                        .execute(&mut *c)
+                        .await;
+                    if unlocked.is_err() {
+                        // Closed rather than pooled: the session ends, and its lock with it.
+                        drop(c.detach());
+                    }
+                });
+            }
+            Err(_) => drop(c.detach()),
+        }
+    }
+}
+
+/// A pooled session waiting for the advisory lock: if the wait is given up (the future
+/// dropped, a client gone), the connection is closed rather than pooled, so a lock granted
+/// later ends with its session instead of staying held by a pooled connection.
+struct Waiting(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            drop(c.detach());
+        }
+    }
+}
+
+/// Held while one workload is read, changed and written by this process (see
+/// [`Store::workload_guard`]).
+pub struct WorkloadGuard {
+    key: String,
+    map: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for WorkloadGuard {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = self
+            .guard
+            .take()
+            .map(|g| tokio::sync::OwnedMutexGuard::mutex(&g).clone());
+        // The map's entry goes with its last user: nobody else holds or waits for it (they
+        // would hold a clone, and clones are only taken under the map's lock).
+        if let Some(lock) = lock {
+            if std::sync::Arc::strong_count(&lock) == 2 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// `u64` values are stored in BIGINT columns bit-for-bit.
@@ -91,47 +165,85 @@ impl Store {
             Backend::Sqlite
         };
         let (url_full, max) = match backend {
-            // One connection: SQLite has one writer anyway, and a single connection avoids
-            // SQLITE_BUSY when a read transaction upgrades to a write (ADR 0002).
+            // One writer connection: SQLite has one writer anyway, and a single connection
+            // avoids SQLITE_BUSY when a read transaction upgrades to a write (ADR 0002).
             Backend::Sqlite if url.contains('?') || url.contains(":memory:") => {
                 (url.to_string(), 1)
             }
             Backend::Sqlite => (format!("{url}?mode=rwc"), 1),
             Backend::Postgres => (url.to_string(), 16),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL + NORMAL: a committed transaction survives a killed process
-                        // (not a power cut of the fleet host; see docs/architecture.md).
-                        sqlx::query("PRAGMA journal_mode=WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous=NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout=5000")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
+        let open = |max: u32, read_only: bool| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            if read_only {
+                                // The database is in WAL mode already (the writer set it).
+                                sqlx::query("PRAGMA query_only=1")
+                                    .execute(&mut *conn)
+                                    .await?;
+                            } else {
+                                // WAL + NORMAL: a committed transaction survives a killed
+                                // process (not a power cut of the fleet host; see
+                                // docs/architecture.md).
+                                sqlx::query("PRAGMA journal_mode=WAL")
+                                    .execute(&mut *conn)
+                                    .await?;
+                                sqlx::query("PRAGMA synchronous=NORMAL")
+                                    .execute(&mut *conn)
+                                    .await?;
+                            }
+                            sqlx::query("PRAGMA busy_timeout=5000")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect(&url_full)
-            .await
-            .map_err(|source| StoreError::Open {
-                url: redact(url),
-                source,
-            })?;
+        };
+        let failed = |source| StoreError::Open {
+            url: redact(url),
+            source,
+        };
+        let pool = open(max, false).connect(&url_full).await.map_err(failed)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        // An in-memory database is one connection's own: it has no readers beside it.
+        let reader = if backend == Backend::Sqlite && !url.contains(":memory:") {
+            open(SQLITE_READERS, true)
+                .connect(&url_full)
+                .await
+                .map_err(failed)?
+        } else {
+            pool.clone()
+        };
         Ok(Store {
             pool,
+            reader,
             backend,
             placing: Default::default(),
+            changing: Default::default(),
         })
+    }
+
+    /// Takes this process's lock on workload `key` (account and name): the changes of one
+    /// workload made here run one after the other, in the order they asked, while changes of
+    /// other workloads run beside them. Other fleet processes are not held back: a change
+    /// they write meanwhile makes this one's compare-and-set fail, and it is made again on
+    /// the latest version.
+    pub async fn workload_guard(&self, key: &str) -> WorkloadGuard {
+        let lock = {
+            let mut map = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        WorkloadGuard {
+            key: key.to_string(),
+            map: self.changing.clone(),
+            guard: Some(guard),
+        }
     }
 
     /// Takes the placement lock: every path that reads the reservations, picks a node and
@@ -139,24 +251,29 @@ impl Store {
     /// write, so two placements never both take the same free room. In this process a mutex;
     /// on PostgreSQL also a session advisory lock, for the other fleet replicas.
     pub async fn placement_guard(&self) -> Result<PlacementGuard, StoreError> {
+        let asked = std::time::Instant::now();
         let local = self.placing.clone().lock_owned().await;
         let session = match self.backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
-                // Out of the pool before it asks for the lock: if this future is dropped while
-                // it waits (a client that went away), the connection closes rather than going
-                // back to the pool to take the lock later and keep it.
-                let mut c = self.pool.acquire().await?.detach();
-                sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(PLACEMENT_LOCK)
-                    .execute(&mut c)
-                    .await?;
-                Some(c)
+                // If this future is dropped while it waits (a client that went away),
+                // `Waiting` closes the connection rather than pooling it, so it cannot take the
+                // lock later and keep it. A session that holds it goes back to the pool after
+                // its unlock (a new connection per placement cost a PostgreSQL backend each).
+                let mut waiting = Waiting(Some(self.pool.acquire().await?));
+                if let Some(c) = waiting.0.as_mut() {
+                    sqlx::query("SELECT pg_advisory_lock($1)")
+                        .bind(PLACEMENT_LOCK)
+                        .execute(&mut **c)
+                        .await?;
+                }
+                waiting.0.take()
             }
         };
+        tracing::debug!(target: "lattice_fleet::timing", wait_us = asked.elapsed().as_micros() as u64, "placement lock taken");
         Ok(PlacementGuard {
             _local: local,
-            _session: session,
+            session,
         })
     }
 
@@ -203,6 +320,12 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For reads outside a transaction (see [`Store::reader`]'s field): on SQLite they do not
+    /// queue behind the writer's statements.
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 }
 

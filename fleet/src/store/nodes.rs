@@ -73,6 +73,39 @@ impl NodeRow {
     }
 }
 
+/// What a workload's view needs of its node: whether it is up, and what it last reported
+/// (without the node's target and inventory, which views never show).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeState {
+    pub id: String,
+    pub online: bool,
+    pub offline_reason: String,
+    /// JSON of the node's last reported workload statuses.
+    pub workloads: String,
+}
+
+impl From<&NodeRow> for NodeState {
+    fn from(n: &NodeRow) -> NodeState {
+        NodeState {
+            id: n.id.clone(),
+            online: n.online,
+            offline_reason: n.offline_reason.clone(),
+            workloads: n.workloads.clone(),
+        }
+    }
+}
+
+fn state_from_row(r: &AnyRow) -> Result<NodeState, sqlx::Error> {
+    Ok(NodeState {
+        id: r.try_get("id")?,
+        online: r.try_get::<i64, _>("online")? != 0,
+        offline_reason: r.try_get("offline_reason")?,
+        workloads: r.try_get("workloads")?,
+    })
+}
+
+const STATE_COLUMNS: &str = "id, online, offline_reason, workloads";
+
 fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
     Ok(NodeRow {
         id: r.try_get("id")?,
@@ -162,14 +195,32 @@ impl Store {
     pub async fn node(&self, id: &str) -> Result<Option<NodeRow>, StoreError> {
         let row = sqlx::query("SELECT * FROM nodes WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         Ok(row.map(|r| node_from_row(&r)).transpose()?)
     }
 
+    /// The [`NodeState`] of node `id`.
+    pub async fn node_state(&self, id: &str) -> Result<Option<NodeState>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM nodes WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(row.as_ref().map(state_from_row).transpose()?)
+    }
+
+    /// Every node's [`NodeState`].
+    pub async fn node_states(&self) -> Result<Vec<NodeState>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM nodes"))
+            .fetch_all(self.reader())
+            .await?;
+        Ok(rows.iter().map(state_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every node, in registration order.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM nodes ORDER BY registered_ms, id")
-            .fetch_all(self.pool())
+            .fetch_all(self.reader())
             .await?;
         Ok(rows.iter().map(node_from_row).collect::<Result<_, _>>()?)
     }

@@ -58,6 +58,73 @@ async fn placement_is_one_at_a_time_across_replicas() {
     assert!(again.is_ok(), "released with its session");
 }
 
+/// The placement lock's PostgreSQL session goes back to the pool once unlocked (one lock per
+/// placement must not cost a connection each), and a wait given up does not leave it held.
+#[tokio::test]
+async fn placement_sessions_are_pooled_and_a_wait_given_up_keeps_nothing() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let a = Store::open(&url).await.unwrap();
+    let b = Store::open(&url).await.unwrap();
+    let ten = std::time::Duration::from_secs(10);
+    // More placements than the pool has connections (16).
+    for _ in 0..40 {
+        let g = tokio::time::timeout(ten, a.placement_guard())
+            .await
+            .expect("the lock or a connection was kept")
+            .unwrap();
+        drop(g);
+    }
+    let held = a.placement_guard().await.unwrap();
+    let wait = std::time::Duration::from_millis(300);
+    assert!(tokio::time::timeout(wait, b.placement_guard())
+        .await
+        .is_err());
+    drop(held);
+    let again = tokio::time::timeout(ten, a.placement_guard()).await;
+    assert!(again.is_ok(), "a wait given up kept the lock");
+    drop(again);
+    let other = tokio::time::timeout(ten, b.placement_guard()).await;
+    assert!(other.is_ok(), "the other replica places again");
+}
+
+/// SQLite on a file: reads run on their own connections (ADR 0012), which see every committed
+/// write at once, do not wait for a write transaction in progress, and cannot write.
+#[tokio::test]
+async fn sqlite_readers_see_commits_and_do_not_wait_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fleet.db").display());
+    let s = Store::open(&url).await.unwrap();
+    s.insert_token(&token("t1", "hash1", 2, 10_000))
+        .await
+        .unwrap();
+    s.register_node("hash1", &new_node("n-1", "k1"), 5)
+        .await
+        .unwrap();
+    assert!(s.node("n-1").await.unwrap().is_some(), "a commit is seen");
+    // A write transaction in progress holds the one writer connection.
+    let mut tx = s.pool().begin().await.unwrap();
+    sqlx::query("UPDATE nodes SET offer = 'x' WHERE id = 'n-1'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), s.nodes())
+        .await
+        .expect("a read waited for the writer's transaction")
+        .unwrap();
+    assert_ne!(read[0].offer, "x", "an uncommitted write was read");
+    tx.commit().await.unwrap();
+    assert_eq!(s.node("n-1").await.unwrap().unwrap().offer, "x");
+    assert!(
+        sqlx::query("DELETE FROM nodes")
+            .execute(s.reader())
+            .await
+            .is_err(),
+        "a reader wrote"
+    );
+}
+
 /// Runs each store test on SQLite and on PostgreSQL.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -90,6 +157,7 @@ on_both!(
     gateway_ports_are_stable_and_unique,
     gateway_traffic_adds_up,
     downtime_adds_up_into_reliability,
+    concurrent_target_rewrites_each_read_what_they_replace,
 );
 
 fn token(id: &str, hash: &str, max_uses: u64, expires_ms: u64) -> TokenRow {
@@ -257,6 +325,55 @@ async fn silent_nodes_go_offline_and_targets_are_tracked(s: Store) {
         vec!["n-1".to_string()]
     );
     assert_eq!(s.node_counts().await.unwrap(), (0, 1));
+}
+
+/// Target rewrites of one node at once (deploys, deletes, updates, the lifecycle task) each
+/// build from the placements as they are when it writes, and each bumps the revision once.
+async fn concurrent_target_rewrites_each_read_what_they_replace(s: Store) {
+    let s = registered(s).await;
+    let start = s.node("n-1").await.unwrap().unwrap().target_revision;
+    let rewrites = (0..20u64).map(|i| {
+        let s = s.clone();
+        async move {
+            let w = WorkloadRow {
+                id: format!("w-{i:02}"),
+                account_id: "a".into(),
+                name: format!("w{i}"),
+                kind: "container".into(),
+                plan: "small".into(),
+                settings: "{}".into(),
+                node_id: Some("n-1".into()),
+                moving_to: None,
+                cpu_millis: 250,
+                memory_bytes: 1,
+                disk_bytes: 0,
+                created_ms: i,
+                updated_ms: i,
+                next: None,
+            };
+            assert!(s.insert_workload(&w, "placed").await.unwrap());
+            s.rewrite_target("n-1", |placed| {
+                Ok(
+                    serde_json::to_string(&placed.iter().map(|w| w.id.clone()).collect::<Vec<_>>())
+                        .unwrap(),
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    });
+    let mut revisions = futures_util::future::join_all(rewrites).await;
+    revisions.sort_unstable();
+    assert_eq!(revisions, (start + 1..=start + 20).collect::<Vec<_>>());
+    // The last rewrite wrote every workload: none was built from a list older than another's.
+    let n = s.node("n-1").await.unwrap().unwrap();
+    let ids: Vec<String> = serde_json::from_str(&n.target).unwrap();
+    assert_eq!(ids.len(), 20, "{ids:?}");
+    assert_eq!(
+        s.rewrite_target("n-x", |_| Ok("[]".into())).await.unwrap(),
+        None
+    );
 }
 
 async fn events_keep_delivery_order(s: Store) {

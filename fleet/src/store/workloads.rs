@@ -1,6 +1,6 @@
 //! Workloads: what consumers deployed, where it was placed, and its events.
 
-use super::{from_db, to_db, Store, StoreError};
+use super::{from_db, to_db, Backend, Store, StoreError};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -144,12 +144,12 @@ impl Store {
             Some(a) => {
                 sqlx::query("SELECT * FROM workloads WHERE account_id = $1 ORDER BY name")
                     .bind(a)
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?
             }
             None => {
                 sqlx::query("SELECT * FROM workloads ORDER BY account_id, name")
-                    .fetch_all(self.pool())
+                    .fetch_all(self.reader())
                     .await?
             }
         };
@@ -165,7 +165,7 @@ impl Store {
         let r = sqlx::query("SELECT * FROM workloads WHERE account_id = $1 AND name = $2")
             .bind(account)
             .bind(name)
-            .fetch_optional(self.pool())
+            .fetch_optional(self.reader())
             .await?;
         Ok(r.as_ref().map(row).transpose()?)
     }
@@ -175,9 +175,49 @@ impl Store {
         let rows =
             sqlx::query("SELECT * FROM workloads WHERE node_id = $1 OR moving_to = $1 ORDER BY id")
                 .bind(node)
-                .fetch_all(self.pool())
+                .fetch_all(self.reader())
                 .await?;
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// Rebuilds `node`'s target from every workload placed on it or moving to it (`build`
+    /// turns them into the target's JSON) and bumps its revision, in one transaction, so the
+    /// list it is built from is the one it replaces: on PostgreSQL the node's row is locked
+    /// first (rewrites of one node's target, from any fleet process, run one after another);
+    /// on SQLite the one writer connection runs one transaction at a time. `Ok(None)`: no such
+    /// node.
+    pub async fn rewrite_target<F>(&self, node: &str, build: F) -> Result<Option<u64>, StoreError>
+    where
+        F: FnOnce(&[WorkloadRow]) -> Result<String, StoreError>,
+    {
+        let mut tx = self.pool().begin().await?;
+        let lock = match self.backend() {
+            Backend::Postgres => "SELECT target_revision FROM nodes WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT target_revision FROM nodes WHERE id = $1",
+        };
+        let Some(seen) = sqlx::query(lock)
+            .bind(node)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let revision = from_db(seen.try_get("target_revision")?) + 1;
+        let rows =
+            sqlx::query("SELECT * FROM workloads WHERE node_id = $1 OR moving_to = $1 ORDER BY id")
+                .bind(node)
+                .fetch_all(&mut *tx)
+                .await?;
+        let placed = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        let json = build(&placed)?;
+        sqlx::query("UPDATE nodes SET target = $1, target_revision = $2 WHERE id = $3")
+            .bind(json)
+            .bind(to_db(revision))
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(revision))
     }
 
     /// Deletes a workload and its events; `false` if it was not there.
@@ -226,7 +266,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(*id);
             }
-            for r in q.fetch_all(self.pool()).await? {
+            for r in q.fetch_all(self.reader()).await? {
                 let id: String = r.try_get("workload_id")?;
                 out.entry(id).or_default().push(WorkloadEvent {
                     at_ms: from_db(r.try_get("at_ms")?),
@@ -245,7 +285,7 @@ impl Store {
              ORDER BY at_ms",
         )
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|r| {
