@@ -467,8 +467,8 @@ pub async fn deploy(
     }
     // From reading the reservations to storing this one, no other placement runs.
     let placing = store.placement_guard().await?;
-    let nodes = store.nodes().await?;
-    let placed = store.workloads(None).await?;
+    let nodes = store.nodes_for_placement().await?;
+    let placed = store.reservations().await?;
     let needs = Resources {
         cpu_millis: u64::from(plan.cpu_millis),
         memory_bytes: plan.memory_bytes,
@@ -785,8 +785,8 @@ pub async fn update(
             memory_bytes: next.memory_bytes,
             disk_bytes: w.disk_bytes,
         };
-        let nodes = store.nodes().await?;
-        let placed = store.workloads(None).await?;
+        let nodes = store.nodes_for_placement().await?;
+        let placed = store.reservations().await?;
         let mut fallback = String::new();
         if let (Some(from), false) = (&w.node_id, req.strategy == Strategy::InPlace) {
             match place(

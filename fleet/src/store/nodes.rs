@@ -217,6 +217,23 @@ impl Store {
         Ok(rows.iter().map(state_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Every node, in registration order, for a placement: without its target, last report
+    /// and usage (`target`, `workloads` and `usage` are empty), which the scheduler does not
+    /// read. On the writer connection: a placement holds the placement lock while it reads,
+    /// and must not queue behind the API's reads on the readers (ADR 0012).
+    pub async fn nodes_for_placement(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, owner, token_id, identity_key, encryption_key, broker_secret_hash, \
+             inventory, firmware_version, registered_ms, revoked, online, offline_reason, \
+             conn_epoch, last_seen_ms, '' AS usage, applied_revision, target_revision, \
+             '' AS target, '' AS workloads, lifecycle, lifecycle_by, offer, down_ms \
+             FROM nodes ORDER BY registered_ms, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(node_from_row).collect::<Result<_, _>>()?)
+    }
+
     /// Every node, in registration order.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM nodes ORDER BY registered_ms, id")

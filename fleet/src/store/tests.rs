@@ -374,6 +374,16 @@ async fn concurrent_target_rewrites_each_read_what_they_replace(s: Store) {
         s.rewrite_target("n-x", |_| Ok("[]".into())).await.unwrap(),
         None
     );
+    // What a placement reads: every reservation, and the nodes without their targets.
+    let reserved = s.reservations().await.unwrap();
+    assert_eq!(reserved.len(), 20);
+    assert_eq!(reserved.iter().map(|w| w.cpu_millis).sum::<u64>(), 5_000);
+    assert!(reserved.iter().all(|w| w.node_id.as_deref() == Some("n-1")));
+    let mut full = s.nodes().await.unwrap();
+    full[0].target = String::new();
+    full[0].workloads = String::new();
+    full[0].usage = String::new();
+    assert_eq!(s.nodes_for_placement().await.unwrap(), full);
 }
 
 async fn events_keep_delivery_order(s: Store) {

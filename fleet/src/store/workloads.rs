@@ -156,6 +156,21 @@ impl Store {
         Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
     }
 
+    /// What every placed workload reserves, for a placement: rows with their id, account,
+    /// kind, plan, node, move and resources (and an update's new ones); `name` and `settings`
+    /// are empty. On the writer connection, like [`Store::nodes_for_placement`].
+    pub async fn reservations(&self) -> Result<Vec<WorkloadRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, '' AS name, kind, plan, '' AS settings, node_id, moving_to, \
+             cpu_millis, memory_bytes, disk_bytes, created_ms, updated_ms, next_plan, \
+             '' AS next_settings, next_cpu_millis, next_memory_bytes FROM workloads \
+             WHERE node_id IS NOT NULL OR moving_to IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
     /// The workload `name` of `account`.
     pub async fn workload(
         &self,
