@@ -286,6 +286,50 @@ async fn memory_hog_is_oom_killed_and_reported() {
 }
 
 #[tokio::test]
+async fn an_unchanged_container_is_listed_without_an_inspect() {
+    let Some(env) = env().await else { return };
+    let node = Node::new(&env).await;
+    let id = node.run(&spec("w-idle", "exec sleep 600")).await;
+    let first = node
+        .wait_for(&id, 30, |st| matches!(st, ContainerStatus::Running { .. }))
+        .await;
+    // Idle rounds: the list alone says nothing changed, so nothing is inspected.
+    let before = node.rt.inspects();
+    for _ in 0..3 {
+        assert_eq!(node.observed(&id).await, first);
+    }
+    assert_eq!(
+        node.rt.inspects(),
+        before,
+        "an idle list inspected a container"
+    );
+    // Killed behind the runtime's back: the list shows the new state, and the inspect that
+    // follows gives the exit code.
+    let out = Command::new("docker")
+        .args(["kill", &id])
+        .output()
+        .expect("docker kill");
+    assert!(out.status.success(), "{out:?}");
+    let killed = node
+        .wait_for(&id, 30, |st| matches!(st, ContainerStatus::Exited { .. }))
+        .await;
+    assert_eq!(
+        killed.status,
+        ContainerStatus::Exited {
+            code: 137,
+            oom_killed: false
+        }
+    );
+    assert!(node.rt.inspects() > before);
+    // Started again by the runtime: what was seen is dropped, the new start time is read.
+    node.rt.start(&id).await.expect("start");
+    let again = node
+        .wait_for(&id, 30, |st| matches!(st, ContainerStatus::Running { .. }))
+        .await;
+    assert_ne!(again.started_at, first.started_at);
+}
+
+#[tokio::test]
 async fn fork_bomb_stops_at_the_pids_limit() {
     let Some(env) = env().await else { return };
     let node = Node::new(&env).await;

@@ -41,12 +41,14 @@ use bollard::query_parameters::{
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use engine::{
-    classify, is_owned, label_filter, settle_paused, split_reference, status_of, Failure,
+    classify, is_owned, label_filter, settle_paused, split_reference, status_of, summary_key,
+    Failure,
 };
 use futures_util::TryStreamExt;
 use lattice_wire::msg::WorkloadSpec;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +100,13 @@ pub struct DockerRuntime {
     firewall: Arc<dyn Firewall>,
     /// Nodes whose firewall was synced since the client was (re)made.
     synced: Mutex<HashSet<String>>,
+    /// What `list_owned` last made of each container, with the list's summary of it at the
+    /// time ([`engine::summary_key`]): while the summary stays the same the container is not
+    /// inspected again. Dropped for a container the runtime acts on.
+    /// Per node id, per container id.
+    seen: Mutex<HashMap<String, HashMap<String, (String, Observed)>>>,
+    /// Container inspects made by `list_owned` (see [`DockerRuntime::inspects`]).
+    inspects: AtomicU64,
 }
 
 impl DockerRuntime {
@@ -114,6 +123,26 @@ impl DockerRuntime {
             client: Mutex::new(None),
             firewall,
             synced: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
+            inspects: AtomicU64::new(0),
+        }
+    }
+
+    /// How many containers `list_owned` has inspected so far. An idle node lists its
+    /// containers every round but inspects one only when the list shows it changed (state or
+    /// health) or after the runtime acted on it: 10 workloads cost one list call per round, not
+    /// eleven calls.
+    pub fn inspects(&self) -> u64 {
+        self.inspects.load(Ordering::Relaxed)
+    }
+
+    /// Forgets what was seen of a container the runtime is about to act on: its next state
+    /// (a new start time, an exit code) comes from a fresh inspect.
+    fn forget(&self, container_id: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            for containers in seen.values_mut() {
+                containers.remove(container_id);
+            }
         }
     }
 
@@ -536,8 +565,24 @@ impl ContainerRuntime for DockerRuntime {
                 })
             })?;
         let mut out = Vec::with_capacity(list.len());
+        let mut seen_now = HashMap::with_capacity(list.len());
         for summary in list {
-            let Some(id) = summary.id else { continue };
+            let Some(id) = summary.id.clone() else {
+                continue;
+            };
+            let key = summary_key(&summary);
+            let known = self.seen.lock().ok().and_then(|seen| {
+                seen.get(node_id)
+                    .and_then(|c| c.get(&id))
+                    .filter(|(k, _)| *k == key)
+                    .cloned()
+            });
+            if let Some((_, observed)) = known {
+                out.push(observed.clone());
+                seen_now.insert(id, (key, observed));
+                continue;
+            }
+            self.inspects.fetch_add(1, Ordering::Relaxed);
             let inspect = match docker
                 .inspect_container(&id, None::<InspectContainerOptions>)
                 .await
@@ -554,8 +599,8 @@ impl ContainerRuntime for DockerRuntime {
             if label(LABEL_NODE).as_deref() != Some(node_id) {
                 continue;
             }
-            out.push(Observed {
-                container_id: id,
+            let observed = Observed {
+                container_id: id.clone(),
                 workload_id: label(LABEL_WORKLOAD).unwrap_or_default(),
                 spec_hash: label(LABEL_SPEC).unwrap_or_default(),
                 status: status_of(&inspect),
@@ -564,7 +609,13 @@ impl ContainerRuntime for DockerRuntime {
                     .as_ref()
                     .and_then(|s| s.started_at.clone())
                     .unwrap_or_default(),
-            });
+            };
+            out.push(observed.clone());
+            seen_now.insert(id, (key, observed));
+        }
+        // Containers gone from the list are forgotten with it.
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(node_id.to_string(), seen_now);
         }
         out.sort_by(|a, b| {
             (&a.workload_id, &a.container_id).cmp(&(&b.workload_id, &b.container_id))
@@ -663,6 +714,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.forget(container_id);
         let docker = self.client().await?;
         docker
             .start_container(container_id, None::<StartContainerOptions>)
@@ -671,6 +723,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stop(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.forget(container_id);
         let docker = self.client().await?;
         let t = i32::try_from(self.opts.bounds.stop_timeout_secs).unwrap_or(i32::MAX);
         docker
@@ -691,6 +744,7 @@ impl ContainerRuntime for DockerRuntime {
         observed: &Observed,
         purge: bool,
     ) -> Result<(), RuntimeError> {
+        self.forget(&observed.container_id);
         let docker = self.client().await?;
         let id = observed.container_id.as_str();
         let workload = observed.workload_id.as_str();
@@ -797,6 +851,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn pause(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.forget(container_id);
         let docker = self.client().await?;
         match docker.pause_container(container_id).await {
             Ok(()) => {
@@ -814,6 +869,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn unpause(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.forget(container_id);
         let docker = self.client().await?;
         match docker.unpause_container(container_id).await {
             Ok(()) => {

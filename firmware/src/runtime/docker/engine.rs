@@ -3,7 +3,9 @@
 
 use crate::runtime::{ContainerStatus, Health, LABEL_NODE, LABEL_WORKLOAD};
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, HealthStatusEnum,
+};
 use bollard::query_parameters::InspectContainerOptions;
 use bollard::Docker;
 use std::collections::HashMap;
@@ -71,6 +73,22 @@ pub(super) fn split_reference(image: &str) -> (&str, &str) {
 }
 
 /// The engine's state of a container as ours.
+/// What the container list says of a container that matters for its [`Observed`] state: its
+/// state (`running`, `exited`, `paused`, ...) and, in the status text, its health. While this
+/// stays the same, an inspect would say the same: exit codes, OOM kills and start times only
+/// change with a change of state (the runtime restarts containers itself: Docker's restart
+/// policy is `no`) or through the runtime's own actions, which drop what was seen.
+///
+/// [`Observed`]: super::super::Observed
+pub(super) fn summary_key(summary: &ContainerSummary) -> String {
+    let status = summary.status.as_deref().unwrap_or("");
+    let health = ["(healthy)", "(unhealthy)", "(health: starting)"]
+        .into_iter()
+        .find(|h| status.contains(h))
+        .unwrap_or("");
+    format!("{:?}|{health}", summary.state)
+}
+
 pub(super) fn status_of(inspect: &ContainerInspectResponse) -> ContainerStatus {
     let Some(state) = inspect.state.as_ref() else {
         return ContainerStatus::Other("no state".to_string());
