@@ -892,6 +892,7 @@ pub struct WorkloadView {
     pub endpoint: Option<String>,
     pub restarts: u32,
     pub created_ms: u64,
+    /// Oldest first: all it keeps (the newest 100) when shown alone, the newest 10 in a list.
     pub events: Vec<WorkloadEvent>,
 }
 
@@ -947,8 +948,14 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
     view_of(w, node.as_ref(), events)
 }
 
+/// How many of each workload's events a list carries: the newest (a show carries all the
+/// store keeps, 100). Read from the database are only those: a list of 30 workloads with a
+/// full history was 3,000 event rows (the API bench's costliest request).
+pub const LISTED_EVENTS: usize = 10;
+
 /// The views of many workloads with three queries in all (nodes, the workloads given, their
-/// events), not three per workload: what `GET /api/v1/workloads` lists.
+/// newest [`LISTED_EVENTS`] events), not three per workload: what `GET /api/v1/workloads`
+/// lists.
 pub async fn views(store: &Store, rows: &[WorkloadRow]) -> Result<Vec<WorkloadView>, StoreError> {
     let nodes: std::collections::HashMap<String, NodeState> = store
         .node_states()
@@ -957,7 +964,7 @@ pub async fn views(store: &Store, rows: &[WorkloadRow]) -> Result<Vec<WorkloadVi
         .map(|n| (n.id.clone(), n))
         .collect();
     let ids: Vec<&str> = rows.iter().map(|w| w.id.as_str()).collect();
-    let mut events = store.workload_events_of(&ids).await?;
+    let mut events = store.newest_workload_events_of(&ids, LISTED_EVENTS).await?;
     rows.iter()
         .map(|w| {
             let node = w.node_id.as_ref().and_then(|id| nodes.get(id));

@@ -110,7 +110,8 @@ pub struct ListQuery {
     pub all: bool,
 }
 
-/// The caller's workloads.
+/// The caller's workloads, each with its newest 10 events (`GET /api/v1/workloads/{name}` has
+/// all it keeps, up to 100).
 #[utoipa::path(get, path = "/api/v1/workloads", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = [WorkloadView]), (status = 401, body = super::ErrorBody),
         (status = 403, description = "all=true for a non-operator", body = super::ErrorBody)))]

@@ -293,6 +293,39 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `newest` events of each of `ids` (oldest first), in one query per 500 ids:
+    /// only those rows leave the database (what a list shows of each workload).
+    pub async fn newest_workload_events_of(
+        &self,
+        ids: &[&str],
+        newest: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<WorkloadEvent>> = Default::default();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT workload_id, at_ms, kind, detail FROM (SELECT workload_id, at_ms, kind, \
+                 detail, ROW_NUMBER() OVER (PARTITION BY workload_id ORDER BY at_ms DESC) AS nth \
+                 FROM workload_events WHERE workload_id IN ({})) e WHERE nth <= {newest} \
+                 ORDER BY workload_id, at_ms",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(self.reader()).await? {
+                let id: String = r.try_get("workload_id")?;
+                out.entry(id).or_default().push(WorkloadEvent {
+                    at_ms: from_db(r.try_get("at_ms")?),
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// A workload's events, oldest first.
     pub async fn workload_events(&self, id: &str) -> Result<Vec<WorkloadEvent>, StoreError> {
         let rows = sqlx::query(

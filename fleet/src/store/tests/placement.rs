@@ -253,4 +253,12 @@ async fn a_workload_keeps_its_newest_events_and_lists_read_them_at_once(s: Store
     assert_eq!(all["w-2"].len(), 1);
     assert_eq!(all["w-2"][0].kind, "created");
     assert!(!all.contains_key("w-none"));
+    // What a list reads: only the newest of each, oldest first.
+    let newest = s
+        .newest_workload_events_of(&["w-1", "w-2", "w-none"], 10)
+        .await
+        .unwrap();
+    assert_eq!(newest["w-1"], events[events.len() - 10..]);
+    assert_eq!(newest["w-2"], all["w-2"]);
+    assert!(!newest.contains_key("w-none"));
 }
