@@ -13,165 +13,11 @@
 //! `cargo build --release -p latticed && cargo bench -p lattice-fleet --bench failover`.
 //! Writes `target/bench/failover.json`.
 
-use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn http_status(addr: SocketAddr, host: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn containers_of(node: &str) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=io.lattice.node={node}"),
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
-/// Removes what a node left: containers, networks, volumes, firewall chains, envelope.
-fn clean_node(node: &str) {
-    for id in containers_of(node) {
-        docker(&["rm", "-f", "-v", &id]);
-    }
-    for kind in ["network", "volume"] {
-        let label = format!("label=io.lattice.node={node}");
-        for n in docker(&[kind, "ls", "-q", "--filter", &label]).lines() {
-            docker(&[kind, "rm", n]);
-        }
-    }
-    use latticed::firewall::Firewall;
-    let _ = latticed::firewall::iptables::Iptables::new().clear(node);
-    if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
-        for c in controllers.flatten() {
-            let _ = std::fs::remove_dir(c.path().join(format!("lattice-{node}")));
-        }
-    }
-}
-
-/// Kills the processes and removes what the nodes left, also when the bench panics.
-#[derive(Default)]
-struct Guard {
-    procs: Vec<Child>,
-    dirs: Vec<PathBuf>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        for d in &self.dirs {
-            if let Some(id) = node_id(d) {
-                clean_node(&id);
-            }
-        }
-    }
-}
-
-struct Cli {
-    config: PathBuf,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_lattice"))
-            .args(args)
-            .env("LATTICE_CLI_CONFIG", &self.config)
-            .output()
-            .expect("lattice");
-        assert!(
-            out.status.success(),
-            "lattice {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.run(args)).expect("json")
-    }
-}
-
-fn latticed(dir: &Path, provisioning: &str) -> Child {
-    std::fs::create_dir_all(dir).unwrap();
-    let prov = dir.join("provisioning");
-    std::fs::write(&prov, provisioning).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("latticed");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p latticed",
-        bin.display()
-    );
-    Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--provisioning-file")
-        .arg(&prov)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("latticed")
-}
-
-fn node_id(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("registration.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["node_id"].as_str().map(str::to_string)
-}
-
-fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+mod harness;
+use harness::{clean_node, containers_of, docker, http_status, latticed, now_ms, Fleet, Guard};
 
 fn main() {
     // Leftovers of an interrupted run: `FAILOVER_CLEAN_NODES="n-… n-…"`.
@@ -179,17 +25,11 @@ fn main() {
         ids.split_whitespace().for_each(clean_node);
         return;
     }
-    if !(Path::new("/var/run/docker.sock").exists() && nix::unistd::geteuid().is_root()) {
+    if !harness::can_run_workloads() {
         eprintln!("SKIPPED: needs root and a Docker engine");
         return;
     }
-    let image = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/test-images.env"),
-    )
-    .expect("build/test-images.env: run scripts/test-images")
-    .lines()
-    .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE=").map(str::to_string))
-    .expect("LATTICE_TEST_IMAGE");
+    let image = harness::test_image();
     let n: usize = std::env::var("WORKLOADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -197,56 +37,19 @@ fn main() {
     let grace = std::env::var("GRACE").ok();
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("fleet");
-    let apps: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cli = Cli {
-        config: dir.path().join("cli.toml"),
-    };
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lattice"));
-    cmd.args(["fleet", "--data"])
-        .arg(&data)
-        .args(["--http", &format!("127.0.0.1:{}", free_port())])
-        .args(["--mqtt", &format!("127.0.0.1:{}", free_port())])
-        .args(["--apps-http", &apps.to_string()])
-        .args(["--apps-https", &format!("127.0.0.1:{}", free_port())]);
-    if let Some(g) = &grace {
-        cmd.args(["--node-lost-grace-secs", g]);
-    }
     let mut guard = Guard::default();
-    let mut fleet = cmd
-        .env("LATTICE_CLI_CONFIG", &cli.config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("fleet.log")).unwrap())
-        .spawn()
-        .expect("lattice fleet");
-    let mut out = std::io::BufReader::new(fleet.stdout.take().unwrap()).lines();
-    for line in out.by_ref().map_while(Result::ok) {
-        if line.starts_with("CLI config:") {
-            break;
-        }
+    let mut extra: Vec<&str> = Vec::new();
+    if let Some(g) = &grace {
+        extra.extend(["--node-lost-grace-secs", g]);
     }
-    // Keep reading: the fleet must never write to a closed pipe.
-    std::thread::spawn(move || out.for_each(drop));
-
-    let token = |owner: &str| {
-        cli.json(&["tokens", "create", "--owner", owner, "--json"])["provisioning"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let fleet = Fleet::start(dir.path(), &extra, &mut guard);
+    let (cli, apps) = (&fleet.cli, fleet.apps);
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    guard.procs.push(fleet);
     guard.dirs = vec![a_dir.clone(), b_dir.clone()];
-    let mut a = latticed(&a_dir, &token("bench"));
-    guard.procs.push(latticed(&b_dir, &token("bench")));
-    let a_id = wait(30, "a registered", || node_id(&a_dir));
-    let b_id = wait(30, "b registered", || node_id(&b_dir));
-    for id in [&a_id, &b_id] {
-        wait(60, "node online", || {
-            (cli.json(&["node", "show", id, "--json"])["online"] == true).then_some(())
-        });
-    }
+    let mut a = latticed(&a_dir, &fleet.token("bench"));
+    guard.procs.push(latticed(&b_dir, &fleet.token("bench")));
+    let a_id = fleet.wait_online(&a_dir);
+    let b_id = fleet.wait_online(&b_dir);
 
     cli.run(&["node", "cordon", &b_id]);
     let names: Vec<String> = (0..n).map(|i| format!("fo{i}")).collect();
