@@ -103,11 +103,15 @@ pub struct DockerRuntime {
     /// What `list_owned` last made of each container, with the list's summary of it at the
     /// time ([`engine::summary_key`]): while the summary stays the same the container is not
     /// inspected again. Dropped for a container the runtime acts on.
-    /// Per node id, per container id.
-    seen: Mutex<HashMap<String, HashMap<String, (String, Observed)>>>,
+    /// Per node id.
+    seen: Mutex<HashMap<String, Seen>>,
     /// Container inspects made by `list_owned` (see [`DockerRuntime::inspects`]).
     inspects: AtomicU64,
 }
+
+/// What `list_owned` made of a node's containers, per container id: the list's summary of the
+/// container at the time and the [`Observed`] its inspect gave.
+type Seen = HashMap<String, (String, Observed)>;
 
 impl DockerRuntime {
     /// A runtime for the engine at `opts.socket` with the host's iptables as its firewall;
