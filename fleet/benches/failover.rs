@@ -54,19 +54,7 @@ fn main() {
     cli.run(&["node", "cordon", &b_id]);
     let names: Vec<String> = (0..n).map(|i| format!("fo{i}")).collect();
     for name in &names {
-        cli.run(&[
-            "deploy",
-            "container",
-            name,
-            "--image",
-            &image,
-            "--port",
-            "8080",
-            "--",
-            "sh",
-            "-c",
-            "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
-        ]);
+        fleet.deploy_httpd(name, &image, "small");
     }
     let host = |name: &str| format!("{name}--operator.lattice-apps.localhost");
     for name in &names {

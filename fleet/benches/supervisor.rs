@@ -80,21 +80,7 @@ fn main() {
     let names: Vec<String> = (0..n).map(|i| format!("sv{i}")).collect();
     let t0 = Instant::now();
     for name in &names {
-        fleet.cli.run(&[
-            "deploy",
-            "container",
-            name,
-            "--plan",
-            "micro",
-            "--image",
-            &image,
-            "--port",
-            "8080",
-            "--",
-            "sh",
-            "-c",
-            "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
-        ]);
+        fleet.deploy_httpd(name, &image, "micro");
     }
     let deployed_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut running_ms = vec![None; n];

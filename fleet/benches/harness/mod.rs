@@ -227,6 +227,25 @@ impl Fleet {
             .to_string()
     }
 
+    /// Deploys `name`: busybox httpd from `image` on port 8080 serving "ok", plan `plan`.
+    pub fn deploy_httpd(&self, name: &str, image: &str, plan: &str) {
+        self.cli.run(&[
+            "deploy",
+            "container",
+            name,
+            "--plan",
+            plan,
+            "--image",
+            image,
+            "--port",
+            "8080",
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ]);
+    }
+
     /// Waits for the latticed with data in `dir` to register and come online; its node id.
     pub fn wait_online(&self, dir: &Path) -> String {
         let id = wait(30, "node registered", || node_id(dir));
