@@ -23,4 +23,5 @@ pub mod names;
 pub mod quota;
 pub mod s3;
 pub mod server;
+pub mod sse;
 pub mod store;

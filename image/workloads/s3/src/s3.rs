@@ -18,7 +18,8 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use crate::checksum::{Algorithm, ChecksumError, Checksums, Expected};
 use crate::cors::CorsRule;
 use crate::names::NameError;
-use crate::store::{Attrs, CompletePart, ListQuery, ObjectWriter, Store, StoreError};
+use crate::sse::{self, CustomerKey, SseError};
+use crate::store::{Attrs, CompletePart, CopyKeys, ListQuery, ObjectWriter, Store, StoreError};
 
 /// Body bytes are handed to the store in batches of this size (fewer blocking sections).
 const WRITE_BATCH: usize = 1 << 20;
@@ -70,6 +71,7 @@ pub fn to_s3_error(e: StoreError) -> S3Error {
         StoreError::Checksum(
             ChecksumError::UnknownAlgorithm(_) | ChecksumError::MissingTrailer(_),
         ) => S3ErrorCode::InvalidArgument,
+        StoreError::Sse(e) => return sse_error(e),
         StoreError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
         StoreError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
         StoreError::Io { .. } | StoreError::Corrupt(_) => {
@@ -81,6 +83,62 @@ pub fn to_s3_error(e: StoreError) -> S3Error {
         }
     };
     S3Error::with_message(code, msg)
+}
+
+/// SSE-C problems with the codes and statuses AWS answers.
+pub fn sse_error(e: SseError) -> S3Error {
+    let code = match e {
+        SseError::BadAlgorithm => S3ErrorCode::InvalidEncryptionAlgorithmError,
+        SseError::MissingAlgorithm
+        | SseError::MissingKey
+        | SseError::MissingKeyMd5
+        | SseError::BadKey
+        | SseError::KeyMd5Mismatch
+        | SseError::UploadKeyMismatch => S3ErrorCode::InvalidArgument,
+        SseError::KeyRequired
+        | SseError::NotEncrypted
+        | SseError::PartKeyRequired
+        | SseError::Insecure => S3ErrorCode::InvalidRequest,
+        SseError::WrongKey => S3ErrorCode::AccessDenied,
+    };
+    S3Error::with_message(code, e.to_string())
+}
+
+/// The SSE-C key of a request, from its three headers (or the three copy-source headers).
+/// Refused over plain HTTP: the fleet's gateway terminates TLS and says how the client came
+/// in (`X-Forwarded-Proto`, which it sets itself); a request without that header reached the
+/// server directly (a local run or the tests).
+fn sse_key(
+    headers: &HeaderMap,
+    algorithm: Option<&String>,
+    key: Option<&String>,
+    key_md5: Option<&String>,
+) -> S3Result<Option<CustomerKey>> {
+    let k = CustomerKey::from_headers(
+        algorithm.map(String::as_str),
+        key.map(String::as_str),
+        key_md5.map(String::as_str),
+    )
+    .map_err(sse_error)?;
+    let plain_http = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("http"));
+    if k.is_some() && plain_http {
+        return Err(sse_error(SseError::Insecure));
+    }
+    Ok(k)
+}
+
+/// The SSE-C headers of an answer: the algorithm and the MD5 of the key the client sent.
+fn sse_answer(key: Option<&CustomerKey>) -> (Option<String>, Option<String>) {
+    match key {
+        Some(k) => (
+            Some(sse::ALGORITHM.to_owned()),
+            Some(k.md5_base64().to_owned()),
+        ),
+        None => (None, None),
+    }
 }
 
 fn ts(ms: i64) -> Timestamp {
@@ -410,12 +468,12 @@ impl S3 for Backend {
             i.content_md5.as_ref(),
             i.checksum_algorithm.as_ref(),
         )?;
-        if i.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported by this server yet"
-            ));
-        }
+        let sse_key = sse_key(
+            &req.headers,
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
         let mut req = req;
         let body = req
             .input
@@ -426,6 +484,9 @@ impl S3 for Backend {
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let mut w = blocking(|| self.store.begin_put(&bucket, &key, length, &expected))
             .map_err(to_s3_error)?;
+        if let Some(k) = &sse_key {
+            w.encrypt(k);
+        }
         receive(&self.store, &mut w, body, length).await?;
         let trailers = trailers(&req);
         let i = req.input;
@@ -443,8 +504,11 @@ impl S3 for Backend {
         })
         .map_err(to_s3_error)?;
         let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_values(&meta.checksums);
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_answer(sse_key.as_ref());
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(meta.etag.clone())),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             checksum_crc32: crc32,
             checksum_crc32c: crc32c,
             checksum_crc64nvme: crc64nvme,
@@ -460,14 +524,15 @@ impl S3 for Backend {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
-        if i.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported by this server yet"
-            ));
-        }
+        let sse_key = sse_key(
+            &req.headers,
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
         let (meta, file) =
             blocking(|| self.store.open_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        sse::check_access(meta.sse.as_ref(), sse_key.as_ref()).map_err(sse_error)?;
         check_conditions(
             &meta.etag,
             meta.last_modified_ms,
@@ -487,14 +552,22 @@ impl S3 for Backend {
             })?),
         };
         let (start, end) = range.as_ref().map_or((0, meta.size), |r| (r.start, r.end));
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            use tokio::io::AsyncSeekExt as _;
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(S3Error::internal_error)?;
-        }
-        let body = read_stream(file, end - start);
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_answer(sse_key.as_ref());
+        let body = match (&meta.sse, sse_key) {
+            (Some(s), Some(k)) => StreamingBlob::wrap(decrypt_stream(sse::Decryptor::new(
+                file, 0, k, s, start, end,
+            ))),
+            _ => {
+                let mut file = tokio::fs::File::from_std(file);
+                if start > 0 {
+                    use tokio::io::AsyncSeekExt as _;
+                    file.seek(std::io::SeekFrom::Start(start))
+                        .await
+                        .map_err(S3Error::internal_error)?;
+                }
+                StreamingBlob::wrap(read_stream(file, end - start))
+            }
+        };
         let with_checksums = range.is_none()
             && i.checksum_mode
                 .as_ref()
@@ -503,7 +576,9 @@ impl S3 for Backend {
             reported_checksums(&meta.checksums, with_checksums);
         let a = meta.attrs.clone();
         let output = GetObjectOutput {
-            body: Some(StreamingBlob::wrap(body)),
+            body: Some(body),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             content_length: Some((end - start) as i64),
             content_range: range.map(|r| {
                 format!(
@@ -539,8 +614,16 @@ impl S3 for Backend {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
+        let sse_key = sse_key(
+            &req.headers,
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
         let (meta, _) =
             blocking(|| self.store.open_object(&i.bucket, &i.key)).map_err(to_s3_error)?;
+        sse::check_access(meta.sse.as_ref(), sse_key.as_ref()).map_err(sse_error)?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_answer(sse_key.as_ref());
         check_conditions(
             &meta.etag,
             meta.last_modified_ms,
@@ -558,6 +641,8 @@ impl S3 for Backend {
         let a = meta.attrs.clone();
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(meta.size as i64),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(meta.etag.clone())),
             last_modified: Some(ts(meta.last_modified_ms)),
@@ -623,7 +708,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let i = req.input;
+        let i = &req.input;
         let (src_bucket, src_key) = match &i.copy_source {
             CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
             CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
@@ -637,12 +722,6 @@ impl S3 for Backend {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if !replace && src_bucket == i.bucket && src_key == i.key {
-            return Err(s3_error!(
-                InvalidRequest,
-                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata."
-            ));
-        }
         let attrs = replace.then(|| Attrs {
             content_type: i.content_type.clone(),
             cache_control: i.cache_control.clone(),
@@ -651,12 +730,43 @@ impl S3 for Backend {
             content_language: i.content_language.clone(),
             user: user_metadata(i.metadata.clone()),
         });
+        let source_key = sse_key(
+            &req.headers,
+            i.copy_source_sse_customer_algorithm.as_ref(),
+            i.copy_source_sse_customer_key.as_ref(),
+            i.copy_source_sse_customer_key_md5.as_ref(),
+        )?;
+        let dest_key = sse_key(
+            &req.headers,
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
+        // S3 allows a copy onto itself that changes the encryption (a new SSE-C key).
+        if !replace
+            && src_bucket == i.bucket
+            && src_key == i.key
+            && source_key.is_none()
+            && dest_key.is_none()
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata."
+            ));
+        }
+        let keys = CopyKeys {
+            source: source_key.as_ref(),
+            dest: dest_key.as_ref(),
+        };
         let meta = blocking(|| {
             self.store
-                .copy_object(&src_bucket, &src_key, &i.bucket, &i.key, attrs)
+                .copy_object(&src_bucket, &src_key, &i.bucket, &i.key, attrs, keys)
         })
         .map_err(to_s3_error)?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_answer(dest_key.as_ref());
         Ok(S3Response::new(CopyObjectOutput {
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(meta.etag.clone())),
                 last_modified: Some(ts(meta.last_modified_ms)),
@@ -787,13 +897,13 @@ impl S3 for Backend {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let sse_key = sse_key(
+            &req.headers,
+            req.input.sse_customer_algorithm.as_ref(),
+            req.input.sse_customer_key.as_ref(),
+            req.input.sse_customer_key_md5.as_ref(),
+        )?;
         let i = req.input;
-        if i.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported by this server yet"
-            ));
-        }
         let algorithm = match &i.checksum_algorithm {
             None => None,
             Some(a) => Some(Algorithm::from_name(a.as_str()).ok_or_else(|| {
@@ -810,10 +920,13 @@ impl S3 for Backend {
         };
         let info = blocking(|| {
             self.store
-                .create_upload(&i.bucket, &i.key, attrs, algorithm)
+                .create_upload(&i.bucket, &i.key, attrs, algorithm, sse_key.as_ref())
         })
         .map_err(to_s3_error)?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_answer(sse_key.as_ref());
         Ok(S3Response::new(CreateMultipartUploadOutput {
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             bucket: Some(info.bucket),
             key: Some(info.key),
             upload_id: Some(info.upload_id),
@@ -840,6 +953,12 @@ impl S3 for Backend {
             i.content_md5.as_ref(),
             i.checksum_algorithm.as_ref(),
         )?;
+        let sse_key = sse_key(
+            &req.headers,
+            i.sse_customer_algorithm.as_ref(),
+            i.sse_customer_key.as_ref(),
+            i.sse_customer_key_md5.as_ref(),
+        )?;
         let body = req
             .input
             .body
@@ -854,7 +973,7 @@ impl S3 for Backend {
         );
         let mut w = blocking(|| {
             self.store
-                .begin_part(&bucket, &key, &id, n, length, &expected)
+                .begin_part(&bucket, &key, &id, n, length, &expected, sse_key.as_ref())
         })
         .map_err(to_s3_error)?;
         receive(&self.store, &mut w, body, length).await?;
@@ -865,8 +984,11 @@ impl S3 for Backend {
         })
         .map_err(to_s3_error)?;
         let [crc32, crc32c, crc64nvme, sha1, sha256] = checksum_values(&meta.checksums);
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse_answer(sse_key.as_ref());
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(meta.etag.clone())),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             checksum_crc32: crc32,
             checksum_crc32c: crc32c,
             checksum_crc64nvme: crc64nvme,
@@ -1090,6 +1212,36 @@ fn read_stream(
             filled += n;
         }
         Ok(Some((buf.freeze(), (file, left - want as u64))))
+    })
+}
+
+/// The plaintext a decryptor yields, in chunks read in blocking sections.
+fn decrypt_stream(
+    d: sse::Decryptor,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+    use std::io::Read as _;
+    futures_util::stream::try_unfold(d, |mut d| async move {
+        let mut buf = BytesMut::zeroed(READ_CHUNK);
+        let filled = blocking(|| -> std::io::Result<usize> {
+            let mut filled = 0;
+            while filled < buf.len() {
+                match d.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading an encrypted object failed");
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(filled)
+        })?;
+        if filled == 0 {
+            return Ok(None);
+        }
+        buf.truncate(filled);
+        Ok(Some((buf.freeze(), d)))
     })
 }
 

@@ -25,6 +25,7 @@ use crate::checksum::{self, ChecksumError, Expected, Hasher};
 use crate::cors::CorsRule;
 use crate::names::{self, NameError};
 use crate::quota::{Quota, QuotaExceeded};
+use crate::sse::{self, CustomerKey, SseError, SseMeta};
 
 pub use layout::Layout;
 pub use list::{ListPage, ListQuery};
@@ -60,6 +61,8 @@ pub enum StoreError {
     Quota(#[from] QuotaExceeded),
     #[error(transparent)]
     Checksum(#[from] ChecksumError),
+    #[error(transparent)]
+    Sse(#[from] SseError),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("body ended after {got} bytes; Content-Length said {expected}")]
@@ -93,6 +96,14 @@ impl From<object::FormatError> for StoreError {
             e @ object::FormatError::Corrupt { .. } => StoreError::Corrupt(e.to_string()),
         }
     }
+}
+
+/// The SSE-C keys of a copy: the source's (`x-amz-copy-source-server-side-encryption-customer-*`)
+/// and the destination's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyKeys<'a> {
+    pub source: Option<&'a CustomerKey>,
+    pub dest: Option<&'a CustomerKey>,
 }
 
 /// What the index keeps per object (enough to list; GET and HEAD read the file's metadata).
@@ -379,7 +390,11 @@ impl Store {
         }
         if let (Some(out), Some(h)) = (w.out.as_mut(), w.hasher.as_mut()) {
             h.update(data);
-            out.write_all(data).map_err(io_err("writing", &w.path))?;
+            match w.enc.as_mut() {
+                Some(enc) => enc.write(out, data),
+                None => out.write_all(data),
+            }
+            .map_err(io_err("writing", &w.path))?;
         }
         w.written = new_len;
         Ok(())
@@ -408,26 +423,39 @@ impl Store {
         checksums
             .values
             .retain(|(a, _)| expected.algorithms().contains(a));
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             key: key.to_owned(),
             size: w.written,
-            etag: hex::encode(digests.md5),
+            etag: etag(&w, &digests.md5),
             last_modified_ms: now_ms(),
             attrs,
             checksums,
             parts: None,
+            sse: None,
         };
-        self.seal(&mut w, &meta)?;
+        self.seal(&mut w, &mut meta)?;
         self.commit_object(w, bucket, meta)
     }
 
-    /// Writes the metadata trailer and fsyncs the file.
-    fn seal(&self, w: &mut ObjectWriter, meta: &ObjectMeta) -> Result<(), StoreError> {
+    /// Writes the last encrypted segment (SSE-C: `meta.sse` is set from the writer), the
+    /// metadata trailer, and fsyncs the file.
+    fn seal(&self, w: &mut ObjectWriter, meta: &mut ObjectMeta) -> Result<(), StoreError> {
         let path = w.path.clone();
         let mut out = w
             .out
             .take()
             .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+        if let Some(enc) = w.enc.take() {
+            let extent = enc.finish(&mut out).map_err(io_err("writing", &path))?;
+            let check = w
+                .check
+                .take()
+                .ok_or_else(|| StoreError::Corrupt("writer without key check".into()))?;
+            meta.sse = Some(SseMeta {
+                check,
+                extents: vec![extent],
+            });
+        }
         object::write_trailer(&mut out, meta).map_err(io_err("writing", &path))?;
         let f = out.into_inner().map_err(|e| StoreError::Io {
             what: "writing",
@@ -527,7 +555,8 @@ impl Store {
     }
 
     /// Copies an object (data and checksums) under a new key; `attrs` replaces the source's
-    /// attributes when given (MetadataDirective REPLACE).
+    /// attributes when given (MetadataDirective REPLACE). With SSE-C on either side the data
+    /// is decrypted with the source's key and encrypted with the destination's as it is copied.
     pub fn copy_object(
         &self,
         src_bucket: &str,
@@ -535,8 +564,10 @@ impl Store {
         dst_bucket: &str,
         dst_key: &str,
         attrs: Option<Attrs>,
+        keys: CopyKeys<'_>,
     ) -> Result<ObjectMeta, StoreError> {
         let (src_meta, src) = self.open_object(src_bucket, src_key)?;
+        sse::check_access(src_meta.sse.as_ref(), keys.source)?;
         let mut w = self.begin_put(
             dst_bucket,
             dst_key,
@@ -544,26 +575,67 @@ impl Store {
             &Expected::default(),
         )?;
         let path = w.path.clone();
-        if let Some(out) = w.out.as_mut() {
-            let copied = io::copy(&mut io::Read::take(src, src_meta.size), out)
-                .map_err(io_err("copying into", &path))?;
-            if copied != src_meta.size {
-                return Err(StoreError::Corrupt(format!(
-                    "{src_bucket}/{src_key}: short read while copying"
-                )));
+        let size = src_meta.size;
+        let etag = match (&src_meta.sse, keys.source, keys.dest) {
+            (None, _, None) => {
+                if let Some(out) = w.out.as_mut() {
+                    let copied = io::copy(&mut io::Read::take(src, size), out)
+                        .map_err(io_err("copying into", &path))?;
+                    if copied != size {
+                        return Err(StoreError::Corrupt(format!(
+                            "{src_bucket}/{src_key}: short read while copying"
+                        )));
+                    }
+                }
+                w.written = size;
+                src_meta.etag.clone()
             }
-        }
-        w.written = src_meta.size;
-        let meta = ObjectMeta {
+            (stored, source, dest) => {
+                if let Some(k) = dest {
+                    w.encrypt(k);
+                }
+                let mut reader: Box<dyn io::Read> = match (stored, source) {
+                    (Some(s), Some(k)) => {
+                        Box::new(sse::Decryptor::new(src, 0, k.clone(), s, 0, size))
+                    }
+                    _ => Box::new(io::Read::take(src, size)),
+                };
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = match reader.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            return Err(StoreError::Corrupt(format!("{src_bucket}/{src_key}: {e}")))
+                        }
+                    };
+                    self.write(&mut w, &buf[..n])?;
+                }
+                if w.written != size {
+                    return Err(StoreError::Corrupt(format!(
+                        "{src_bucket}/{src_key}: short read while copying"
+                    )));
+                }
+                let md5 = w
+                    .hasher
+                    .take()
+                    .map(|h| h.finalize().md5)
+                    .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+                etag(&w, &md5)
+            }
+        };
+        let mut meta = ObjectMeta {
             key: dst_key.to_owned(),
-            size: src_meta.size,
-            etag: src_meta.etag.clone(),
+            size,
+            etag,
             last_modified_ms: now_ms(),
             attrs: attrs.unwrap_or(src_meta.attrs),
             checksums: src_meta.checksums,
             parts: src_meta.parts,
+            sse: None,
         };
-        self.seal(&mut w, &meta)?;
+        self.seal(&mut w, &mut meta)?;
         self.commit_object(w, dst_bucket, meta)
     }
 
@@ -574,6 +646,17 @@ impl Store {
             .get(bucket)
             .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
         Ok(list::list(&b.objects, query))
+    }
+}
+
+/// The ETag of a new object or part: the MD5 of its data, as S3; for an encrypted one 16
+/// random bytes (S3's SSE-C ETags are not the MD5 either, and an MD5 of the plaintext on disk
+/// would let anyone confirm a guess of the content).
+fn etag(w: &ObjectWriter, md5: &[u8]) -> String {
+    if w.is_encrypted() {
+        layout::random_hex(16)
+    } else {
+        hex::encode(md5)
     }
 }
 

@@ -15,6 +15,7 @@ use super::object::{self, now_ms, Attrs, ObjectMeta, ObjectWriter};
 use super::{io_err, Index, Store, StoreError};
 use crate::checksum::{self, Algorithm, Expected, Hasher};
 use crate::names;
+use crate::sse::{CustomerKey, KeyCheck, SseError, SseMeta};
 
 /// `upload.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub struct UploadInfo {
     pub attrs: Attrs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_algorithm: Option<Algorithm>,
+    /// SSE-C: the check of the key every part must be sent with (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<KeyCheck>,
 }
 
 #[derive(Debug)]
@@ -148,6 +152,7 @@ impl Store {
         key: &str,
         attrs: Attrs,
         checksum_algorithm: Option<Algorithm>,
+        sse: Option<&CustomerKey>,
     ) -> Result<UploadInfo, StoreError> {
         names::check_key(key)?;
         self.head_bucket(bucket)?;
@@ -158,6 +163,7 @@ impl Store {
             initiated_ms: now_ms(),
             attrs,
             checksum_algorithm,
+            sse: sse.map(CustomerKey::new_check),
         };
         let tmp = self.layout.new_tmp();
         let dest = self.layout.upload(&info.upload_id);
@@ -211,7 +217,9 @@ impl Store {
         Ok(u)
     }
 
-    /// Starts writing part `part_number` (1–10000) of an upload.
+    /// Starts writing part `part_number` (1–10000) of an upload. An upload created with SSE-C
+    /// takes only parts sent with the same key, and encrypts them with it.
+    #[allow(clippy::too_many_arguments)]
     pub fn begin_part(
         &self,
         bucket: &str,
@@ -220,6 +228,7 @@ impl Store {
         part_number: i64,
         length: Option<u64>,
         expected: &Expected,
+        sse: Option<&CustomerKey>,
     ) -> Result<ObjectWriter, StoreError> {
         if !(1..=10000).contains(&part_number) {
             return Err(StoreError::InvalidArgument(format!(
@@ -237,19 +246,26 @@ impl Store {
         };
         let mut algorithms = expected.algorithms();
         let index = self.lock();
-        if let Some(a) = self
-            .check_upload(&index, bucket, key, upload_id)?
-            .info
-            .checksum_algorithm
-        {
+        let info = &self.check_upload(&index, bucket, key, upload_id)?.info;
+        if let Some(a) = info.checksum_algorithm {
             if !algorithms.contains(&a) {
                 algorithms.push(a);
             }
         }
+        match (&info.sse, sse) {
+            (None, None) => {}
+            (Some(_), None) => return Err(SseError::PartKeyRequired.into()),
+            (Some(check), Some(k)) if k.matches(check) => {}
+            (_, Some(_)) => return Err(SseError::UploadKeyMismatch.into()),
+        }
         drop(index);
         let path = self.layout.new_tmp();
-        ObjectWriter::create(path.clone(), Hasher::new(&algorithms), room)
-            .map_err(io_err("creating", &path))
+        let mut w = ObjectWriter::create(path.clone(), Hasher::new(&algorithms), room)
+            .map_err(io_err("creating", &path))?;
+        if let Some(k) = sse {
+            w.encrypt(k);
+        }
+        Ok(w)
     }
 
     /// Verifies and stores a part (replacing an earlier upload of the same number).
@@ -270,16 +286,17 @@ impl Store {
             .map(Hasher::finalize)
             .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
         checksum::verify(expected, trailers, &digests)?;
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             key: key.to_owned(),
             size: w.written,
-            etag: hex::encode(digests.md5),
+            etag: super::etag(&w, &digests.md5),
             last_modified_ms: now_ms(),
             attrs: Attrs::default(),
             checksums: digests.checksums,
             parts: None,
+            sse: None,
         };
-        self.seal(&mut w, &meta)?;
+        self.seal(&mut w, &mut meta)?;
         let n = part_number as u32;
         let dest = self.layout.part(upload_id, n);
         let mut index = self.lock();
@@ -447,7 +464,24 @@ impl Store {
                 checksums.values.push((a, c));
             }
         }
-        let meta = ObjectMeta {
+        // SSE-C: the parts' extents back to back, under the upload's key check.
+        let sse = match &info.sse {
+            None => None,
+            Some(check) => {
+                let mut extents = Vec::new();
+                for (m, _) in &chosen {
+                    let s = m.sse.as_ref().ok_or_else(|| {
+                        StoreError::Corrupt(format!("upload {upload_id}: a part is not encrypted"))
+                    })?;
+                    extents.extend(s.extents.iter().cloned());
+                }
+                Some(SseMeta {
+                    check: check.clone(),
+                    extents,
+                })
+            }
+        };
+        let mut meta = ObjectMeta {
             key: key.to_owned(),
             size,
             etag,
@@ -455,6 +489,7 @@ impl Store {
             attrs: info.attrs.clone(),
             checksums,
             parts: Some(chosen.len() as u32),
+            sse,
         };
         let path = self.layout.new_tmp();
         // Room is not checked: the parts are already counted, the object replaces them.
@@ -462,9 +497,10 @@ impl Store {
             .map_err(io_err("creating", &path))?;
         if let Some(out) = w.out.as_mut() {
             for (m, f) in chosen {
+                let stored = m.stored_size();
                 let copied =
-                    io::copy(&mut f.take(m.size), out).map_err(io_err("copying into", &path))?;
-                if copied != m.size {
+                    io::copy(&mut f.take(stored), out).map_err(io_err("copying into", &path))?;
+                if copied != stored {
                     return Err(StoreError::Corrupt(format!(
                         "upload {upload_id}: short part"
                     )));
@@ -472,7 +508,7 @@ impl Store {
             }
         }
         w.written = size;
-        self.seal(&mut w, &meta)?;
+        self.seal(&mut w, &mut meta)?;
 
         let (dir, file) = self.layout.object(bucket, key);
         let mut index = self.lock();

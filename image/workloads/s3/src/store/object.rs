@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checksum::{Checksums, Hasher};
+use crate::sse::{CustomerKey, Encryptor, SseMeta};
 
 pub const MAGIC: &[u8; 8] = b"LS3OBJ01";
 const FOOTER: u64 = 16;
@@ -52,6 +53,17 @@ pub struct ObjectMeta {
     pub checksums: Checksums,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// SSE-C: the data is encrypted with the client's key (see `crate::sse`); `size` is the
+    /// plaintext's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<SseMeta>,
+}
+
+impl ObjectMeta {
+    /// Bytes of data in the file (ciphertext and tags for an encrypted object).
+    pub fn stored_size(&self) -> u64 {
+        self.sse.as_ref().map_or(self.size, SseMeta::stored_size)
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -83,7 +95,7 @@ pub fn write_trailer(out: &mut impl Write, meta: &ObjectMeta) -> io::Result<()> 
     out.write_all(MAGIC)
 }
 
-/// Reads the metadata of an object file; the data is `[0, meta.size)`.
+/// Reads the metadata of an object file; the data is `[0, meta.stored_size())`.
 pub fn read_meta(file: &mut File, path: &Path) -> Result<ObjectMeta, FormatError> {
     let io_err = |source| FormatError::Io {
         path: path.to_owned(),
@@ -113,10 +125,10 @@ pub fn read_meta(file: &mut File, path: &Path) -> Result<ObjectMeta, FormatError
     file.read_exact(&mut json).map_err(io_err)?;
     let meta: ObjectMeta =
         serde_json::from_slice(&json).map_err(|e| corrupt(format!("metadata: {e}")))?;
-    if meta.size != len - FOOTER - meta_len {
+    if meta.stored_size() != len - FOOTER - meta_len {
         return Err(corrupt(format!(
             "metadata says {} data bytes, file holds {}",
-            meta.size,
+            meta.stored_size(),
             len - FOOTER - meta_len
         )));
     }
@@ -139,6 +151,11 @@ pub struct ObjectWriter {
     pub(crate) out: Option<BufWriter<File>>,
     pub(crate) path: PathBuf,
     pub(crate) hasher: Option<Hasher>,
+    /// SSE-C: the body is encrypted on its way to the file.
+    pub(crate) enc: Option<Encryptor>,
+    /// The key check stored with the object when `enc` is set.
+    pub(crate) check: Option<crate::sse::KeyCheck>,
+    /// Plaintext bytes received.
     pub(crate) written: u64,
     /// Bytes this write may hold before the quota is passed.
     pub(crate) room: u64,
@@ -152,6 +169,8 @@ impl ObjectWriter {
             out: Some(BufWriter::with_capacity(1 << 20, f)),
             path,
             hasher: Some(hasher),
+            enc: None,
+            check: None,
             written: 0,
             room,
             sealed: false,
@@ -160,6 +179,17 @@ impl ObjectWriter {
 
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Encrypts what follows with `key` (SSE-C); call before the first byte is written.
+    pub fn encrypt(&mut self, key: &CustomerKey) {
+        debug_assert_eq!(self.written, 0);
+        self.enc = Some(Encryptor::new(key));
+        self.check = Some(key.new_check());
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.enc.is_some()
     }
 }
 

@@ -175,10 +175,18 @@ fn quota_refuses_before_and_during_the_body_and_counts_replacements() {
     assert_eq!(s.used(), 0);
     // parts count too
     let up = s
-        .create_upload("data", "m", Attrs::default(), None)
+        .create_upload("data", "m", Attrs::default(), None, None)
         .unwrap();
     let mut w = s
-        .begin_part("data", "m", &up.upload_id, 1, Some(8), &Expected::default())
+        .begin_part(
+            "data",
+            "m",
+            &up.upload_id,
+            1,
+            Some(8),
+            &Expected::default(),
+            None,
+        )
         .unwrap();
     s.write(&mut w, b"12345678").unwrap();
     s.commit_part(w, "data", "m", &up.upload_id, 1, &Expected::default(), &[])
@@ -267,6 +275,7 @@ fn upload_part(s: &Store, key: &str, id: &str, n: i64, data: &[u8]) -> ObjectMet
             n,
             Some(data.len() as u64),
             &Expected::default(),
+            None,
         )
         .unwrap();
     s.write(&mut w, data).unwrap();
@@ -289,7 +298,13 @@ fn multipart_parts_in_order_missing_parts_and_small_parts() {
     s.create_bucket("data").unwrap();
     put(&s, "data", "big", b"old").unwrap();
     let up = s
-        .create_upload("data", "big", Attrs::default(), Some(Algorithm::Crc32))
+        .create_upload(
+            "data",
+            "big",
+            Attrs::default(),
+            Some(Algorithm::Crc32),
+            None,
+        )
         .unwrap();
     let id = up.upload_id.as_str();
     let p2 = upload_part(&s, "big", id, 2, b"BBBBB");
@@ -375,7 +390,7 @@ fn parts_below_the_minimum_size_are_refused_except_the_last() {
     .unwrap();
     s.create_bucket("data").unwrap();
     let up = s
-        .create_upload("data", "k", Attrs::default(), None)
+        .create_upload("data", "k", Attrs::default(), None, None)
         .unwrap();
     let id = up.upload_id.as_str();
     let p1 = upload_part(&s, "k", id, 1, b"1234");
@@ -405,7 +420,7 @@ fn uploads_survive_a_reopen_and_bad_upload_ids_are_no_such_upload() {
     let s = store(dir.path());
     s.create_bucket("data").unwrap();
     let up = s
-        .create_upload("data", "k", Attrs::default(), None)
+        .create_upload("data", "k", Attrs::default(), None, None)
         .unwrap();
     let p1 = upload_part(&s, "k", &up.upload_id, 1, b"abc");
     drop(s);
@@ -436,11 +451,13 @@ fn copy_and_cors_round_trip() {
     s.create_bucket("src").unwrap();
     s.create_bucket("dst").unwrap();
     let m = put(&s, "src", "a", b"payload").unwrap();
-    let c = s.copy_object("src", "a", "dst", "b", None).unwrap();
+    let c = s
+        .copy_object("src", "a", "dst", "b", None, CopyKeys::default())
+        .unwrap();
     assert_eq!(c.etag, m.etag);
     assert_eq!(read(&s, "dst", "b"), b"payload");
     assert!(matches!(
-        s.copy_object("src", "missing", "dst", "c", None),
+        s.copy_object("src", "missing", "dst", "c", None, CopyKeys::default()),
         Err(StoreError::NoSuchKey { .. })
     ));
     assert!(matches!(s.get_cors("src"), Err(StoreError::NoSuchCors(_))));
@@ -481,4 +498,173 @@ fn a_damaged_object_file_is_moved_aside_and_the_rest_stays_available() {
     ));
     assert_eq!(fs::read_dir(dir.path().join("damaged")).unwrap().count(), 1);
     assert_eq!(s.used(), 4);
+}
+
+// --- SSE-C ---------------------------------------------------------------------------------
+
+fn ckey(b: u8) -> CustomerKey {
+    CustomerKey::from_bytes([b; 32])
+}
+
+fn put_sse(s: &Store, key: &str, data: &[u8], k: &CustomerKey) -> ObjectMeta {
+    let mut w = s
+        .begin_put("data", key, Some(data.len() as u64), &Expected::default())
+        .unwrap();
+    w.encrypt(k);
+    for c in data.chunks(10_000) {
+        s.write(&mut w, c).unwrap();
+    }
+    s.commit_put(w, "data", key, Attrs::default(), &Expected::default(), &[])
+        .unwrap()
+}
+
+fn read_sse(s: &Store, key: &str, k: &CustomerKey, start: u64, end: u64) -> Vec<u8> {
+    let (meta, f) = s.open_object("data", key).unwrap();
+    sse::check_access(meta.sse.as_ref(), Some(k)).unwrap();
+    let sse = meta.sse.as_ref().unwrap();
+    let mut d = sse::Decryptor::new(f, 0, k.clone(), sse, start, end);
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut d, &mut out).unwrap();
+    out
+}
+
+/// Every file under the data directory, concatenated.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.extend(fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn text(n: usize) -> Vec<u8> {
+    b"the quick brown fox jumps over the lazy dog; "
+        .iter()
+        .copied()
+        .cycle()
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn sse_c_objects_are_ciphertext_on_disk_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let plain = text(200_000);
+    let k = ckey(7);
+    let meta = put_sse(&s, "secret", &plain, &k);
+    assert_eq!(meta.size, plain.len() as u64);
+    assert_ne!(meta.etag, hex::encode(s3s::crypto::Md5::checksum(&plain)));
+    assert_eq!(s.used(), plain.len() as u64);
+    let disk = all_bytes(dir.path());
+    assert!(!disk.windows(20).any(|w| w == &plain[..20]));
+    assert!(
+        !disk.windows(32).any(|w| w == [7u8; 32]),
+        "the key is not stored"
+    );
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(read_sse(&s, "secret", &k, 0, plain.len() as u64), plain);
+    assert_eq!(
+        read_sse(&s, "secret", &k, 65_530, 65_545),
+        &plain[65_530..65_545]
+    );
+    let (meta, _) = s.open_object("data", "secret").unwrap();
+    assert_eq!(
+        sse::check_access(meta.sse.as_ref(), Some(&ckey(8))),
+        Err(SseError::WrongKey)
+    );
+    assert_eq!(
+        sse::check_access(meta.sse.as_ref(), None),
+        Err(SseError::KeyRequired)
+    );
+}
+
+#[test]
+fn sse_c_multipart_takes_only_the_uploads_key_and_reads_across_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let k = ckey(1);
+    let up = s
+        .create_upload("data", "mp", Attrs::default(), None, Some(&k))
+        .unwrap();
+    let id = up.upload_id.as_str();
+    assert!(up.sse.is_some());
+    let json = fs::read(dir.path().join("uploads").join(id).join("upload.json")).unwrap();
+    assert!(!json.windows(32).any(|w| w == [1u8; 32]));
+    // a part without the key, or with another, is refused and stores nothing
+    for other in [None, Some(&ckey(2))] {
+        let e = s
+            .begin_part("data", "mp", id, 1, Some(3), &Expected::default(), other)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Sse(_)), "{e}");
+    }
+    let (a, b) = (text(70_000), text(5_000));
+    let mut etags = Vec::new();
+    for (n, data) in [(1, &a), (2, &b)] {
+        let mut w = s
+            .begin_part("data", "mp", id, n, None, &Expected::default(), Some(&k))
+            .unwrap();
+        s.write(&mut w, data).unwrap();
+        let m = s
+            .commit_part(w, "data", "mp", id, n, &Expected::default(), &[])
+            .unwrap();
+        assert_eq!(m.size, data.len() as u64);
+        etags.push(m.etag);
+    }
+    let meta = s
+        .complete_upload("data", "mp", id, &[part(1, &etags[0]), part(2, &etags[1])])
+        .unwrap();
+    assert_eq!(meta.size, 75_000);
+    assert_eq!(meta.sse.as_ref().unwrap().extents.len(), 2);
+    let all: Vec<u8> = a.iter().chain(&b).copied().collect();
+    assert_eq!(read_sse(&s, "mp", &k, 0, 75_000), all);
+    assert_eq!(read_sse(&s, "mp", &k, 69_990, 70_010), &all[69_990..70_010]);
+    assert!(!all_bytes(dir.path()).windows(20).any(|w| w == &a[..20]));
+}
+
+#[test]
+fn sse_c_copies_decrypt_and_encrypt_with_each_sides_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let plain = text(100_000);
+    let (k1, k2) = (ckey(1), ckey(2));
+    put_sse(&s, "a", &plain, &k1);
+    let copy = |src, dst, source, dest| {
+        s.copy_object("data", src, "data", dst, None, CopyKeys { source, dest })
+    };
+    assert!(matches!(
+        copy("a", "b", None, None),
+        Err(StoreError::Sse(SseError::KeyRequired))
+    ));
+    assert!(matches!(
+        copy("a", "b", Some(&k2), None),
+        Err(StoreError::Sse(SseError::WrongKey))
+    ));
+    assert!(s.open_object("data", "b").is_err(), "nothing stored");
+    // re-keyed in place, then to a plain copy with the MD5 ETag
+    copy("a", "a", Some(&k1), Some(&k2)).unwrap();
+    assert_eq!(read_sse(&s, "a", &k2, 0, 100_000), plain);
+    let m = copy("a", "plain", Some(&k2), None).unwrap();
+    assert!(m.sse.is_none());
+    assert_eq!(m.etag, hex::encode(s3s::crypto::Md5::checksum(&plain)));
+    assert_eq!(read(&s, "data", "plain"), plain);
+    // plain to encrypted
+    copy("plain", "enc", None, Some(&k1)).unwrap();
+    assert_eq!(read_sse(&s, "enc", &k1, 0, 100_000), plain);
+    assert!(matches!(
+        copy("plain", "x", Some(&k1), None),
+        Err(StoreError::Sse(SseError::NotEncrypted))
+    ));
 }
