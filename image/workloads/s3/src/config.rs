@@ -146,6 +146,52 @@ fn read_credentials(path: &Path) -> Result<Credentials, String> {
     })
 }
 
+/// The log filter when `RUST_LOG` is not set: s3s logs every client error at ERROR level.
+pub const DEFAULT_LOG: &str = "info,s3s=warn,s3s::ops=off";
+
+/// The log filter from `RUST_LOG` (or [`DEFAULT_LOG`]), with every s3s directive capped at
+/// `info`: at `debug` s3s prints whole requests (`?req`, SigV2 strings to sign, POST forms),
+/// headers included, and SSE-C keys travel in headers
+/// (`x-amz-server-side-encryption-customer-key`). A global `debug`/`trace` gets `s3s=info`
+/// added. Our own log lines never carry a header.
+pub fn log_filter(env: Option<&str>) -> String {
+    let spec = env.filter(|s| !s.trim().is_empty()).unwrap_or(DEFAULT_LOG);
+    let verbose = |level: &str| {
+        matches!(
+            level.trim().to_ascii_lowercase().as_str(),
+            "debug" | "trace" | "4" | "5"
+        )
+    };
+    let mut out = Vec::new();
+    let mut names_s3s = false;
+    let mut global_verbose = false;
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.rsplit_once('=') {
+            Some((target, level)) if target.trim_start().starts_with("s3s") => {
+                names_s3s |= target.trim() == "s3s";
+                if verbose(level) {
+                    out.push(format!("{target}=info"));
+                    continue;
+                }
+            }
+            Some(_) => {}
+            None if verbose(d) => global_verbose = true,
+            // a target alone means all its levels
+            None if d.starts_with("s3s") => {
+                names_s3s |= d == "s3s";
+                out.push(format!("{d}=info"));
+                continue;
+            }
+            None => {}
+        }
+        out.push(d.to_owned());
+    }
+    if global_verbose && !names_s3s {
+        out.push("s3s=info".to_owned());
+    }
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +245,22 @@ mod tests {
         .unwrap();
         let c = Config::from_args(args(&["--credentials-file", p]), |_| None).unwrap();
         assert_eq!(c.credentials.secret_key(), "hunter2hunter2");
+    }
+
+    #[test]
+    fn s3s_never_logs_below_info_where_it_would_print_request_headers() {
+        assert_eq!(log_filter(None), DEFAULT_LOG);
+        assert_eq!(log_filter(Some("")), DEFAULT_LOG);
+        assert_eq!(log_filter(Some("debug")), "debug,s3s=info");
+        assert_eq!(
+            log_filter(Some("trace,s3s::ops=off")),
+            "trace,s3s::ops=off,s3s=info"
+        );
+        assert_eq!(
+            log_filter(Some("info,s3s=debug,s3s::service=TRACE,lattice_s3=debug")),
+            "info,s3s=info,s3s::service=info,lattice_s3=debug"
+        );
+        assert_eq!(log_filter(Some("warn,s3s")), "warn,s3s=info");
+        assert_eq!(log_filter(Some("s3s=warn,debug")), "s3s=warn,debug");
     }
 }

@@ -12,10 +12,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,s3s=warn,s3s::ops=off")),
-        )
+        .with_env_filter(EnvFilter::new(lattice_s3::config::log_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        )))
         .init();
     let config = match Config::from_args(Args::parse(), |k| std::env::var(k).ok()) {
         Ok(c) => c,

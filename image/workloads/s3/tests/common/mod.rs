@@ -72,6 +72,38 @@ impl Server {
         }
     }
 
+    /// Started with `RUST_LOG=rust_log` and its stderr written to `log`.
+    pub fn start_logging(data: &Path, rust_log: &str, log: &Path) -> Server {
+        let stderr = std::fs::File::create(log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lattice-s3"))
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("LATTICE_S3_ACCESS_KEY", ACCESS_KEY)
+            .env("LATTICE_S3_SECRET_KEY", SECRET_KEY)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting lattice-s3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("reading the address");
+        let addr = line
+            .trim()
+            .strip_prefix("lattice-s3 listening on ")
+            .unwrap_or_else(|| panic!("lattice-s3 did not start: {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            addr,
+            data: data.to_owned(),
+            args: Vec::new(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
