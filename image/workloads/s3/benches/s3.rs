@@ -4,6 +4,10 @@
 //! small GETs with boto3 (TCP_NODELAY). Prints the figures and writes target/bench/s3.json.
 //!
 //! `cargo bench -p lattice-s3 --bench s3` (needs build/pyenv from scripts/test).
+//!
+//! Also one 64 MiB object PUT and GET plain and with SSE-C (aws CLI `--sse-c`, and curl with
+//! presigned URLs and the SSE-C headers), plus the segment encryption alone in-process.
+//! `LATTICE_S3_BENCH_ONLY=sse-c` runs only that part.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -149,6 +153,173 @@ fn curl_parallel(pairs: &[(PathBuf, String)], upload: bool) -> Duration {
     t.elapsed()
 }
 
+/// 64 MiB, one object: PUT and GET MiB/s, plain and with SSE-C, for the CLI and for curl.
+fn sse_c_rows(venv: &Path, endpoint: &str, work: &Path) -> serde_json::Value {
+    use base64::Engine as _;
+    const SIZE: usize = 64 << 20;
+    let mib = (SIZE >> 20) as f64;
+    let src = work.join("sse-src");
+    let data: Vec<u8> = (0..SIZE).map(|j| ((j * 31) % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let raw: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(73).wrapping_add(5))
+        .collect();
+    let key_file = work.join("sse-key.bin");
+    std::fs::write(&key_file, &raw).unwrap();
+    let key_arg = format!("fileb://{}", key_file.display());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key_b64 = b64.encode(&raw);
+    let md5_b64 = b64.encode(<s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(&raw));
+    let down = work.join("sse-down");
+    let mut rows = Vec::new();
+    for (mode, sse) in [("plain", false), ("sse-c", true)] {
+        let flags: Vec<&str> = if sse {
+            vec!["--sse-c", "AES256", "--sse-c-key", &key_arg]
+        } else {
+            vec![]
+        };
+        let (mut put, mut get, mut cput, mut cget) = (vec![], vec![], vec![], vec![]);
+        for run in 0..RUNS {
+            let dst = format!("s3://bench/sse/{mode}/run{run}");
+            let mut args = vec!["s3", "cp", "--quiet"];
+            args.extend(&flags);
+            let up = [args.clone(), vec![src.to_str().unwrap(), &dst]].concat();
+            put.push(mib / aws(venv, endpoint, &up).as_secs_f64());
+            let _ = std::fs::remove_file(&down);
+            let dn = [args.clone(), vec![&dst, down.to_str().unwrap()]].concat();
+            get.push(mib / aws(venv, endpoint, &dn).as_secs_f64());
+            assert!(std::fs::read(&down).unwrap() == data, "{mode}: other bytes");
+
+            // curl: one PUT, one GET, presigned with the SSE-C headers signed
+            let key = format!("sse/{mode}/curl{run}");
+            let extra = if sse { "sse" } else { "" };
+            let urls = presign_sse(venv, endpoint, &key, extra, &raw);
+            let mut headers = Vec::new();
+            if sse {
+                headers = vec![
+                    "x-amz-server-side-encryption-customer-algorithm: AES256".to_owned(),
+                    format!("x-amz-server-side-encryption-customer-key: {key_b64}"),
+                    format!("x-amz-server-side-encryption-customer-key-MD5: {md5_b64}"),
+                ];
+            }
+            cput.push(mib / curl_one(&urls[0], Some(&src), None, &headers).as_secs_f64());
+            let _ = std::fs::remove_file(&down);
+            cget.push(mib / curl_one(&urls[1], None, Some(&down), &headers).as_secs_f64());
+            assert!(
+                std::fs::read(&down).unwrap() == data,
+                "{mode} curl: other bytes"
+            );
+        }
+        let (put, get, cput, cget) = (median(put), median(get), median(cput), median(cget));
+        println!(
+            "s3 64MiB x1 {mode:>5}: aws s3 cp PUT {put:7.1} MiB/s GET {get:7.1} MiB/s | curl PUT {cput:7.1} MiB/s GET {cget:7.1} MiB/s"
+        );
+        rows.push(serde_json::json!({
+            "mode": mode, "runs": RUNS, "object_mib": mib,
+            "cli_put_mib_s": put, "cli_get_mib_s": get,
+            "curl_put_mib_s": cput, "curl_get_mib_s": cget,
+        }));
+    }
+    // the segment encryption and decryption alone, in memory
+    let k = lattice_s3::sse::CustomerKey::from_bytes(raw.as_slice().try_into().unwrap());
+    let (mut enc, mut dec) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        let mut sink = std::io::Cursor::new(Vec::with_capacity(SIZE + SIZE / 1000));
+        let t = Instant::now();
+        let mut e = lattice_s3::sse::Encryptor::new(&k);
+        for c in data.chunks(1 << 20) {
+            e.write(&mut sink, c).unwrap();
+        }
+        let extent = e.finish(&mut sink).unwrap();
+        enc.push(mib / t.elapsed().as_secs_f64());
+        let f = work.join("sse-cipher");
+        std::fs::write(&f, sink.get_ref()).unwrap();
+        let meta = lattice_s3::sse::SseMeta {
+            check: k.new_check(),
+            extents: vec![extent],
+        };
+        let t = Instant::now();
+        let mut d = lattice_s3::sse::Decryptor::new(
+            std::fs::File::open(&f).unwrap(),
+            0,
+            k.clone(),
+            &meta,
+            0,
+            SIZE as u64,
+        );
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0usize;
+        loop {
+            let r = d.read(&mut buf).unwrap();
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+        assert_eq!(n, SIZE);
+        dec.push(mib / t.elapsed().as_secs_f64());
+    }
+    let (enc, dec) = (median(enc), median(dec));
+    println!("s3 SSE-C segments alone (AES-256-GCM, 64 KiB): encrypt {enc:7.1} MiB/s decrypt {dec:7.1} MiB/s (decrypt reads the page cache)");
+    serde_json::json!({"rows": rows, "encrypt_mib_s": enc, "decrypt_mib_s": dec})
+}
+
+/// Presigned PUT and GET URLs for `key`; with `sse` the SSE-C headers are signed into them.
+fn presign_sse(venv: &Path, endpoint: &str, key: &str, sse: &str, raw: &[u8]) -> Vec<String> {
+    let script = "import os, json, boto3\n\
+        from botocore.config import Config\n\
+        s3 = boto3.client('s3', endpoint_url=os.environ['EP'], config=Config(signature_version='s3v4'))\n\
+        p = {'Bucket': 'bench', 'Key': os.environ['KEY']}\n\
+        if os.environ['SSE']:\n    p.update(SSECustomerAlgorithm='AES256', SSECustomerKey=bytes.fromhex(os.environ['RAW']))\n\
+        print(json.dumps([s3.generate_presigned_url(m, Params=p, ExpiresIn=3600) for m in ['put_object', 'get_object']]))\n";
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .env("EP", endpoint)
+        .env("KEY", key)
+        .env("SSE", sse)
+        .env(
+            "RAW",
+            raw.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        )
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "presign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("presigned URLs")
+}
+
+/// One curl transfer: upload `up` or download to `down`, with `headers`.
+fn curl_one(url: &str, up: Option<&Path>, down: Option<&Path>, headers: &[String]) -> Duration {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail"]);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    if let Some(f) = up {
+        cmd.arg("-T").arg(f);
+    }
+    if let Some(f) = down {
+        cmd.arg("-o").arg(f);
+    }
+    cmd.arg(url);
+    let t = Instant::now();
+    let out = cmd.output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
 fn main() {
     let venv = std::env::var_os("LATTICE_S3_PYENV")
         .map(PathBuf::from)
@@ -170,6 +341,20 @@ fn main() {
     let server = start(&work.join("data"));
     let endpoint = server.1.clone();
     aws(&venv, &endpoint, &["s3", "mb", "s3://bench"]);
+
+    let sse_c = sse_c_rows(&venv, &endpoint, &work);
+    if std::env::var("LATTICE_S3_BENCH_ONLY").as_deref() == Ok("sse-c") {
+        let json = serde_json::json!({"bench": "s3", "sse_c_64mib": sse_c});
+        std::fs::write(
+            out_dir.join("s3-sse-c.json"),
+            serde_json::to_string_pretty(&json).unwrap(),
+        )
+        .unwrap();
+        println!("wrote {}", out_dir.join("s3-sse-c.json").display());
+        drop(server);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
 
     let mut rows = Vec::new();
     for (label, size, count) in [
@@ -300,6 +485,7 @@ fn main() {
         "plain_copy": "read + write + fsync per file, same disk",
         "throughput": rows,
         "small_get_ms": {"p50": p50, "p99": p99},
+        "sse_c_64mib": sse_c,
     });
     std::fs::write(
         out_dir.join("s3.json"),
