@@ -102,11 +102,43 @@ pub async fn enroll(
     })
 }
 
-/// Enrolls, then runs the agent until `shutdown` fires.
+/// Enrolls, then runs the agent until `shutdown` fires. Under systemd it says `READY=1` at
+/// once, keeps a `STATUS=` line and feeds the watchdog ([`crate::watchdog`]).
 pub async fn run(
     settings: &Settings,
     started: Instant,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError> {
+    use crate::watchdog::{self, Notice};
+    let notify: std::sync::Arc<dyn watchdog::Notify> = std::sync::Arc::new(watchdog::Systemd);
+    let liveness = watchdog::Liveness::default();
+    // Ready before enrolling: a first boot may wait for the fleet for hours, and systemd would
+    // otherwise kill a node that is only waiting (the start timeout). The watchdog is fed from
+    // here on, by this runtime and, once it runs, the agent loop.
+    if let Some(timeout) = watchdog::requested_timeout() {
+        tokio::spawn(watchdog::run(
+            notify.clone(),
+            liveness.clone(),
+            timeout,
+            shutdown.clone(),
+        ));
+    }
+    watchdog::tell(notify.as_ref(), Notice::Ready);
+    watchdog::tell(
+        notify.as_ref(),
+        Notice::Status("enrolling (first boot registers with the fleet)".into()),
+    );
+    let result = supervise(settings, started, shutdown, notify.as_ref(), liveness).await;
+    watchdog::tell(notify.as_ref(), Notice::Stopping);
+    result
+}
+
+async fn supervise(
+    settings: &Settings,
+    started: Instant,
     mut shutdown: Shutdown,
+    notify: &dyn crate::watchdog::Notify,
+    liveness: crate::watchdog::Liveness,
 ) -> Result<(), DaemonError> {
     let enrollment = match enroll(
         settings,
@@ -120,6 +152,10 @@ pub async fn run(
         other => other?,
     };
     let node_id = enrollment.registration.node_id.clone();
+    crate::watchdog::tell(
+        notify,
+        crate::watchdog::Notice::Status(format!("node {node_id}: supervising")),
+    );
     // One pin for every TLS client (MQTT, the tunnel) and the targets' signatures: a rotation
     // seen by any of them moves it for all.
     let fleet_pin = crate::fleet_pin::PersistentPin::load(
@@ -155,6 +191,7 @@ pub async fn run(
     config.heartbeat_override = settings.heartbeat_override;
     config.fleet_pin = Some(fleet_pin as std::sync::Arc<dyn lattice_wire::pin::PinHolder>);
     config.outbox_max_bytes = settings.outbox_max_bytes;
+    config.liveness = liveness;
     match settings.runtime {
         RuntimeKind::None => {
             tracing::info!("runtime = none: targets are recorded, no workload runs");

@@ -29,3 +29,4 @@ pub mod state_dir;
 pub mod tunnel;
 pub mod upstream;
 pub mod volumes;
+pub mod watchdog;

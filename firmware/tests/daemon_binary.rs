@@ -1,6 +1,7 @@
 //! The `latticed` binary end to end against a scripted fleet and a real mosquitto: first boot
 //! registers (and says how long it took), SIGTERM disconnects cleanly, a restart reuses the
-//! registration, SIGKILL fires the signed will. Also the configuration surface.
+//! registration, SIGKILL fires the signed will; systemd's notify protocol and watchdog. Also
+//! the configuration surface.
 
 mod common;
 
@@ -49,7 +50,12 @@ fn a_bad_config_lists_every_problem() {
 }
 
 fn spawn(data: &Path, provisioning: &str, log: &Path) -> Child {
+    spawn_with(data, provisioning, log, &[])
+}
+
+fn spawn_with(data: &Path, provisioning: &str, log: &Path, env: &[(&str, &str)]) -> Child {
     Command::new(BIN)
+        .envs(env.iter().copied())
         .arg("--data-dir")
         .arg(data)
         .arg("--provisioning")
@@ -142,4 +148,95 @@ async fn first_boot_registers_restart_reuses_and_signals_behave() {
     assert_eq!(will.header.epoch, hello2.header.epoch);
     let text = std::fs::read_to_string(&log2).unwrap();
     assert!(text.contains("already registered"), "{text}");
+}
+
+/// What systemd sees of a latticed started as `Type=notify` with `WatchdogSec=`: `READY=1`
+/// first (before enrolling, so waiting for the fleet is no start timeout), a status that names
+/// the node once it runs, `WATCHDOG=1` about every third of `WATCHDOG_USEC` while it runs, and
+/// `STOPPING=1` on SIGTERM. Nothing but those is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_systemds_notify_protocol_and_feeds_the_watchdog() {
+    let Some(bin) = common::mosquitto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&bin, dir.path(), "n-sd", None);
+    let fleet = FakeFleet::start(
+        vec![Reply::Register {
+            node_id: "n-sd".into(),
+            broker_url: format!("mqtt://127.0.0.1:{}", broker.port),
+            password: NODE_PASSWORD.into(),
+        }],
+        None,
+    );
+    let provisioning = fleet.provisioning("tok-secret-sd").encode();
+    let data = dir.path().join("data");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    let log = dir.path().join("sd.log");
+    let mut child = spawn_with(
+        &data,
+        &provisioning,
+        &log,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "900000"),
+        ],
+    );
+    let mut seen: Vec<(Instant, String)> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let wait = Duration::from_secs(15);
+    // Until the node runs and 6 pings came after that.
+    loop {
+        let n = tokio::time::timeout(wait, sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("nothing from latticed for 15 s; seen {seen:?}"))
+            .unwrap();
+        let text = String::from_utf8(buf[..n].to_vec()).unwrap();
+        seen.push((Instant::now(), text));
+        let running = seen
+            .iter()
+            .position(|(_, t)| t == "STATUS=node n-sd: supervising\n");
+        if let Some(at) = running {
+            if seen[at..]
+                .iter()
+                .filter(|(_, t)| t == "WATCHDOG=1\n")
+                .count()
+                >= 6
+            {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen[0].1, "READY=1\n", "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(_, t)| t == "READY=1\n" || t == "WATCHDOG=1\n" || t.starts_with("STATUS=")),
+        "{seen:?}"
+    );
+    let pings: Vec<Instant> = seen
+        .iter()
+        .filter(|(_, t)| t == "WATCHDOG=1\n")
+        .map(|(at, _)| *at)
+        .collect();
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap < Duration::from_millis(900),
+            "a gap of {gap:?} between pings: systemd would have restarted latticed"
+        );
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    loop {
+        let n = tokio::time::timeout(wait, sock.recv(&mut buf))
+            .await
+            .expect("no STOPPING=1 after SIGTERM")
+            .unwrap();
+        if &buf[..n] == b"STOPPING=1\n" {
+            break;
+        }
+    }
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("feeding systemd's watchdog"), "{text}");
 }

@@ -103,6 +103,19 @@ fn image_boots_registers_and_keeps_its_identity() {
         let state = guest.ssh(&format!("systemctl is-active {unit}")).1;
         assert_eq!(state.trim(), "active", "{unit}");
     }
+    // A notify service with systemd's watchdog, fed by latticed (checked again after the
+    // workload runs, when latticed has outlived the interval several times).
+    let unit = guest.ok("systemctl show -p Type -p WatchdogUSec -p StatusText latticed");
+    for want in [
+        "Type=notify".to_string(),
+        format!(
+            "WatchdogUSec={}s",
+            lattice_image::system::LATTICED_WATCHDOG_SECS
+        ),
+        format!("StatusText=node {id}: supervising"),
+    ] {
+        assert!(unit.lines().any(|l| l.trim() == want), "{want}: {unit}");
+    }
     assert_eq!(
         guest
             .ok("docker info --format '{{.ServerVersion}}' >/dev/null && echo up")
@@ -238,6 +251,31 @@ fn image_boots_registers_and_keeps_its_identity() {
         )
     });
     assert_eq!(page.trim(), "hello-from-qemu");
+    // latticed has run for longer than its watchdog interval without a restart: it fed it.
+    let watchdog = Duration::from_secs(lattice_image::system::LATTICED_WATCHDOG_SECS.into());
+    let up_for = || {
+        let out = guest.ok(
+            "echo $(cut -d' ' -f1 /proc/uptime) $(systemctl show -p ActiveEnterTimestampMonotonic --value latticed)",
+        );
+        let mut f = out.split_whitespace();
+        let uptime: f64 = f.next().and_then(|v| v.parse().ok()).expect("uptime");
+        let since_us: f64 = f.next().and_then(|v| v.parse().ok()).expect("active since");
+        Duration::from_secs_f64((uptime - since_us / 1e6).max(0.0))
+    };
+    let lived = up_for();
+    if lived < watchdog + Duration::from_secs(5) {
+        std::thread::sleep(watchdog + Duration::from_secs(5) - lived);
+    }
+    let runs = guest.ok("systemctl show -p NRestarts -p ActiveState latticed");
+    assert!(
+        runs.lines().any(|l| l.trim() == "NRestarts=0")
+            && runs.lines().any(|l| l.trim() == "ActiveState=active"),
+        "latticed restarted (watchdog?) after {:?} up: {runs}\n{}",
+        up_for(),
+        guest
+            .ssh("journalctl -u latticed --no-pager | tail -n 30")
+            .1
+    );
 
     // Reboot: the same node comes back (identity on the data partition). On by default;
     // `LATTICE_HW_REBOOT=0` skips it (a quicker local run).

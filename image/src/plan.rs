@@ -219,7 +219,7 @@ pub fn plan(spec: &BuildSpec) -> Result<Plan, crate::layout::LayoutError> {
         (system::LATTICED_CONFIG, system::latticed_config()),
         (
             "/etc/systemd/system/latticed.service",
-            system::latticed_unit(None),
+            system::latticed_unit(),
         ),
         (
             "/etc/systemd/system/lattice-mark-good.service",

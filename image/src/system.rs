@@ -136,13 +136,15 @@ pub fn fstab() -> String {
     s
 }
 
-/// latticed's systemd unit. `watchdog_secs`: only when latticed sends `WATCHDOG=1`
-/// (sd_notify); otherwise systemd would kill a healthy latticed.
-pub fn latticed_unit(watchdog_secs: Option<u32>) -> String {
-    let (ty, watchdog) = match watchdog_secs {
-        Some(s) => ("notify", format!("WatchdogSec={s}\nNotifyAccess=main\n")),
-        None => ("simple", String::new()),
-    };
+/// systemd's watchdog interval for latticed: latticed pings every third of it while its
+/// runtime and its agent loop make progress (firmware/src/watchdog.rs); a stall of half of it
+/// stops the pings, and systemd restarts latticed when the interval passes without one.
+pub const LATTICED_WATCHDOG_SECS: u32 = 30;
+
+/// latticed's systemd unit: `Type=notify` (latticed says `READY=1` before enrolling, so a
+/// first boot that waits for the fleet is not a start timeout) with the service watchdog.
+pub fn latticed_unit() -> String {
+    let watchdog = LATTICED_WATCHDOG_SECS;
     format!(
         "[Unit]\n\
          Description=Lattice node supervisor\n\
@@ -152,9 +154,12 @@ pub fn latticed_unit(watchdog_secs: Option<u32>) -> String {
          StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
-         Type={ty}\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         WatchdogSec={watchdog}\n\
+         # A watchdog abort (SIGABRT) that does not end latticed is a SIGKILL 10 s later.\n\
+         TimeoutAbortSec=10\n\
          ExecStart=/usr/bin/latticed --config {LATTICED_CONFIG}\n\
-         {watchdog}\
          Restart=always\n\
          RestartSec=10\n\
          # Registration errors go to the screen (and the serial console) too.\n\
@@ -315,13 +320,12 @@ mod tests {
     }
 
     #[test]
-    fn watchdog_only_with_notify() {
-        let plain = latticed_unit(None);
-        assert!(plain.contains("Type=simple"));
-        assert!(!plain.contains("WatchdogSec"));
-        let wd = latticed_unit(Some(60));
-        assert!(wd.contains("Type=notify") && wd.contains("WatchdogSec=60"));
-        assert!(wd.contains("ExecStart=/usr/bin/latticed --config /etc/lattice/latticed.toml"));
+    fn latticed_is_a_notify_service_with_a_watchdog() {
+        let unit = latticed_unit();
+        assert!(unit.contains("Type=notify\nNotifyAccess=main\n"), "{unit}");
+        assert!(unit.contains(&format!("WatchdogSec={LATTICED_WATCHDOG_SECS}\n")));
+        assert!(unit.contains("Restart=always"));
+        assert!(unit.contains("ExecStart=/usr/bin/latticed --config /etc/lattice/latticed.toml"));
     }
 
     #[test]
@@ -338,7 +342,7 @@ mod tests {
     #[test]
     fn latticed_shares_the_hosts_mounts_and_runs_docker_workloads() {
         // Volumes latticed mounts must be visible to dockerd: no private mount namespace.
-        let unit = latticed_unit(None);
+        let unit = latticed_unit();
         for ns in [
             "PrivateTmp=",
             "ProtectHome=",

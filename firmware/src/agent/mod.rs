@@ -28,6 +28,7 @@ use crate::identity::{BrokerSecret, NodeKeys, Registration};
 use crate::inventory::UsageSampler;
 use crate::outbox::{Outbox, OutboxError};
 use crate::shutdown::Shutdown;
+use crate::watchdog::Liveness;
 use lattice_wire::pin::PinHolder;
 use lattice_wire::{KeyError, WireError};
 use link::{Link, LinkParams};
@@ -55,6 +56,9 @@ pub struct AgentConfig {
     /// The fleet key pin shared with the node's other TLS clients (the tunnel); `None`: the
     /// agent loads `fleet-pin.json` (or the registration's key) itself.
     pub fleet_pin: Option<Arc<dyn PinHolder>>,
+    /// Touched by the agent's loop at least every [`STATE_POLL`], for systemd's watchdog
+    /// ([`crate::watchdog`]).
+    pub liveness: Liveness,
 }
 
 impl AgentConfig {
@@ -76,6 +80,7 @@ impl AgentConfig {
             reconnect_base: Duration::from_secs(1),
             reconnect_cap: Duration::from_secs(30),
             fleet_pin: None,
+            liveness: Liveness::default(),
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct Agent<A: Applier = RecordingApplier> {
     /// [`STATE_POLL`]), not at the next heartbeat, so the fleet sees a new copy running (and
     /// finishes a move or update) seconds sooner.
     last_states: Vec<lattice_wire::msg::WorkloadStatus>,
+    liveness: Liveness,
 }
 
 /// How often the workloads' states are compared with the last status sent.
@@ -193,6 +199,7 @@ impl<A: Applier> Agent<A> {
             keep_alive: config.keep_alive,
             reconnect_base: config.reconnect_base,
             reconnect_cap: config.reconnect_cap,
+            liveness: config.liveness,
         })
     }
 
@@ -207,7 +214,9 @@ impl<A: Applier> Agent<A> {
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), AgentError> {
         let mut backoff = Backoff::new(self.reconnect_base, self.reconnect_cap);
         let mut url_index = 0usize;
+        self.liveness.arm();
         loop {
+            self.liveness.touch();
             if shutdown.is_triggered() {
                 return Ok(());
             }
@@ -255,10 +264,12 @@ impl<A: Applier> Agent<A> {
     async fn wait_offline(&mut self, delay: Duration, shutdown: &mut Shutdown) -> bool {
         let until = Instant::now() + delay;
         loop {
+            self.liveness.touch();
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return false,
                 () = shutdown.wait() => return true,
                 () = tokio::time::sleep_until(self.next_beat) => self.offline_beat(),
+                () = tokio::time::sleep(STATE_POLL) => {}
             }
         }
     }

@@ -20,6 +20,7 @@ impl<A: Applier> Agent<A> {
         backoff: &mut Backoff,
     ) -> End {
         loop {
+            self.liveness.touch();
             tokio::select! {
                 () = shutdown.wait() => {
                     link.close().await;
@@ -31,12 +32,14 @@ impl<A: Applier> Agent<A> {
                     LinkEvent::Closed(e) => return self.lost(url, e, false),
                 },
                 () = sleep_until(self.next_beat) => self.offline_beat(),
+                () = tokio::time::sleep(super::STATE_POLL) => {}
             }
         }
         tracing::info!(broker = %url, epoch = self.state.epoch(), "connected to the broker");
         backoff.reset();
         self.greet(&link, url, shutdown).await;
         loop {
+            self.liveness.touch();
             tokio::select! {
                 () = shutdown.wait() => {
                     link.close().await;
