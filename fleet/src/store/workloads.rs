@@ -269,28 +269,13 @@ impl Store {
         &self,
         ids: &[&str],
     ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
-        let mut out: std::collections::HashMap<String, Vec<WorkloadEvent>> = Default::default();
-        for chunk in ids.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
+        self.events_of(ids, |marks| {
+            format!(
                 "SELECT workload_id, at_ms, kind, detail FROM workload_events \
-                 WHERE workload_id IN ({}) ORDER BY workload_id, at_ms",
-                marks.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(self.reader()).await? {
-                let id: String = r.try_get("workload_id")?;
-                out.entry(id).or_default().push(WorkloadEvent {
-                    at_ms: from_db(r.try_get("at_ms")?),
-                    kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
-                });
-            }
-        }
-        Ok(out)
+                 WHERE workload_id IN ({marks}) ORDER BY workload_id, at_ms"
+            )
+        })
+        .await
     }
 
     /// The newest `newest` events of each of `ids` (oldest first), in one query per 500 ids:
@@ -300,16 +285,28 @@ impl Store {
         ids: &[&str],
         newest: usize,
     ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
+        self.events_of(ids, |marks| {
+            format!(
+                "SELECT workload_id, at_ms, kind, detail FROM (SELECT workload_id, at_ms, kind, \
+                 detail, ROW_NUMBER() OVER (PARTITION BY workload_id ORDER BY at_ms DESC) AS nth \
+                 FROM workload_events WHERE workload_id IN ({marks})) e WHERE nth <= {newest} \
+                 ORDER BY workload_id, at_ms"
+            )
+        })
+        .await
+    }
+
+    /// Events of `ids` by workload, 500 ids a query: `sql` makes the query from the chunk's
+    /// placeholders (`$1, $2, ...`) and returns `workload_id, at_ms, kind, detail` rows.
+    async fn events_of(
+        &self,
+        ids: &[&str],
+        sql: impl Fn(&str) -> String,
+    ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
         let mut out: std::collections::HashMap<String, Vec<WorkloadEvent>> = Default::default();
         for chunk in ids.chunks(500) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT workload_id, at_ms, kind, detail FROM (SELECT workload_id, at_ms, kind, \
-                 detail, ROW_NUMBER() OVER (PARTITION BY workload_id ORDER BY at_ms DESC) AS nth \
-                 FROM workload_events WHERE workload_id IN ({})) e WHERE nth <= {newest} \
-                 ORDER BY workload_id, at_ms",
-                marks.join(", ")
-            );
+            let sql = sql(&marks.join(", "));
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);
