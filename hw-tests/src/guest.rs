@@ -19,9 +19,12 @@ pub struct Guest {
 
 impl Guest {
     /// Boots `image` (never written: an overlay in `dir`), forwarding a free port to SSH.
-    pub fn boot(image: &Path, dir: &Path, key: &Path) -> Guest {
+    /// Boots `image` (through an overlay in `dir`) on a disk of `disk_bytes` when given
+    /// (larger than the image: the data partition grows into it).
+    pub fn boot(image: &Path, dir: &Path, key: &Path, disk_bytes: Option<u64>) -> Guest {
         let arch = lattice_image::arch::Arch::host().expect("host arch");
         let mut spec = QemuSpec::new(arch, image, dir);
+        spec.disk_bytes = disk_bytes;
         spec.accel = if qemu::probe_kvm(arch, Duration::from_secs(8)) {
             Accel::Kvm
         } else {

@@ -74,7 +74,15 @@ fn image_boots_registers_and_keeps_its_identity() {
     .unwrap();
 
     // Power on → registered and online.
-    let mut guest = Guest::boot(&img, dir.path(), &key);
+    // On a disk 1 GiB larger than the image, as when it is written to a bigger stick.
+    let image_bytes = std::fs::metadata(&img).unwrap().len();
+    let data_before = lattice_image::gpt::GptTable::read(&img)
+        .unwrap()
+        .find(lattice_image::layout::Role::Data.part_label(), &img)
+        .map(|p| p.size_bytes())
+        .unwrap();
+    const GROWTH: u64 = 1 << 30;
+    let mut guest = Guest::boot(&img, dir.path(), &key, Some(image_bytes + GROWTH));
     let node = wait_for(REGISTER_TIMEOUT, Duration::from_secs(1), || {
         fleet.nodes().into_iter().find(|n| n["online"] == true)
     })
@@ -130,6 +138,29 @@ fn image_boots_registers_and_keeps_its_identity() {
         .contains("[/docker]"));
     let reg = guest.ok("cat /var/lib/latticed/registration.json");
     assert!(reg.contains(&id), "{reg}");
+
+    // The data partition took the rest of the larger disk, and its file system followed.
+    let part: u64 = guest
+        .ok("lsblk -bndo SIZE /dev/disk/by-partlabel/lattice-data")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        part >= data_before + GROWTH - (4 << 20),
+        "the data partition did not grow: {part} bytes, {data_before} in the image"
+    );
+    let fs: u64 = guest
+        .ok("df -B1 --output=size /data | tail -n1")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        fs > data_before + GROWTH / 2,
+        "the data file system did not grow with its partition: {fs} bytes; {}",
+        guest
+            .ssh("journalctl -b -u systemd-repart -u 'systemd-growfs*' --no-pager")
+            .1
+    );
 
     // Read-only root, even for root.
     let (code, _, err) = guest.ssh("touch /usr/x");

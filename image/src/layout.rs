@@ -253,6 +253,15 @@ mod tests {
         }
         assert_eq!(l.total_mib, expect + TAIL_MIB);
         assert_eq!(l.get(Role::Data).number, 5, "data is last so it can grow");
+        // systemd-repart's definition (`system::repart_data_conf`) matches by type: the data
+        // partition must be the only linux-generic one.
+        let generic: Vec<Role> = l
+            .partitions
+            .iter()
+            .filter(|p| p.type_guid == LINUX_DATA_TYPE)
+            .map(|p| p.role)
+            .collect();
+        assert_eq!(generic, vec![Role::Data]);
         assert_eq!(l.get(Role::Config).number, 1);
         assert_eq!(l.get(Role::RootA).size_mib, l.get(Role::RootB).size_mib);
     }

@@ -226,6 +226,7 @@ pub fn plan(spec: &BuildSpec) -> Result<Plan, crate::layout::LayoutError> {
             system::mark_good_unit(),
         ),
         ("/etc/fstab", system::fstab()),
+        (system::REPART_DATA_CONF, system::repart_data_conf()),
         ("/etc/hostname", format!("{HOSTNAME}\n")),
         (
             "/etc/hosts",

@@ -55,6 +55,10 @@ pub struct QemuSpec {
     /// (host port on 127.0.0.1, guest port) TCP forwards, e.g. SSH.
     pub forwards: Vec<(u16, u16)>,
     pub serial: Serial,
+    /// The guest's disk in bytes, when larger than the image (set when the overlay is made):
+    /// like flashing a bigger stick, the data partition grows into it at boot
+    /// (`system::repart_data_conf`). `None`: the image's own size.
+    pub disk_bytes: Option<u64>,
 }
 
 impl QemuSpec {
@@ -74,6 +78,7 @@ impl QemuSpec {
             cpus: 2,
             forwards: Vec::new(),
             serial: Serial::Stdio,
+            disk_bytes: None,
         }
     }
 
@@ -151,6 +156,15 @@ pub enum QemuError {
     Gpt(#[from] GptError),
     #[error(transparent)]
     Tool(#[from] ToolError),
+    #[error(
+        "the disk size asked for ({asked} bytes) is smaller than the image {image} ({size} \
+         bytes): the guest's disk can only be as large or larger"
+    )]
+    DiskTooSmall {
+        asked: u64,
+        image: PathBuf,
+        size: u64,
+    },
     #[error("{what} {path}: {source}")]
     Fs {
         what: &'static str,
@@ -195,12 +209,23 @@ pub fn prepare(spec: &QemuSpec, fresh: bool, runner: &mut dyn Runner) -> Result<
     if fresh || !spec.overlay.exists() {
         let _ = std::fs::remove_file(&spec.overlay);
         let base = std::fs::canonicalize(&spec.image).map_err(fs("reading", &spec.image))?;
-        runner.run(
-            &Cmd::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
-                .arg(base)
-                .arg(&spec.overlay),
-        )?;
+        let mut create = Cmd::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+            .arg(base)
+            .arg(&spec.overlay);
+        if let Some(asked) = spec.disk_bytes {
+            let size =
+                virtual_size(&spec.image, format == "qcow2").map_err(fs("reading", &spec.image))?;
+            if asked < size {
+                return Err(QemuError::DiskTooSmall {
+                    asked,
+                    image: spec.image.clone(),
+                    size,
+                });
+            }
+            create = create.arg(asked.to_string());
+        }
+        runner.run(&create)?;
     }
     if fresh || !spec.vars.exists() {
         std::fs::copy(&vars_template, &spec.vars).map_err(fs("copying", &vars_template))?;
@@ -278,6 +303,20 @@ pub fn probe_kvm(arch: Arch, timeout: Duration) -> bool {
     ok
 }
 
+/// The size the guest sees of `image`: a raw file's length, or a qcow2's virtual size (a
+/// big-endian u64 at byte 24 of its header).
+fn virtual_size(image: &Path, qcow2: bool) -> std::io::Result<u64> {
+    if !qcow2 {
+        return Ok(std::fs::metadata(image)?.len());
+    }
+    use std::io::Read;
+    let mut header = [0u8; 32];
+    std::fs::File::open(image)?.read_exact(&mut header)?;
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&header[24..32]);
+    Ok(u64::from_be_bytes(size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +385,34 @@ mod tests {
             .display()
             .starts_with("qemu-img create -q -f qcow2 -F raw -b"));
         assert!(s.vars.exists());
+    }
+
+    #[test]
+    fn a_larger_disk_is_the_overlays_size_and_a_smaller_one_is_refused() {
+        if !Arch::X86_64.uefi_firmware().0.exists() {
+            eprintln!("skipped: no OVMF");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("x.img");
+        std::fs::write(
+            &img,
+            crate::gpt::tests::disk(&[("lattice-root-a", 40, 59)], 64 * 512),
+        )
+        .unwrap();
+        let mut s = QemuSpec::new(Arch::X86_64, &img, dir.path());
+        s.disk_bytes = Some(8 << 30);
+        let mut r = FakeRunner::default();
+        prepare(&s, true, &mut r).unwrap();
+        let create = r.ran[0].display();
+        assert!(create.ends_with(" 8589934592"), "{create}");
+        s.disk_bytes = Some(64 * 512 - 1);
+        let mut r = FakeRunner::default();
+        let e = prepare(&s, true, &mut r).unwrap_err();
+        assert!(
+            matches!(e, QemuError::DiskTooSmall { asked, size, .. } if asked == 64 * 512 - 1 && size == 64 * 512),
+            "{e}"
+        );
+        assert!(r.ran.is_empty(), "nothing made for a refused size");
     }
 }

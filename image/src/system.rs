@@ -103,14 +103,30 @@ pub const MASKED_UNITS: &[&str] = &[
     "e2scrub_reap.service",
 ];
 
+/// Where systemd-repart reads [`repart_data_conf`].
+pub const REPART_DATA_CONF: &str = "/usr/lib/repart.d/50-lattice-data.conf";
+
+/// systemd-repart's definition of the data partition, the disk's only `linux-generic` one and
+/// its last: at every boot (systemd-repart.service, early) it grows to the end of the disk, so
+/// an image written to a stick larger than the image, or a VM disk made larger, gives the
+/// workloads the space. The other partitions match no definition and are left as they are.
+pub fn repart_data_conf() -> String {
+    "# Lattice: the data partition (the only linux-generic one) takes the rest of the disk.\n\
+     [Partition]\n\
+     Type=linux-generic\n"
+        .to_string()
+}
+
 /// `/etc/fstab`.
 pub fn fstab() -> String {
     let label = |r: Role| format!("PARTLABEL={}", r.part_label());
     let mut s = String::from(
         "# Lattice: the root is read-only (kernel `ro`, not listed here); state is on /data.\n",
     );
+    // Mounted after systemd-repart grew the partition to the disk, then grown itself
+    // (systemd-growfs, online) to the partition.
     s.push_str(&format!(
-        "{}  {DATA_MOUNT}  ext4  defaults,noatime  0 2\n",
+        "{}  {DATA_MOUNT}  ext4  defaults,noatime,x-systemd.growfs,x-systemd.after=systemd-repart.service  0 2\n",
         label(Role::Data)
     ));
     s.push_str(&format!(
@@ -317,6 +333,27 @@ mod tests {
             assert_eq!(fields.len(), 6, "{line}");
             assert_ne!(fields[1], "/", "root stays as the kernel mounted it (ro)");
         }
+    }
+
+    #[test]
+    fn the_data_partition_grows_and_its_file_system_follows() {
+        let conf = repart_data_conf();
+        // The layout's only linux-generic partition is the data one, and it is the last.
+        assert!(conf.contains("[Partition]\nType=linux-generic\n"), "{conf}");
+        assert!(
+            !conf.contains("SizeMaxBytes"),
+            "it takes the whole rest: {conf}"
+        );
+        let data = fstab()
+            .lines()
+            .find(|l| l.contains(&format!(" {DATA_MOUNT} ")))
+            .unwrap()
+            .to_string();
+        assert!(data.contains("x-systemd.growfs"), "{data}");
+        assert!(
+            data.contains("x-systemd.after=systemd-repart.service"),
+            "{data}"
+        );
     }
 
     #[test]

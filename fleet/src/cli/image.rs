@@ -83,6 +83,11 @@ pub enum ImageCmd {
         /// Forward 127.0.0.1:PORT to the guest's SSH (when a key was provisioned).
         #[arg(long)]
         ssh_port: Option<u16>,
+        /// The VM's disk in GiB (at least the image's size), as if the image were written to
+        /// a stick this large: the data partition grows into the rest at boot. Set when the
+        /// overlay is made (the first run, or with --fresh).
+        #[arg(long, value_name = "GIB")]
+        disk_gib: Option<u64>,
     },
 }
 
@@ -194,10 +199,12 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
             accel,
             memory_mib,
             ssh_port,
+            disk_gib,
         } => {
             use lattice_image::qemu::{self, Accel, QemuSpec};
             let mut spec = QemuSpec::new(arch, &image, &state_dir);
             spec.memory_mib = memory_mib;
+            spec.disk_bytes = disk_gib.map(|g| g.saturating_mul(1 << 30));
             spec.accel = match accel.as_str() {
                 "kvm" => Accel::Kvm,
                 "tcg" => Accel::Tcg,
