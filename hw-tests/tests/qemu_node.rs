@@ -1,5 +1,7 @@
-//! One chained scenario on one built image: provision → boot in QEMU → registered with a fleet
-//! the test started → checks in the guest → reboot → same node.
+//! The image builds (or is found in the cache) with its manifest; then one chained scenario
+//! on it: provision → boot in QEMU → registered with a fleet the test started → checks in the
+//! guest → reboot → same node. scripts/test runs the first test alone in the background while
+//! it compiles, so the scenario later finds the image built.
 //!
 //! Runs only with LATTICE_HW_TESTS=1, as root (scripts/hw-test). The serial console is kept in
 //! build/hw-tests/logs/ when it fails.
@@ -29,6 +31,39 @@ fn test_image() -> String {
 }
 
 #[test]
+fn the_image_builds_with_its_manifest_and_checksums() {
+    if !enabled("the_image_builds_with_its_manifest_and_checksums") {
+        return;
+    }
+    let image = cached_image();
+    if let Some(s) = image.build_secs {
+        eprintln!("FIGURE image build: {s:.0} s");
+    }
+    // Inspect reads the manifest without mounting.
+    let release = lattice_image::inspect::inspect(&image.raw, &mut SystemRunner::new()).unwrap();
+    assert!(release.version_of("docker.io").is_some(), "{release:?}");
+    assert!(release.version_of("rauc").is_some());
+    assert!(release.fields.contains_key("LATTICED_VERSION"));
+    // Both images are listed in SHA256SUMS, and match it.
+    let dir = image.raw.parent().unwrap();
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    for f in [&image.raw, &image.qcow2] {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(sums.contains(&name), "{name} not in SHA256SUMS: {sums}");
+    }
+    let check = Command::new("sha256sum")
+        .args(["--check", "--quiet", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
 fn image_boots_registers_and_keeps_its_identity() {
     if !enabled("image_boots_registers_and_keeps_its_identity") {
         return;
@@ -38,12 +73,6 @@ fn image_boots_registers_and_keeps_its_identity() {
         eprintln!("FIGURE image build: {s:.0} s");
     }
     let dir = tempfile::tempdir().unwrap();
-
-    // Inspect reads the manifest without mounting.
-    let release = lattice_image::inspect::inspect(&image.raw, &mut SystemRunner::new()).unwrap();
-    assert!(release.version_of("docker.io").is_some(), "{release:?}");
-    assert!(release.version_of("rauc").is_some());
-    assert!(release.fields.contains_key("LATTICED_VERSION"));
 
     // A copy of the image, provisioned with a token and a test SSH key.
     let fleet = Fleet::start(&dir.path().join("fleet"));
