@@ -1,6 +1,8 @@
 //! Behind a TLS front end (as behind the fleet's gateway) current clients send their CRC32 as
 //! an aws-chunked trailer instead of a header. nginx terminates TLS here and forwards plain
-//! HTTP, unbuffered, to the real binary; boto3 and the aws CLI upload through it.
+//! HTTP, unbuffered, to the real binary; boto3 and the aws CLI upload through it. Like the
+//! fleet's gateway it sets `X-Forwarded-Proto`, and it also listens on plain HTTP, where SSE-C
+//! must be refused.
 
 mod common;
 
@@ -27,7 +29,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_nginx(dir: &Path, upstream: &str) -> Option<(Nginx, u16)> {
+/// nginx with TLS on the first port and plain HTTP on the second.
+fn start_nginx(dir: &Path, upstream: &str) -> Option<(Nginx, u16, u16)> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| Path::new(p).exists());
@@ -44,15 +47,17 @@ fn start_nginx(dir: &Path, upstream: &str) -> Option<(Nginx, u16)> {
     std::fs::write(&cert, generated.cert.pem()).unwrap();
     std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
     let port = free_port();
+    let plain = free_port();
     let d = dir.display();
     let conf = format!(
         "daemon off; master_process off; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
          events {{ worker_connections 64; }}\n\
          http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-           server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+           server {{ listen 127.0.0.1:{port} ssl; listen 127.0.0.1:{plain}; ssl_certificate {cert}; ssl_certificate_key {key};\n\
              client_max_body_size 0; proxy_request_buffering off; proxy_buffering off;\n\
-             location / {{ proxy_pass http://{upstream}; proxy_http_version 1.1; proxy_set_header Host $http_host; }} }} }}\n",
+             location / {{ proxy_pass http://{upstream}; proxy_http_version 1.1; proxy_set_header Host $http_host;\n\
+               proxy_set_header X-Forwarded-Proto $scheme; }} }} }}\n",
         cert = cert.display(),
         key = key.display()
     );
@@ -71,7 +76,7 @@ fn start_nginx(dir: &Path, upstream: &str) -> Option<(Nginx, u16)> {
         assert!(Instant::now() < deadline, "nginx did not listen on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some((guard, port))
+    Some((guard, port, plain))
 }
 
 #[test]
@@ -79,7 +84,7 @@ fn trailing_crc32_checksums_through_a_tls_front_end() {
     let Some(venv) = venv() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"));
-    let Some((_nginx, port)) = start_nginx(dir.path(), &server.addr) else {
+    let Some((_nginx, port, _)) = start_nginx(dir.path(), &server.addr) else {
         return;
     };
     let c = Clients::with_keys(
@@ -129,5 +134,81 @@ print('stored-crc32', g['ChecksumCRC32'])
         back.to_str().unwrap(),
     ]);
     assert_eq!(std::fs::read(&back).unwrap(), vec![42u8; 9 * 1024 * 1024]);
+    assert!(temp_files(&server.data).is_empty());
+}
+
+#[test]
+fn sse_c_through_a_tls_front_end_and_refused_over_its_plain_http() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let Some((_nginx, port, plain)) = start_nginx(dir.path(), &server.addr) else {
+        return;
+    };
+    let c = Clients::with_keys(
+        &venv,
+        &format!("https://localhost:{port}"),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    // boto3 over TLS: a trailing CRC32 and SSE-C in one PUT
+    let out = c.python_ok(
+        r#"
+import urllib3; urllib3.disable_warnings()
+s3 = boto3.client('s3', endpoint_url=os.environ['S3_ENDPOINT'], verify=False)
+K = bytes(range(32))
+sent = []
+s3.meta.events.register('before-send.s3.PutObject', lambda request, **kw: sent.append(dict(request.headers)))
+s3.create_bucket(Bucket='tls')
+data = os.urandom(1024 * 1024 + 3)
+s3.put_object(Bucket='tls', Key='enc', Body=data, SSECustomerAlgorithm='AES256', SSECustomerKey=K)
+h = {k.lower(): (v.decode() if isinstance(v, bytes) else v) for k, v in sent[-1].items()}
+print('trailer', h.get('x-amz-trailer'))
+g = s3.get_object(Bucket='tls', Key='enc', SSECustomerAlgorithm='AES256', SSECustomerKey=K, Range='bytes=65000-70000')
+assert g['Body'].read() == data[65000:70001]
+print('no-key', code(s3.get_object, Bucket='tls', Key='enc'))
+# the same front end on plain HTTP: SSE-C refused, nothing stored; without SSE-C it works
+http = boto3.client('s3', endpoint_url='http://127.0.0.1:' + os.environ['PLAIN'])
+print('plain-http', code(http.put_object, Bucket='tls', Key='leaked', Body=b'x', SSECustomerAlgorithm='AES256', SSECustomerKey=K))
+print('plain-http-get', code(http.get_object, Bucket='tls', Key='enc', SSECustomerAlgorithm='AES256', SSECustomerKey=K))
+print('after', code(s3.head_object, Bucket='tls', Key='leaked'))
+http.put_object(Bucket='tls', Key='clear', Body=b'x')
+"#
+        .replace("os.environ['PLAIN']", &format!("'{plain}'"))
+        .as_str(),
+    );
+    assert!(out.contains("trailer x-amz-checksum-crc32"), "{out}");
+    for line in [
+        "no-key InvalidRequest",
+        "plain-http InvalidRequest",
+        "plain-http-get InvalidRequest",
+        "after 404",
+    ] {
+        assert!(out.contains(line), "expected {line:?} in:\n{out}");
+    }
+    // the aws CLI over TLS with SSE-C, multipart (9 MiB)
+    let key = dir.path().join("key.bin");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let key_arg = format!("fileb://{}", key.display());
+    let f = dir.path().join("f.bin");
+    let data: Vec<u8> = (0..9 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&f, &data).unwrap();
+    let sse = ["--sse-c", "AES256", "--sse-c-key", key_arg.as_str()];
+    let up = [
+        &["--no-verify-ssl", "s3", "cp"][..],
+        &sse,
+        &[f.to_str().unwrap(), "s3://tls/cli.bin"],
+    ]
+    .concat();
+    c.aws_ok(&up);
+    let back = dir.path().join("back.bin");
+    let down = [
+        &["--no-verify-ssl", "s3", "cp"][..],
+        &sse,
+        &["s3://tls/cli.bin", back.to_str().unwrap()],
+    ]
+    .concat();
+    c.aws_ok(&down);
+    assert!(std::fs::read(&back).unwrap() == data);
     assert!(temp_files(&server.data).is_empty());
 }
