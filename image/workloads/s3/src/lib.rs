@@ -7,6 +7,8 @@
 //!   durably (temporary file, fsync, rename, directory fsync) and testable without HTTP;
 //! - [`checksum`]: the ETag's MD5 and the flexible checksums clients send, verified before a
 //!   write is committed;
+//! - [`sse`]: SSE-C, objects encrypted at rest with the client's key (AES-256-GCM segments,
+//!   only a keyed check of the key stored);
 //! - [`quota`]: the plan's size limit; [`cors`]: bucket CORS rules; [`names`]: bucket names and
 //!   keys;
 //! - [`s3`]: the `s3s::S3` implementation mapping requests onto the store;
