@@ -32,6 +32,7 @@ pub use client::{
 };
 pub use proto::{LogsOpen, Open, Reply, UpstreamOpen};
 pub use server::{
-    Authorizer, OpenError, ServerOptions, TunnelServer, UpstreamConn, UpstreamIo, Upstreams,
+    Authorizer, OpenError, ServerOptions, TunnelServer, UpstreamConn, UpstreamEnd, UpstreamIo,
+    Upstreams,
 };
 pub use stream::TunnelStream;

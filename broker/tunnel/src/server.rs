@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// A byte stream an upstream stream is joined to.
 pub trait UpstreamIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -35,6 +37,39 @@ pub trait Upstreams: Send + Sync + 'static {
         node: &'a str,
         up: &'a UpstreamOpen,
     ) -> Pin<Box<dyn Future<Output = Result<UpstreamConn, Reply>> + Send + 'a>>;
+
+    /// A stream this connected has ended, and why (after its connection was dropped, so
+    /// whatever it held is released). For counting; the default does nothing.
+    fn ended(&self, _node: &str, _up: &UpstreamOpen, _end: UpstreamEnd) {}
+}
+
+/// How a carried upstream stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamEnd {
+    /// Both sides finished (or one closed and the other followed).
+    Closed,
+    /// Either side failed (a reset, a refused write).
+    Error,
+    /// No byte moved either way for [`ServerOptions::upstream_idle_timeout`]: the gateway
+    /// closed it.
+    IdleTimeout,
+}
+
+impl UpstreamEnd {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamEnd::Closed => "closed",
+            UpstreamEnd::Error => "error",
+            UpstreamEnd::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Close codes the gateway sends (the node logs them with the reason text).
@@ -93,6 +128,10 @@ pub struct ServerOptions {
     pub open_timeout: Duration,
     /// How long a node has to send the header of a stream it opened (an upstream).
     pub upstream_header_timeout: Duration,
+    /// An upstream stream that moves no byte either way for this long is closed by the
+    /// gateway (its connection dropped, so whatever it held, a per-node slot, is released).
+    /// Any byte in either direction starts the wait again, so a slow transfer is never cut.
+    pub upstream_idle_timeout: Duration,
     /// The fleet's key rotation chain, served in the certificate (empty: never rotated).
     pub rotation_chain: RotationChain,
 }
@@ -103,6 +142,7 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(10),
             upstream_header_timeout: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(300),
             rotation_chain: RotationChain::default(),
         }
     }
@@ -294,7 +334,10 @@ impl TunnelServer {
             conn.clone(),
             node.clone(),
             self.upstreams.clone(),
-            self.opts.upstream_header_timeout,
+            UpstreamTimeouts {
+                header: self.opts.upstream_header_timeout,
+                idle: self.opts.upstream_idle_timeout,
+            },
         ));
         let nodes = self.nodes.clone();
         tokio::spawn(async move {
@@ -310,12 +353,19 @@ impl TunnelServer {
     }
 }
 
+/// The waits of a node-opened stream: for its header, and for a byte once it is carried.
+#[derive(Debug, Clone, Copy)]
+struct UpstreamTimeouts {
+    header: Duration,
+    idle: Duration,
+}
+
 /// Accepts the streams `node` opens until its connection ends; each is one upstream request.
 async fn accept_upstreams(
     conn: quinn::Connection,
     node: String,
     upstreams: Arc<OnceLock<Arc<dyn Upstreams>>>,
-    header_timeout: Duration,
+    timeouts: UpstreamTimeouts,
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let node = node.clone();
@@ -325,7 +375,7 @@ async fn accept_upstreams(
                 TunnelStream::new(send, recv),
                 &node,
                 upstreams.get().cloned(),
-                header_timeout,
+                timeouts,
             )
             .await
         });
@@ -333,14 +383,14 @@ async fn accept_upstreams(
 }
 
 /// One node-opened stream: header, decision, reply, then bytes both ways until either side
-/// ends.
+/// ends or no byte has moved for the idle timeout.
 async fn carry_upstream(
     mut stream: TunnelStream,
     node: &str,
     upstreams: Option<Arc<dyn Upstreams>>,
-    header_timeout: Duration,
+    timeouts: UpstreamTimeouts,
 ) {
-    let header = tokio::time::timeout(header_timeout, async {
+    let header = tokio::time::timeout(timeouts.header, async {
         let mut buf = Vec::with_capacity(proto::MAX_UPSTREAM_LEN);
         let mut chunk = [0u8; 64];
         loop {
@@ -370,11 +420,14 @@ async fn carry_upstream(
             return;
         }
     };
-    let connected = match &upstreams {
-        Some(u) => u.connect(node, &up).await,
-        None => Err(Reply::UpstreamNotDeclared),
+    let Some(upstreams) = upstreams else {
+        let _ = stream
+            .write_all(&proto::encode_reply(Reply::UpstreamNotDeclared))
+            .await;
+        let _ = stream.shutdown().await;
+        return;
     };
-    let mut upstream = match connected {
+    let upstream = match upstreams.connect(node, &up).await {
         Ok(c) => c,
         Err(reply) => {
             let _ = stream.write_all(&proto::encode_reply(reply)).await;
@@ -382,21 +435,144 @@ async fn carry_upstream(
             return;
         }
     };
+    let end = carry_connected(stream, upstream, extra, node, &up, timeouts.idle).await;
+    // The connection (and what it holds) is dropped by now.
+    upstreams.ended(node, &up, end);
+}
+
+/// Bytes both ways between an accepted upstream stream and its connection, until either side
+/// ends or nothing has moved for `idle`; drops both before returning.
+async fn carry_connected(
+    mut stream: TunnelStream,
+    upstream: UpstreamConn,
+    extra: Vec<u8>,
+    node: &str,
+    up: &UpstreamOpen,
+    idle: Duration,
+) -> UpstreamEnd {
+    // Every byte either way passes through the connection: reads are the upstream's bytes
+    // toward the node, writes the node's toward the upstream.
+    let mut upstream = Watched::new(upstream);
+    let activity = upstream.activity.clone();
     if stream
         .write_all(&proto::encode_reply(Reply::Ok))
         .await
         .is_err()
     {
-        return;
+        return UpstreamEnd::Error;
     }
     if !extra.is_empty() && upstream.write_all(&extra).await.is_err() {
-        return;
+        return UpstreamEnd::Error;
     }
-    if let Err(e) =
-        tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut upstream, 64 * 1024, 64 * 1024)
-            .await
-    {
-        tracing::debug!(%node, upstream = %up.name, error = %e, "upstream stream ended with an error");
+    let copy =
+        tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut upstream, 64 * 1024, 64 * 1024);
+    let end = tokio::select! {
+        r = copy => match r {
+            Ok(_) => UpstreamEnd::Closed,
+            Err(e) => {
+                tracing::debug!(%node, upstream = %up.name, error = %e, "upstream stream ended with an error");
+                UpstreamEnd::Error
+            }
+        },
+        _ = activity.quiet_for(idle) => UpstreamEnd::IdleTimeout,
+    };
+    if end == UpstreamEnd::IdleTimeout {
+        tracing::info!(%node, upstream = %up.name, idle_secs = idle.as_secs_f64(), "idle upstream stream closed");
+        // The node reads the end of the stream; the upstream's connection is closed on drop.
+        let _ = stream.shutdown().await;
+        let _ = upstream.shutdown().await;
+    }
+    end
+}
+
+/// When a byte last moved through a [`Watched`] connection.
+#[derive(Debug, Clone)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last byte.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: Arc::default(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long nothing has moved.
+    fn quiet(&self) -> Duration {
+        let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        last.elapsed()
+    }
+
+    /// Returns once nothing has moved for `idle`.
+    async fn quiet_for(&self, idle: Duration) {
+        loop {
+            let quiet = self.quiet();
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    }
+}
+
+/// A connection that records when a byte last passed, either way.
+struct Watched<T> {
+    io: T,
+    activity: Activity,
+}
+
+impl<T> Watched<T> {
+    fn new(io: T) -> Self {
+        Watched {
+            io,
+            activity: Activity::new(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -95,19 +95,18 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(ServerOptions::default()).await
+}
+
+async fn rig_with(opts: ServerOptions) -> Rig {
     let fleet = IdentityKey::generate();
     let node = IdentityKey::generate();
     let keys = Keys(HashMap::from([(
         node.public().to_bytes(),
         "n-1".to_owned(),
     )]));
-    let server = TunnelServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &fleet,
-        Arc::new(keys),
-        ServerOptions::default(),
-    )
-    .unwrap();
+    let server =
+        TunnelServer::bind("127.0.0.1:0".parse().unwrap(), &fleet, Arc::new(keys), opts).unwrap();
     Rig {
         follow: Arc::default(),
         fleet,
@@ -404,10 +403,12 @@ async fn logs_come_whole_or_followed_until_the_gateway_stops_reading() {
 }
 
 /// The gateway's upstreams for the test: `registry` is the echo server, for node `n-1` only;
-/// at most `limit` streams at once (a permit rides with each connection).
+/// at most `limit` streams at once (a permit rides with each connection). How streams ended
+/// is recorded in `ended`.
 struct EchoUpstreams {
     echo: SocketAddr,
     limit: Arc<tokio::sync::Semaphore>,
+    ended: Arc<Mutex<Vec<lattice_tunnel::UpstreamEnd>>>,
 }
 
 struct Held<T> {
@@ -472,6 +473,15 @@ impl lattice_tunnel::Upstreams for EchoUpstreams {
             }) as lattice_tunnel::UpstreamConn)
         })
     }
+
+    fn ended(
+        &self,
+        _node: &str,
+        _up: &lattice_tunnel::UpstreamOpen,
+        end: lattice_tunnel::UpstreamEnd,
+    ) {
+        self.ended.lock().unwrap().push(end);
+    }
 }
 
 #[tokio::test]
@@ -494,6 +504,7 @@ async fn nodes_reach_only_declared_upstreams_within_their_limit() {
     rig.server.serve_upstreams(Arc::new(EchoUpstreams {
         echo: rig.echo,
         limit: Arc::new(tokio::sync::Semaphore::new(2)),
+        ended: Arc::default(),
     }));
 
     let mut s = opener.open("registry", wait).await.unwrap();
@@ -553,6 +564,94 @@ async fn nodes_reach_only_declared_upstreams_within_their_limit() {
     .await
     .expect("gives up after its wait");
     assert!(matches!(down, Err(UpstreamError::NoTunnel)), "{down:?}");
+}
+
+#[tokio::test]
+async fn idle_upstream_streams_are_closed_and_give_their_slot_back_while_trickling_ones_live() {
+    use lattice_tunnel::{UpstreamEnd, UpstreamError};
+    let idle = Duration::from_millis(800);
+    let rig = rig_with(ServerOptions {
+        upstream_idle_timeout: idle,
+        ..ServerOptions::default()
+    })
+    .await;
+    let ended = Arc::new(Mutex::new(Vec::new()));
+    rig.server.serve_upstreams(Arc::new(EchoUpstreams {
+        echo: rig.echo,
+        limit: Arc::new(tokio::sync::Semaphore::new(2)),
+        ended: ended.clone(),
+    }));
+    let client = rig.client(&rig.node, rig.fleet.public());
+    rig.wait_connected().await;
+    let opener = client.upstreams();
+    let wait = Duration::from_secs(5);
+    let mut one = [0u8; 1];
+
+    // Two streams fill the node's limit: one that trickles a byte four times per timeout, one
+    // that goes quiet after its first exchange.
+    let mut busy = opener.open("registry", wait).await.unwrap();
+    let mut quiet = opener.open("registry", wait).await.unwrap();
+    quiet.write_all(b"q").await.unwrap();
+    quiet.read_exact(&mut one).await.unwrap();
+    let quiet_since = std::time::Instant::now();
+    assert!(matches!(
+        opener.open("registry", wait).await,
+        Err(UpstreamError::Refused {
+            reply: Reply::Unavailable,
+            ..
+        })
+    ));
+
+    let trickle = async {
+        let start = std::time::Instant::now();
+        while start.elapsed() < idle * 4 {
+            busy.write_all(b"t").await.unwrap();
+            busy.read_exact(&mut one).await.unwrap();
+            tokio::time::sleep(idle / 4).await;
+        }
+    };
+    let closed = async {
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(idle * 3, quiet.read(&mut buf))
+            .await
+            .expect("the quiet stream is closed by the gateway");
+        // The gateway finished the stream: the node reads its end.
+        assert_eq!(n.unwrap_or(0), 0);
+        let after = quiet_since.elapsed();
+        assert!(after >= idle, "closed after {after:?}, before the timeout");
+        // Its slot is free again: up to the limit, with the trickling stream still open.
+        let mut again = None;
+        for _ in 0..100 {
+            if let Ok(s) = opener.open("registry", wait).await {
+                again = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let again = again.expect("an idle stream closed by the gateway gives its slot back");
+        assert!(matches!(
+            opener.open("registry", wait).await,
+            Err(UpstreamError::Refused {
+                reply: Reply::Unavailable,
+                ..
+            })
+        ));
+        again
+    };
+    let ((), _again) = tokio::join!(trickle, closed);
+
+    // The trickling stream outlived the timeout several times over and still carries bytes.
+    busy.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    busy.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+    // Only idle streams ended: the quiet one (and the reopened one, if it went quiet too).
+    let ended = ended.lock().unwrap().clone();
+    assert!(!ended.is_empty(), "{ended:?}");
+    assert!(
+        ended.iter().all(|e| *e == UpstreamEnd::IdleTimeout),
+        "{ended:?}"
+    );
 }
 
 #[tokio::test]
