@@ -40,6 +40,9 @@ pub struct GatewayMetrics {
     pub upstream_active: Family<UpstreamLabel, Gauge>,
     /// Upstream streams refused, by reply (`upstream_not_declared`, `unavailable`, …).
     pub upstream_refused: Family<RefusalLabel, Counter>,
+    /// Upstream streams carried and then ended, by how (`closed`, `error`, `idle_timeout`:
+    /// closed by the gateway after `--upstream-idle-timeout-secs` without a byte).
+    pub upstream_closed: Family<RefusalLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -96,6 +99,11 @@ impl GatewayMetrics {
             "upstream_refused",
             "Upstream streams refused by reason",
             m.upstream_refused.clone(),
+        );
+        sub.register(
+            "upstream_closed",
+            "Upstream streams ended by reason (closed, error, idle_timeout)",
+            m.upstream_closed.clone(),
         );
         m
     }

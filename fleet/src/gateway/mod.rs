@@ -101,6 +101,10 @@ pub struct GatewayArgs {
     /// Most upstream streams one node may have open at once (more are refused).
     #[arg(long, default_value_t = 64)]
     pub max_upstreams_per_node: usize,
+    /// Seconds without a byte either way after which an upstream stream is closed, giving
+    /// back its slot under --max-upstreams-per-node (a slow transfer is never cut).
+    #[arg(long, default_value_t = 300)]
+    pub upstream_idle_timeout_secs: u64,
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -132,6 +136,7 @@ impl Default for GatewayArgs {
             upstream_registry: None,
             node_registry_proxy: None,
             max_upstreams_per_node: 64,
+            upstream_idle_timeout_secs: 300,
         }
     }
 }
@@ -429,6 +434,7 @@ pub async fn start(
         Arc::new(StoreAuthorizer(store.clone())),
         lattice_tunnel::ServerOptions {
             rotation_chain: rotations,
+            upstream_idle_timeout: Duration::from_secs(args.upstream_idle_timeout_secs.max(1)),
             ..lattice_tunnel::ServerOptions::default()
         },
     )

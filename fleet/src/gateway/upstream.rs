@@ -2,10 +2,12 @@
 //! declared for them. A stream names an upstream (`registry`), never an address; the gateway
 //! dials only the address it declared under that name, within a per-node limit of streams
 //! open at once, and counts the bytes. Anything else is refused with its reply code and
-//! counted (`lattice_gateway_upstream_refused_total{reason}`).
+//! counted (`lattice_gateway_upstream_refused_total{reason}`). A stream that moves no byte for
+//! `--upstream-idle-timeout-secs` is closed by the tunnel server (which gives its slot back);
+//! how streams end is counted (`lattice_gateway_upstream_closed_total{reason}`).
 
 use super::metrics::{GatewayMetrics, RefusalLabel};
-use lattice_tunnel::{policy, Reply, UpstreamConn, UpstreamOpen};
+use lattice_tunnel::{policy, Reply, UpstreamConn, UpstreamEnd, UpstreamOpen};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, HashMap};
@@ -170,6 +172,16 @@ impl lattice_tunnel::Upstreams for UpstreamGateway {
         up: &'a UpstreamOpen,
     ) -> Pin<Box<dyn Future<Output = Result<UpstreamConn, Reply>> + Send + 'a>> {
         Box::pin(self.connect_checked(node, up))
+    }
+
+    fn ended(&self, node: &str, up: &UpstreamOpen, end: UpstreamEnd) {
+        tracing::debug!(%node, upstream = %up.name, %end, "upstream stream ended");
+        self.metrics
+            .upstream_closed
+            .get_or_create(&RefusalLabel {
+                reason: end.as_str().to_owned(),
+            })
+            .inc();
     }
 }
 
