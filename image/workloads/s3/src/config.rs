@@ -30,6 +30,15 @@ pub struct Args {
     /// LATTICE_S3_ACCESS_KEY and LATTICE_S3_SECRET_KEY.
     #[arg(long, env = "LATTICE_S3_CREDENTIALS_FILE")]
     pub credentials_file: Option<PathBuf>,
+    /// Buckets to create at start when missing (repeatable; the variable takes a
+    /// comma-separated list). An existing bucket is kept with its objects.
+    #[arg(
+        long = "bucket",
+        value_name = "NAME",
+        env = "LATTICE_S3_BUCKETS",
+        value_delimiter = ','
+    )]
+    pub buckets: Vec<String>,
 }
 
 /// The access key and its secret.
@@ -68,6 +77,9 @@ pub struct Config {
     pub data: PathBuf,
     pub quota: Quota,
     pub credentials: Credentials,
+    /// Buckets that must exist once the server listens (`--bucket`, `LATTICE_S3_BUCKETS`),
+    /// each once, in the order given.
+    pub buckets: Vec<String>,
 }
 
 impl Config {
@@ -118,12 +130,21 @@ impl Config {
                 "quota_bytes: 0 would refuse every write; leave it unset for no quota".into(),
             );
         }
+        let mut buckets: Vec<String> = Vec::new();
+        for b in args.buckets.iter().map(|b| b.trim()) {
+            if let Err(e) = crate::names::check_bucket_name(b) {
+                problems.push(format!("buckets: {e}"));
+            } else if !buckets.iter().any(|known| known == b) {
+                buckets.push(b.to_owned());
+            }
+        }
         match (problems.is_empty(), credentials) {
             (true, Some(credentials)) => Ok(Config {
                 listen: args.listen,
                 data: args.data,
                 quota: args.quota_bytes.map_or(Quota::unlimited(), Quota::bytes),
                 credentials,
+                buckets,
             }),
             _ => Err(problems.join("\n")),
         }
@@ -212,6 +233,28 @@ mod tests {
         assert_eq!(c.credentials.access_key, "AKIDEXAMPLE");
         assert_eq!(c.quota, Quota::bytes(100));
         assert!(!format!("{c:?}").contains("very-secret-value"));
+    }
+
+    #[test]
+    fn buckets_from_flags_or_the_environment_are_checked_and_deduplicated() {
+        let env = |k: &str| match k {
+            ACCESS_KEY_ENV => Some("AKIDEXAMPLE".to_owned()),
+            SECRET_KEY_ENV => Some("very-secret-value".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_args(
+            args(&["--bucket", "photos", "--bucket", "logs.2026,photos"]),
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.buckets, ["photos", "logs.2026"]);
+        let c = Config::from_args(args(&[]), env).unwrap();
+        assert!(c.buckets.is_empty());
+        let err = Config::from_args(args(&["--bucket", "ok-one,Bad_Name"]), env).unwrap_err();
+        assert!(
+            err.contains("buckets:") && err.contains("Bad_Name"),
+            "{err}"
+        );
     }
 
     #[test]

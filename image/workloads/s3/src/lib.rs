@@ -10,7 +10,7 @@
 //! - [`sse`]: SSE-C, objects encrypted at rest with the client's key (AES-256-GCM segments,
 //!   only a keyed check of the key stored);
 //! - [`quota`]: the plan's size limit; [`cors`]: bucket CORS rules; [`names`]: bucket names and
-//!   keys;
+//!   keys ([`bucket_rules`]: the naming rules, shared with the fleet);
 //! - [`s3`]: the `s3s::S3` implementation mapping requests onto the store;
 //! - [`auth`]: the one access key of the deployment; [`config`]: flags, environment, files;
 //! - [`server`]: the HTTP listener (TCP_NODELAY, CORS preflight) around s3s's service.
@@ -18,6 +18,7 @@
 //! See docs/s3.md.
 
 pub mod auth;
+pub mod bucket_rules;
 pub mod checksum;
 pub mod config;
 pub mod cors;

@@ -41,6 +41,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the data directory")?
         .with_context(|| format!("opening the data directory {}", config.data.display()))?;
+    // The configured buckets exist before the listener does: no request sees them missing.
+    let buckets = config.buckets.clone();
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
+        for b in &buckets {
+            let created = store
+                .ensure_bucket(b)
+                .with_context(|| format!("creating the configured bucket {b}"))?;
+            tracing::info!(bucket = %b, created, "configured bucket");
+        }
+        Ok(store)
+    })
+    .await
+    .context("creating the configured buckets")??;
     let store = Arc::new(store);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

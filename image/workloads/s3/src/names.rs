@@ -19,9 +19,10 @@ pub enum NameError {
     EmptyKey,
 }
 
-/// Checks a bucket name against S3's rules for general purpose buckets: 3–63 characters of
-/// `a-z 0-9 . -`, starting and ending with a letter or digit, no `..`, not an IPv4 address, and
-/// none of the reserved prefixes and suffixes.
+/// Checks a bucket name against S3's rules for general purpose buckets
+/// ([`crate::bucket_rules::bucket_name_problem`]: 3–63 characters of `a-z 0-9 . -`, starting
+/// and ending with a letter or digit, no `..`, not an IPv4 address, and none of the reserved
+/// prefixes and suffixes).
 pub fn check_bucket_name(name: &str) -> Result<(), NameError> {
     let bad = |reason| {
         Err(NameError::InvalidBucketName {
@@ -29,35 +30,8 @@ pub fn check_bucket_name(name: &str) -> Result<(), NameError> {
             reason,
         })
     };
-    if !(3..=63).contains(&name.len()) {
-        return bad("it must be 3 to 63 characters long");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-    {
-        return bad("only lowercase letters, digits, '.' and '-' are allowed");
-    }
-    let first = name.as_bytes()[0];
-    let last = name.as_bytes()[name.len() - 1];
-    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
-        return bad("it must start and end with a letter or a digit");
-    }
-    if name.contains("..") {
-        return bad("it must not contain two adjacent periods");
-    }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() {
-        return bad("it must not be formatted as an IP address");
-    }
-    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
-        if name.starts_with(prefix) {
-            return bad("it starts with a prefix S3 reserves");
-        }
-    }
-    for suffix in ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"] {
-        if name.ends_with(suffix) {
-            return bad("it ends with a suffix S3 reserves");
-        }
+    if let Some(reason) = crate::bucket_rules::bucket_name_problem(name) {
+        return bad(reason);
     }
     // s3s parses paths with its own check; a name it refuses could never be reached.
     if !s3s::path::check_bucket_name(name) {

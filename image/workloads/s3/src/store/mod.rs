@@ -266,6 +266,16 @@ impl Store {
         Ok(())
     }
 
+    /// Creates `name` unless it exists (an existing bucket is kept as it is, objects and CORS
+    /// rules included): the buckets of the configuration, at every start. True when created.
+    pub fn ensure_bucket(&self, name: &str) -> Result<bool, StoreError> {
+        match self.create_bucket(name) {
+            Ok(()) => Ok(true),
+            Err(StoreError::BucketExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn head_bucket(&self, name: &str) -> Result<(), StoreError> {
         match self.lock().buckets.contains_key(name) {
             true => Ok(()),

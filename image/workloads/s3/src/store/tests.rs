@@ -235,6 +235,28 @@ fn buckets_names_existence_and_emptiness() {
 }
 
 #[test]
+fn configured_buckets_are_created_once_and_kept_with_their_objects_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    assert!(s.ensure_bucket("photos").unwrap(), "created");
+    assert!(!s.ensure_bucket("photos").unwrap(), "kept");
+    put(&s, "photos", "a.jpg", b"jpg").unwrap();
+    assert!(matches!(
+        s.ensure_bucket("Bad_Name"),
+        Err(StoreError::Name(NameError::InvalidBucketName { .. }))
+    ));
+    drop(s);
+    // The next start with the same list and one more: the old bucket keeps its object.
+    let s = store(dir.path());
+    assert!(!s.ensure_bucket("photos").unwrap());
+    assert!(s.ensure_bucket("logs").unwrap());
+    assert_eq!(read(&s, "photos", "a.jpg"), b"jpg");
+    let names: Vec<_> = s.list_buckets().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, ["logs", "photos"]);
+    assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+#[test]
 fn listing_through_the_store_pages_with_delimiter() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
