@@ -105,6 +105,10 @@ pub struct DeployRequest {
     /// Only nodes whose offer carries every one of these labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `s3`: buckets that exist when the workload first runs (S3's naming rules, at most
+    /// 100). The server creates any that are missing at each start and never deletes one.
+    #[serde(default)]
+    pub buckets: Vec<String>,
 }
 
 impl DeployRequest {
@@ -225,6 +229,11 @@ pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), F
     }
     if req.port == Some(0) {
         return Err(FrameError::Invalid("port must be 1 to 65535".into()));
+    }
+    if !req.buckets.is_empty() {
+        return Err(FrameError::Invalid(
+            "buckets are for kind s3; a container makes its own storage".into(),
+        ));
     }
     for k in req.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -661,6 +670,7 @@ pub fn apply_update(
         command: s.command,
         region: s.placement.region,
         labels: s.placement.labels,
+        buckets: vec![],
     };
     check_request(&asked)
 }

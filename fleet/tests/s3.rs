@@ -370,11 +370,37 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
         "SignatureDoesNotMatch",
     );
 
-    // Another tenant with its own `files`: another endpoint, other credentials.
+    // Another tenant with its own `files`: another endpoint, other credentials. His comes
+    // with buckets made at deploy; a name S3 refuses is a 400 naming it, and nothing deployed.
     let bob = consumer(&f, dir.path(), "bob@example.org");
-    lattice_as_ok(&bob, &["deploy", "s3", "files"]);
+    let (ok, _, err) = lattice_as(
+        &bob,
+        &[
+            "deploy", "s3", "files", "--bucket", "reports", "--bucket", "Bad_Name",
+        ],
+        "",
+    );
+    assert!(
+        !ok && err.contains("\"Bad_Name\"") && err.contains("400"),
+        "{err}"
+    );
+    let (ok, _, _) = lattice_as(&bob, &["workload", "show", "files"], "");
+    assert!(!ok, "a refused deploy left a workload");
+    lattice_as_ok(
+        &bob,
+        &[
+            "deploy",
+            "s3",
+            "files",
+            "--bucket",
+            "reports",
+            "--bucket",
+            "logs.2026",
+        ],
+    );
     wait_running(&bob, "files");
     let b = credentials(&bob, "files");
+    deploy_time_buckets_and_sse_c(&aws, &b, dir.path());
     assert_ne!(b.endpoint, c.endpoint);
     assert_ne!((&b.key, &b.secret), (&c.key, &c.secret));
     // Bob's valid keys on ann's endpoint open nothing; on his own there is no such bucket.
@@ -431,4 +457,68 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
     assert!(!out.status.success(), "the deleted endpoint still answers");
     // Bob's keeps serving.
     aws.ok(&b, &["s3", "mb", "s3://bobs"]);
+}
+
+/// Bob's `files` was deployed with `--bucket reports --bucket logs.2026`: as soon as it runs,
+/// both are listed and take objects without a CreateBucket; then an SSE-C round trip with
+/// boto3 through the gateway's TLS (the key in headers, `X-Forwarded-Proto: https` set by the
+/// gateway): put and get with the key, a get without it refused with 400 InvalidRequest.
+fn deploy_time_buckets_and_sse_c(aws: &Aws, b: &Creds, dir: &Path) {
+    let listed = aws.ok(b, &["s3", "ls"]);
+    assert!(
+        listed.contains("reports") && listed.contains("logs.2026"),
+        "the deploy's buckets are not listed: {listed}"
+    );
+    let file = dir.join("q3.txt");
+    std::fs::write(&file, "third quarter").unwrap();
+    aws.ok(
+        b,
+        &[
+            "s3",
+            "cp",
+            file.to_str().unwrap(),
+            "s3://reports/2026/q3.txt",
+        ],
+    );
+    let ls = aws.ok(b, &["s3", "ls", "--recursive", "s3://reports"]);
+    assert!(ls.contains("2026/q3.txt"), "{ls}");
+
+    let py = aws.bin.with_file_name("python");
+    let script = r#"import os, boto3, botocore
+s3 = boto3.client('s3', endpoint_url=os.environ['EP'], verify=os.environ['CA'])
+key = os.urandom(32)
+body = os.urandom(300_000)
+sse = dict(SSECustomerAlgorithm='AES256', SSECustomerKey=key)
+r = s3.put_object(Bucket='logs.2026', Key='secret.bin', Body=body, **sse)
+assert r['SSECustomerAlgorithm'] == 'AES256', r
+got = s3.get_object(Bucket='logs.2026', Key='secret.bin', **sse)
+assert got['Body'].read() == body, 'SSE-C object came back changed'
+assert got['SSECustomerAlgorithm'] == 'AES256', got
+try:
+    s3.get_object(Bucket='logs.2026', Key='secret.bin')
+    raise SystemExit('GET without the key succeeded')
+except botocore.exceptions.ClientError as e:
+    status = e.response['ResponseMetadata']['HTTPStatusCode']
+    code = e.response['Error']['Code']
+    assert (status, code) == (400, 'InvalidRequest'), (status, code)
+print('sse-c ok')
+"#;
+    let out = Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .env("EP", &b.endpoint)
+        .env("CA", &aws.ca)
+        .env("AWS_ACCESS_KEY_ID", &b.key)
+        .env("AWS_SECRET_ACCESS_KEY", &b.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", aws.home.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", aws.home.path().join("none"))
+        .output()
+        .expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sse-c ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkloadCmd {
     /// Deploys a workload: `lattice deploy container NAME --image REF [--port P] [--plan P]`,
-    /// or `lattice deploy s3 NAME [--plan P]` (S3 storage with generated credentials).
+    /// or `lattice deploy s3 NAME [--plan P] [--bucket B ...]` (S3 storage with generated
+    /// credentials).
     Deploy {
         /// The kind (`container` or `s3`).
         kind: String,
@@ -34,6 +35,10 @@ pub enum WorkloadCmd {
         /// Repeatable: only nodes whose offer carries this label (KEY=VALUE).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// s3, repeatable: a bucket that exists when it first runs (at most 100; created at
+        /// each start when missing, never deleted).
+        #[arg(long = "bucket", value_name = "NAME")]
+        buckets: Vec<String>,
         /// The command to run instead of the image's (after `--`).
         #[arg(last = true)]
         command: Vec<String>,
@@ -215,6 +220,7 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
             env,
             region,
             labels,
+            buckets,
             command,
             json,
         } => {
@@ -222,6 +228,7 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
             let body = serde_json::json!({
                 "kind": kind, "name": name, "plan": plan, "image": image.unwrap_or_default(), "port": port,
                 "env": vars, "command": command, "region": region, "labels": pairs("--label", labels)?,
+                "buckets": buckets,
             });
             let w: WorkloadView = client()?.post("/api/v1/workloads", &body).await?;
             if json {

@@ -8,6 +8,10 @@
 //! (`GET /api/v1/workloads/{name}/credentials`, audited). The workload is always-on, has no
 //! egress, and declares the server's port, so the gateway routes
 //! `https://NAME--ACCOUNT.DOMAIN` to it.
+//!
+//! Buckets named at deploy (`--bucket`, `"buckets"`) are checked here with `lattice-s3`'s own
+//! naming rules and passed to the server as `LATTICE_S3_BUCKETS`; it creates the missing ones
+//! before it listens, at every start, and never deletes one.
 
 use crate::store::{StoreError, WorkloadRow};
 use crate::workloads::{check_name, plan, DeployRequest, FrameError, Plan};
@@ -20,6 +24,37 @@ pub const PORT: u16 = 9000;
 pub const DATA_DIR: &str = "/data";
 /// The data volume's name.
 pub const VOLUME: &str = "data";
+/// At most this many buckets at deploy (S3's classic default bucket quota per account).
+pub const MAX_BUCKETS: usize = 100;
+/// The server's variable for the buckets to create at start (comma-separated).
+pub const BUCKETS_ENV: &str = "LATTICE_S3_BUCKETS";
+
+/// S3's bucket naming rules: the very file `lattice-s3` checks names with (no dependencies),
+/// so a name the fleet accepts is one the server accepts.
+#[path = "../../../image/workloads/s3/src/bucket_rules.rs"]
+mod bucket_rules;
+
+/// Checks the buckets asked for at deploy: S3's names, each once, at most [`MAX_BUCKETS`]. The
+/// error names the first bad bucket.
+pub fn check_buckets(buckets: &[String]) -> Result<(), FrameError> {
+    if buckets.len() > MAX_BUCKETS {
+        return Err(FrameError::Invalid(format!(
+            "{} buckets asked for; at most {MAX_BUCKETS} at deploy",
+            buckets.len()
+        )));
+    }
+    for (i, b) in buckets.iter().enumerate() {
+        if let Some(reason) = bucket_rules::bucket_name_problem(b) {
+            return Err(FrameError::Invalid(format!(
+                "bucket {b:?} breaks S3's naming rules: {reason}"
+            )));
+        }
+        if buckets[..i].contains(b) {
+            return Err(FrameError::Invalid(format!("bucket {b:?} is named twice")));
+        }
+    }
+    Ok(())
+}
 
 /// The data volume of a plan.
 pub fn volume_bytes(plan: &str) -> u64 {
@@ -46,6 +81,10 @@ pub struct S3Settings {
     pub secret_access_key: String,
     pub volume_bytes: u64,
     pub quota_bytes: u64,
+    /// Created by the server at start when missing (workloads stored before deploy-time
+    /// buckets have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -56,6 +95,7 @@ impl std::fmt::Debug for S3Settings {
             .field("secret_access_key", &"<redacted>")
             .field("volume_bytes", &self.volume_bytes)
             .field("quota_bytes", &self.quota_bytes)
+            .field("buckets", &self.buckets)
             .finish()
     }
 }
@@ -111,6 +151,7 @@ pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Sett
             "kind s3 takes no image, port, env or command: the fleet runs its S3 image on port {PORT}"
         )));
     }
+    check_buckets(&req.buckets)?;
     let image = image.ok_or_else(|| {
         FrameError::Unavailable(
             "this fleet cannot deploy s3: it was started without an S3 image (start `lattice fleet` or `lattice up` with --s3-image REF, or set LATTICE_S3_IMAGE)".into(),
@@ -126,6 +167,7 @@ pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Sett
             secret_access_key,
             volume_bytes: volume,
             quota_bytes: quota_bytes(volume),
+            buckets: req.buckets.clone(),
         },
     ))
 }
@@ -140,18 +182,22 @@ pub fn settings(w: &WorkloadRow) -> Result<S3Settings, StoreError> {
 /// target (`lattice-s3` reads `LATTICE_S3_*`; credentials never as flags, which `ps` shows).
 pub fn spec(w: &WorkloadRow, p: Plan) -> Result<WorkloadSpec, StoreError> {
     let s = settings(w)?;
+    let mut env = vec![
+        ("LATTICE_S3_LISTEN".into(), format!("0.0.0.0:{PORT}")),
+        ("LATTICE_S3_DATA".into(), DATA_DIR.into()),
+        ("LATTICE_S3_QUOTA_BYTES".into(), s.quota_bytes.to_string()),
+        ("LATTICE_S3_ACCESS_KEY".into(), s.access_key_id),
+        ("LATTICE_S3_SECRET_KEY".into(), s.secret_access_key),
+    ];
+    if !s.buckets.is_empty() {
+        env.push((BUCKETS_ENV.into(), s.buckets.join(",")));
+    }
     Ok(WorkloadSpec {
         id: w.id.clone(),
         name: w.name.clone(),
         image: s.image,
         command: vec![],
-        env: vec![
-            ("LATTICE_S3_LISTEN".into(), format!("0.0.0.0:{PORT}")),
-            ("LATTICE_S3_DATA".into(), DATA_DIR.into()),
-            ("LATTICE_S3_QUOTA_BYTES".into(), s.quota_bytes.to_string()),
-            ("LATTICE_S3_ACCESS_KEY".into(), s.access_key_id),
-            ("LATTICE_S3_SECRET_KEY".into(), s.secret_access_key),
-        ],
+        env,
         volumes: vec![VolumeSpec {
             name: VOLUME.into(),
             mount_path: DATA_DIR.into(),
@@ -288,6 +334,55 @@ mod tests {
         }
         assert!(volume_bytes("small") < volume_bytes("medium"));
         assert!(volume_bytes("medium") < volume_bytes("large"));
+    }
+
+    #[test]
+    fn deploy_time_buckets_are_checked_and_reach_the_server_as_one_variable() {
+        let mut r = req("files", None);
+        r.buckets = vec!["photos".into(), "logs.2026".into()];
+        let (p, s) = prepare(&r, Some(IMAGE)).unwrap();
+        assert_eq!(s.buckets, ["photos", "logs.2026"]);
+        let env: BTreeMap<_, _> = spec(&row(&s, "small"), p)
+            .unwrap()
+            .env
+            .into_iter()
+            .collect();
+        assert_eq!(env[BUCKETS_ENV], "photos,logs.2026");
+        // None asked: no variable, and settings stored before buckets existed still read.
+        let (p, s) = prepare(&req("files", None), Some(IMAGE)).unwrap();
+        let stored = serde_json::to_string(&s).unwrap();
+        assert!(!stored.contains("buckets"), "{stored}");
+        let env = spec(&row(&s, "small"), p).unwrap().env;
+        assert!(env.iter().all(|(k, _)| k != BUCKETS_ENV));
+
+        for (bad, says) in [
+            ("Bad_Name", "lowercase"),
+            ("ab", "3 to 63"),
+            ("-photos", "start and end"),
+            ("192.168.0.1", "IP address"),
+            ("xn--abc", "prefix"),
+            ("a,b", "lowercase"),
+        ] {
+            let mut r = req("files", None);
+            r.buckets = vec!["photos".into(), bad.into()];
+            let e = prepare(&r, Some(IMAGE)).unwrap_err();
+            assert!(matches!(e, FrameError::Invalid(_)), "{e:?}");
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+        let mut r = req("files", None);
+        r.buckets = vec!["photos".into(), "photos".into()];
+        let e = prepare(&r, Some(IMAGE)).unwrap_err().to_string();
+        assert!(e.contains("named twice"), "{e}");
+        let mut r = req("files", None);
+        r.buckets = (0..=MAX_BUCKETS).map(|i| format!("bucket-{i}")).collect();
+        let e = prepare(&r, Some(IMAGE)).unwrap_err().to_string();
+        assert!(e.contains("at most 100"), "{e}");
+        r.buckets.pop();
+        assert!(prepare(&r, Some(IMAGE)).is_ok());
     }
 
     #[test]

@@ -53,6 +53,44 @@ async fn without_an_s3_image_the_deploy_is_503_naming_the_flag() {
 }
 
 #[tokio::test]
+async fn a_bad_deploy_time_bucket_is_400_naming_it_and_containers_take_none() {
+    let s = state().await;
+    let (_, token) = account(&s, "a@example.org", "consumer").await;
+    let body = r#"{"kind":"s3","name":"files","buckets":["photos","Bad_Name"]}"#.to_string();
+    let (st, v) = call(&s, "POST", "/api/v1/workloads", Some(&token), Some(body)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert!(
+        m.contains("\"Bad_Name\"") && m.contains("naming rules"),
+        "{v}"
+    );
+    let body = r#"{"kind":"container","name":"web","image":"r/x@sha256:aa","buckets":["photos"]}"#;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/workloads",
+        Some(&token),
+        Some(body.into()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("kind s3"), "{v}");
+    assert!(s.store.workloads(None).await.unwrap().is_empty());
+    // The API's reference documents the field.
+    let (st, doc) = call(&s, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let field = &doc["components"]["schemas"]["DeployRequest"]["properties"]["buckets"];
+    assert_eq!(field["type"], "array", "{field}");
+    assert!(
+        field["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("s3"),
+        "{field}"
+    );
+}
+
+#[tokio::test]
 async fn credentials_are_the_owners_audited_without_the_secret_and_not_in_the_view() {
     let s = state().await;
     let (a, token_a) = account(&s, "a@example.org", "consumer").await;
