@@ -15,6 +15,7 @@
 
 use crate::api::AppState;
 use crate::audit::{self, Action};
+use crate::gateway::upstream::NodeRegistry;
 use crate::link::Link;
 use crate::scheduler::Resources;
 use crate::store::{NodeRow, Placement, Store, StoreError, WorkloadRow};
@@ -280,7 +281,10 @@ async fn event_once(
 /// Rebuilds every node's target from the placements where they differ, for nodes that hold or
 /// held fleet workloads (targets set by hand, as some tests do, are left alone). Run at start:
 /// a fleet that stopped between a placement change and the targets it implies finishes here.
-pub async fn reconcile_targets(store: &Store) -> Result<Vec<String>, StoreError> {
+pub async fn reconcile_targets(
+    store: &Store,
+    rewrite: Option<&NodeRegistry>,
+) -> Result<Vec<String>, StoreError> {
     let nodes = store.nodes().await?;
     let placed = store.workloads(None).await?;
     let known: HashSet<&str> = placed.iter().map(|w| w.id.as_str()).collect();
@@ -300,7 +304,7 @@ pub async fn reconcile_targets(store: &Store) -> Result<Vec<String>, StoreError>
         mine.sort_by(|a, b| a.id.cmp(&b.id));
         let specs = mine
             .into_iter()
-            .map(|w| workloads::spec_on(w, &n.id))
+            .map(|w| workloads::spec_on(w, &n.id, rewrite))
             .collect::<Result<Vec<_>, _>>()?;
         let json = serde_json::to_string(&specs)
             .map_err(|e| StoreError::Corrupt(format!("target of {}: {e}", n.id)))?;
@@ -314,13 +318,14 @@ pub async fn reconcile_targets(store: &Store) -> Result<Vec<String>, StoreError>
 
 /// Starts moves off a draining node for every workload placed on it that is not moving yet.
 async fn drain_node(
-    store: &Store,
+    s: &AppState,
     node: &NodeRow,
     nodes: &[NodeRow],
     placed: &mut [WorkloadRow],
     now: u64,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
+    let (store, rewrite) = (&s.store, s.node_registry.as_ref());
     for i in 0..placed.len() {
         let w = placed[i].clone();
         if w.node_id.as_deref() != Some(&node.id) || w.moving_to.is_some() {
@@ -364,7 +369,7 @@ async fn drain_node(
                         {
                             tracing::info!(workload = %w.id, from = %node.id, %to, "moving");
                             placed[i].moving_to = Some(to.clone());
-                            workloads::retarget(store, &to).await?;
+                            workloads::retarget(store, &to, rewrite).await?;
                             changes.retargeted.push(to);
                         }
                     }
@@ -381,7 +386,7 @@ async fn drain_node(
 
 /// Places the workloads of a lost node on other nodes at once (nothing runs there to wait for).
 async fn relocate_lost(
-    store: &Store,
+    s: &AppState,
     node: &NodeRow,
     nodes: &[NodeRow],
     placed: &mut [WorkloadRow],
@@ -389,6 +394,7 @@ async fn relocate_lost(
     now: u64,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
+    let (store, rewrite) = (&s.store, s.node_registry.as_ref());
     let why = if node.revoked {
         format!("node {} lost: revoked", node.id)
     } else {
@@ -439,8 +445,8 @@ async fn relocate_lost(
                             tracing::warn!(workload = %w.id, from = %node.id, %to, "rescheduled off a lost node");
                             placed[i].node_id = Some(to.clone());
                             failpoint("reschedule-committed");
-                            workloads::retarget(store, &to).await?;
-                            workloads::retarget(store, &node.id).await?;
+                            workloads::retarget(store, &to, rewrite).await?;
+                            workloads::retarget(store, &node.id, rewrite).await?;
                             changes.retargeted.extend([to, node.id.clone()]);
                         }
                     }
@@ -459,12 +465,13 @@ async fn relocate_lost(
 /// progress. A move that carries an update makes the new version the workload's when it
 /// finishes; when it is given up the old version keeps serving and the new one is dropped.
 async fn settle_moves(
-    store: &Store,
+    s: &AppState,
     nodes: &[NodeRow],
     placed: &[WorkloadRow],
     now: u64,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
+    let (store, rewrite) = (&s.store, s.node_registry.as_ref());
     for w in placed {
         let (Some(from), Some(to)) = (&w.node_id, &w.moving_to) else {
             continue;
@@ -552,7 +559,7 @@ async fn settle_moves(
                     .await?
                 {
                     tracing::warn!(workload = %w.id, %from, %to, %detail, "move given up");
-                    workloads::retarget(store, to).await?;
+                    workloads::retarget(store, to, rewrite).await?;
                     changes.retargeted.push(to.clone());
                 }
             }
@@ -613,15 +620,7 @@ pub async fn drain_now(s: &AppState, node_id: &str, now: u64) -> Result<(), Stor
         return Ok(());
     };
     let mut placed = s.store.workloads(None).await?;
-    drain_node(
-        &s.store,
-        node,
-        &nodes,
-        &mut placed,
-        now,
-        &mut Changes::default(),
-    )
-    .await
+    drain_node(s, node, &nodes, &mut placed, now, &mut Changes::default()).await
 }
 
 /// One pass: settle moves, drain draining nodes, finish decommissions, relocate lost nodes'
@@ -640,7 +639,7 @@ pub async fn round(
     let _placing = s.store.placement_guard().await?;
     let nodes = s.store.nodes().await?;
     let placed = s.store.workloads(None).await?;
-    settle_moves(&s.store, &nodes, &placed, now, changes).await?;
+    settle_moves(s, &nodes, &placed, now, changes).await?;
 
     let mut placed = s.store.workloads(None).await?;
     // Only nodes holding work need a look (and decommissioning ones, to finish them).
@@ -665,9 +664,9 @@ pub async fn round(
                     .saturating_add(grace_ms)
                     <= now);
         if lost {
-            relocate_lost(&s.store, n, &nodes, &mut placed, grace, now, changes).await?;
+            relocate_lost(s, n, &nodes, &mut placed, grace, now, changes).await?;
         } else if state.drains() {
-            drain_node(&s.store, n, &nodes, &mut placed, now, changes).await?;
+            drain_node(s, n, &nodes, &mut placed, now, changes).await?;
         }
         let empty = !placed
             .iter()
@@ -698,7 +697,7 @@ async fn send(s: &AppState, link: Option<&Link>, ids: &[String]) {
 /// The background task: reconciles targets once, then runs a [`round`] every second and
 /// sends the targets it changed through `link`.
 pub async fn run(state: Arc<AppState>, grace: Duration, link: Option<Link>) {
-    match reconcile_targets(&state.store).await {
+    match reconcile_targets(&state.store, state.node_registry.as_ref()).await {
         Ok(changed) if !changed.is_empty() => {
             tracing::info!(nodes = ?changed, "targets rebuilt from the placements")
         }
@@ -726,7 +725,7 @@ pub async fn run(state: Arc<AppState>, grace: Duration, link: Option<Link>) {
         let (due, wait): (Vec<_>, Vec<_>) = later.drain(..).partition(|(at, _)| *at <= now);
         later = wait;
         for (_, node) in due {
-            match workloads::retarget(&state.store, &node).await {
+            match workloads::retarget(&state.store, &node, state.node_registry.as_ref()).await {
                 Ok(_) => changes.retargeted.push(node),
                 // A later start rebuilds it (reconcile_targets); try again next round.
                 Err(e) => {

@@ -38,6 +38,10 @@ pub struct FleetConfig {
     pub node_lost_grace: Duration,
     /// What the workload kinds need (the S3 image).
     pub kinds: crate::kinds::KindConfig,
+    /// Hand nodes the digest-pinned images of the fleet's registry at their registry proxy,
+    /// so they pull through their tunnels (ADR 0011; `--node-registry-proxy`). `None`: images
+    /// are handed as they are.
+    pub node_registry: Option<crate::gateway::upstream::NodeRegistry>,
 }
 
 impl FleetConfig {
@@ -54,6 +58,7 @@ impl FleetConfig {
             signup: Default::default(),
             node_lost_grace: crate::lifecycle::DEFAULT_GRACE,
             kinds: Default::default(),
+            node_registry: None,
         }
     }
 }
@@ -239,6 +244,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         signup: cfg.signup,
         tunnels: Default::default(),
         kinds: cfg.kinds.clone(),
+        node_registry: cfg.node_registry.clone(),
         apps: Default::default(),
         link: Some(link.clone()),
     });

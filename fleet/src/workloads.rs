@@ -13,6 +13,7 @@
 //! come from the provider's offer ([`crate::offers`]); reliability is the node's uptime since it
 //! registered ([`NodeRow::reliability`]).
 
+use crate::gateway::upstream::NodeRegistry;
 use crate::offers::{NodeOffer, Placement};
 use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
 use crate::store::{
@@ -282,22 +283,22 @@ pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
 }
 
 /// The spec `node` runs for `w`: during a rolling update the node it is moving to runs the
-/// new version, the node it is on the old one.
-pub fn spec_on(w: &WorkloadRow, node: &str) -> Result<WorkloadSpec, StoreError> {
+/// new version, the node it is on the old one. `rewrite`: the fleet's registry as nodes reach
+/// it (`FleetConfig::node_registry`, ADR 0011), if the fleet is set up for it.
+pub fn spec_on(
+    w: &WorkloadRow,
+    node: &str,
+    rewrite: Option<&NodeRegistry>,
+) -> Result<WorkloadSpec, StoreError> {
     let mut spec = if w.next.is_some() && w.moving_to.as_deref() == Some(node) {
         spec(&w.as_next())
     } else {
         spec(w)
     }?;
-    spec.image = node_image_ref(&spec.image);
+    // The image reference a node is handed: the fleet registry's digest-pinned images at the
+    // node's registry proxy when the fleet is set up for it, else unchanged.
+    spec.image = crate::gateway::upstream::node_image_ref(&spec.image, rewrite);
     Ok(spec)
-}
-
-/// The image reference a node is handed: the fleet registry's digest-pinned images at the
-/// node's registry proxy when the fleet is set up for it (ADR 0011), else unchanged.
-fn node_image_ref(image: &str) -> String {
-    use crate::gateway::upstream;
-    upstream::node_image_ref(image, upstream::node_registry())
 }
 
 /// The scheduler's view of the fleet's nodes, with what placed workloads reserve (a workload
@@ -364,8 +365,13 @@ pub fn node_views(nodes: &[NodeRow], placed: &[WorkloadRow], now_ms: u64) -> Vec
         .collect()
 }
 
-/// Rewrites `node`'s target from the workloads placed on it; the link delivers it.
-pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
+/// Rewrites `node`'s target from the workloads placed on it (images as [`spec_on`] hands them
+/// with `rewrite`); the link delivers it.
+pub async fn retarget(
+    store: &Store,
+    node: &str,
+    rewrite: Option<&NodeRegistry>,
+) -> Result<u64, StoreError> {
     // In one transaction with the read of what it is built from (Store::rewrite_target): a
     // writer that read the placements before another change committed (a PATCH on one
     // replica, the leader's delayed retarget) can no longer write the older list last.
@@ -373,7 +379,7 @@ pub async fn retarget(store: &Store, node: &str) -> Result<u64, StoreError> {
         .rewrite_target(node, |placed| {
             let specs = placed
                 .iter()
-                .map(|w| spec_on(w, node))
+                .map(|w| spec_on(w, node, rewrite))
                 .collect::<Result<Vec<_>, _>>()?;
             serde_json::to_string(&specs)
                 .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))
@@ -456,6 +462,7 @@ pub async fn deploy(
     account: &str,
     req: &DeployRequest,
     kinds: &crate::kinds::KindConfig,
+    rewrite: Option<&NodeRegistry>,
     now_ms: u64,
 ) -> Result<WorkloadRow, FrameError> {
     req.placement().check().map_err(FrameError::Invalid)?;
@@ -515,12 +522,17 @@ pub async fn deploy(
     }
     // Its reservation is stored: the next placement sees it.
     drop(placing);
-    retarget(store, &node).await?;
+    retarget(store, &node, rewrite).await?;
     Ok(row)
 }
 
 /// Deletes `account`'s workload `name` everywhere: off its node's target, out of the store.
-pub async fn delete(store: &Store, account: &str, name: &str) -> Result<WorkloadRow, FrameError> {
+pub async fn delete(
+    store: &Store,
+    account: &str,
+    name: &str,
+    rewrite: Option<&NodeRegistry>,
+) -> Result<WorkloadRow, FrameError> {
     let w = store
         .workload(account, name)
         .await?
@@ -528,7 +540,7 @@ pub async fn delete(store: &Store, account: &str, name: &str) -> Result<Workload
     store.delete_workload(&w.id).await?;
     // Both nodes of a move in progress hold it.
     for node in w.node_id.iter().chain(w.moving_to.iter()) {
-        retarget(store, node).await?;
+        retarget(store, node, rewrite).await?;
     }
     Ok(w)
 }
@@ -719,6 +731,7 @@ pub async fn update(
     account: &str,
     name: &str,
     req: &UpdateRequest,
+    rewrite: Option<&NodeRegistry>,
     now_ms: u64,
 ) -> Result<(WorkloadRow, Updated), FrameError> {
     // Held from reading the workload: this process's changes of one workload apply one after
@@ -780,7 +793,7 @@ pub async fn update(
                 continue;
             }
             if let Some(n) = &w.node_id {
-                retarget(store, n).await?;
+                retarget(store, n, rewrite).await?;
             }
             let mut w = w;
             w.plan = next.plan;
@@ -818,7 +831,7 @@ pub async fn update(
                     {
                         return Err(changed_meanwhile());
                     }
-                    retarget(store, &to).await?;
+                    retarget(store, &to, rewrite).await?;
                     let w = store
                         .workload(account, name)
                         .await?
@@ -855,7 +868,7 @@ pub async fn update(
             return Err(changed_meanwhile());
         }
         if let Some(n) = &w.node_id {
-            retarget(store, n).await?;
+            retarget(store, n, rewrite).await?;
         }
         let w = store
             .workload(account, name)

@@ -54,6 +54,9 @@ pub struct AppState {
     pub tunnels: Arc<std::sync::OnceLock<lattice_tunnel::TunnelServer>>,
     /// What the workload kinds need from the fleet's flags (the S3 image).
     pub kinds: crate::kinds::KindConfig,
+    /// How nodes reach the fleet's registry, if they pull through their tunnels: targets hand
+    /// its pinned images at the node's proxy (`FleetConfig::node_registry`, ADR 0011).
+    pub node_registry: Option<crate::gateway::upstream::NodeRegistry>,
     /// Where the gateway in this process serves workloads, once it runs (views show each
     /// workload's address); unset with `--no-gateway`.
     pub apps: Arc<std::sync::OnceLock<crate::kinds::AppsEndpoint>>,

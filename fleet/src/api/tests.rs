@@ -32,6 +32,7 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         signup: Default::default(),
         tunnels: Default::default(),
         kinds: Default::default(),
+        node_registry: None,
         apps: Default::default(),
         link: None,
     })

@@ -83,6 +83,7 @@ pub async fn create(
         &p.account_id,
         &req,
         &s.kinds,
+        s.node_registry.as_ref(),
         lattice_wire::now_ms(),
     )
     .await?;
@@ -216,8 +217,15 @@ pub async fn update(
 ) -> Result<Json<WorkloadView>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let t0 = std::time::Instant::now();
-    let (w, done) =
-        workloads::update(&s.store, &p.account_id, &name, &req, lattice_wire::now_ms()).await?;
+    let (w, done) = workloads::update(
+        &s.store,
+        &p.account_id,
+        &name,
+        &req,
+        s.node_registry.as_ref(),
+        lattice_wire::now_ms(),
+    )
+    .await?;
     let change = match &done {
         Updated::Unchanged => None,
         Updated::Rolling { to, change } => Some(format!("rolling to {to}: {change}")),
@@ -255,7 +263,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let t0 = std::time::Instant::now();
-    let w = workloads::delete(&s.store, &p.account_id, &name).await?;
+    let w = workloads::delete(&s.store, &p.account_id, &name, s.node_registry.as_ref()).await?;
     let t1 = std::time::Instant::now();
     send_targets(&s, &w).await;
     let t2 = std::time::Instant::now();

@@ -18,18 +18,10 @@ async fn start_fleet(
     if gateway_args.upstream_registry.is_none() {
         gateway_args.upstream_registry = registry;
     }
-    // Before the fleet builds any target: nodes get the fleet registry's pinned images at
-    // their registry proxy (ADR 0011).
-    if let (Some(registry), Some(proxy)) = (
-        gateway_args.upstream_registry,
-        gateway_args.node_registry_proxy,
-    ) {
-        crate::gateway::upstream::set_node_registry(crate::gateway::upstream::NodeRegistry {
-            registry: registry.to_string(),
-            proxy,
-        });
-    }
-    let fleet = server::start(serve.fleet_config()?).await?;
+    // Nodes get the fleet registry's pinned images at their registry proxy (ADR 0011).
+    let mut config = serve.fleet_config()?;
+    config.node_registry = crate::gateway::upstream::NodeRegistry::from_flags(&gateway_args);
+    let fleet = server::start(config).await?;
     let data = std::fs::canonicalize(&serve.data).unwrap_or_else(|_| serve.data.clone());
     let cfg = CliConfig {
         fleet_url: fleet.https_url.clone(),

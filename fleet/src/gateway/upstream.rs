@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -34,16 +34,16 @@ pub struct NodeRegistry {
     pub proxy: SocketAddr,
 }
 
-static NODE_REGISTRY: OnceLock<NodeRegistry> = OnceLock::new();
-
-/// Sets the fleet process's rewrite once, at start (later calls are ignored: false).
-pub fn set_node_registry(r: NodeRegistry) -> bool {
-    NODE_REGISTRY.set(r).is_ok()
-}
-
-/// The rewrite this fleet process uses, if any.
-pub fn node_registry() -> Option<&'static NodeRegistry> {
-    NODE_REGISTRY.get()
+impl NodeRegistry {
+    /// The rewrite the gateway's flags ask for: `--upstream-registry` handed at
+    /// `--node-registry-proxy`; none unless both are given. Goes into
+    /// `FleetConfig::node_registry`, from where every target is built.
+    pub fn from_flags(args: &super::GatewayArgs) -> Option<NodeRegistry> {
+        Some(NodeRegistry {
+            registry: args.upstream_registry?.to_string(),
+            proxy: args.node_registry_proxy?,
+        })
+    }
 }
 
 /// The reference a node gets for `image`: `REGISTRY/repo[:tag]@sha256:<64 hex>` with the

@@ -130,6 +130,49 @@ async fn deployed(s: &Arc<AppState>) -> (String, String, String) {
     (token, w.id, node)
 }
 
+/// The fleet's registry rewrite (ADR 0011) is the state's own (`FleetConfig::node_registry`),
+/// not a process-wide setting: in one process, a state with it hands nodes the pinned image at
+/// the proxy, a state without it the image as deployed; the workload keeps the canonical one.
+#[tokio::test]
+async fn targets_hand_pinned_images_at_the_proxy_only_when_the_fleet_is_set_up_for_it() {
+    use crate::gateway::upstream::NodeRegistry;
+    let digest = "ab".repeat(32);
+    let image = format!("127.0.0.1:5000/app@sha256:{digest}");
+    let rewrite = NodeRegistry {
+        registry: "127.0.0.1:5000".into(),
+        proxy: "127.0.0.1:5001".parse().unwrap(),
+    };
+    let at_proxy = format!("127.0.0.1:5001/app@sha256:{digest}");
+    for (rewrite, handed) in [(Some(rewrite), at_proxy), (None, image.clone())] {
+        let Ok(mut st) = Arc::try_unwrap(state().await) else {
+            panic!("a fresh state has one owner")
+        };
+        st.node_registry = rewrite;
+        let s = Arc::new(st);
+        online_node(&s).await;
+        let (_, token) = account(&s, "c@example.org", "consumer").await;
+        let body = json!({"kind": "container", "name": "web", "image": image, "port": 8080});
+        let (st, v) = call(
+            &s,
+            "POST",
+            "/api/v1/workloads",
+            Some(&token),
+            Some(body.to_string()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let node = v["node"].as_str().unwrap().to_string();
+        assert_eq!(target(&s, &node).await[0].image, handed);
+        let w = s.store.workloads(None).await.unwrap().pop().unwrap();
+        assert!(w.settings.contains(&image), "{}", w.settings);
+        // Rebuilt from the placements (a fleet start), the target is the same.
+        crate::workloads::retarget(&s.store, &node, s.node_registry.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(target(&s, &node).await[0].image, handed);
+    }
+}
+
 fn event_kinds(v: &serde_json::Value) -> Vec<&str> {
     v["events"]
         .as_array()
@@ -218,7 +261,9 @@ async fn a_rolling_update_serves_the_old_version_until_the_new_one_runs() {
     assert!(v["next"].is_null(), "{v}");
     let kinds = event_kinds(&v);
     assert!(kinds.ends_with(&["updating", "updated"]), "{kinds:?}");
-    crate::workloads::retarget(&s.store, &from).await.unwrap();
+    crate::workloads::retarget(&s.store, &from, None)
+        .await
+        .unwrap();
     assert!(target(&s, &from).await.is_empty());
     assert_eq!(env(&target(&s, &to).await[0], "MSG").as_deref(), Some("v2"));
 
