@@ -8,7 +8,7 @@ use crate::inventory::InventoryError;
 use crate::register::{self, RegisterError, RegisterOptions};
 use crate::shutdown::Shutdown;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -102,6 +102,67 @@ pub async fn enroll(
     })
 }
 
+/// How a first boot retries when the fleet refuses its registration (a wrong, expired or used
+/// up token): slowly, from `base` doubling to `cap`, reading the provisioning again each time
+/// so a corrected one is used without a restart.
+#[derive(Debug, Clone)]
+pub struct RefusalRetry {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RefusalRetry {
+    /// 30 s, doubling to 15 min: a node with a bad token costs the fleet a few requests an
+    /// hour, not one every restart.
+    fn default() -> Self {
+        RefusalRetry {
+            base: Duration::from_secs(30),
+            cap: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// [`enroll`], but a refused registration is not the end: it is logged (at error level: the
+/// image sends latticed's log to the console), shown in systemd's status line, and retried
+/// after a [`RefusalRetry`] delay. Every other outcome is returned.
+pub async fn enroll_patiently(
+    settings: &Settings,
+    started: Instant,
+    opts: &RegisterOptions,
+    retry: &RefusalRetry,
+    shutdown: &mut Shutdown,
+    notify: &dyn crate::watchdog::Notify,
+) -> Result<Enrollment, DaemonError> {
+    let mut backoff = crate::backoff::Backoff::new(retry.base, retry.cap);
+    loop {
+        match enroll(settings, started, opts, shutdown).await {
+            Err(DaemonError::Register(e @ RegisterError::Refused { .. })) => {
+                let delay = backoff.next_delay();
+                tracing::error!(
+                    retry_in_s = delay.as_secs(),
+                    "{e}. This node cannot join until it has a valid provisioning string \
+                     (`lattice tokens create` on the fleet; on the image, the `provisioning` \
+                     file of the LATTICE-CFG partition). Retrying"
+                );
+                crate::watchdog::tell(
+                    notify,
+                    crate::watchdog::Notice::Status(format!(
+                        "registration refused: {e}; retrying in {} s",
+                        delay.as_secs()
+                    )),
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.wait() => {
+                        return Err(DaemonError::Register(RegisterError::Cancelled));
+                    }
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Enrolls, then runs the agent until `shutdown` fires. Under systemd it says `READY=1` at
 /// once, keeps a `STATUS=` line and feeds the watchdog ([`crate::watchdog`]).
 pub async fn run(
@@ -140,11 +201,13 @@ async fn supervise(
     notify: &dyn crate::watchdog::Notify,
     liveness: crate::watchdog::Liveness,
 ) -> Result<(), DaemonError> {
-    let enrollment = match enroll(
+    let enrollment = match enroll_patiently(
         settings,
         started,
         &RegisterOptions::default(),
+        &RefusalRetry::default(),
         &mut shutdown,
+        notify,
     )
     .await
     {

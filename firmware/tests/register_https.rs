@@ -6,7 +6,7 @@ mod common;
 use common::fleet::{FakeFleet, Reply};
 use lattice_wire::IdentityKey;
 use latticed::config::{ProvisioningSource, Settings};
-use latticed::daemon::{enroll, DaemonError};
+use latticed::daemon::{enroll, enroll_patiently, DaemonError, RefusalRetry};
 use latticed::register::{RegisterError, RegisterOptions};
 use latticed::shutdown::Shutdown;
 use std::path::Path;
@@ -113,6 +113,141 @@ async fn a_client_error_is_final_and_reports_the_fleets_message() {
     );
     assert_eq!(fleet.request_count(), 1);
     assert!(!dir.path().join("registration.json").exists());
+}
+
+/// The daemon's first boot with a bad token: the refusal is logged and shown in systemd's
+/// status, retried with a growing delay (not at once, not by exiting), and a corrected
+/// provisioning file is read on the next attempt.
+#[tokio::test]
+async fn a_refused_first_boot_retries_slowly_and_takes_a_corrected_provisioning() {
+    let expired = || {
+        Reply::Raw(
+            403,
+            r#"{"error":"token_expired","message":"token expired"}"#.into(),
+        )
+    };
+    let fleet = FakeFleet::start(
+        vec![
+            expired(),
+            expired(),
+            Reply::Register {
+                node_id: "n-patient".into(),
+                broker_url: "mqtt://127.0.0.1:1883".into(),
+                password: "pw-p".into(),
+            },
+        ],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("provisioning");
+    std::fs::write(&file, fleet.provisioning("old-token").encode()).unwrap();
+    let mut s = settings(&dir.path().join("data"), &fleet, "unused");
+    s.provisioning = Some(ProvisioningSource::File(file.clone()));
+    // The provider writes a new string after the first refusal.
+    let corrected = fleet.provisioning("new-token").encode();
+    let requests = fleet.requests.clone();
+    let fixer = tokio::spawn(async move {
+        while requests.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::fs::write(&file, corrected).unwrap();
+    });
+    let recorded = latticed::watchdog::Recorded::default();
+    let retry = RefusalRetry {
+        base: Duration::from_millis(400),
+        cap: Duration::from_millis(800),
+    };
+    let t0 = Instant::now();
+    let e = enroll_patiently(
+        &s,
+        Instant::now(),
+        &fast(None),
+        &retry,
+        &mut Shutdown::never(),
+        &recorded,
+    )
+    .await
+    .unwrap();
+    fixer.await.unwrap();
+    assert_eq!(e.registration.node_id, "n-patient");
+    assert_eq!(fleet.request_count(), 3);
+    let tokens: Vec<String> = fleet
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.token.clone())
+        .collect();
+    assert_eq!(tokens[0], "old-token");
+    assert_eq!(
+        tokens[2], "new-token",
+        "the corrected file was not read: {tokens:?}"
+    );
+    // Two waits: at least half of 400 ms, then half of 800 ms.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    let statuses: Vec<String> = recorded
+        .take()
+        .into_iter()
+        .filter_map(|n| match n {
+            latticed::watchdog::Notice::Status(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert!(
+        statuses[0].starts_with("registration refused: ") && statuses[0].contains("token expired"),
+        "{statuses:?}"
+    );
+    assert!(!statuses.iter().any(|t| t.contains("old-token")));
+}
+
+/// Shutdown during the wait after a refusal ends it at once.
+#[tokio::test]
+async fn shutdown_ends_the_wait_after_a_refusal() {
+    let fleet = FakeFleet::start(
+        vec![Reply::Raw(
+            403,
+            r#"{"error":"token_unknown","message":"unknown token"}"#.into(),
+        )],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), &fleet, "bad");
+    let (trigger, mut shutdown) = latticed::shutdown::channel();
+    let retry = RefusalRetry {
+        base: Duration::from_secs(600),
+        cap: Duration::from_secs(600),
+    };
+    let recorded = latticed::watchdog::Recorded::default();
+    let opts = fast(None);
+    let waiting = enroll_patiently(
+        &s,
+        Instant::now(),
+        &opts,
+        &retry,
+        &mut shutdown,
+        &recorded,
+    );
+    let stop = async {
+        while fleet.request_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        trigger.trigger();
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::join!(waiting, stop)
+    })
+    .await
+    .expect("still waiting after shutdown");
+    assert!(matches!(
+        result,
+        Err(DaemonError::Register(RegisterError::Cancelled))
+    ));
+    assert_eq!(fleet.request_count(), 1);
 }
 
 #[tokio::test]

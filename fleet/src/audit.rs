@@ -43,10 +43,15 @@ pub enum Action {
     /// A node's offer (region, labels, price, …) was set.
     NodeOfferChanged,
     ProvisioningTokenCreated,
+    /// A node registered with a provisioning token.
+    NodeRegistered,
+    /// A registration with a known token was refused (expired or used up). Unknown tokens
+    /// are only logged and counted: anyone can send them, and a flood must not fill the table.
+    NodeRegistrationRefused,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 20] = [
         Action::AccountCreated,
         Action::AccountChanged,
         Action::PasswordChanged,
@@ -65,6 +70,8 @@ impl Action {
         Action::NodeDecommissionStarted,
         Action::NodeOfferChanged,
         Action::ProvisioningTokenCreated,
+        Action::NodeRegistered,
+        Action::NodeRegistrationRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +94,8 @@ impl Action {
             Action::NodeDecommissionStarted => "node.decommission_started",
             Action::NodeOfferChanged => "node.offer_changed",
             Action::ProvisioningTokenCreated => "provisioning_token.created",
+            Action::NodeRegistered => "node.registered",
+            Action::NodeRegistrationRefused => "node.registration_refused",
         }
     }
 }

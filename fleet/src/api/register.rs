@@ -3,7 +3,7 @@
 
 use super::{ApiError, AppState};
 use crate::secrets::{hash_secret, random_secret};
-use crate::store::{NewNode, StoreError};
+use crate::store::{NewNode, StoreError, TokenProblem};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::Json;
@@ -42,6 +42,38 @@ fn store_refusal(e: StoreError) -> Refusal {
     (reason, ApiError::from(e))
 }
 
+/// Audits a refusal of a known token, naming the token (never its secret) and the machine.
+async fn audit_refusal(s: &AppState, token_hash: &str, problem: TokenProblem, hostname: &str) {
+    let token_id = match s.store.token_by_secret_hash(token_hash).await {
+        Ok(Some(t)) => t.id,
+        _ => "-".into(),
+    };
+    if let Err(e) = crate::audit::record(
+        &s.store,
+        crate::audit::ANONYMOUS,
+        crate::audit::Action::NodeRegistrationRefused,
+        &token_id,
+        &format!(
+            "reason={} hostname={}",
+            problem.reason(),
+            printable(hostname)
+        ),
+    )
+    .await
+    {
+        tracing::error!(error = %e, "cannot audit a refused registration");
+    }
+}
+
+/// A node-supplied name made safe for one line of the audit log: at most 64 printable ASCII
+/// characters, others replaced by `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
 async fn register_inner(
     s: &AppState,
     body: Result<Json<RegisterRequest>, JsonRejection>,
@@ -64,10 +96,20 @@ async fn register_inner(
     let token_hash = hash_secret(&req.token);
     // The broker account comes first, so a stored node always has one. A token that cannot
     // register is refused before the broker is asked for anything.
-    s.store
+    let token = match s
+        .store
         .check_token(&token_hash, lattice_wire::now_ms())
         .await
-        .map_err(store_refusal)?;
+    {
+        Ok(t) => t,
+        Err(e) => {
+            if let StoreError::Token(problem @ (TokenProblem::Expired | TokenProblem::UsedUp)) = &e
+            {
+                audit_refusal(s, &token_hash, *problem, &req.inventory.hostname).await;
+            }
+            return Err(store_refusal(e));
+        }
+    };
     if let Err(e) = s.accounts.add_node(&node_id, &broker_password).await {
         tracing::error!(node = %node_id, error = %e, "cannot create the node's broker account");
         return Err((
@@ -103,6 +145,22 @@ async fn register_inner(
         .map_err(|e| ("internal", ApiError::Internal(e.to_string())))?;
     s.metrics.registrations.inc();
     tracing::info!(node = %node_id, hostname = %req.inventory.hostname, "node registered");
+    // Registered already: a store hiccup here is logged by `record`, not a reason to refuse.
+    if let Err(e) = crate::audit::record(
+        &s.store,
+        &format!("token:{}", token.id),
+        crate::audit::Action::NodeRegistered,
+        &node_id,
+        &format!(
+            "hostname={} owner={}",
+            printable(&req.inventory.hostname),
+            token.owner.as_deref().unwrap_or("-")
+        ),
+    )
+    .await
+    {
+        tracing::error!(node = %node_id, error = %e, "cannot audit the registration");
+    }
     Ok(Json(RegisterResponse {
         envelope: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
     }))

@@ -231,6 +231,58 @@ async fn bad_registrations_name_the_problem_and_store_nothing() {
     );
 }
 
+/// A registration and a refused known token are audited (naming the token, never its
+/// secret); an unknown token is not, so anonymous floods cannot fill the audit table.
+#[tokio::test]
+async fn registrations_and_refusals_of_known_tokens_are_audited() {
+    let s = state().await;
+    let t = new_token(&s, r#"{"uses":1,"owner":"alice"}"#).await;
+    let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
+    let (st, v) = register(&s, &t.token, &id, &enc).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (id2, enc2) = (IdentityKey::generate(), EncryptionKey::generate());
+    assert_eq!(
+        register(&s, &t.token, &id2, &enc2).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        register(&s, "t-0.nope", &id2, &enc2).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let all = s
+        .store
+        .audit(&crate::store::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let node = s.store.nodes().await.unwrap().remove(0);
+    let registered: Vec<_> = all
+        .iter()
+        .filter(|e| e.action == "node.registered")
+        .collect();
+    assert_eq!(registered.len(), 1, "{all:?}");
+    assert_eq!(registered[0].actor, format!("token:{}", t.id));
+    assert_eq!(registered[0].target, node.id);
+    assert!(registered[0].detail.contains("owner=alice"), "{all:?}");
+    let refused: Vec<_> = all
+        .iter()
+        .filter(|e| e.action == "node.registration_refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "only the known token: {all:?}");
+    assert_eq!(refused[0].target, t.id);
+    assert!(
+        refused[0]
+            .detail
+            .starts_with("reason=token_used_up hostname="),
+        "{all:?}"
+    );
+    assert!(!all.iter().any(|e| e.detail.contains(&t.token)
+        || e.target.contains(&t.token)
+        || e.actor.contains(&t.token)));
+}
+
 #[tokio::test]
 async fn token_requests_are_validated() {
     let s = state().await;

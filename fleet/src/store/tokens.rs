@@ -85,15 +85,31 @@ impl Store {
     /// Checks, without spending it, that the token whose secret hashes to `secret_hash` could
     /// register a node now: registration asks this before it creates a broker account, so a
     /// bad token costs the broker nothing. `register_node` checks again in its transaction.
-    pub async fn check_token(&self, secret_hash: &str, now_ms: u64) -> Result<(), StoreError> {
-        let token = sqlx::query("SELECT * FROM tokens WHERE secret_hash = $1")
+    /// The token with this secret hash, if it can register a node now.
+    pub async fn check_token(
+        &self,
+        secret_hash: &str,
+        now_ms: u64,
+    ) -> Result<TokenRow, StoreError> {
+        let token = self
+            .token_by_secret_hash(secret_hash)
+            .await?
+            .ok_or(StoreError::Token(TokenProblem::Unknown))?;
+        token.check(now_ms).map_err(StoreError::Token)?;
+        Ok(token)
+    }
+
+    /// The token with this secret hash, usable or not.
+    pub async fn token_by_secret_hash(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<TokenRow>, StoreError> {
+        Ok(sqlx::query("SELECT * FROM tokens WHERE secret_hash = $1")
             .bind(secret_hash)
             .fetch_optional(self.pool())
             .await?
             .map(|r| token_from_row(&r))
-            .transpose()?
-            .ok_or(StoreError::Token(TokenProblem::Unknown))?;
-        token.check(now_ms).map_err(StoreError::Token)
+            .transpose()?)
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
