@@ -224,14 +224,7 @@ async fn shutdown_ends_the_wait_after_a_refusal() {
     };
     let recorded = latticed::watchdog::Recorded::default();
     let opts = fast(None);
-    let waiting = enroll_patiently(
-        &s,
-        Instant::now(),
-        &opts,
-        &retry,
-        &mut shutdown,
-        &recorded,
-    );
+    let waiting = enroll_patiently(&s, Instant::now(), &opts, &retry, &mut shutdown, &recorded);
     let stop = async {
         while fleet.request_count() == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -248,6 +241,52 @@ async fn shutdown_ends_the_wait_after_a_refusal() {
         Err(DaemonError::Register(RegisterError::Cancelled))
     ));
     assert_eq!(fleet.request_count(), 1);
+}
+
+/// The fleet is unreachable at first boot (nothing listens yet): the node keeps trying with
+/// backoff and registers once the fleet comes up on the address it was given.
+#[tokio::test]
+async fn an_unreachable_fleet_at_first_boot_is_waited_for() {
+    let key = IdentityKey::generate();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let prov = lattice_wire::register::Provisioning {
+        url: format!("https://127.0.0.1:{port}/"),
+        token: "tok-late".into(),
+        fleet_key: key.public().to_string(),
+    };
+    let mut s = settings(dir.path(), &FakeFleet::start(vec![], None), "unused");
+    s.provisioning = Some(ProvisioningSource::Inline(Box::new(prov)));
+    let opts = fast(None);
+    let enrolling =
+        tokio::spawn(
+            async move { enroll(&s, Instant::now(), &opts, &mut Shutdown::never()).await },
+        );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!enrolling.is_finished(), "gave up while the fleet was down");
+    assert!(!dir.path().join("registration.json").exists());
+    let fleet = FakeFleet::start_at(
+        vec![Reply::Register {
+            node_id: "n-late".into(),
+            broker_url: "mqtt://127.0.0.1:1883".into(),
+            password: "pw-late".into(),
+        }],
+        key,
+        None,
+        &format!("127.0.0.1:{port}"),
+    );
+    let e = tokio::time::timeout(Duration::from_secs(10), enrolling)
+        .await
+        .expect("not registered 10 s after the fleet came up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.registration.node_id, "n-late");
+    assert_eq!(fleet.request_count(), 1);
+    assert!(dir.path().join("registration.json").exists());
 }
 
 #[tokio::test]

@@ -49,7 +49,17 @@ pub fn certificate(key: &IdentityKey) -> (CertificateDer<'static>, rcgen::KeyPai
 impl FakeFleet {
     /// Serves with a certificate for `cert_key` (normally the fleet key itself).
     pub fn start(script: Vec<Reply>, cert_key: Option<IdentityKey>) -> FakeFleet {
-        let key = IdentityKey::generate();
+        FakeFleet::start_at(script, IdentityKey::generate(), cert_key, "127.0.0.1:0")
+    }
+
+    /// Serves as the fleet with `key`, listening on `addr` (a fleet that comes up late on an
+    /// address its nodes were already given).
+    pub fn start_at(
+        script: Vec<Reply>,
+        key: IdentityKey,
+        cert_key: Option<IdentityKey>,
+        addr: &str,
+    ) -> FakeFleet {
         let served = cert_key.unwrap_or_else(|| key.clone());
         let (cert, _) = certificate(&served);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -63,7 +73,7 @@ impl FakeFleet {
             )
             .unwrap();
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(addr).unwrap();
         let port = listener.local_addr().unwrap().port();
         let fleet = FakeFleet {
             port,
