@@ -175,7 +175,11 @@ async fn idle_upstream_streams_are_closed_counted_and_give_their_slot_back() {
             .expect("the quiet stream is closed by the gateway");
         assert_eq!(n.unwrap_or(0), 0);
         let after = quiet_since.elapsed();
-        assert!(after >= idle, "closed after {after:?}, before the timeout");
+        // Not before the timeout (less what the last byte took to reach the node).
+        assert!(
+            after >= idle * 9 / 10,
+            "closed after {after:?}, before the timeout"
+        );
         let mut again = None;
         for _ in 0..100 {
             if let Ok(s) = opener.open("registry", wait).await {

@@ -479,8 +479,12 @@ async fn carry_connected(
     if end == UpstreamEnd::IdleTimeout {
         tracing::info!(%node, upstream = %up.name, idle_secs = idle.as_secs_f64(), "idle upstream stream closed");
         // The node reads the end of the stream; the upstream's connection is closed on drop.
-        let _ = stream.shutdown().await;
-        let _ = upstream.shutdown().await;
+        // Bounded: an upstream that does not take its shutdown must not hold the slot.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.shutdown().await;
+            let _ = upstream.shutdown().await;
+        })
+        .await;
     }
     end
 }

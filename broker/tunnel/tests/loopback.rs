@@ -618,7 +618,11 @@ async fn idle_upstream_streams_are_closed_and_give_their_slot_back_while_trickli
         // The gateway finished the stream: the node reads its end.
         assert_eq!(n.unwrap_or(0), 0);
         let after = quiet_since.elapsed();
-        assert!(after >= idle, "closed after {after:?}, before the timeout");
+        // Not before the timeout (less what the last byte took to reach the node).
+        assert!(
+            after >= idle * 9 / 10,
+            "closed after {after:?}, before the timeout"
+        );
         // Its slot is free again: up to the limit, with the trickling stream still open.
         let mut again = None;
         for _ in 0..100 {
