@@ -91,18 +91,22 @@ fn a_node_registers_stays_known_and_follows_its_target() {
         (!f.node(&id)["usage"].as_str().unwrap_or("").is_empty()).then_some(())
     });
 
-    // The same token cannot register a second node.
+    // The same token cannot register a second node: its latticed says why and keeps waiting
+    // for a valid provisioning (slowly), instead of exiting.
     let mut second = Node::start(&dir.path().join("node2"), &prov);
-    let status = wait_for(20, "second latticed to give up", || {
-        second.child.try_wait().unwrap()
+    wait_for(20, "second latticed to report the refusal", || {
+        let log = second.log_text();
+        (log.contains("used up") && log.contains("Retrying")).then_some(())
     });
-    assert!(!status.success());
     assert!(
-        second.log_text().contains("used up"),
-        "{}",
+        second.child.try_wait().unwrap().is_none(),
+        "a refused first boot must not exit: {}",
         second.log_text()
     );
+    assert!(!dir.path().join("node2/registration.json").exists());
     assert_eq!(f.nodes().len(), 1);
+    let _ = second.child.kill();
+    let _ = second.child.wait();
 
     // A new target revision reaches the node, which acknowledges it.
     let db = format!("sqlite://{}", dir.path().join("fleet/fleet.db").display());

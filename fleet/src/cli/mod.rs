@@ -26,6 +26,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// The long-running servers (`up`, `fleet`, `gateway`), as against the commands that print
+    /// and exit.
+    pub fn is_server(&self) -> bool {
+        matches!(
+            self,
+            Command::Up { .. } | Command::Fleet { .. } | Command::Gateway { .. }
+        )
+    }
+}
+
 #[derive(Debug, clap::Args, Clone)]
 pub struct ServeArgs {
     /// Data directory (database, keys, broker certificate).
