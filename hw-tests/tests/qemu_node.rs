@@ -311,6 +311,112 @@ fn image_boots_registers_and_keeps_its_identity() {
         )
     });
     assert_eq!(page.trim(), "hello-from-qemu");
+
+    // The runtime's limits hold on this cgroup v2 + systemd system: a memory hog is killed
+    // inside its own plan's limit (the node and the other workload live on) and a CPU hog gets
+    // no more than its plan's share.
+    for (name, script) in [
+        ("hog-mem", "a=0123456789; while :; do a=$a$a; done"),
+        ("hog-cpu", "while :; do :; done"),
+    ] {
+        fleet.cli(&[
+            "deploy",
+            "container",
+            name,
+            "--image",
+            &image_ref,
+            "--plan",
+            "micro",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+    }
+    let oom = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&fleet.cli(&["workload", "show", "hog-mem", "--json"])).ok()?;
+        let killed = v["restarts"].as_u64().unwrap_or(0) >= 1
+            || v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("out of memory"));
+        killed.then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the memory hog was not OOM-killed: {}",
+            fleet.cli(&["workload", "show", "hog-mem"])
+        )
+    });
+    eprintln!(
+        "memory hog: state {}, restarts {}",
+        oom["state"], oom["restarts"]
+    );
+    // The kill happened inside a container's own limit: the envelope slice counts an OOM kill
+    // in its subtree (memory.events) but never hit its own limit (memory.events.local).
+    let envelope = format!("/sys/fs/cgroup/lattice.slice/{slice}");
+    let events = guest.ok(&format!(
+        "cat {envelope}/memory.events; echo --; cat {envelope}/memory.events.local"
+    ));
+    let (subtree, local) = events.split_once("--").expect("two files");
+    let oom_kills = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        oom_kills(subtree) >= 1,
+        "no OOM kill under the envelope: {events}"
+    );
+    assert_eq!(oom_kills(local), 0, "the envelope itself ran out: {events}");
+    assert!(
+        guest
+            .ok("dmesg | grep -c 'Memory cgroup out of memory' || true")
+            .trim()
+            != "0",
+        "the kernel logged no memory-cgroup OOM kill"
+    );
+    // The CPU hog: its own cgroup's usage over 5 s of the guest's clock.
+    let cpu_cgroup = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let pid = guest.ok(&format!(
+            "docker ps --no-trunc --filter label=io.lattice.node={id} --format '{{{{.ID}}}} {{{{.Command}}}}' \
+             | grep 'while :; do :; done' | cut -d' ' -f1 | head -n1 \
+             | xargs -r docker inspect -f '{{{{.State.Pid}}}}'"
+        ));
+        let pid = pid.trim();
+        if pid.is_empty() || pid == "0" {
+            return None;
+        }
+        let line = guest.ok(&format!("cat /proc/{pid}/cgroup"));
+        let path = line.trim().strip_prefix("0::")?.to_string();
+        Some(format!("/sys/fs/cgroup{path}"))
+    })
+    .expect("the CPU hog runs");
+    assert!(
+        cpu_cgroup.starts_with(&format!("{envelope}/")),
+        "the CPU hog is outside the envelope: {cpu_cgroup}"
+    );
+    let used = guest.ok(&format!(
+        "a=$(awk '/^usage_usec/{{print $2}}' {cpu_cgroup}/cpu.stat); t0=$(cut -d' ' -f1 /proc/uptime); \
+         sleep 5; b=$(awk '/^usage_usec/{{print $2}}' {cpu_cgroup}/cpu.stat); t1=$(cut -d' ' -f1 /proc/uptime); \
+         echo \"$a $b $t0 $t1\""
+    ));
+    let f: Vec<f64> = used
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(f.len(), 4, "{used}");
+    let cores = (f[1] - f[0]) / 1e6 / (f[3] - f[2]);
+    eprintln!("FIGURE CPU hog on the micro plan (0.1 core) in QEMU: {cores:.3} cores");
+    assert!(
+        (0.02..=0.15).contains(&cores),
+        "the CPU hog used {cores:.3} cores; its plan allows 0.1"
+    );
+    // The rest of the node is unharmed.
+    let web: serde_json::Value =
+        serde_json::from_str(&fleet.cli(&["workload", "show", "web", "--json"])).unwrap();
+    assert_eq!(web["state"], "running", "{web}");
     // latticed has run for longer than its watchdog interval without a restart: it fed it.
     let watchdog = Duration::from_secs(lattice_image::system::LATTICED_WATCHDOG_SECS.into());
     let up_for = || {
