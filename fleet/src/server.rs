@@ -42,6 +42,8 @@ pub struct FleetConfig {
     /// so they pull through their tunnels (ADR 0011; `--node-registry-proxy`). `None`: images
     /// are handed as they are.
     pub node_registry: Option<crate::gateway::upstream::NodeRegistry>,
+    /// API requests handled at once before the rest are shed with 503 (`--max-in-flight`).
+    pub max_in_flight: usize,
 }
 
 impl FleetConfig {
@@ -59,6 +61,7 @@ impl FleetConfig {
             node_lost_grace: crate::lifecycle::DEFAULT_GRACE,
             kinds: Default::default(),
             node_registry: None,
+            max_in_flight: crate::api::MAX_IN_FLIGHT,
         }
     }
 }
@@ -259,7 +262,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
     let rustls_cfg =
         axum_server::tls_rustls::RustlsConfig::from_config(crate::tls::server_config(&tls)?);
     let handle = axum_server::Handle::new();
-    let app = api::app(state.clone());
+    let app = api::app_with_limit(state.clone(), cfg.max_in_flight);
     let server = axum_server::from_tcp_rustls(listener, rustls_cfg).handle(handle.clone());
     tokio::spawn(async move {
         // The peer address feeds the login rate limit (`api::accounts::ClientIp`).

@@ -118,7 +118,7 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// At most this many requests to `/api/v1` are handled at once; past it a request is answered
+/// By default (`--max-in-flight`) at most this many requests to `/api/v1` are handled at once; past it a request is answered
 /// `503 overloaded` with `Retry-After` at once instead of joining a queue that only grows
 /// (docs/benchmarks.md: without a bound, 1,000 requests/s of the API bench queued for 30 s
 /// and a gigabyte). `/healthz` and `/metrics` are never shed.

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::lifecycle::DEFAULT_GRACE.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub node_lost_grace_secs: u64,
+    /// API requests (under /api/v1) handled at once; past it a request is answered 503 with
+    /// Retry-After at once instead of waiting in a queue. /healthz and /metrics never count.
+    #[arg(long, default_value_t = crate::api::MAX_IN_FLIGHT as u32,
+        value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_in_flight: u32,
     /// Image of the `s3` workload kind, pinned by digest (e.g. the `LATTICE_S3_IMAGE` that
     /// scripts/test-images writes); without it `lattice deploy s3` is refused.
     #[arg(long, value_name = "REF", env = "LATTICE_S3_IMAGE")]
@@ -337,6 +342,7 @@ impl ServeArgs {
         cfg.heartbeat_secs = self.heartbeat_secs;
         cfg.signup = self.signup;
         cfg.node_lost_grace = std::time::Duration::from_secs(self.node_lost_grace_secs);
+        cfg.max_in_flight = self.max_in_flight as usize;
         if let Some(image) = &self.s3_image {
             anyhow::ensure!(
                 image.contains("@sha256:"),
@@ -494,5 +500,30 @@ mod tests {
             panic!("not a signup: {:?}", cli.command);
         };
         assert_eq!(fleet.fleet_key.as_deref(), Some("-vX0a9"));
+    }
+
+    fn fleet_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["lattice", "fleet"].iter().chain(extra))?;
+        let Command::Fleet { serve } = cli.command else {
+            panic!("not fleet: {:?}", cli.command);
+        };
+        Ok(serve)
+    }
+
+    #[test]
+    fn max_in_flight_defaults_to_the_constant_reaches_the_config_and_is_bounded() {
+        let cfg = fleet_args(&[]).unwrap().fleet_config().unwrap();
+        assert_eq!(cfg.max_in_flight, crate::api::MAX_IN_FLIGHT);
+        let cfg = fleet_args(&["--max-in-flight", "32"])
+            .unwrap()
+            .fleet_config()
+            .unwrap();
+        assert_eq!(cfg.max_in_flight, 32);
+        for bad in ["0", "65537", "many"] {
+            let e = fleet_args(&["--max-in-flight", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--max-in-flight"), "{bad}: {e}");
+        }
     }
 }
