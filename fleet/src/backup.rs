@@ -230,6 +230,12 @@ pub async fn verify(from: &Path) -> anyhow::Result<Manifest> {
 /// `data/pre-restore-<ms>/` first. The fleet must be stopped. Returns the manifest restored.
 pub async fn restore(from: &Path, data: &Path, set_aside: bool) -> anyhow::Result<Manifest> {
     let m = verify(from).await?;
+    // Never under a running fleet, and no fleet starts on it until the restore is done.
+    let _lock = if data.is_dir() {
+        Some(crate::data_lock::acquire(data)?)
+    } else {
+        None
+    };
     // The WAL of an old database counts too: SQLite would replay it into the restored one.
     let present: Vec<&str> = [DB_FILE, "fleet.db-wal", "fleet.db-shm"]
         .into_iter()

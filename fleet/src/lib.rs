@@ -17,6 +17,7 @@ pub mod audit;
 pub mod backup;
 pub mod broker;
 pub mod cli;
+pub mod data_lock;
 pub mod gateway;
 pub mod ingest;
 pub mod kinds;

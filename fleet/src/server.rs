@@ -83,6 +83,7 @@ pub struct RunningFleet {
     pub state: Arc<AppState>,
     server: axum_server::Handle,
     _broker: Option<lattice_broker::BrokerHandle>,
+    _data_lock: crate::data_lock::DataLock,
 }
 
 impl RunningFleet {
@@ -109,6 +110,8 @@ pub(crate) fn sqlite_url(data_dir: &std::path::Path) -> String {
 /// once the fleet is connected to it and its role is in place).
 pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
     prepare_data_dir(&cfg.data_dir)?;
+    // One fleet per data directory; `restore` and `keys rotate` refuse while it is held.
+    let data_lock = crate::data_lock::acquire(&cfg.data_dir)?;
     let db_url = cfg
         .database
         .clone()
@@ -288,6 +291,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         state,
         server: handle,
         _broker: embedded,
+        _data_lock: data_lock,
     })
 }
 

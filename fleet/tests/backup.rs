@@ -116,18 +116,58 @@ fn a_fleet_comes_back_from_its_backup_and_its_node_reconnects() {
     let (ok, out, err) = lattice(&["restore", "--verify-only", "--from", b1.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
 
-    // Not over a fleet's directory (unless told to set it aside).
-    let (ok, _, err) = lattice(&[
-        "restore",
-        "--from",
-        b1.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("holds a fleet already"), "{err}");
+    // Never under a running fleet, not even told to set its files aside.
+    for extra in [&[][..], &["--set-aside"][..]] {
+        let mut args = vec![
+            "restore",
+            "--from",
+            b1.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = lattice(&args);
+        assert!(
+            !ok && err.contains("is in use by a running fleet (pid "),
+            "{extra:?}: {err}"
+        );
+    }
     assert!(
         emails(&fleet).contains("bob@example.org"),
         "nothing changed"
+    );
+    assert!(
+        !std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("pre-restore-")),
+        "nothing was set aside"
+    );
+    // Nor a second fleet on the same directory: it stops at once, saying why.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_lattice"))
+        .args(["fleet", "--no-gateway", "--data"])
+        .arg(&data)
+        .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second fleet started on a running fleet's directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success() && err.contains("is in use by a running fleet"),
+        "{err}"
     );
 
     // After the backup the fleet restarts (a new fleet epoch) and the node takes a target in
@@ -142,6 +182,16 @@ fn a_fleet_comes_back_from_its_backup_and_its_node_reconnects() {
 
     // The fleet's machine is lost: a new directory from the backup, same addresses.
     fleet.kill9();
+    // A stopped fleet's files are not overwritten without --set-aside (its killed process
+    // left no stale lock behind).
+    let (ok, _, err) = lattice(&[
+        "restore",
+        "--from",
+        b1.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("holds a fleet already"), "{err}");
     std::fs::remove_dir_all(&data).unwrap();
     let (ok, out, err) = lattice(&[
         "restore",

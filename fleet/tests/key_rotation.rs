@@ -96,6 +96,12 @@ fn a_rotated_fleet_key_reaches_its_node_without_reprovisioning() {
     // A provisioning string made before the rotation, used after it.
     let early = fleet.provisioning("bob");
 
+    // Not while the fleet runs: it would keep serving the old key with a chain on disk that
+    // says otherwise.
+    let before = std::fs::read(data.join("fleet.key")).unwrap();
+    let (ok, _, err) = lattice(&["keys", "rotate", "--data", data.to_str().unwrap()]);
+    assert!(!ok && err.contains("is in use by a running fleet"), "{err}");
+    assert_eq!(std::fs::read(data.join("fleet.key")).unwrap(), before);
     // Rotate while the fleet is stopped, then start it again with the new key.
     fleet.kill9();
     let k1 = rotate(&data);

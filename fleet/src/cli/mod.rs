@@ -387,6 +387,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             cmd: KeysCmd::Rotate { data },
         } => {
+            let _lock = crate::data_lock::acquire(&data)?;
             let r = crate::rotation::rotate(&data)?;
             println!("old fleet key:    {}", r.old);
             println!("new fleet key:    {} (epoch {})", r.new.key, r.new.epoch);
