@@ -356,7 +356,7 @@ fn image_boots_registers_and_keeps_its_identity() {
     // in its subtree (memory.events) but never hit its own limit (memory.events.local).
     let envelope = format!("/sys/fs/cgroup/lattice.slice/{slice}");
     let events = guest.ok(&format!(
-        "cat {envelope}/memory.events; echo --; cat {envelope}/memory.events.local"
+        "cat '{envelope}/memory.events'; echo --; cat '{envelope}/memory.events.local'"
     ));
     let (subtree, local) = events.split_once("--").expect("two files");
     let oom_kills = |text: &str| -> u64 {
@@ -398,8 +398,8 @@ fn image_boots_registers_and_keeps_its_identity() {
         "the CPU hog is outside the envelope: {cpu_cgroup}"
     );
     let used = guest.ok(&format!(
-        "a=$(awk '/^usage_usec/{{print $2}}' {cpu_cgroup}/cpu.stat); t0=$(cut -d' ' -f1 /proc/uptime); \
-         sleep 5; b=$(awk '/^usage_usec/{{print $2}}' {cpu_cgroup}/cpu.stat); t1=$(cut -d' ' -f1 /proc/uptime); \
+        "a=$(awk '/^usage_usec/{{print $2}}' '{cpu_cgroup}/cpu.stat'); t0=$(cut -d' ' -f1 /proc/uptime); \
+         sleep 5; b=$(awk '/^usage_usec/{{print $2}}' '{cpu_cgroup}/cpu.stat'); t1=$(cut -d' ' -f1 /proc/uptime); \
          echo \"$a $b $t0 $t1\""
     ));
     let f: Vec<f64> = used
