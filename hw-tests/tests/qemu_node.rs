@@ -313,12 +313,11 @@ fn image_boots_registers_and_keeps_its_identity() {
     assert_eq!(page.trim(), "hello-from-qemu");
 
     // The runtime's limits hold on this cgroup v2 + systemd system: a memory hog is killed
-    // inside its own plan's limit (the node and the other workload live on), a CPU hog gets
-    // no more than its plan's share and a fork bomb stops at its plan's task limit.
+    // inside its own plan's limit (the node and the other workload live on) and a CPU hog gets
+    // no more than its plan's share.
     for (name, script) in [
         ("hog-mem", "a=0123456789; while :; do a=$a$a; done"),
         ("hog-cpu", "while :; do :; done"),
-        ("hog-pids", "while :; do sleep 1000 & done"),
     ] {
         fleet.cli(&[
             "deploy",
@@ -378,26 +377,22 @@ fn image_boots_registers_and_keeps_its_identity() {
             != "0",
         "the kernel logged no memory-cgroup OOM kill"
     );
-    // The cgroup of the running container whose command contains `pattern`.
-    let cgroup_of = |pattern: &str| {
-        wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
-            let pid = guest.ok(&format!(
-                "docker ps --no-trunc --filter label=io.lattice.node={id} --format '{{{{.ID}}}} {{{{.Command}}}}' \
-                 | grep -F '{pattern}' | cut -d' ' -f1 | head -n1 \
-                 | xargs -r docker inspect -f '{{{{.State.Pid}}}}'"
-            ));
-            let pid = pid.trim();
-            if pid.is_empty() || pid == "0" {
-                return None;
-            }
-            let line = guest.ok(&format!("cat /proc/{pid}/cgroup"));
-            let path = line.trim().strip_prefix("0::")?.to_string();
-            Some(format!("/sys/fs/cgroup{path}"))
-        })
-        .unwrap_or_else(|| panic!("no running container runs {pattern:?}"))
-    };
     // The CPU hog: its own cgroup's usage over 5 s of the guest's clock.
-    let cpu_cgroup = cgroup_of("while :; do :; done");
+    let cpu_cgroup = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let pid = guest.ok(&format!(
+            "docker ps --no-trunc --filter label=io.lattice.node={id} --format '{{{{.ID}}}} {{{{.Command}}}}' \
+             | grep 'while :; do :; done' | cut -d' ' -f1 | head -n1 \
+             | xargs -r docker inspect -f '{{{{.State.Pid}}}}'"
+        ));
+        let pid = pid.trim();
+        if pid.is_empty() || pid == "0" {
+            return None;
+        }
+        let line = guest.ok(&format!("cat /proc/{pid}/cgroup"));
+        let path = line.trim().strip_prefix("0::")?.to_string();
+        Some(format!("/sys/fs/cgroup{path}"))
+    })
+    .expect("the CPU hog runs");
     assert!(
         cpu_cgroup.starts_with(&format!("{envelope}/")),
         "the CPU hog is outside the envelope: {cpu_cgroup}"
@@ -418,25 +413,7 @@ fn image_boots_registers_and_keeps_its_identity() {
         (0.02..=0.15).contains(&cores),
         "the CPU hog used {cores:.3} cores; its plan allows 0.1"
     );
-    // The fork bomb stops at its plan's 64 tasks: the kernel refused forks past it.
-    let pids_cgroup = cgroup_of("sleep 1000 &");
-    assert!(
-        pids_cgroup.starts_with(&format!("{envelope}/")),
-        "the fork bomb is outside the envelope: {pids_cgroup}"
-    );
-    let (current, refused) = wait_for(Duration::from_secs(60), Duration::from_secs(1), || {
-        let out = guest.ok(&format!(
-            "cat '{pids_cgroup}/pids.current'; awk '/^max /{{print $2}}' '{pids_cgroup}/pids.events'"
-        ));
-        let mut f = out.split_whitespace().filter_map(|v| v.parse::<u64>().ok());
-        let (current, refused) = (f.next()?, f.next()?);
-        (refused >= 1).then_some((current, refused))
-    })
-    .expect("the fork bomb never reached its pids limit");
-    eprintln!("fork bomb: {current} tasks, {refused} forks refused");
-    assert!(current <= 64, "{current} tasks in a 64-task plan");
     // The rest of the node is unharmed.
-    assert_eq!(guest.ssh("true").0, 0, "the node still forks");
     let web: serde_json::Value =
         serde_json::from_str(&fleet.cli(&["workload", "show", "web", "--json"])).unwrap();
     assert_eq!(web["state"], "running", "{web}");
