@@ -9,7 +9,10 @@
 //! lets through; the echo server sends them back.
 
 use lattice_fleet::gateway::{self, metrics::RefusalLabel, GatewayArgs};
-use lattice_fleet::store::{NewNode, Store, TokenRow};
+#[path = "common/store_nodes.rs"]
+mod store_nodes;
+
+use lattice_fleet::store::Store;
 use lattice_tunnel::{client, ClientOptions, Dialer, Open, Reply, UpstreamError};
 use lattice_wire::IdentityKey;
 use std::future::Future;
@@ -17,6 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store_nodes::register;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,36 +49,6 @@ async fn echo_server() -> SocketAddr {
         }
     });
     addr
-}
-
-async fn register(store: &Store, id: &str, key: &IdentityKey) {
-    let hash = format!("hash-{id}");
-    store
-        .insert_token(&TokenRow {
-            id: format!("t-{id}"),
-            secret_hash: hash.clone(),
-            owner: None,
-            max_uses: 1,
-            uses: 0,
-            expires_ms: u64::MAX / 2,
-            created_ms: 1,
-        })
-        .await
-        .unwrap();
-    store
-        .register_node(
-            &hash,
-            &NewNode {
-                id: id.into(),
-                identity_key: key.public().to_string(),
-                encryption_key: "unused".into(),
-                broker_secret_hash: "unused".into(),
-                inventory: "{}".into(),
-            },
-            1,
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
