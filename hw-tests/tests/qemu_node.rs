@@ -452,11 +452,12 @@ fn image_boots_registers_and_keeps_its_identity() {
     }
     // Reboot: the same node comes back (identity on the data partition).
     let before = Instant::now();
-    let _ = guest.ssh("systemctl reboot");
-    wait_for(Duration::from_secs(120), Duration::from_secs(1), || {
-        (guest.ssh("true").0 != 0).then_some(())
-    })
-    .expect("guest went down");
+    let shutdown = guest.reboot(Duration::from_secs(180));
+    eprintln!(
+        "FIGURE orderly shutdown before the reset ({}): {:.1} s",
+        guest.spec.accel.name(),
+        shutdown.as_secs_f64()
+    );
     wait_for(REGISTER_TIMEOUT, Duration::from_secs(2), || {
         (guest.ssh("systemctl is-active latticed").1.trim() == "active").then_some(())
     })
