@@ -30,3 +30,4 @@ pub mod tunnel;
 pub mod upstream;
 pub mod volumes;
 pub mod watchdog;
+pub mod wifi;

@@ -32,6 +32,10 @@ struct Cli {
     /// Print the default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Write wpa_supplicant's configuration (to TO) from the config partition's Wi-Fi file
+    /// (FROM) and exit; the image's `lattice-wifi@.service` runs this.
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+    write_wpa_config: Option<Vec<PathBuf>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +43,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.print_default_config {
         print!("{}", Config::default_toml());
+        return Ok(());
+    }
+    if let Some([from, to]) = cli.write_wpa_config.as_deref() {
+        let wifi = latticed::wifi::write_wpa_config(from, to)?;
+        println!("Wi-Fi: network {:?} written to {}", wifi.ssid, to.display());
         return Ok(());
     }
     let mut config = Config::load(cli.config.as_deref())?;

@@ -9,6 +9,7 @@
 use lattice_hw_tests::{enabled, fleet::Fleet, guest::Guest, image::cached_image, wait_for};
 use lattice_image::provision::{provision, Provision};
 use lattice_image::tools::SystemRunner;
+use lattice_wire::wifi::WifiConfig;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,7 @@ fn image_boots_registers_and_keeps_its_identity() {
         &Provision {
             provisioning: fleet.provisioning(),
             authorized_keys: Some(pubkey),
+            wifi: Some(WifiConfig::new(WIFI_SSID, Some(WIFI_PSK), None).unwrap()),
         },
         &mut SystemRunner::new(),
     )
@@ -313,11 +315,12 @@ fn image_boots_registers_and_keeps_its_identity() {
     assert_eq!(page.trim(), "hello-from-qemu");
 
     // The runtime's limits hold on this cgroup v2 + systemd system: a memory hog is killed
-    // inside its own plan's limit (the node and the other workload live on) and a CPU hog gets
-    // no more than its plan's share.
+    // inside its own plan's limit (the node and the other workload live on), a CPU hog gets
+    // no more than its plan's share and a fork bomb is refused at its plan's task limit.
     for (name, script) in [
         ("hog-mem", "a=0123456789; while :; do a=$a$a; done"),
         ("hog-cpu", "while :; do :; done"),
+        ("hog-pids", "while :; do sleep 1000 & done"),
     ] {
         fleet.cli(&[
             "deploy",
@@ -413,10 +416,55 @@ fn image_boots_registers_and_keeps_its_identity() {
         (0.02..=0.15).contains(&cores),
         "the CPU hog used {cores:.3} cores; its plan allows 0.1"
     );
+    // The fork bomb: the kernel refused a fork in its container's own scope, directly under
+    // the envelope. Read from the kernel's log, which it writes once per cgroup at the first
+    // refusal: busybox sh exits when a fork fails, so the container (and its scope) ends and
+    // restarts, and its pids.events may be gone before it can be read.
+    let bomb_ids = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let ids = guest.ok(&format!(
+            "docker ps -a --no-trunc --filter label=io.lattice.node={id} --format '{{{{.ID}}}} {{{{.Command}}}}' \
+             | grep -F 'sleep 1000 &' | cut -d' ' -f1"
+        ));
+        let ids: Vec<String> = ids.lines().map(|l| l.trim().to_string()).collect();
+        (!ids.is_empty()).then_some(ids)
+    })
+    .expect("the fork bomb was started");
+    let limit = guest.ok(&format!(
+        "docker inspect -f '{{{{.HostConfig.PidsLimit}}}}' {}",
+        bomb_ids[0]
+    ));
+    assert_eq!(limit.trim(), "64", "the micro plan's task limit");
+    let envelope_rel = envelope.trim_start_matches("/sys/fs/cgroup");
+    let refused = wait_for(Duration::from_secs(90), Duration::from_secs(2), || {
+        let log = guest.ok("dmesg | grep -F 'fork rejected by pids controller' || true");
+        let ids = guest.ok(&format!(
+            "docker ps -a --no-trunc --filter label=io.lattice.node={id} --format '{{{{.ID}}}} {{{{.Command}}}}' \
+             | grep -F 'sleep 1000 &' | cut -d' ' -f1"
+        ));
+        log.lines()
+            .find(|l| {
+                ids.lines().any(|c| {
+                    l.contains(&format!("{envelope_rel}/docker-{}.scope", c.trim()))
+                })
+            })
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the kernel never refused the fork bomb a fork in its own scope; its log:\n{}",
+            guest.ok("dmesg | grep -F pids || true")
+        )
+    });
+    eprintln!("fork bomb: {}", refused.trim());
+    assert_eq!(guest.ssh("true").0, 0, "the node still forks");
+    // Stop the bomb (it restarts on and on): the checks below measure the node, not the bomb.
+    fleet.cli(&["delete", "hog-pids"]);
     // The rest of the node is unharmed.
     let web: serde_json::Value =
         serde_json::from_str(&fleet.cli(&["workload", "show", "web", "--json"])).unwrap();
     assert_eq!(web["state"], "running", "{web}");
+    wifi_joins_from_the_config_partition(&guest);
+
     // latticed has run for longer than its watchdog interval without a restart: it fed it.
     let watchdog = Duration::from_secs(lattice_image::system::LATTICED_WATCHDOG_SECS.into());
     let up_for = || {
@@ -486,4 +534,67 @@ fn image_boots_registers_and_keeps_its_identity() {
         before.elapsed().as_secs_f64()
     );
     guest.kill();
+}
+
+const WIFI_SSID: &str = "lattice test";
+const WIFI_PSK: &str = "correct horse battery";
+
+/// Wi-Fi from the config partition, over real WPA2: two simulated radios (the kernel's
+/// mac80211_hwsim) in the guest, one an access point with a DHCP server (wpa_supplicant in AP
+/// mode and networkd, both on the image already), the other left to the image's own
+/// `lattice-wifi@` unit, which must join with the provisioned passphrase and get an address.
+fn wifi_joins_from_the_config_partition(guest: &Guest) {
+    let started = Instant::now();
+    guest.ok(&format!(
+        "set -e; systemctl mask --runtime lattice-wifi@wlan1.service; \
+         mkdir -p /run/systemd/network /run/test-ap; \
+         printf '[Match]\\nName=wlan1\\n\\n[Network]\\nAddress=192.168.77.1/24\\nDHCPServer=yes\\n' \
+           > /run/systemd/network/00-test-ap.network; \
+         networkctl reload; \
+         printf 'ctrl_interface=/run/test-ap\\nnetwork={{\\n ssid=\"{WIFI_SSID}\"\\n mode=2\\n frequency=2412\\n \
+           key_mgmt=WPA-PSK\\n proto=RSN\\n pairwise=CCMP\\n group=CCMP\\n psk=\"{WIFI_PSK}\"\\n}}\\n' > /run/test-ap/ap.conf; \
+         modprobe mac80211_hwsim radios=2; \
+         for i in $(seq 50); do ip link show wlan1 >/dev/null 2>&1 && break; sleep 0.2; done; \
+         wpa_supplicant -B -i wlan1 -c /run/test-ap/ap.conf -D nl80211"
+    ));
+    let joined = wait_for(Duration::from_secs(120), Duration::from_secs(2), || {
+        let out = guest.ok(
+            "wpa_cli -i wlan0 status 2>/dev/null | grep -E '^(wpa_state|ssid)=' || true; \
+             ip -4 -o addr show dev wlan0 2>/dev/null || true",
+        );
+        (out.contains("wpa_state=COMPLETED") && out.contains("inet 192.168.77.")).then_some(out)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "wlan0 did not join the test network; in the guest:\n{}",
+            guest
+                .ssh(
+                    "systemctl status --no-pager 'lattice-wifi@*' ; journalctl -b --no-pager \
+                     -u 'lattice-wifi@*' | tail -n 30; networkctl; ip addr"
+                )
+                .1
+        )
+    });
+    assert!(joined.contains(&format!("ssid={WIFI_SSID}")), "{joined}");
+    eprintln!(
+        "FIGURE Wi-Fi radio up to joined with an address (WPA2, mac80211_hwsim): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The key stays in /run, the owner's alone, and the passphrase itself is nowhere in it.
+    let conf = guest.ok(
+        "stat -c '%a %U' /run/lattice-wifi/wlan0.conf; grep -c 'correct horse' /run/lattice-wifi/wlan0.conf || true",
+    );
+    assert_eq!(
+        conf.split_whitespace().collect::<Vec<_>>(),
+        ["600", "root", "0"],
+        "{conf}"
+    );
+    // A cable wins: traffic leaves through the wired interface while both are up.
+    let route = guest.ok("ip -4 route get 1.1.1.1");
+    assert!(
+        !route.contains("dev wlan0"),
+        "Wi-Fi preferred to the cable: {route}"
+    );
+    // The test network is gone again (the rest of the test measures the node, not the radios).
+    let _ = guest.ssh("pkill -f '[w]pa_supplicant -B -i wlan1'; systemctl stop lattice-wifi@wlan0.service; rmmod mac80211_hwsim");
 }

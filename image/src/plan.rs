@@ -32,6 +32,9 @@ pub const BASE_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "netbase",
     "procps",
+    // Wi-Fi from the config partition (lattice-wifi@.service) and the radio's legal channels.
+    "wpasupplicant",
+    "wireless-regdb",
 ];
 
 /// Host name of every node (the fleet knows nodes by id, not by name).
@@ -240,6 +243,9 @@ pub fn plan(spec: &BuildSpec) -> Result<Plan, crate::layout::LayoutError> {
             "/etc/systemd/network/80-lattice-wired.network",
             system::network_file(),
         ),
+        (system::WIFI_UNIT, system::wifi_unit()),
+        (system::WIFI_UDEV_RULE, system::wifi_udev_rule()),
+        (system::WIFI_NETWORK, system::wifi_network_file()),
         ("/etc/ssh/sshd_config.d/lattice.conf", system::sshd_config()),
         (
             "/etc/systemd/system/ssh.service.d/lattice.conf",

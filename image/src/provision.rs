@@ -1,13 +1,14 @@
-//! `lattice image provision`: writes the provisioning string (and optionally SSH public keys)
-//! into the config partition of an existing raw image, without mounting anything: mtools
+//! `lattice image provision`: writes the provisioning string (and optionally SSH public keys
+//! and a Wi-Fi network) into the config partition of an existing raw image, without mounting anything: mtools
 //! writes into the FAT at the partition's byte offset (`IMAGE@@OFFSET`). The image must pass
 //! the GPT checks and have the `lattice-config` partition; the string must parse.
 
 use crate::gpt::{GptError, GptTable};
 use crate::layout::Role;
-use crate::system::{AUTHORIZED_KEYS_FILE, PROVISIONING_FILE};
+use crate::system::{AUTHORIZED_KEYS_FILE, PROVISIONING_FILE, WIFI_FILE};
 use crate::tools::{Cmd, Runner, ToolError};
 use lattice_wire::register::{Provisioning, ProvisioningError};
+use lattice_wire::wifi::WifiConfig;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub struct Provision {
     pub provisioning: String,
     /// `authorized_keys` text; SSH is turned on only when present.
     pub authorized_keys: Option<String>,
+    /// The Wi-Fi network to join (checked when it was made: [`WifiConfig::new`]).
+    pub wifi: Option<WifiConfig>,
 }
 
 impl Provision {
@@ -50,6 +53,7 @@ impl Provision {
         Ok(Provision {
             provisioning: p.encode() + "\n",
             authorized_keys: keys,
+            wifi: self.wifi.clone(),
         })
     }
 }
@@ -115,6 +119,11 @@ pub fn provision(
         write_private(&p, keys)?;
         files.push((AUTHORIZED_KEYS_FILE, p));
     }
+    if let Some(wifi) = &valid.wifi {
+        let p = tmp.join(WIFI_FILE);
+        write_private(&p, &wifi.encode())?;
+        files.push((WIFI_FILE, p));
+    }
     let result = write_cmds(image, part.offset_bytes(), &files)
         .iter()
         .try_for_each(|c| runner.run(c).map(|_| ()));
@@ -169,10 +178,12 @@ mod tests {
         let req = Provision {
             provisioning: format!("  {}\n", good_string()),
             authorized_keys: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc test\n".into()),
+            wifi: Some(WifiConfig::new("Home", Some("correct horse"), Some("de")).unwrap()),
         };
         let offset = provision(&img, &req, &mut r).unwrap();
         assert_eq!(offset, 40 * 512);
-        assert_eq!(r.ran.len(), 2);
+        assert_eq!(r.ran.len(), 3);
+        assert!(r.ran[2].display().ends_with("::/wifi"));
         let shown = r.ran[0].display();
         assert!(
             shown.contains(&format!("{}@@20480", img.display())),
@@ -190,6 +201,7 @@ mod tests {
         let req = Provision {
             provisioning: "lattice1:not-base64!".into(),
             authorized_keys: None,
+            wifi: None,
         };
         let e = provision(&img, &req, &mut r).unwrap_err();
         assert!(
@@ -200,6 +212,7 @@ mod tests {
         let req = Provision {
             provisioning: good_string(),
             authorized_keys: Some("hello world".into()),
+            wifi: None,
         };
         let e = provision(&img, &req, &mut r).unwrap_err();
         assert!(matches!(e, ProvisionError::SshKey { line: 1 }), "{e}");
@@ -211,6 +224,7 @@ mod tests {
         let req = Provision {
             provisioning: good_string(),
             authorized_keys: None,
+            wifi: None,
         };
         let mut r = FakeRunner::default();
 

@@ -16,6 +16,13 @@ pub const CONFIG_MOUNT: &str = "/boot/lattice-config";
 pub const PROVISIONING_FILE: &str = "provisioning";
 /// File on the config partition holding SSH public keys; SSH runs only if it exists.
 pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
+/// File on the config partition holding the Wi-Fi network ([`lattice_wire::wifi`]); Wi-Fi is
+/// used only when it exists.
+pub const WIFI_FILE: &str = lattice_wire::wifi::WIFI_FILE;
+/// Where the Wi-Fi units and files go in the image.
+pub const WIFI_UNIT: &str = "/etc/systemd/system/lattice-wifi@.service";
+pub const WIFI_UDEV_RULE: &str = "/etc/udev/rules.d/80-lattice-wifi.rules";
+pub const WIFI_NETWORK: &str = "/etc/systemd/network/81-lattice-wifi.network";
 /// latticed's configuration in the root filesystem.
 pub const LATTICED_CONFIG: &str = "/etc/lattice/latticed.toml";
 /// The image manifest (also read by `lattice image inspect`).
@@ -95,6 +102,8 @@ pub const ENABLED_UNITS: &[&str] = &[
 
 /// Units that would write to the read-only root or are of no use on a node.
 pub const MASKED_UNITS: &[&str] = &[
+    // Debian's D-Bus wpa_supplicant: lattice-wifi@.service runs one per interface instead.
+    "wpa_supplicant.service",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
     "apt-daily.service",
@@ -244,6 +253,45 @@ pub fn network_file() -> String {
     "[Match]\nName=en* eth*\nType=ether\n\n[Network]\nDHCP=yes\n".to_string()
 }
 
+/// DHCP on wireless interfaces once they have joined the network (wpa_supplicant does that).
+/// Their routes weigh more than the wired ones' (networkd's default metric is 1024), so a
+/// node with a cable prefers it.
+pub fn wifi_network_file() -> String {
+    "[Match]\nType=wlan\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nRouteMetric=2048\n".to_string()
+}
+
+/// Every wireless interface, when it appears (at boot or plugged in later), pulls in
+/// `lattice-wifi@<interface>.service`.
+pub fn wifi_udev_rule() -> String {
+    "# Lattice: Wi-Fi from the config partition on every wireless interface.\n\
+     ACTION==\"add\", SUBSYSTEM==\"net\", ENV{DEVTYPE}==\"wlan\", TAG+=\"systemd\", \
+     ENV{SYSTEMD_WANTS}+=\"lattice-wifi@%k.service\"\n"
+        .to_string()
+}
+
+/// One interface's Wi-Fi: latticed turns the config partition's file into wpa_supplicant's
+/// configuration (in /run: the root is read-only, and the key never lands on a disk), then
+/// wpa_supplicant joins the network. Nothing runs without the file. A bad file fails the
+/// unit with latticed's message (file, line, what is wrong) in the journal.
+pub fn wifi_unit() -> String {
+    format!(
+        "[Unit]\n\
+         Description=Wi-Fi on %I from the config partition\n\
+         ConditionPathExists={CONFIG_MOUNT}/{WIFI_FILE}\n\
+         RequiresMountsFor={CONFIG_MOUNT}\n\
+         BindsTo=sys-subsystem-net-devices-%i.device\n\
+         After=sys-subsystem-net-devices-%i.device\n\
+         Before=network.target\n\
+         Wants=network.target\n\
+         \n\
+         [Service]\n\
+         ExecStartPre=/usr/bin/latticed --write-wpa-config {CONFIG_MOUNT}/{WIFI_FILE} /run/lattice-wifi/%I.conf\n\
+         ExecStart=/sbin/wpa_supplicant -i %I -c /run/lattice-wifi/%I.conf -D nl80211,wext\n\
+         Restart=on-failure\n\
+         RestartSec=10\n"
+    )
+}
+
 /// Docker's and latticed's interfaces (veth pairs, `docker0`, workload bridges `lt…`) are
 /// Docker's to manage, never networkd's.
 pub fn container_links_file() -> String {
@@ -290,6 +338,17 @@ pub fn config_readme() -> String {
          \r\n\
          Optional: a file named `{AUTHORIZED_KEYS_FILE}` with SSH public keys turns SSH on\r\n\
          (root login with those keys only; no passwords anywhere).\r\n\
+         \r\n\
+         Optional: a file named `{WIFI_FILE}` joins a Wi-Fi network (a cable is preferred\r\n\
+         when both work). Lines of key=value:\r\n\
+         \r\n\
+         \x20   ssid=Home Network\r\n\
+         \x20   psk=the network's password (8 to 63 characters)\r\n\
+         \x20   country=DE            (optional: where the node is, for legal channels)\r\n\
+         \x20   hidden=yes            (optional: the network is not broadcast)\r\n\
+         \r\n\
+         For a network without a password write open=yes instead of psk=. Or run\r\n\
+         `lattice image provision IMAGE --wifi-ssid NAME --wifi-psk-file FILE`.\r\n\
          \r\n\
          The node reads this partition at start; once registered, its identity lives on\r\n\
          the data partition and the provisioning string is not needed any more.\r\n"
@@ -374,6 +433,24 @@ mod tests {
         for name in ["veth*", "docker*", "lt*", "br-*"] {
             assert!(unmanaged.contains(name), "{name}: {unmanaged}");
         }
+    }
+
+    #[test]
+    fn wifi_runs_only_with_the_file_on_every_wireless_interface_and_keeps_the_key_in_run() {
+        let unit = wifi_unit();
+        assert!(unit.contains("ConditionPathExists=/boot/lattice-config/wifi\n"));
+        assert!(
+            unit.contains("--write-wpa-config /boot/lattice-config/wifi /run/lattice-wifi/%I.conf")
+        );
+        assert!(unit.contains("-i %I -c /run/lattice-wifi/%I.conf"));
+        let rule = wifi_udev_rule();
+        assert!(rule.contains("ENV{DEVTYPE}==\"wlan\""));
+        assert!(rule.contains("SYSTEMD_WANTS}+=\"lattice-wifi@%k.service\""));
+        // A cable wins: Wi-Fi routes weigh more than networkd's default 1024.
+        assert!(wifi_network_file().contains("Type=wlan"));
+        assert!(wifi_network_file().contains("RouteMetric=2048"));
+        assert!(MASKED_UNITS.contains(&"wpa_supplicant.service"));
+        assert!(config_readme().contains("`wifi`"));
     }
 
     #[test]

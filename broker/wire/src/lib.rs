@@ -10,6 +10,7 @@
 //! * [`replay`] — the per-sender (epoch, counter) window that refuses replayed envelopes.
 //! * [`keys`] — key types and their text encodings.
 //! * [`rotation`] — fleet key rotation statements and the walk from a pinned key to the current one.
+//! * [`wifi`] — the config partition's Wi-Fi file and the `wpa_supplicant` configuration made from it.
 //!
 //! The broker is not trusted (rumqttd has no topic ACLs, and an operator may run any broker):
 //! a receiver accepts a message only when its signature verifies under the key registered for
@@ -25,6 +26,7 @@ pub mod register;
 pub mod replay;
 pub mod rotation;
 pub mod topic;
+pub mod wifi;
 
 pub use envelope::{Envelope, Opened, Sender, WireError};
 pub use keys::{EncryptionKey, EncryptionPublic, IdentityKey, IdentityPublic, KeyError};

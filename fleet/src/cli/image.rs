@@ -56,6 +56,23 @@ pub enum ImageCmd {
         /// SSH public keys (authorized_keys format): turns SSH on, keys only.
         #[arg(long, value_name = "FILE")]
         ssh_key: Option<PathBuf>,
+        /// A Wi-Fi network for the node to join (with --wifi-psk-file, --wifi-psk or
+        /// --wifi-open).
+        #[arg(long, value_name = "SSID")]
+        wifi_ssid: Option<String>,
+        /// File whose first line is the Wi-Fi passphrase (8 to 63 characters).
+        #[arg(long, value_name = "FILE", requires = "wifi_ssid", conflicts_with_all = ["wifi_psk", "wifi_open"])]
+        wifi_psk_file: Option<PathBuf>,
+        /// The Wi-Fi passphrase (prefer the environment variable or --wifi-psk-file: command
+        /// lines are visible to other local users).
+        #[arg(long, value_name = "PASSPHRASE", env = "LATTICE_WIFI_PSK", hide_env_values = true, requires = "wifi_ssid", conflicts_with = "wifi_open")]
+        wifi_psk: Option<String>,
+        /// The Wi-Fi network has no password.
+        #[arg(long, requires = "wifi_ssid")]
+        wifi_open: bool,
+        /// Where the node is (ISO 3166 code such as DE or US): the radio's legal channels.
+        #[arg(long, value_name = "CC", requires = "wifi_ssid")]
+        wifi_country: Option<String>,
     },
     /// Lists what an image contains (latticed's version, every package), from its manifest.
     Inspect {
@@ -152,7 +169,40 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
             image,
             provisioning,
             ssh_key,
+            wifi_ssid,
+            wifi_psk_file,
+            wifi_psk,
+            wifi_open,
+            wifi_country,
         } => {
+            let wifi = match wifi_ssid {
+                None => None,
+                Some(ssid) => {
+                    let psk = match (wifi_psk_file, wifi_psk) {
+                        (Some(p), _) => Some(
+                            std::fs::read_to_string(&p)
+                                .with_context(|| format!("reading {}", p.display()))?
+                                .lines()
+                                .next()
+                                .unwrap_or("")
+                                .trim_end_matches('\r')
+                                .to_string(),
+                        ),
+                        (None, psk) => psk,
+                    };
+                    if psk.is_none() && !wifi_open {
+                        anyhow::bail!(
+                            "--wifi-ssid needs the network's passphrase (--wifi-psk-file or \
+                             LATTICE_WIFI_PSK), or --wifi-open for a network without one"
+                        );
+                    }
+                    Some(lattice_wire::wifi::WifiConfig::new(
+                        &ssid,
+                        psk.as_deref(),
+                        wifi_country.as_deref(),
+                    )?)
+                }
+            };
             let authorized_keys = match ssh_key {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
@@ -163,15 +213,20 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
             let req = lattice_image::provision::Provision {
                 provisioning,
                 authorized_keys,
+                wifi,
             };
             lattice_image::provision::provision(&image, &req, &mut SystemRunner::new())?;
             println!(
-                "provisioned {} (config partition: provisioning{})",
+                "provisioned {} (config partition: provisioning{}{})",
                 image.display(),
                 if req.authorized_keys.is_some() {
                     ", authorized_keys"
                 } else {
                     ""
+                },
+                match &req.wifi {
+                    Some(w) => format!(", wifi for {:?}", w.ssid),
+                    None => String::new(),
                 }
             );
             Ok(())
