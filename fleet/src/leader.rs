@@ -22,6 +22,23 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A leader whose lock check takes longer than this takes itself as cut off and stops leading.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long PostgreSQL keeps a fleet session whose client went silent (its host cut off by the
+/// network, not closed): the server probes an idle session after 6 s, every 1 s, and drops it
+/// after 3 unanswered probes; data it sent that stays unacknowledged for 9 s drops it too
+/// (`tcp_user_timeout`). Set on every fleet session ([`SESSION_TIMEOUTS`]), so the lock of a
+/// partitioned leader, and any placement lock its pool held, is freed after about this, not
+/// after the kernel's two-hour keepalive default. Longer than [`CHECK_EVERY`] +
+/// [`CHECK_TIMEOUT`] with room to spare: the cut-off leader has stopped before another replica
+/// can take the lock.
+pub const SERVER_DROPS_SILENT_AFTER: Duration = Duration::from_secs(9);
+
+/// The statement that sets [`SERVER_DROPS_SILENT_AFTER`] on a session (PostgreSQL 12 or later;
+/// ignored on Unix-socket connections).
+pub const SESSION_TIMEOUTS: &str = "SELECT set_config('tcp_keepalives_idle', '6', false), \
+     set_config('tcp_keepalives_interval', '1', false), \
+     set_config('tcp_keepalives_count', '3', false), \
+     set_config('tcp_user_timeout', '9000', false)";
+
 /// The advisory lock's key ("LATTICE!" as a big-endian i64): one per database.
 pub const LOCK_KEY: i64 = 0x4c41_5454_4943_4521;
 
@@ -128,12 +145,15 @@ impl PgLock {
     async fn acquire(&mut self) -> Result<bool, LeaderError> {
         use sqlx::Connection;
         if self.conn.is_none() {
-            let c = sqlx::PgConnection::connect(&self.url)
+            let mut c = sqlx::PgConnection::connect(&self.url)
                 .await
                 .map_err(|source| LeaderError::Connect {
                     url: redact(&self.url),
                     source,
                 })?;
+            // The server frees the lock of a session whose client went silent (a partition)
+            // after SERVER_DROPS_SILENT_AFTER, not hours later.
+            sqlx::query(SESSION_TIMEOUTS).execute(&mut c).await?;
             self.conn = Some(c);
         }
         let conn = self.conn.as_mut().expect("connected above");
@@ -358,6 +378,20 @@ mod tests {
         // It competes again like any follower.
         assert_eq!(e.step(Probe::Taken), None);
         assert_eq!(e.step(Probe::Held), Some(Change::Gained));
+    }
+
+    #[test]
+    fn the_server_frees_a_silent_leaders_lock_only_after_it_stopped_leading() {
+        // The last traffic on the lock session may be a check up to CHECK_EVERY before the
+        // partition; the leader stops at most CHECK_EVERY + CHECK_TIMEOUT after it.
+        let freed_at_least = SERVER_DROPS_SILENT_AFTER - CHECK_EVERY;
+        let stopped_by = CHECK_EVERY + CHECK_TIMEOUT;
+        assert!(
+            freed_at_least >= stopped_by + Duration::from_secs(3),
+            "{freed_at_least:?} vs {stopped_by:?}"
+        );
+        assert!(SESSION_TIMEOUTS.contains("'tcp_keepalives_idle', '6'"));
+        assert!(SESSION_TIMEOUTS.contains("'tcp_user_timeout', '9000'"));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub enum ApiError {
     Forbidden(String),
     #[error("internal error")]
     Internal(String),
-    #[error("storage unavailable")]
+    #[error("the fleet's database is unavailable; retry later")]
     Unavailable(String),
     /// The broker did not make the account change; the text says what happened (no secrets,
     /// no broker internals for unauthenticated callers).

@@ -18,10 +18,15 @@ pub async fn healthz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
+/// How long `/metrics` waits for the node counts: the rest (`lattice_fleet_leader` among
+/// them) is answered even while the database does not answer.
+const NODE_COUNTS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Prometheus metrics (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "metrics", content_type = "text/plain")))]
 pub async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    if let Ok((on, off)) = s.store.node_counts().await {
+    // Without the database the node gauges keep their last values.
+    if let Ok(Ok((on, off))) = tokio::time::timeout(NODE_COUNTS_WAIT, s.store.node_counts()).await {
         s.metrics.set_nodes(on, off);
     }
     (

@@ -199,6 +199,12 @@ impl Store {
                             sqlx::query("PRAGMA busy_timeout=5000")
                                 .execute(&mut *conn)
                                 .await?;
+                        } else {
+                            // A session whose replica is cut off by the network ends after
+                            // a few seconds, and any advisory lock it held with it.
+                            sqlx::query(crate::leader::SESSION_TIMEOUTS)
+                                .execute(&mut *conn)
+                                .await?;
                         }
                         Ok(())
                     })
