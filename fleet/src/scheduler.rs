@@ -10,7 +10,7 @@
 //! I/O and no clock: the caller passes everything in, which is what makes it fast (see
 //! `benches/scheduler.rs`) and testable with properties.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What the scheduler knows about one node.
@@ -39,8 +39,8 @@ pub struct NodeView {
     pub price: u64,
 }
 
-/// CPU, memory and disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// CPU (millicores), memory and disk (bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
@@ -103,7 +103,9 @@ pub struct Request {
 }
 
 /// Why a node was not chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Offline,
@@ -140,6 +142,29 @@ impl Reason {
     /// True for the capacity reasons (the answer is 409/503 naming the resource).
     pub fn is_capacity(self) -> bool {
         matches!(self, Reason::Cpu | Reason::Memory | Reason::Disk)
+    }
+
+    /// Its name as serialized (`not_always_on`, `storage_class`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Offline => "offline",
+            Reason::Cordoned => "cordoned",
+            Reason::Arch => "arch",
+            Reason::Region => "region",
+            Reason::Labels => "labels",
+            Reason::StorageClass => "storage_class",
+            Reason::NotAlwaysOn => "not_always_on",
+            Reason::Spread => "spread",
+            Reason::Cpu => "cpu",
+            Reason::Memory => "memory",
+            Reason::Disk => "disk",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -403,6 +428,231 @@ fn best_bounded<'a>(
         }
     }
     best
+}
+
+/// What [`explain`] says about one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeVerdict {
+    pub node: String,
+    pub provider: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// A node's verdict: it fits, with its [`score`] (`chosen` for the node [`place`] picks), or
+/// it breaks a hard rule, the first one in [`place`]'s order of precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Fits {
+        score: f64,
+        chosen: bool,
+    },
+    Rejected {
+        reason: Reason,
+        /// For `cpu`, `memory` and `disk`: the figures that made it fail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shortfall: Option<Shortfall>,
+        /// The same for people: `needs 256 MiB memory, 128 MiB free (…)`, `arch aarch64, the
+        /// workload needs x86_64`.
+        detail: String,
+    },
+}
+
+impl Verdict {
+    /// The reason it was turned away, if it was.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Verdict::Fits { .. } => None,
+            Verdict::Rejected { reason, .. } => Some(*reason),
+        }
+    }
+}
+
+/// One resource a node is short of: CPU in millicores, memory and disk in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Shortfall {
+    /// What the workload needs.
+    pub needed: u64,
+    /// What the node's envelope has left: capacity minus reserved (0 when the reservations
+    /// exceed the capacity, as after the envelope shrank).
+    pub free: u64,
+    pub capacity: u64,
+    pub reserved: u64,
+}
+
+/// The decision of [`place`], node by node (the detail behind its counts): for every node of
+/// `nodes`, in their order, its [`Verdict`]. It agrees with [`place`] exactly: the node marked
+/// `chosen` is the one [`place`] decides on (with the same score), and counting the rejected
+/// verdicts by reason gives [`Decision::rejected`]. Slower than [`place`] (every fitting node
+/// is scored, every rejection described): for an operator's question, not for placement.
+pub fn explain(nodes: &[NodeView], req: &Request) -> Vec<NodeVerdict> {
+    let rules = Rules::new(req);
+    let checked: Vec<Result<(), Reason>> = nodes.iter().map(|n| rules.check(n)).collect();
+    let fit_prices = || {
+        nodes
+            .iter()
+            .zip(&checked)
+            .filter(|(_, c)| c.is_ok())
+            .map(|(n, _)| n.price)
+    };
+    let cheapest = fit_prices().min().unwrap_or(0);
+    let dearest = fit_prices().max().unwrap_or(0);
+    // Every fitting node scored, in order: its score, or why it does not fit.
+    let scored: Vec<Result<f64, Reason>> = nodes
+        .iter()
+        .zip(checked)
+        .map(|(n, c)| c.map(|()| score(n, req, cheapest, dearest)))
+        .collect();
+    // The best as `place` ranks them: the plain scan, which `place` is held to by its tests.
+    let mut best: Option<(f64, &NodeView)> = None;
+    let mut chosen = None;
+    for (i, (n, s)) in nodes.iter().zip(&scored).enumerate() {
+        if let Ok(s) = s {
+            if beats(*s, n, best) {
+                best = Some((*s, n));
+                chosen = Some(i);
+            }
+        }
+    }
+    nodes
+        .iter()
+        .zip(scored)
+        .enumerate()
+        .map(|(i, (n, scored))| NodeVerdict {
+            node: n.id.clone(),
+            provider: n.provider.clone(),
+            verdict: match scored {
+                Ok(score) => Verdict::Fits {
+                    score,
+                    chosen: chosen == Some(i),
+                },
+                Err(reason) => rejected(n, req, reason),
+            },
+        })
+        .collect()
+}
+
+/// The verdict on `node`, turned away for `reason`, with the figures behind it.
+fn rejected(node: &NodeView, req: &Request, reason: Reason) -> Verdict {
+    let resource = |pick: fn(Resources) -> u64| Shortfall {
+        needed: pick(req.needs),
+        free: pick(node.capacity.minus(node.reserved)),
+        capacity: pick(node.capacity),
+        reserved: pick(node.reserved),
+    };
+    let shortfall = match reason {
+        Reason::Cpu => Some(resource(|r| r.cpu_millis)),
+        Reason::Memory => Some(resource(|r| r.memory_bytes)),
+        Reason::Disk => Some(resource(|r| r.disk_bytes)),
+        _ => None,
+    };
+    let wanted = |w: &Option<String>| w.as_deref().unwrap_or("-").to_string();
+    let detail = match (reason, shortfall) {
+        (Reason::Offline, _) => "offline".to_string(),
+        (Reason::Cordoned, _) => {
+            "cordoned, draining or decommissioning: takes no new work".to_string()
+        }
+        (Reason::Arch, _) => format!(
+            "arch {}, the workload needs {}",
+            or_none(&node.arch),
+            wanted(&req.arch)
+        ),
+        (Reason::Region, _) => format!(
+            "region {}, the workload needs {}",
+            or_none(&node.region),
+            wanted(&req.region)
+        ),
+        (Reason::Labels, _) => {
+            let missing: Vec<String> = req
+                .labels
+                .iter()
+                .filter(|(k, v)| node.labels.get(*k) != Some(*v))
+                .map(|(k, v)| match node.labels.get(k) {
+                    Some(has) => format!("{k}={v} (has {k}={has})"),
+                    None => format!("{k}={v}"),
+                })
+                .collect();
+            format!("lacks label {}", missing.join(", "))
+        }
+        (Reason::StorageClass, _) => format!(
+            "offers no {} storage (offers: {})",
+            wanted(&req.storage_class),
+            if node.storage_classes.is_empty() {
+                "none".to_string()
+            } else {
+                node.storage_classes.join(", ")
+            }
+        ),
+        (Reason::NotAlwaysOn, _) => {
+            "keeps availability windows; always-on work needs a node offering 24/7".to_string()
+        }
+        (Reason::Spread, _) if req.avoid_nodes.contains(&node.id) => {
+            "holds another copy of the workload already".to_string()
+        }
+        (Reason::Spread, _) => format!(
+            "its provider {} holds another copy of the workload",
+            node.provider
+        ),
+        (r, Some(f)) => {
+            let unit = |n: u64| match r {
+                Reason::Cpu => format!("{n}m"),
+                _ => bytes(n),
+            };
+            let what = match r {
+                Reason::Cpu => "CPU",
+                Reason::Memory => "memory",
+                _ => "disk",
+            };
+            if f.reserved > f.capacity {
+                format!(
+                    "{what}: reserved {} beyond its capacity {}; needs {}",
+                    unit(f.reserved),
+                    unit(f.capacity),
+                    unit(f.needed)
+                )
+            } else {
+                format!(
+                    "needs {} {what}, {} free (capacity {}, reserved {})",
+                    unit(f.needed),
+                    unit(f.free),
+                    unit(f.capacity),
+                    unit(f.reserved)
+                )
+            }
+        }
+        (r, None) => r.to_string(),
+    };
+    Verdict::Rejected {
+        reason,
+        shortfall,
+        detail,
+    }
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "none"
+    } else {
+        s
+    }
+}
+
+/// `n` bytes for people: `512 B`, `64 MiB`, `1.5 GiB` (binary units, one decimal when not
+/// whole).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut unit = 0;
+    let mut v = n as f64;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]
@@ -857,6 +1107,9 @@ mod tests {
             let d = place(&nodes, &r);
             let want = place_reference(&nodes, &r);
             same_decision(&d, &want).unwrap();
+            if i % 10 == 0 {
+                explain_agrees(&nodes, &r, &d).unwrap();
+            }
             if let Some(id) = d.node {
                 let n = nodes.iter_mut().find(|n| n.id == id).unwrap();
                 n.reserved = n.reserved.plus(r.needs);
@@ -865,6 +1118,222 @@ mod tests {
         }
         // The fleet filled up: the capacity rules were exercised too.
         assert!(placed < 3000, "{placed}");
+    }
+
+    /// `explain` tells the decision `d` of `place` node by node: the one node it marks chosen
+    /// is `d`'s, with `d`'s score to the bit; its rejections, counted by reason, are `d`'s
+    /// counts; each verdict is the node's own `check` and `score`, and a capacity rejection's
+    /// figures show the shortage.
+    fn explain_agrees(nodes: &[NodeView], r: &Request, d: &Decision) -> Result<(), TestCaseError> {
+        let verdicts = explain(nodes, r);
+        prop_assert_eq!(verdicts.len(), nodes.len());
+        let mut counts: BTreeMap<Reason, u32> = BTreeMap::new();
+        let mut chosen = vec![];
+        let fit_prices = nodes
+            .iter()
+            .filter(|n| check(n, r).is_ok())
+            .map(|n| n.price);
+        let (lo, hi) = (
+            fit_prices.clone().min().unwrap_or(0),
+            fit_prices.max().unwrap_or(0),
+        );
+        for (n, v) in nodes.iter().zip(&verdicts) {
+            prop_assert_eq!(&v.node, &n.id);
+            prop_assert_eq!(&v.provider, &n.provider);
+            prop_assert_eq!(v.verdict.reason(), check(n, r).err());
+            match &v.verdict {
+                Verdict::Fits {
+                    score: s,
+                    chosen: c,
+                } => {
+                    prop_assert_eq!(s.to_bits(), score(n, r, lo, hi).to_bits());
+                    if *c {
+                        chosen.push((n.id.clone(), *s));
+                    }
+                }
+                Verdict::Rejected {
+                    reason,
+                    shortfall,
+                    detail,
+                } => {
+                    *counts.entry(*reason).or_default() += 1;
+                    prop_assert!(!detail.is_empty());
+                    prop_assert_eq!(shortfall.is_some(), reason.is_capacity());
+                    if let Some(f) = shortfall {
+                        prop_assert!(
+                            f.needed > f.free || f.reserved.saturating_add(f.needed) > f.capacity,
+                            "{:?}",
+                            f
+                        );
+                        prop_assert_eq!(f.free, f.capacity.saturating_sub(f.reserved));
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(&counts, &d.rejected);
+        match &d.node {
+            Some(id) => {
+                prop_assert_eq!(chosen.len(), 1, "{:?}", chosen);
+                prop_assert_eq!(&chosen[0].0, id);
+                prop_assert_eq!(chosen[0].1.to_bits(), d.score.to_bits());
+            }
+            None => prop_assert!(chosen.is_empty(), "{:?}", chosen),
+        }
+        Ok(())
+    }
+
+    fn verdict_of<'a>(vs: &'a [NodeVerdict], id: &str) -> &'a Verdict {
+        &vs.iter().find(|v| v.node == id).unwrap().verdict
+    }
+
+    fn detail_of(vs: &[NodeVerdict], id: &str) -> String {
+        match verdict_of(vs, id) {
+            Verdict::Rejected { detail, .. } => detail.clone(),
+            v => panic!("{id} fits: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn explain_gives_every_node_its_verdict_with_the_figures() {
+        let mut off = node("a");
+        off.online = false;
+        let mut cordoned = node("b");
+        cordoned.cordoned = true;
+        let mut arm = node("c");
+        arm.arch = "aarch64".into();
+        let mut windows = node("d");
+        windows.always_available = false;
+        let mut full = node("e");
+        full.reserved.memory_bytes = 3 * GIB + GIB / 2;
+        let ok = node("f");
+        let mut busy = node("g");
+        busy.reserved.cpu_millis = 1000;
+        let mut r = req(500, GIB);
+        r.arch = Some("x86_64".into());
+        let nodes = [off, cordoned, arm, windows, full, ok, busy];
+        let d = place(&nodes, &r);
+        let vs = explain(&nodes, &r);
+        assert_eq!(
+            vs.iter().map(|v| v.verdict.reason()).collect::<Vec<_>>(),
+            [
+                Some(Reason::Offline),
+                Some(Reason::Cordoned),
+                Some(Reason::Arch),
+                Some(Reason::NotAlwaysOn),
+                Some(Reason::Memory),
+                None,
+                None,
+            ]
+        );
+        assert_eq!(
+            *verdict_of(&vs, "f"),
+            Verdict::Fits {
+                score: d.score,
+                chosen: true
+            }
+        );
+        assert!(matches!(
+            verdict_of(&vs, "g"),
+            Verdict::Fits { score, chosen: false } if *score < d.score
+        ));
+        assert_eq!(
+            *verdict_of(&vs, "e"),
+            Verdict::Rejected {
+                reason: Reason::Memory,
+                shortfall: Some(Shortfall {
+                    needed: GIB,
+                    free: GIB / 2,
+                    capacity: 4 * GIB,
+                    reserved: 3 * GIB + GIB / 2,
+                }),
+                detail: "needs 1 GiB memory, 512 MiB free (capacity 4 GiB, reserved 3.5 GiB)"
+                    .into(),
+            }
+        );
+        assert_eq!(detail_of(&vs, "a"), "offline");
+        assert_eq!(
+            detail_of(&vs, "c"),
+            "arch aarch64, the workload needs x86_64"
+        );
+        assert!(detail_of(&vs, "d").contains("24/7"));
+        explain_agrees(&nodes, &r, &d).unwrap();
+        // The JSON an operator reads: the verdict's fields beside the node's.
+        let json = serde_json::to_value(&vs[4]).unwrap();
+        assert_eq!(json["node"], "e");
+        assert_eq!(json["verdict"], "rejected");
+        assert_eq!(json["reason"], "memory");
+        assert_eq!(json["shortfall"]["needed"], GIB);
+        let json = serde_json::to_value(&vs[5]).unwrap();
+        assert_eq!(
+            (&json["verdict"], &json["chosen"]),
+            (&"fits".into(), &true.into())
+        );
+        let back: Vec<NodeVerdict> =
+            serde_json::from_value(serde_json::to_value(&vs).unwrap()).unwrap();
+        assert_eq!(back, vs);
+    }
+
+    #[test]
+    fn explain_names_what_a_node_lacks() {
+        let mut us = node("region");
+        us.region = "us".into();
+        let mut tier = node("labels");
+        tier.labels = [("tier".to_string(), "b".to_string())].into();
+        let mut hdd = node("storage");
+        hdd.storage_classes = vec!["hdd".into()];
+        let copy = node("copy");
+        let mut sibling = node("sibling");
+        sibling.provider = "p-x".into();
+        let mut shrunk = node("shrunk");
+        shrunk.reserved.cpu_millis = 2500;
+        let mut disk = node("disk");
+        disk.reserved.disk_bytes = 100 * GIB - 512;
+        let mut r = req(0, GIB);
+        r.needs.disk_bytes = 1024;
+        r.region = Some("eu".into());
+        r.labels = [("tier".to_string(), "a".to_string())].into();
+        r.storage_class = Some("ssd".into());
+        r.avoid_nodes = vec!["copy".into()];
+        r.avoid_providers = vec!["p-x".into()];
+        let mut nodes = [us, tier, hdd, copy, sibling, shrunk, disk];
+        for n in nodes.iter_mut().filter(|n| n.id != "labels") {
+            n.labels = r.labels.clone();
+        }
+        let vs = explain(&nodes, &r);
+        assert_eq!(detail_of(&vs, "region"), "region us, the workload needs eu");
+        assert_eq!(detail_of(&vs, "labels"), "lacks label tier=a (has tier=b)");
+        assert_eq!(
+            detail_of(&vs, "storage"),
+            "offers no ssd storage (offers: hdd)"
+        );
+        assert_eq!(
+            detail_of(&vs, "copy"),
+            "holds another copy of the workload already"
+        );
+        assert_eq!(
+            detail_of(&vs, "sibling"),
+            "its provider p-x holds another copy of the workload"
+        );
+        assert_eq!(
+            detail_of(&vs, "shrunk"),
+            "CPU: reserved 2500m beyond its capacity 2000m; needs 0m"
+        );
+        assert_eq!(
+            detail_of(&vs, "disk"),
+            "needs 1 KiB disk, 512 B free (capacity 100 GiB, reserved 100.0 GiB)"
+        );
+        let d = place(&nodes, &r);
+        assert_eq!(d.node, None);
+        explain_agrees(&nodes, &r, &d).unwrap();
+        assert!(explain(&[], &r).is_empty());
+    }
+
+    #[test]
+    fn bytes_read_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(64 << 20), "64 MiB");
+        assert_eq!(bytes(3 * GIB / 2), "1.5 GiB");
     }
 
     /// Node ids are unique in a fleet.
@@ -886,6 +1355,36 @@ mod tests {
                 prop_assert_eq!(check(n, &r), check_reference(n, &r));
             }
             same_decision(&place(&nodes, &r), &place_reference(&nodes, &r))?;
+        }
+
+        /// The detail on request: `explain` agrees with `place` on any fleet (NaN and
+        /// out-of-range reliabilities, repeated ids, reservations beyond capacity included).
+        #[test]
+        fn explain_tells_places_decision_node_by_node(
+            nodes in proptest::collection::vec(arb_any_node(), 0..120),
+            r in arb_any_req(),
+        ) {
+            explain_agrees(&nodes, &r, &place(&nodes, &r))?;
+        }
+
+        /// Ties for certain: each node with a twin (same score, a larger id) before it and
+        /// another after it; `explain` still marks `place`'s node, the smallest id.
+        #[test]
+        fn explain_breaks_ties_as_place_does(
+            nodes in proptest::collection::vec(arb_any_node(), 1..40),
+            r in arb_any_req(),
+        ) {
+            let twin = |prefix: &str, n: &NodeView| NodeView {
+                id: format!("{prefix}{}", n.id),
+                ..n.clone()
+            };
+            let fleet: Vec<NodeView> = nodes
+                .iter()
+                .map(|n| twin("u", n))
+                .chain(nodes.iter().cloned())
+                .chain(nodes.iter().map(|n| twin("t", n)))
+                .collect();
+            explain_agrees(&fleet, &r, &place(&fleet, &r))?;
         }
     }
 

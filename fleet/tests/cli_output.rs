@@ -48,3 +48,39 @@ fn a_closed_stdout_ends_a_command_quietly() {
     // Ended by SIGPIPE, as `cat` or `ls` would be.
     assert_eq!(out.status.signal(), Some(13), "{:?}", out.status);
 }
+
+/// `lattice workload explain` takes an existing workload's name or a would-be deploy's flags,
+/// not both: mixing them is refused before any fleet is asked, naming the flag.
+#[test]
+fn workload_explain_refuses_a_name_with_would_be_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (
+            &["workload", "explain", "web", "--plan", "large"][..],
+            "--plan",
+        ),
+        (
+            &["workload", "explain", "--account", "a-1"][..],
+            "--account",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("LATTICE_CLI_CONFIG", dir.path().join("none.toml"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    // Well formed, but no CLI config: one error line saying so, nothing sent.
+    let out = Command::new(BIN)
+        .args(["workload", "explain", "web", "--json"])
+        .env("LATTICE_CLI_CONFIG", dir.path().join("none.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("Error: no CLI config at "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

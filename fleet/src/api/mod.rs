@@ -11,12 +11,14 @@ mod logs;
 mod node_lifecycle;
 mod nodes;
 mod ops;
+mod placement;
 pub mod principal;
 mod register;
 mod tokens;
 mod workloads;
 
 pub use error::{ApiError, ErrorBody};
+pub use placement::{ExplainRequest, PlacementExplanation};
 pub use principal::{Principal, Role};
 pub use tokens::{issue as issue_token, CreateToken, CreatedToken};
 
@@ -81,6 +83,7 @@ pub struct AppState {
         audit::list,
         workloads::create, workloads::list, workloads::show, workloads::delete, logs::logs,
         workloads::credentials, workloads::update,
+        placement::workload, placement::would_be,
     ),
     components(schemas(
         crate::store::NodeRow, crate::store::TokenRow, CreateToken, CreatedToken, ErrorBody,
@@ -94,6 +97,9 @@ pub struct AppState {
         crate::workloads::UpdateRequest, crate::workloads::Strategy, crate::workloads::NextView, crate::store::WorkloadEvent,
         crate::kinds::s3::Credentials, crate::offers::NodeOffer,
         crate::lifecycle::NodeLifecycleView, crate::lifecycle::NodeWorkload,
+        placement::PlacementExplanation, placement::ExplainRequest, crate::scheduler::NodeVerdict,
+        crate::scheduler::Verdict, crate::scheduler::Shortfall, crate::scheduler::Reason,
+        crate::scheduler::Resources, crate::offers::Placement,
     )),
     modifiers(&SecurityAddon),
 )]
@@ -189,6 +195,11 @@ pub fn app_with_limit(state: Arc<AppState>, max_in_flight: usize) -> Router {
             "/api/v1/workloads/{name}/credentials",
             get(workloads::credentials),
         )
+        .route(
+            "/api/v1/workloads/{name}/placement",
+            get(placement::workload),
+        )
+        .route("/api/v1/placement", post(placement::would_be))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))

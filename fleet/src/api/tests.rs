@@ -334,6 +334,8 @@ async fn openapi_documents_every_route_and_metrics_render() {
         "/api/v1/workloads",
         "/api/v1/workloads/{name}",
         "/api/v1/workloads/{name}/logs",
+        "/api/v1/workloads/{name}/placement",
+        "/api/v1/placement",
         "/healthz",
         "/metrics",
     ] {
@@ -493,6 +495,7 @@ mod accounts;
 mod load;
 mod node_lifecycle;
 mod offers;
+mod placement;
 mod s3;
 mod updates;
 mod workloads;

@@ -121,6 +121,10 @@ pub enum ShowCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Operators: why the scheduler places it where it does, node by node (the chosen node and
+    /// its score, every other node's score or the rule it broke, with the figures); without
+    /// NAME, a would-be deploy.
+    Explain(super::explain::ExplainArgs),
 }
 
 fn client() -> anyhow::Result<Client> {
@@ -358,6 +362,9 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
                 }
             }
         }
+        WorkloadCmd::Workload {
+            cmd: ShowCmd::Explain(args),
+        } => super::explain::run(&client()?, args).await?,
         WorkloadCmd::Delete { name } => {
             client()?
                 .delete(&format!("/api/v1/workloads/{name}"))

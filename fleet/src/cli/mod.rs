@@ -4,6 +4,7 @@ mod account;
 mod client;
 pub mod config;
 mod deploy;
+mod explain;
 mod image;
 mod images;
 mod node_lifecycle;
