@@ -65,7 +65,14 @@ pub enum ImageCmd {
         wifi_psk_file: Option<PathBuf>,
         /// The Wi-Fi passphrase (prefer the environment variable or --wifi-psk-file: command
         /// lines are visible to other local users).
-        #[arg(long, value_name = "PASSPHRASE", env = "LATTICE_WIFI_PSK", hide_env_values = true, requires = "wifi_ssid", conflicts_with = "wifi_open")]
+        #[arg(
+            long,
+            value_name = "PASSPHRASE",
+            env = "LATTICE_WIFI_PSK",
+            hide_env_values = true,
+            requires = "wifi_ssid",
+            conflicts_with = "wifi_open"
+        )]
         wifi_psk: Option<String>,
         /// The Wi-Fi network has no password.
         #[arg(long, requires = "wifi_ssid")]
@@ -308,4 +315,73 @@ fn latticed_version(latticed: &Path) -> anyhow::Result<String> {
         .nth(1)
         .map(str::to_string)
         .with_context(|| format!("{} --version printed {text:?}", latticed.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    }
+
+    fn provision(extra: &[&str]) -> Result<ImageCmd, clap::Error> {
+        let mut args = vec![
+            "image",
+            "provision",
+            "/nonexistent/lattice.img",
+            "--provisioning",
+            "lattice1:x",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).map(|c| c.cmd)
+    }
+
+    /// Wi-Fi mistakes are named before the image is opened, and the passphrase is never
+    /// repeated back.
+    #[test]
+    fn wifi_flags_are_checked_first_and_name_the_mistake() {
+        let e = run(provision(&["--wifi-ssid", "Home"]).unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("--wifi-psk-file"), "{e:#}");
+        let e =
+            run(provision(&["--wifi-ssid", "Home", "--wifi-psk", "hunter2"]).unwrap()).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("8 to 63") && !e.contains("hunter2"), "{e}");
+        let e =
+            run(provision(&["--wifi-ssid", &"x".repeat(33), "--wifi-open"]).unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("1 to 32 bytes"), "{e:#}");
+        let e = run(
+            provision(&["--wifi-ssid", "Home", "--wifi-psk-file", "/nonexistent/psk"]).unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("reading /nonexistent/psk"),
+            "{e:#}"
+        );
+        // Past the Wi-Fi checks, the image itself is what fails.
+        let e = run(provision(&["--wifi-ssid", "Home", "--wifi-psk", "correct horse"]).unwrap())
+            .unwrap_err();
+        assert!(!format!("{e:#}").contains("Wi-Fi"), "{e:#}");
+    }
+
+    #[test]
+    fn wifi_flags_need_an_ssid_and_one_kind_of_security() {
+        for extra in [
+            &["--wifi-psk", "correct horse"][..],
+            &["--wifi-open"],
+            &["--wifi-country", "DE"],
+            &[
+                "--wifi-ssid",
+                "Home",
+                "--wifi-open",
+                "--wifi-psk",
+                "correct horse",
+            ],
+        ] {
+            assert!(provision(extra).is_err(), "{extra:?} was accepted");
+        }
+    }
 }
