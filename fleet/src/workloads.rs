@@ -390,15 +390,10 @@ pub async fn retarget(
 
 /// Asks the scheduler for a node with room for `needs`, never one of `avoid`. The error says
 /// why none fits (the short resource, or the rules that turned nodes away).
-pub fn place(
-    nodes: &[NodeRow],
-    placed: &[WorkloadRow],
-    needs: Resources,
-    within: &Placement,
-    avoid: &[String],
-    now_ms: u64,
-) -> Result<(String, f64), String> {
-    let request = Request {
+/// The scheduler's request for a workload needing `needs` within `within`, kept off the
+/// nodes in `avoid` (what [`place`] asks, and what the placement detail explains).
+pub fn request(needs: Resources, within: &Placement, avoid: &[String]) -> Request {
+    Request {
         needs,
         class: Class::AlwaysOn,
         arch: None,
@@ -407,7 +402,18 @@ pub fn place(
         storage_class: None,
         avoid_nodes: avoid.to_vec(),
         avoid_providers: vec![],
-    };
+    }
+}
+
+pub fn place(
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    needs: Resources,
+    within: &Placement,
+    avoid: &[String],
+    now_ms: u64,
+) -> Result<(String, f64), String> {
+    let request = request(needs, within, avoid);
     let decision = scheduler::place(&node_views(nodes, placed, now_ms), &request);
     match decision.node {
         Some(node) => Ok((node, decision.score)),

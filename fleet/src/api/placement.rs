@@ -7,7 +7,7 @@
 
 use super::{ApiError, AppState, Principal};
 use crate::offers::Placement;
-use crate::scheduler::{self, Class, NodeVerdict, Reason, Request, Resources, Verdict};
+use crate::scheduler::{self, NodeVerdict, Reason, Request, Resources, Verdict};
 use crate::store::{NodeRow, WorkloadRow};
 use crate::workloads;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -74,16 +74,7 @@ pub struct ExplainQuery {
 /// The request `workloads::place` makes for `needs` within `within` (a new placement: no node
 /// to avoid).
 fn request(needs: Resources, within: &Placement) -> Request {
-    Request {
-        needs,
-        class: Class::AlwaysOn,
-        arch: None,
-        region: within.region.clone(),
-        labels: within.labels.clone(),
-        storage_class: None,
-        avoid_nodes: vec![],
-        avoid_providers: vec![],
-    }
+    workloads::request(needs, within, &[])
 }
 
 /// Places `req` on the fleet `nodes` holding the reservations of `placed`, node by node.
