@@ -46,9 +46,16 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some([from, to]) = cli.write_wpa_config.as_deref() {
-        let wifi = latticed::wifi::write_wpa_config(from, to)?;
-        println!("Wi-Fi: network {:?} written to {}", wifi.ssid, to.display());
-        return Ok(());
+        match latticed::wifi::write_wpa_config(from, to) {
+            Ok(wifi) => {
+                println!("Wi-Fi: network {:?} written to {}", wifi.ssid, to.display());
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(latticed::wifi::EXIT_CONFIG);
+            }
+        }
     }
     let mut config = Config::load(cli.config.as_deref())?;
     config.apply(Overrides {

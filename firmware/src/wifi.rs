@@ -1,7 +1,8 @@
 //! `latticed --write-wpa-config FROM TO`: the config partition's Wi-Fi file
 //! ([`lattice_wire::wifi`]) turned into `wpa_supplicant`'s configuration, run by
 //! `lattice-wifi@.service` on the image before `wpa_supplicant` starts on each wireless
-//! interface. The file written holds the network's key, so it is the owner's alone (0600) and
+//! interface. It fails with [`EXIT_CONFIG`], which the unit does not restart on (the config
+//! partition is read-only while the node runs: retrying cannot help). The file written holds the network's key, so it is the owner's alone (0600) and
 //! appears whole or not at all (written beside, then renamed).
 
 use anyhow::Context;
@@ -10,14 +11,22 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
+pub use lattice_wire::wifi::EXIT_CONFIG;
+
 /// Where `wpa_supplicant` puts its control sockets (`wpa_cli`'s default).
 pub const CTRL_DIR: &str = "/run/wpa_supplicant";
 
 /// Reads `from`, checks it and writes the configuration to `to`. The error names the file and
 /// the line that is wrong, never the passphrase.
 pub fn write_wpa_config(from: &Path, to: &Path) -> anyhow::Result<WifiConfig> {
-    let text = std::fs::read_to_string(from)
+    let bytes = std::fs::read(from)
         .with_context(|| format!("reading the Wi-Fi file {}", from.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text: save it as UTF-8 (Notepad: Save as, Encoding UTF-8)",
+            from.display()
+        )
+    })?;
     let wifi = WifiConfig::parse(&text).with_context(|| format!("{}", from.display()))?;
     if let Some(dir) = to.parent() {
         std::fs::DirBuilder::new()
@@ -77,5 +86,9 @@ mod tests {
             write_wpa_config(&dir.path().join("none"), &to).unwrap_err()
         );
         assert!(e.contains("reading the Wi-Fi file"), "{e}");
+        // Notepad's "ANSI" (cp1252) or UTF-16: said so, not a bare decoding error.
+        std::fs::write(&from, b"ssid=Caf\xe9\npsk=12345678\n").unwrap();
+        let e = format!("{:#}", write_wpa_config(&from, &to).unwrap_err());
+        assert!(e.contains("is not UTF-8 text: save it as UTF-8"), "{e}");
     }
 }

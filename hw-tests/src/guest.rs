@@ -15,6 +15,8 @@ pub struct Guest {
     pub ssh_port: u16,
     pub key: PathBuf,
     pub started: Instant,
+    /// Serial logs of the boots before a [`Guest::reboot`], oldest first.
+    earlier_serials: Vec<PathBuf>,
 }
 
 impl Guest {
@@ -46,6 +48,7 @@ impl Guest {
             ssh_port,
             key: key.to_path_buf(),
             started: Instant::now(),
+            earlier_serials: Vec::new(),
         };
         g.start();
         g
@@ -75,8 +78,15 @@ impl Guest {
     /// order, file systems unmounted), waits for it to reach the reset, then powers the machine
     /// on again. Returns how long the orderly shutdown took.
     pub fn reboot(&mut self, shutdown_within: Duration) -> Duration {
+        let child = self.child.as_mut().expect("guest running");
+        if let Some(status) = child.try_wait().expect("wait for qemu") {
+            panic!("QEMU had already ended ({status}) before the reboot was asked for");
+        }
         let asked = Instant::now();
-        let _ = self.ssh("systemctl reboot");
+        // `--no-block`: ssh returns at once, so a guest that hangs while stopping cannot hold
+        // the test inside ssh, past the deadline below.
+        let (code, out, err) = self.ssh("systemctl --no-block reboot");
+        assert_eq!(code, 0, "systemctl reboot: {out}{err}");
         let child = self.child.as_mut().expect("guest running");
         loop {
             match child.try_wait().expect("wait for qemu") {
@@ -89,6 +99,12 @@ impl Guest {
         }
         let took = asked.elapsed();
         self.child = None;
+        // QEMU truncates its serial file when it starts: the first boot's console (its
+        // shutdown included) is kept beside it, and copied too when the test fails.
+        let n = self.earlier_serials.len() + 1;
+        let kept = self.serial.with_file_name(format!("serial-boot{n}.log"));
+        std::fs::rename(&self.serial, &kept).expect("keep the serial log");
+        self.earlier_serials.push(kept);
         self.start();
         took
     }
@@ -182,6 +198,14 @@ impl Drop for Guest {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
+            for (n, earlier) in self.earlier_serials.iter().enumerate() {
+                let kept = dir.join(format!("serial-{stamp}-boot{}.log", n + 1));
+                let _ = std::fs::copy(earlier, &kept);
+                eprintln!(
+                    "serial console of an earlier boot kept in {}",
+                    kept.display()
+                );
+            }
             let kept = dir.join(format!("serial-{stamp}.log"));
             let _ = std::fs::copy(&self.serial, &kept);
             let text = self.serial_text();

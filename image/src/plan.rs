@@ -246,6 +246,7 @@ pub fn plan(spec: &BuildSpec) -> Result<Plan, crate::layout::LayoutError> {
         (system::WIFI_UNIT, system::wifi_unit()),
         (system::WIFI_UDEV_RULE, system::wifi_udev_rule()),
         (system::WIFI_NETWORK, system::wifi_network_file()),
+        (system::WAIT_ONLINE_DROPIN, system::wait_online_dropin()),
         ("/etc/ssh/sshd_config.d/lattice.conf", system::sshd_config()),
         (
             "/etc/systemd/system/ssh.service.d/lattice.conf",

@@ -107,11 +107,16 @@ pub fn provision(
     let table = GptTable::read(image)?;
     let part = table.find(Role::Config.part_label(), image)?;
     runner.require(&["mcopy"])?;
-    let tmp = std::env::temp_dir().join(format!("lattice-provision-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|source| ProvisionError::Temp {
-        path: tmp.clone(),
-        source,
-    })?;
+    // A private directory of its own (0700, a name no one can guess or take first): the files
+    // hold the token and the Wi-Fi passphrase.
+    let tmp_dir = tempfile::Builder::new()
+        .prefix("lattice-provision-")
+        .tempdir()
+        .map_err(|source| ProvisionError::Temp {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let tmp = tmp_dir.path();
     let mut files = vec![(PROVISIONING_FILE, tmp.join(PROVISIONING_FILE))];
     write_private(&files[0].1, &valid.provisioning)?;
     if let Some(keys) = &valid.authorized_keys {
@@ -127,7 +132,7 @@ pub fn provision(
     let result = write_cmds(image, part.offset_bytes(), &files)
         .iter()
         .try_for_each(|c| runner.run(c).map(|_| ()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(tmp_dir);
     result?;
     Ok(part.offset_bytes())
 }
@@ -136,9 +141,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), ProvisionError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
-        .truncate(true)
         .mode(0o600)
         .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))

@@ -21,7 +21,11 @@ pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
 pub const WIFI_FILE: &str = lattice_wire::wifi::WIFI_FILE;
 /// Where the Wi-Fi units and files go in the image.
 pub const WIFI_UNIT: &str = "/etc/systemd/system/lattice-wifi@.service";
-pub const WIFI_UDEV_RULE: &str = "/etc/udev/rules.d/80-lattice-wifi.rules";
+/// After `80-net-setup-link.rules`, which gives the interface its final name (`wlp2s0`).
+pub const WIFI_UDEV_RULE: &str = "/etc/udev/rules.d/90-lattice-wifi.rules";
+/// Makes `network-online.target` wait for any one link, not every managed one.
+pub const WAIT_ONLINE_DROPIN: &str =
+    "/etc/systemd/system/systemd-networkd-wait-online.service.d/lattice.conf";
 pub const WIFI_NETWORK: &str = "/etc/systemd/network/81-lattice-wifi.network";
 /// latticed's configuration in the root filesystem.
 pub const LATTICED_CONFIG: &str = "/etc/lattice/latticed.toml";
@@ -257,22 +261,37 @@ pub fn network_file() -> String {
 /// Their routes weigh more than the wired ones' (networkd's default metric is 1024), so a
 /// node with a cable prefers it.
 pub fn wifi_network_file() -> String {
-    "[Match]\nType=wlan\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nRouteMetric=2048\n".to_string()
-}
-
-/// Every wireless interface, when it appears (at boot or plugged in later), pulls in
-/// `lattice-wifi@<interface>.service`.
-pub fn wifi_udev_rule() -> String {
-    "# Lattice: Wi-Fi from the config partition on every wireless interface.\n\
-     ACTION==\"add\", SUBSYSTEM==\"net\", ENV{DEVTYPE}==\"wlan\", TAG+=\"systemd\", \
-     ENV{SYSTEMD_WANTS}+=\"lattice-wifi@%k.service\"\n"
+    "[Match]\nType=wlan\n\n[Network]\nDHCP=yes\n\n[DHCPv4]\nRouteMetric=2048\n\n\
+     [IPv6AcceptRA]\nRouteMetric=2048\n"
         .to_string()
 }
 
+/// `network-online.target` (which Docker, and so latticed, start after) is reached once any
+/// link is online: by default networkd waits up to 2 minutes for every managed link, and a node
+/// has links that never come up (an empty Ethernet port, a Wi-Fi chip out of range).
+pub fn wait_online_dropin() -> String {
+    "[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any\n".to_string()
+}
+
+/// Every wireless interface, when it appears (at boot or plugged in later), pulls in
+/// `lattice-wifi@<interface>.service`, by its final name (`$name`, set by
+/// `80-net-setup-link.rules` before this rule runs; `%k` is still the kernel's `wlan0`).
+pub fn wifi_udev_rule() -> String {
+    "# Lattice: Wi-Fi from the config partition on every wireless interface.\n\
+     ACTION==\"add\", SUBSYSTEM==\"net\", ENV{DEVTYPE}==\"wlan\", TAG+=\"systemd\", \
+     ENV{SYSTEMD_WANTS}+=\"lattice-wifi@$name.service\"\n"
+        .to_string()
+}
+
+/// `latticed --write-wpa-config`'s exit status for a file it cannot use (`EX_CONFIG`).
+pub const WIFI_EXIT_CONFIG: i32 = lattice_wire::wifi::EXIT_CONFIG;
+
 /// One interface's Wi-Fi: latticed turns the config partition's file into wpa_supplicant's
 /// configuration (in /run: the root is read-only, and the key never lands on a disk), then
-/// wpa_supplicant joins the network. Nothing runs without the file. A bad file fails the
-/// unit with latticed's message (file, line, what is wrong) in the journal.
+/// wpa_supplicant joins the network (one main process: the shell execs it, so a crash is
+/// restarted). Nothing runs without the file. A bad file fails the unit once with latticed's
+/// message (file, line, what is wrong) in the journal, and is not retried: the partition is
+/// read-only until the next boot.
 pub fn wifi_unit() -> String {
     format!(
         "[Unit]\n\
@@ -285,10 +304,12 @@ pub fn wifi_unit() -> String {
          Wants=network.target\n\
          \n\
          [Service]\n\
-         ExecStartPre=/usr/bin/latticed --write-wpa-config {CONFIG_MOUNT}/{WIFI_FILE} /run/lattice-wifi/%I.conf\n\
-         ExecStart=/sbin/wpa_supplicant -i %I -c /run/lattice-wifi/%I.conf -D nl80211,wext\n\
+         ExecStart=/bin/sh -c '/usr/bin/latticed --write-wpa-config {CONFIG_MOUNT}/{WIFI_FILE} \
+         /run/lattice-wifi/%I.conf && exec /sbin/wpa_supplicant -i %I -c /run/lattice-wifi/%I.conf -D nl80211,wext'\n\
          Restart=on-failure\n\
-         RestartSec=10\n"
+         RestartSec=10\n\
+         RestartPreventExitStatus={exit_config}\n",
+        exit_config = WIFI_EXIT_CONFIG
     )
 }
 
@@ -439,13 +460,18 @@ mod tests {
     fn wifi_runs_only_with_the_file_on_every_wireless_interface_and_keeps_the_key_in_run() {
         let unit = wifi_unit();
         assert!(unit.contains("ConditionPathExists=/boot/lattice-config/wifi\n"));
-        assert!(
-            unit.contains("--write-wpa-config /boot/lattice-config/wifi /run/lattice-wifi/%I.conf")
-        );
-        assert!(unit.contains("-i %I -c /run/lattice-wifi/%I.conf"));
+        assert!(unit.contains(
+            "--write-wpa-config /boot/lattice-config/wifi /run/lattice-wifi/%I.conf && exec /sbin/wpa_supplicant -i %I -c /run/lattice-wifi/%I.conf"
+        ));
+        assert!(unit.contains("RestartPreventExitStatus=78\n"));
         let rule = wifi_udev_rule();
         assert!(rule.contains("ENV{DEVTYPE}==\"wlan\""));
-        assert!(rule.contains("SYSTEMD_WANTS}+=\"lattice-wifi@%k.service\""));
+        assert!(rule.contains("SYSTEMD_WANTS}+=\"lattice-wifi@$name.service\""));
+        // After Debian's rule that names the interface.
+        let file = WIFI_UDEV_RULE.rsplit('/').next().unwrap();
+        assert!(file > "80-net-setup-link.rules", "{file}");
+        assert!(wait_online_dropin().contains("--any"));
+        assert!(wifi_network_file().contains("[IPv6AcceptRA]\nRouteMetric=2048"));
         // A cable wins: Wi-Fi routes weigh more than networkd's default 1024.
         assert!(wifi_network_file().contains("Type=wlan"));
         assert!(wifi_network_file().contains("RouteMetric=2048"));

@@ -27,6 +27,10 @@ use sha1::Sha1;
 /// The file's name on the config partition.
 pub const WIFI_FILE: &str = "wifi";
 
+/// The exit status of `latticed --write-wpa-config` for a file it cannot use (`EX_CONFIG` of
+/// sysexits.h); the image's unit does not restart on it.
+pub const EXIT_CONFIG: i32 = 78;
+
 /// What the file asks for.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WifiConfig {
@@ -120,17 +124,17 @@ fn parse_country(c: &str) -> Result<String, String> {
     if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
         Ok(c.to_ascii_uppercase())
     } else {
-        Err(format!(
-            "country {c:?} is not a two-letter ISO 3166 code (like DE or US)"
-        ))
+        Err("`country` is a two-letter ISO 3166 code (like DE or US)".into())
     }
 }
 
+/// Errors never repeat the value: a passphrase written on the wrong line would land in the
+/// journal.
 fn parse_yes_no(key: &str, v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" => Ok(true),
         "no" | "false" | "0" => Ok(false),
-        _ => Err(format!("`{key}` is yes or no, not {v:?}")),
+        _ => Err(format!("`{key}` is yes or no")),
     }
 }
 
@@ -192,10 +196,11 @@ impl WifiConfig {
                 "open" => &mut open,
                 "country" => &mut country,
                 "hidden" => &mut hidden,
-                other => {
-                    return Err(err(format!(
-                        "unknown key `{other}` (known: ssid, psk, open, country, hidden)"
-                    )))
+                // Not repeated: it may be a passphrase written without its `psk=`.
+                _ => {
+                    return Err(err(
+                        "unknown key (known: ssid, psk, open, country, hidden)".into()
+                    ))
                 }
             };
             if slot.is_some() {
@@ -282,7 +287,9 @@ impl WifiConfig {
         match self.key() {
             None => s.push_str("\tkey_mgmt=NONE\n"),
             Some(k) => {
-                s.push_str("\tkey_mgmt=WPA-PSK\n\tproto=RSN\n");
+                // Management-frame protection when the network offers it (and the SHA-256
+                // key management networks that require it use).
+                s.push_str("\tkey_mgmt=WPA-PSK WPA-PSK-SHA256\n\tproto=RSN\n\tieee80211w=1\n");
                 s.push_str(&format!("\tpsk={}\n", hex::encode(k)));
             }
         }
@@ -328,7 +335,7 @@ mod tests {
             "{conf}"
         );
         assert!(conf.contains(&format!("\tpsk={}\n", hex::encode(w.key().unwrap()))));
-        assert!(conf.contains("\tkey_mgmt=WPA-PSK\n\tproto=RSN\n"));
+        assert!(conf.contains("\tkey_mgmt=WPA-PSK WPA-PSK-SHA256\n\tproto=RSN\n\tieee80211w=1\n"));
         assert!(conf.contains("\tscan_ssid=1\n"));
         assert!(conf.contains("country=US\n"));
         assert!(conf.contains("ctrl_interface=/run/wpa\n"));
@@ -352,15 +359,12 @@ mod tests {
             ("ssid=x\npsk=short\n", 2, "8 to 63"),
             ("ssid=x\npsk=secret\u{e9}word\n", 2, "printable ASCII"),
             ("\nssid=\npsk=12345678\n", 2, "1 to 32 bytes"),
-            ("ssid=x\npsk=12345678\ncountry=Germany\n", 3, "two-letter"),
-            (
-                "ssid=x\npsk=12345678\nchannel=6\n",
-                3,
-                "unknown key `channel`",
-            ),
+            ("ssid=x\npsk=12345678\ncountry=secret\n", 3, "two-letter"),
+            ("ssid=x\nopen=yes\nhidden=secret\n", 3, "yes or no"),
+            ("ssid=x\npsk=12345678\nsecret=6\n", 3, "unknown key"),
             ("ssid=x\nssid=y\n", 2, "given twice"),
             ("ssid x\n", 1, "key=value"),
-            ("ssid=x\nopen=maybe\n", 2, "yes or no"),
+            ("ssid=x\nopen=secret\n", 2, "yes or no"),
         ];
         for (text, line, words) in cases {
             let e = WifiConfig::parse(text).unwrap_err();
