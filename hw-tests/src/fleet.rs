@@ -11,6 +11,8 @@ pub struct Fleet {
     child: Child,
     /// The gateway's plain HTTP address for workloads (`127.0.0.1:PORT`).
     pub apps_http: Option<String>,
+    /// The certificate the gateway serves apps with over HTTPS.
+    pub apps_ca: PathBuf,
     pub data: PathBuf,
     pub cli_config: PathBuf,
     pub log: PathBuf,
@@ -24,16 +26,21 @@ fn free_port() -> u16 {
 }
 
 impl Fleet {
-    pub fn start(data: &Path) -> Fleet {
+    /// A fleet that runs `s3` workloads from `s3_image` and serves apps over HTTPS too
+    /// (the certificate in [`Fleet::apps_ca`]).
+    pub fn start(data: &Path, s3_image: &str) -> Fleet {
         std::fs::create_dir_all(data).expect("fleet data dir");
         let log = data.join("fleet.log");
         let cli_config = data.join("cli.toml");
         let http = format!("127.0.0.1:{}", free_port());
         let mqtt = format!("127.0.0.1:{}", free_port());
+        let apps_https = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(workspace_bin("lattice"))
             .args(["fleet", "--data"])
             .arg(data)
             .args(["--http", &http, "--mqtt", &mqtt])
+            .args(["--s3-image", s3_image])
+            .args(["--apps-https", &apps_https])
             .args(["--public-host", lattice_image::qemu::HOST_FROM_GUEST])
             .args(["--heartbeat-secs", "2"])
             .env("LATTICE_CLI_CONFIG", &cli_config)
@@ -74,6 +81,7 @@ impl Fleet {
         Fleet {
             child,
             apps_http,
+            apps_ca: data.join("apps-cert.pem"),
             data: data.to_path_buf(),
             cli_config,
             log,

@@ -20,15 +20,57 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(300);
 /// starts it, all under software emulation.
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The test image `scripts/test-images` built and pushed (pinned by digest).
-fn test_image() -> String {
+/// An image `scripts/test-images` built and pushed (pinned by digest): `LATTICE_TEST_IMAGE`
+/// (busybox) or `LATTICE_S3_IMAGE` (the static lattice-s3).
+fn built_image(var: &str) -> String {
     let env = lattice_hw_tests::repo_root().join("build/test-images.env");
     let text = std::fs::read_to_string(&env)
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/test-images makes it)", env.display()));
     text.lines()
-        .find_map(|l| l.strip_prefix("LATTICE_TEST_IMAGE="))
+        .find_map(|l| l.strip_prefix(&format!("{var}=")))
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("{} names no LATTICE_TEST_IMAGE", env.display()))
+        .unwrap_or_else(|| panic!("{} names no {var}", env.display()))
+}
+
+fn test_image() -> String {
+    built_image("LATTICE_TEST_IMAGE")
+}
+
+/// The aws CLI scripts/test installs into build/pyenv (the S3 tests' client).
+fn aws(fleet: &Fleet, creds: &serde_json::Value, args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    let c = &creds["credentials"];
+    let mut child = Command::new(lattice_hw_tests::repo_root().join("build/pyenv/bin/aws"))
+        .arg("--endpoint-url")
+        .arg(creds["endpoint"].as_str().expect("endpoint"))
+        .args(args)
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            c["access_key_id"].as_str().expect("key"),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            c["secret_access_key"].as_str().expect("secret"),
+        )
+        .env("AWS_CA_BUNDLE", &fleet.apps_ca)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run build/pyenv/bin/aws (scripts/test installs it)");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -76,7 +118,7 @@ fn image_boots_registers_and_keeps_its_identity() {
     let dir = tempfile::tempdir().unwrap();
 
     // A copy of the image, provisioned with a token and a test SSH key.
-    let fleet = Fleet::start(&dir.path().join("fleet"));
+    let fleet = Fleet::start(&dir.path().join("fleet"), &built_image("LATTICE_S3_IMAGE"));
     let img = dir.path().join("node.img");
     let cp = Command::new("cp")
         .args(["--sparse=always"])
@@ -112,7 +154,9 @@ fn image_boots_registers_and_keeps_its_identity() {
         .find(lattice_image::layout::Role::Data.part_label(), &img)
         .map(|p| p.size_bytes())
         .unwrap();
-    const GROWTH: u64 = 1 << 30;
+    // Room for an `s3` workload's 2 GiB volume (the overlay stays sparse: the volume is
+    // preallocated, not written).
+    const GROWTH: u64 = 3 << 30;
     let mut guest = Guest::boot(&img, dir.path(), &key, Some(image_bytes + GROWTH));
     let node = wait_for(REGISTER_TIMEOUT, Duration::from_secs(1), || {
         fleet.nodes().into_iter().find(|n| n["online"] == true)
@@ -313,6 +357,60 @@ fn image_boots_registers_and_keeps_its_identity() {
         )
     });
     assert_eq!(page.trim(), "hello-from-qemu");
+
+    // An `s3` workload: its volume is a preallocated ext4 file on the data partition,
+    // loop-mounted by latticed; an object put through the gateway must be there after the
+    // reboot below.
+    let s3_deployed = Instant::now();
+    fleet.cli(&["deploy", "s3", "files", "--bucket", "hw"]);
+    wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&fleet.cli(&["workload", "show", "files", "--json"])).ok()?;
+        (v["state"] == "running").then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "files not running: {}\nlatticed:\n{}",
+            fleet.cli(&["workload", "show", "files"]),
+            guest
+                .ssh("journalctl -u latticed --no-pager | tail -n 40")
+                .1
+        )
+    });
+    eprintln!(
+        "FIGURE s3 deploy to running in QEMU ({}): {:.1} s",
+        guest.spec.accel.name(),
+        s3_deployed.elapsed().as_secs_f64()
+    );
+    let mounts = guest.ok("grep '^/dev/loop' /proc/mounts || true");
+    let volume = mounts
+        .lines()
+        .find(|l| l.contains("/files/") && l.contains(" ext4 "))
+        .unwrap_or_else(|| panic!("no loop-mounted ext4 volume for files: {mounts}"))
+        .to_string();
+    assert!(
+        volume.contains("nosuid") && volume.contains("nodev"),
+        "{volume}"
+    );
+    let creds: serde_json::Value =
+        serde_json::from_str(&fleet.cli(&["workload", "show", "files", "--credentials", "--json"]))
+            .expect("credentials json");
+    let object = format!("written before the reboot by {id}\n");
+    aws(
+        &fleet,
+        &creds,
+        &["s3", "cp", "-", "s3://hw/before-reboot.txt"],
+        object.as_bytes(),
+    );
+    assert_eq!(
+        aws(
+            &fleet,
+            &creds,
+            &["s3", "cp", "s3://hw/before-reboot.txt", "-"],
+            b""
+        ),
+        object
+    );
 
     // The runtime's limits hold on this cgroup v2 + systemd system: a memory hog is killed
     // inside its own plan's limit (the node and the other workload live on), a CPU hog gets
@@ -529,6 +627,44 @@ fn image_boots_registers_and_keeps_its_identity() {
         .contains(&id));
     let log = guest.ok("journalctl -b -u latticed --no-pager");
     assert!(log.contains("already registered"), "{log}");
+    // The s3 workload is back on its volume, and the object acknowledged before the reboot is
+    // there.
+    let stored = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(3), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&fleet.cli(&["workload", "show", "files", "--json"])).ok()?;
+        if v["state"] != "running" {
+            return None;
+        }
+        let out = Command::new(lattice_hw_tests::repo_root().join("build/pyenv/bin/aws"))
+            .arg("--endpoint-url")
+            .arg(creds["endpoint"].as_str()?)
+            .args(["s3", "cp", "s3://hw/before-reboot.txt", "-"])
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                creds["credentials"]["access_key_id"].as_str()?,
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                creds["credentials"]["secret_access_key"].as_str()?,
+            )
+            .env("AWS_CA_BUNDLE", &fleet.apps_ca)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the s3 workload did not serve its object after the reboot: {}",
+            fleet.cli(&["workload", "show", "files"])
+        )
+    });
+    assert_eq!(stored, object, "the object changed across the reboot");
     eprintln!(
         "FIGURE reboot to latticed active again: {:.1} s",
         before.elapsed().as_secs_f64()
@@ -576,6 +712,17 @@ fn wifi_joins_from_the_config_partition(guest: &Guest) {
         )
     });
     assert!(joined.contains(&format!("ssid={WIFI_SSID}")), "{joined}");
+    // Joined by the image's own unit (udev asked for it by the interface's name), and boot
+    // waits for any one link, not for every managed one.
+    assert_eq!(
+        guest
+            .ssh("systemctl is-active lattice-wifi@wlan0.service")
+            .1
+            .trim(),
+        "active"
+    );
+    let wait_online = guest.ok("systemctl show -p ExecStart systemd-networkd-wait-online.service");
+    assert!(wait_online.contains("--any"), "{wait_online}");
     eprintln!(
         "FIGURE Wi-Fi radio up to joined with an address (WPA2, mac80211_hwsim): {:.1} s",
         started.elapsed().as_secs_f64()
