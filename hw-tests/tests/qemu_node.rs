@@ -362,7 +362,7 @@ fn image_boots_registers_and_keeps_its_identity() {
     // loop-mounted by latticed; an object put through the gateway must be there after the
     // reboot below.
     let s3_deployed = Instant::now();
-    fleet.cli(&["deploy", "s3", "files", "--bucket", "hw"]);
+    fleet.cli(&["deploy", "s3", "files", "--bucket", "hw-test"]);
     wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
         let v: serde_json::Value =
             serde_json::from_str(&fleet.cli(&["workload", "show", "files", "--json"])).ok()?;
@@ -399,14 +399,14 @@ fn image_boots_registers_and_keeps_its_identity() {
     aws(
         &fleet,
         &creds,
-        &["s3", "cp", "-", "s3://hw/before-reboot.txt"],
+        &["s3", "cp", "-", "s3://hw-test/before-reboot.txt"],
         object.as_bytes(),
     );
     assert_eq!(
         aws(
             &fleet,
             &creds,
-            &["s3", "cp", "s3://hw/before-reboot.txt", "-"],
+            &["s3", "cp", "s3://hw-test/before-reboot.txt", "-"],
             b""
         ),
         object
@@ -638,7 +638,7 @@ fn image_boots_registers_and_keeps_its_identity() {
         let out = Command::new(lattice_hw_tests::repo_root().join("build/pyenv/bin/aws"))
             .arg("--endpoint-url")
             .arg(creds["endpoint"].as_str()?)
-            .args(["s3", "cp", "s3://hw/before-reboot.txt", "-"])
+            .args(["s3", "cp", "s3://hw-test/before-reboot.txt", "-"])
             .env(
                 "AWS_ACCESS_KEY_ID",
                 creds["credentials"]["access_key_id"].as_str()?,
