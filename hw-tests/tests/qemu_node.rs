@@ -154,9 +154,9 @@ fn image_boots_registers_and_keeps_its_identity() {
         .find(lattice_image::layout::Role::Data.part_label(), &img)
         .map(|p| p.size_bytes())
         .unwrap();
-    // Room for an `s3` workload's 2 GiB volume (the overlay stays sparse: the volume is
-    // preallocated, not written).
-    const GROWTH: u64 = 3 << 30;
+    // Room for an `s3` workload's 2 GiB volume: the fleet offers half a node's free disk to
+    // workloads (the overlay stays sparse: the volume is preallocated, not written).
+    const GROWTH: u64 = 5 << 30;
     let mut guest = Guest::boot(&img, dir.path(), &key, Some(image_bytes + GROWTH));
     let node = wait_for(REGISTER_TIMEOUT, Duration::from_secs(1), || {
         fleet.nodes().into_iter().find(|n| n["online"] == true)
