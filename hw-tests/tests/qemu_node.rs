@@ -361,6 +361,14 @@ fn image_boots_registers_and_keeps_its_identity() {
     // An `s3` workload: its volume is a preallocated ext4 file on the data partition,
     // loop-mounted by latticed; an object put through the gateway must be there after the
     // reboot below.
+    // latticed mounts volumes where dockerd sees them: in the host's mount namespace.
+    let ns = guest
+        .ok("readlink /proc/1/ns/mnt /proc/$(systemctl show -p MainPID --value latticed)/ns/mnt");
+    let ns: Vec<&str> = ns.lines().collect();
+    assert!(
+        ns.len() == 2 && ns[0] == ns[1],
+        "latticed runs in a mount namespace of its own: {ns:?}"
+    );
     let s3_deployed = Instant::now();
     fleet.cli(&["deploy", "s3", "files", "--bucket", "hw-test"]);
     wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {

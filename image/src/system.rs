@@ -196,10 +196,10 @@ pub fn latticed_unit() -> String {
          StandardError=journal+console\n\
          # Root for cgroups, the Docker socket and volume mounts; nothing else. No option that\n\
          # gives latticed a mount namespace of its own (PrivateTmp, ProtectHome, ProtectSystem,\n\
-         # ReadWritePaths, ProtectKernelModules): dockerd must see the volumes it mounts.\n\
+         # ReadWritePaths, ProtectKernelModules, ProtectKernelLogs): dockerd must see the\n\
+         # volumes it loop-mounts. No device allow-list either (ProtectClock implies one):\n\
+         # loop devices must stay usable.\n\
          NoNewPrivileges=yes\n\
-         ProtectKernelLogs=yes\n\
-         ProtectClock=yes\n\
          ProtectHostname=yes\n\
          RestrictRealtime=yes\n\
          LockPersonality=yes\n\
@@ -489,7 +489,10 @@ mod tests {
             "ProtectSystem=",
             "ReadWritePaths=",
             "ProtectKernelModules=",
+            "ProtectKernelLogs=",
             "PrivateMounts=",
+            "ProtectClock=",
+            "DeviceAllow=",
         ] {
             let set = unit
                 .lines()
