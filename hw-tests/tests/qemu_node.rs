@@ -393,7 +393,7 @@ fn image_boots_registers_and_keeps_its_identity() {
     let mounts = guest.ok("grep '^/dev/loop' /proc/mounts || true");
     let volume = mounts
         .lines()
-        .find(|l| l.contains("/files/") && l.contains(" ext4 "))
+        .find(|l| l.contains(" /var/lib/latticed/volumes/") && l.contains("/data.mnt ext4 "))
         .unwrap_or_else(|| panic!("no loop-mounted ext4 volume for files: {mounts}"))
         .to_string();
     assert!(
