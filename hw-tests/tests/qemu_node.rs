@@ -616,6 +616,14 @@ fn image_boots_registers_and_keeps_its_identity() {
         (guest.ssh("systemctl is-active latticed").1.trim() == "active").then_some(())
     })
     .expect("latticed active again after reboot");
+    let active_again = before.elapsed();
+    // Where the boot spent its time (for the next person reading a slow figure).
+    eprintln!(
+        "boot after the reboot:\n{}",
+        guest
+            .ssh("systemd-analyze critical-chain latticed.service 2>&1 | tail -n 12")
+            .1
+    );
     let nodes = wait_for(Duration::from_secs(120), Duration::from_secs(1), || {
         let n = fleet.nodes();
         let online = n
@@ -675,6 +683,10 @@ fn image_boots_registers_and_keeps_its_identity() {
     assert_eq!(stored, object, "the object changed across the reboot");
     eprintln!(
         "FIGURE reboot to latticed active again: {:.1} s",
+        active_again.as_secs_f64()
+    );
+    eprintln!(
+        "FIGURE reboot to the s3 object served again: {:.1} s",
         before.elapsed().as_secs_f64()
     );
     guest.kill();
