@@ -49,6 +49,47 @@ fn a_bad_config_lists_every_problem() {
     }
 }
 
+/// The image's `lattice-wifi@.service` runs `latticed --write-wpa-config`: a good file gives a
+/// private configuration; a bad one exits with EX_CONFIG (78, which the unit does not restart
+/// on) and a message naming the file and line, never the passphrase.
+#[test]
+fn write_wpa_config_exits_78_on_a_bad_file_and_writes_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let wifi = dir.path().join("wifi");
+    let out_conf = dir.path().join("run/wlan0.conf");
+    std::fs::write(&wifi, "ssid=Home\npsk=hunter2\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--write-wpa-config")
+        .args([&wifi, &out_conf])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(lattice_wire::wifi::EXIT_CONFIG));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains(&*wifi.to_string_lossy()),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!out_conf.exists());
+
+    std::fs::write(&wifi, "ssid=Home\npsk=correct horse battery\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--write-wpa-config")
+        .args([&wifi, &out_conf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = std::fs::read_to_string(&out_conf).unwrap();
+    assert!(
+        conf.contains("key_mgmt=WPA-PSK") && !conf.contains("correct horse"),
+        "{conf}"
+    );
+}
+
 fn spawn(data: &Path, provisioning: &str, log: &Path) -> Child {
     spawn_with(data, provisioning, log, &[])
 }
