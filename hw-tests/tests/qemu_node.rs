@@ -38,6 +38,22 @@ fn test_image() -> String {
 
 /// The aws CLI scripts/test installs into build/pyenv (the S3 tests' client).
 fn aws(fleet: &Fleet, creds: &serde_json::Value, args: &[&str], stdin: &[u8]) -> String {
+    let out = try_aws(fleet, creds, args, stdin);
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The aws CLI's whole output, for callers that wait for it to succeed.
+fn try_aws(
+    fleet: &Fleet,
+    creds: &serde_json::Value,
+    args: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
     use std::io::Write;
     let c = &creds["credentials"];
     let mut child = Command::new(lattice_hw_tests::repo_root().join("build/pyenv/bin/aws"))
@@ -64,13 +80,7 @@ fn aws(fleet: &Fleet, creds: &serde_json::Value, args: &[&str], stdin: &[u8]) ->
         .spawn()
         .expect("run build/pyenv/bin/aws (scripts/test installs it)");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "aws {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -651,25 +661,12 @@ fn image_boots_registers_and_keeps_its_identity() {
         if v["state"] != "running" {
             return None;
         }
-        let out = Command::new(lattice_hw_tests::repo_root().join("build/pyenv/bin/aws"))
-            .arg("--endpoint-url")
-            .arg(creds["endpoint"].as_str()?)
-            .args(["s3", "cp", "s3://hw-test/before-reboot.txt", "-"])
-            .env(
-                "AWS_ACCESS_KEY_ID",
-                creds["credentials"]["access_key_id"].as_str()?,
-            )
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                creds["credentials"]["secret_access_key"].as_str()?,
-            )
-            .env("AWS_CA_BUNDLE", &fleet.apps_ca)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .ok()?;
+        let out = try_aws(
+            &fleet,
+            &creds,
+            &["s3", "cp", "s3://hw-test/before-reboot.txt", "-"],
+            b"",
+        );
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
