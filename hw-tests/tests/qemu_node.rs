@@ -36,6 +36,25 @@ fn test_image() -> String {
     built_image("LATTICE_TEST_IMAGE")
 }
 
+/// Waits for workload `name` to be running; its `workload show --json`. Panics with the
+/// workload and latticed's log if it is not within [`WORKLOAD_TIMEOUT`].
+fn running(fleet: &Fleet, guest: &Guest, name: &str) -> serde_json::Value {
+    wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
+        let v: serde_json::Value =
+            serde_json::from_str(&fleet.cli(&["workload", "show", name, "--json"])).ok()?;
+        (v["state"] == "running").then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{name} not running within {WORKLOAD_TIMEOUT:?}: {}\nlatticed:\n{}",
+            fleet.cli(&["workload", "show", name]),
+            guest
+                .ssh("journalctl -u latticed --no-pager | tail -n 40")
+                .1
+        )
+    })
+}
+
 /// The aws CLI scripts/test installs into build/pyenv (the S3 tests' client).
 fn aws(fleet: &Fleet, creds: &serde_json::Value, args: &[&str], stdin: &[u8]) -> String {
     let out = try_aws(fleet, creds, args, stdin);
@@ -285,20 +304,7 @@ fn image_boots_registers_and_keeps_its_identity() {
         "-c",
         "mkdir -p /tmp/www && echo hello-from-qemu > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
     ]);
-    let shown = wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
-        let v: serde_json::Value =
-            serde_json::from_str(&fleet.cli(&["workload", "show", "web", "--json"])).ok()?;
-        (v["state"] == "running").then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "web not running within {WORKLOAD_TIMEOUT:?}: {}\nlatticed:\n{}",
-            fleet.cli(&["workload", "show", "web"]),
-            guest
-                .ssh("journalctl -u latticed --no-pager | tail -n 40")
-                .1
-        )
-    });
+    let shown = running(&fleet, &guest, "web");
     assert_eq!(shown["node"].as_str(), Some(id.as_str()));
     eprintln!(
         "FIGURE deploy to running in QEMU ({}): {:.1} s",
@@ -381,20 +387,7 @@ fn image_boots_registers_and_keeps_its_identity() {
     );
     let s3_deployed = Instant::now();
     fleet.cli(&["deploy", "s3", "files", "--bucket", "hw-test"]);
-    wait_for(WORKLOAD_TIMEOUT, Duration::from_secs(2), || {
-        let v: serde_json::Value =
-            serde_json::from_str(&fleet.cli(&["workload", "show", "files", "--json"])).ok()?;
-        (v["state"] == "running").then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "files not running: {}\nlatticed:\n{}",
-            fleet.cli(&["workload", "show", "files"]),
-            guest
-                .ssh("journalctl -u latticed --no-pager | tail -n 40")
-                .1
-        )
-    });
+    running(&fleet, &guest, "files");
     eprintln!(
         "FIGURE s3 deploy to running in QEMU ({}): {:.1} s",
         guest.spec.accel.name(),
