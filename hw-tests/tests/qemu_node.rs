@@ -624,7 +624,7 @@ fn image_boots_registers_and_keeps_its_identity() {
     eprintln!(
         "boot after the reboot:\n{}",
         guest
-            .ssh("systemd-analyze critical-chain latticed.service 2>&1 | tail -n 12")
+            .ssh("systemd-analyze critical-chain latticed.service 2>&1 | head -n 16")
             .1
     );
     let nodes = wait_for(Duration::from_secs(120), Duration::from_secs(1), || {
