@@ -253,7 +253,8 @@ fn failpoint(name: &str) {
     }
 }
 
-fn needs(w: &WorkloadRow) -> Resources {
+/// What a workload holds on its node (its plan's CPU and memory, its volumes' disk).
+pub(crate) fn needs(w: &WorkloadRow) -> Resources {
     Resources {
         cpu_millis: w.cpu_millis,
         memory_bytes: w.memory_bytes,

@@ -150,11 +150,7 @@ pub async fn workload(
             }
         }
     };
-    let needs = Resources {
-        cpu_millis: w.cpu_millis,
-        memory_bytes: w.memory_bytes,
-        disk_bytes: w.disk_bytes,
-    };
+    let needs = crate::lifecycle::needs(&w);
     let within = workloads::placement_of(&w);
     let nodes = s.store.nodes_for_placement().await?;
     let placed: Vec<WorkloadRow> = s
