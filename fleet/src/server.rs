@@ -244,6 +244,7 @@ pub async fn start(cfg: FleetConfig) -> anyhow::Result<RunningFleet> {
         operator_hash: hash_secret(&operator_token),
         public_url: https_url.clone(),
         broker_urls: broker_urls.clone(),
+        public_hosts: cfg.public_hosts.clone(),
         heartbeat_secs: cfg.heartbeat_secs,
         accounts,
         login_limits: Default::default(),

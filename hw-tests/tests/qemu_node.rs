@@ -755,3 +755,132 @@ fn wifi_joins_from_the_config_partition(guest: &Guest) {
     // The test network is gone again (the rest of the test measures the node, not the radios).
     let _ = guest.ssh("pkill -f '[w]pa_supplicant -B -i wlan1'; systemctl stop lattice-wifi@wlan0.service; rmmod mac80211_hwsim");
 }
+
+/// The hobbyist's path: `lattice up --qemu-node IMAGE` runs the fleet, a local node and the
+/// image in QEMU, and the guest joins the same fleet as the local node although the two reach
+/// it by different addresses (127.0.0.1 and 10.0.2.2). Stopping `lattice up` powers the guest
+/// off in order.
+#[test]
+fn lattice_up_boots_a_qemu_node_beside_the_local_one() {
+    if !enabled("lattice_up_boots_a_qemu_node_beside_the_local_one") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let image = cached_image();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("up");
+    let cli_config = dir.path().join("cli.toml");
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let (http, mqtt, apps_http, apps_https) = (port(), port(), port(), port());
+    let log = dir.path().join("up.log");
+    let started = Instant::now();
+    let mut up = Command::new(lattice_hw_tests::workspace_bin("lattice"))
+        .arg("up")
+        .arg("--data")
+        .arg(&data)
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .args(["--apps-http", &format!("127.0.0.1:{apps_http}")])
+        .args(["--apps-https", &format!("127.0.0.1:{apps_https}")])
+        .args(["--heartbeat-secs", "2", "--no-registry"])
+        .arg("--latticed")
+        .arg(lattice_hw_tests::workspace_bin("latticed"))
+        .arg("--qemu-node")
+        .arg(&image.raw)
+        .env("LATTICE_CLI_CONFIG", &cli_config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn lattice up");
+    let stdout = BufReader::new(up.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            eprintln!("up: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    // The copy and its provisioning happen before "ready".
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .unwrap_or_else(|_| panic!("lattice up did not get ready: {}", read(&log)));
+        if line.starts_with("ready:") {
+            break;
+        }
+    }
+    let serial = data.join("qemu-node/serial.log");
+    let nodes = || -> Vec<serde_json::Value> {
+        let out = Command::new(lattice_hw_tests::workspace_bin("lattice"))
+            .args(["nodes", "--json"])
+            .env("LATTICE_CLI_CONFIG", &cli_config)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let both = wait_for(REGISTER_TIMEOUT, Duration::from_secs(2), || {
+        let n = nodes();
+        let online = |owner: &str| n.iter().any(|v| v["owner"] == owner && v["online"] == true);
+        (online("local") && online("qemu")).then_some(n)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the local and the QEMU node are not both online: {:?}\nlattice up:\n{}\nserial:\n{}",
+            nodes(),
+            read(&log),
+            read(&serial)
+        )
+    });
+    eprintln!(
+        "FIGURE lattice up --qemu-node to both nodes online: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(both.len(), 2, "{both:?}");
+    // The guest's own broker URL names the host as the guest sees it (else it could not be
+    // online at all); its machine is the image's, not this host.
+    let guest = both.iter().find(|v| v["owner"] == "qemu").unwrap();
+    let inventory: serde_json::Value =
+        serde_json::from_str(guest["inventory"].as_str().unwrap_or("{}")).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        inventory["hostname"].is_string() && inventory["hostname"] != host.trim(),
+        "{guest}"
+    );
+    // Stopping `lattice up` powers the guest off in order, and nothing is left running.
+    let stopping = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exited = wait_for(Duration::from_secs(200), Duration::from_secs(1), || {
+        up.try_wait().unwrap()
+    });
+    assert!(exited.is_some(), "lattice up did not stop: {}", read(&log));
+    eprintln!(
+        "FIGURE lattice up stopped with its QEMU node powered off: {:.1} s",
+        stopping.elapsed().as_secs_f64()
+    );
+    let console = read(&serial);
+    assert!(
+        console.contains("reboot: Power down"),
+        "the guest was not powered off in order:\n{}",
+        &console[console.len().saturating_sub(4000)..]
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", &data.join("qemu-node").to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "QEMU still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

@@ -59,6 +59,10 @@ pub struct QemuSpec {
     /// like flashing a bigger stick, the data partition grows into it at boot
     /// (`system::repart_data_conf`). `None`: the image's own size.
     pub disk_bytes: Option<u64>,
+    /// A Unix socket for QEMU's monitor, so another program can power the guest off in an
+    /// orderly way ([`power_off`]). Only with [`Serial::File`] (on the terminal, the monitor
+    /// is Ctrl-A C).
+    pub monitor: Option<PathBuf>,
 }
 
 impl QemuSpec {
@@ -79,6 +83,7 @@ impl QemuSpec {
             forwards: Vec::new(),
             serial: Serial::Stdio,
             disk_bytes: None,
+            monitor: None,
         }
     }
 
@@ -134,7 +139,10 @@ impl QemuSpec {
                 push("-display".into());
                 push("none".into());
                 push("-monitor".into());
-                push("none".into());
+                push(match &self.monitor {
+                    Some(sock) => format!("unix:{},server=on,wait=off", sock.display()),
+                    None => "none".into(),
+                });
                 push("-serial".into());
                 push(format!("file:{}", p.display()));
             }
@@ -148,6 +156,15 @@ impl QemuSpec {
         c.args(self.args());
         c
     }
+}
+
+/// Presses the guest's power button through the monitor socket of a VM started with
+/// [`QemuSpec::monitor`]: the guest's systemd shuts down in order and QEMU then exits.
+pub fn power_off(monitor: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut sock = std::os::unix::net::UnixStream::connect(monitor)?;
+    sock.write_all(b"system_powerdown\n")?;
+    sock.flush()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +363,9 @@ mod tests {
         );
         assert!(a.contains("hostfwd=tcp:127.0.0.1:2222-:22"));
         assert!(a.contains("-serial file:/st/serial.log"));
+        assert!(a.contains("-monitor none"));
+        s.monitor = Some("/st/monitor.sock".into());
+        assert!(args(&s).contains("-monitor unix:/st/monitor.sock,server=on,wait=off"));
         s.serial = Serial::Stdio;
         s.accel = Accel::Kvm;
         let a = args(&s);

@@ -44,6 +44,9 @@ pub struct AppState {
     pub public_url: String,
     /// Broker URLs handed to nodes at registration, in order of preference.
     pub broker_urls: Vec<String>,
+    /// The names nodes may reach the fleet by; the first is in `public_url`. A node that
+    /// registers through another gets the broker URLs with that name (`register`).
+    pub public_hosts: Vec<String>,
     pub heartbeat_secs: u32,
     /// Node accounts on the broker (a no-op for the embedded one).
     pub accounts: Arc<dyn crate::broker::BrokerAccounts>,

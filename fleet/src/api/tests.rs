@@ -26,6 +26,7 @@ async fn state_with(accounts: Arc<dyn crate::broker::BrokerAccounts>) -> Arc<App
         operator_hash: crate::secrets::hash_secret(OP),
         public_url: "https://127.0.0.1:1".into(),
         broker_urls: vec!["mqtt://127.0.0.1:1".into()],
+        public_hosts: vec!["127.0.0.1".into(), "10.0.2.2".into()],
         heartbeat_secs: 10,
         accounts,
         login_limits: Default::default(),
@@ -87,6 +88,56 @@ fn register_body(token: &str, id: &IdentityKey, enc: &EncryptionKey) -> String {
         "0.1.0",
     ))
     .unwrap()
+}
+
+/// Registers through `host` (the Host header) and returns the broker URLs the node got.
+async fn broker_urls_through(s: &Arc<AppState>, host: &str) -> Vec<String> {
+    let t = new_token(s, "{}").await;
+    let p = lattice_wire::register::Provisioning::parse(&t.provisioning).unwrap();
+    let (id, enc) = (IdentityKey::generate(), EncryptionKey::generate());
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/register")
+        .header("host", host)
+        .header("content-type", "application/json")
+        .body(Body::from(register_body(&p.token, &id, &enc)))
+        .unwrap();
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let resp: RegisterResponse = serde_json::from_slice(&bytes).unwrap();
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(resp.envelope)
+        .unwrap();
+    let opened = lattice_wire::envelope::decode(&sealed)
+        .unwrap()
+        .open(&p.fleet_public().unwrap(), Some(&enc))
+        .unwrap();
+    let lattice_wire::msg::Message::Registered(r) = opened.message else {
+        panic!("not Registered")
+    };
+    r.broker_urls
+}
+
+#[tokio::test]
+async fn a_node_gets_the_broker_at_the_public_host_it_registered_through() {
+    let s = state().await;
+    // A QEMU guest reaches the host's loopback at 10.0.2.2, a declared public host.
+    assert_eq!(
+        broker_urls_through(&s, "10.0.2.2:8443").await,
+        ["mqtt://10.0.2.2:1"]
+    );
+    // The first public host, and names the fleet did not declare, get the URLs as they are.
+    assert_eq!(
+        broker_urls_through(&s, "127.0.0.1:8443").await,
+        ["mqtt://127.0.0.1:1"]
+    );
+    assert_eq!(
+        broker_urls_through(&s, "attacker.example").await,
+        ["mqtt://127.0.0.1:1"]
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod explain;
 mod image;
 mod images;
 mod node_lifecycle;
+mod qemu_node;
 pub mod registry;
 mod show;
 mod up;
@@ -112,6 +113,8 @@ pub enum Command {
         latticed: Option<PathBuf>,
         #[command(flatten)]
         registry: registry::RegistryArgs,
+        #[command(flatten)]
+        qemu: qemu_node::QemuNodeArgs,
     },
     /// Runs the fleet manager and its embedded broker, or uses an external one with --broker
     /// (no local node).
@@ -362,7 +365,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             no_node,
             latticed,
             registry,
-        } => up::up(serve, !no_node, latticed, registry).await,
+            qemu,
+        } => up::up(serve, !no_node, latticed, registry, qemu).await,
         Command::Fleet { serve } => up::fleet_only(serve).await,
         Command::Gateway {
             data,
@@ -527,5 +531,36 @@ mod tests {
                 .to_string();
             assert!(e.contains("--max-in-flight"), "{bad}: {e}");
         }
+    }
+
+    fn up_args(extra: &[&str]) -> Result<(ServeArgs, qemu_node::QemuNodeArgs), clap::Error> {
+        let cli = Cli::try_parse_from(["lattice", "up"].iter().chain(extra))?;
+        let Command::Up { serve, qemu, .. } = cli.command else {
+            panic!("not up: {:?}", cli.command);
+        };
+        Ok((serve, qemu))
+    }
+
+    #[test]
+    fn a_qemu_node_adds_the_guests_name_for_the_host_and_refuses_a_bad_image() {
+        let (mut serve, qemu) = up_args(&[]).unwrap();
+        assert!(qemu_node::prepare(&qemu, &mut serve).unwrap().is_none());
+        // The QEMU flags mean nothing without an image.
+        assert!(up_args(&["--qemu-fresh"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.img");
+        std::fs::write(&junk, vec![7u8; 1 << 16]).unwrap();
+        let (mut serve, qemu) = up_args(&["--qemu-node", junk.to_str().unwrap()]).unwrap();
+        let e = format!("{:#}", qemu_node::prepare(&qemu, &mut serve).err().unwrap());
+        assert!(e.contains("junk.img"), "{e}");
+        let qcow = dir.path().join("x.qcow2");
+        std::fs::write(&qcow, b"QFI\xfb\0\0\0\x03").unwrap();
+        let (mut serve, qemu) = up_args(&["--qemu-node", qcow.to_str().unwrap()]).unwrap();
+        let e = format!("{:#}", qemu_node::prepare(&qemu, &mut serve).err().unwrap());
+        assert!(e.contains("raw image"), "{e}");
+        let (mut serve, qemu) =
+            up_args(&["--qemu-node", "x.img", "--http", "192.168.1.5:8443"]).unwrap();
+        let e = format!("{:#}", qemu_node::prepare(&qemu, &mut serve).err().unwrap());
+        assert!(e.contains("loopback"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! `lattice up`: fleet, embedded broker (or `--broker`) and a local node on this machine.
 
 use super::config::{default_path, CliConfig};
+use super::qemu_node::{self, QemuNodeArgs};
 use super::registry::{self, Registry, RegistryArgs};
 use super::ServeArgs;
 use crate::server::{self, RunningFleet};
@@ -227,21 +228,27 @@ async fn start_registry(
 }
 
 pub async fn up(
-    serve: ServeArgs,
+    mut serve: ServeArgs,
     with_node: bool,
     latticed: Option<PathBuf>,
     registry_args: RegistryArgs,
+    qemu_args: QemuNodeArgs,
 ) -> anyhow::Result<()> {
     let bin = if with_node {
         Some(latticed_path(latticed)?)
     } else {
         None
     };
+    let qemu = qemu_node::prepare(&qemu_args, &mut serve)?;
     // Before the fleet: an address held by something else fails at once, with nothing to undo.
     let registry = start_registry(&registry_args, &serve.data).await?;
     let (fleet, _gateway) = start_fleet(&serve, registry.as_ref().map(Registry::addr)).await?;
     let mut child = match bin {
         Some(bin) => Some(start_node(&fleet, &serve.data, bin).await?),
+        None => None,
+    };
+    let mut vm = match qemu {
+        Some(p) => Some(qemu_node::start(p, &fleet).await?),
         None => None,
     };
     println!("ready: try `lattice nodes`");
@@ -251,9 +258,19 @@ pub async fn up(
             None => std::future::pending().await,
         }
     };
+    let vm_exited = async {
+        match vm.as_mut() {
+            Some(v) => v.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = wait_for_signal() => r?,
         status = exited => eprintln!("local node exited: {status:?}"),
+        status = vm_exited => eprintln!("QEMU node exited: {status:?}"),
+    }
+    if let Some(v) = vm {
+        v.stop().await;
     }
     if let Some(mut c) = child {
         if let Some(pid) = c.id() {
