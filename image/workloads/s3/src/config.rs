@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::quota::Quota;
+use crate::replication::Target;
 
 pub const ACCESS_KEY_ENV: &str = "LATTICE_S3_ACCESS_KEY";
 pub const SECRET_KEY_ENV: &str = "LATTICE_S3_SECRET_KEY";
+pub const REPLICA_URL_ENV: &str = "LATTICE_S3_REPLICA_URL";
+pub const REPLICA_ACCESS_KEY_ENV: &str = "LATTICE_S3_REPLICA_ACCESS_KEY";
+pub const REPLICA_SECRET_KEY_ENV: &str = "LATTICE_S3_REPLICA_SECRET_KEY";
 
 /// The S3 server of a Lattice `s3` workload.
 #[derive(Debug, clap::Parser)]
@@ -39,6 +43,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub buckets: Vec<String>,
+    /// Replicate every change to this `lattice-s3` (`http://HOST:PORT`), signing with
+    /// LATTICE_S3_REPLICA_ACCESS_KEY / LATTICE_S3_REPLICA_SECRET_KEY, or this server's own key
+    /// when they are not set.
+    #[arg(long, env = REPLICA_URL_ENV, value_name = "URL")]
+    pub replica_url: Option<String>,
 }
 
 /// The access key and its secret.
@@ -80,6 +89,8 @@ pub struct Config {
     /// Buckets that must exist once the server listens (`--bucket`, `LATTICE_S3_BUCKETS`),
     /// each once, in the order given.
     pub buckets: Vec<String>,
+    /// The replica this server ships its changes to, when it is a primary.
+    pub replica: Option<Target>,
 }
 
 impl Config {
@@ -138,6 +149,37 @@ impl Config {
                 buckets.push(b.to_owned());
             }
         }
+        let replica = match (
+            args.replica_url.as_deref().filter(|u| !u.trim().is_empty()),
+            env(REPLICA_ACCESS_KEY_ENV),
+            env(REPLICA_SECRET_KEY_ENV),
+        ) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                problems.push(format!(
+                    "replica: {REPLICA_ACCESS_KEY_ENV}/{REPLICA_SECRET_KEY_ENV} given without --replica-url ({REPLICA_URL_ENV})"
+                ));
+                None
+            }
+            (Some(url), ak, sk) => {
+                let keys = match (ak, sk, &credentials) {
+                    (Some(ak), Some(sk), _) => Some((ak, sk)),
+                    (None, None, Some(c)) => Some((c.access_key.clone(), c.secret_key.clone())),
+                    (None, None, None) => None,
+                    _ => {
+                        problems.push(format!(
+                            "replica: set both {REPLICA_ACCESS_KEY_ENV} and {REPLICA_SECRET_KEY_ENV}, or neither (then this server's key is used)"
+                        ));
+                        None
+                    }
+                };
+                keys.and_then(|(ak, sk)| {
+                    Target::parse(url.trim(), ak, sk)
+                        .map_err(|e| problems.push(format!("replica_url: {e}")))
+                        .ok()
+                })
+            }
+        };
         match (problems.is_empty(), credentials) {
             (true, Some(credentials)) => Ok(Config {
                 listen: args.listen,
@@ -145,6 +187,7 @@ impl Config {
                 quota: args.quota_bytes.map_or(Quota::unlimited(), Quota::bytes),
                 credentials,
                 buckets,
+                replica,
             }),
             _ => Err(problems.join("\n")),
         }
@@ -255,6 +298,43 @@ mod tests {
             err.contains("buckets:") && err.contains("Bad_Name"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_replica_target_with_this_servers_key_or_its_own() {
+        let env = |extra: &'static [(&'static str, &'static str)]| {
+            move |k: &str| match k {
+                ACCESS_KEY_ENV => Some("AKIDEXAMPLE".to_owned()),
+                SECRET_KEY_ENV => Some("very-secret-value".to_owned()),
+                _ => extra
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string()),
+            }
+        };
+        let c = Config::from_args(args(&[]), env(&[])).unwrap();
+        assert!(c.replica.is_none());
+        let c =
+            Config::from_args(args(&["--replica-url", "http://10.0.0.2:9000"]), env(&[])).unwrap();
+        let t = c.replica.unwrap();
+        assert_eq!(
+            (t.id().as_str(), t.access_key.as_str()),
+            ("http://10.0.0.2:9000", "AKIDEXAMPLE")
+        );
+        const OWN: &[(&str, &str)] = &[
+            (REPLICA_ACCESS_KEY_ENV, "AKIDREPLICA"),
+            (REPLICA_SECRET_KEY_ENV, "replica-secret-1"),
+        ];
+        let c = Config::from_args(args(&["--replica-url", "http://r:1"]), env(OWN)).unwrap();
+        assert_eq!(c.replica.as_ref().unwrap().access_key, "AKIDREPLICA");
+        assert!(!format!("{c:?}").contains("replica-secret-1"));
+        let err =
+            Config::from_args(args(&["--replica-url", "https://r:1"]), env(&OWN[..1])).unwrap_err();
+        assert!(err.contains("neither"), "{err}");
+        let err = Config::from_args(args(&["--replica-url", "ftp://r"]), env(&[])).unwrap_err();
+        assert!(err.contains("replica_url"), "{err}");
+        let err = Config::from_args(args(&[]), env(OWN)).unwrap_err();
+        assert!(err.contains("without --replica-url"), "{err}");
     }
 
     #[test]

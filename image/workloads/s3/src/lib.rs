@@ -13,7 +13,9 @@
 //!   keys ([`bucket_rules`]: the naming rules, shared with the fleet);
 //! - [`s3`]: the `s3s::S3` implementation mapping requests onto the store;
 //! - [`auth`]: the one access key of the deployment; [`config`]: flags, environment, files;
-//! - [`server`]: the HTTP listener (TCP_NODELAY, CORS preflight) around s3s's service.
+//! - [`server`]: the HTTP listener (TCP_NODELAY, CORS preflight, the replication status)
+//!   around s3s's service;
+//! - [`replication`]: a primary's journal of changes and the task shipping them to a replica.
 //!
 //! See docs/s3.md.
 
@@ -24,6 +26,7 @@ pub mod config;
 pub mod cors;
 pub mod names;
 pub mod quota;
+pub mod replication;
 pub mod s3;
 pub mod server;
 pub mod sse;

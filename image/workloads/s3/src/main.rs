@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use lattice_s3::config::{Args, Config};
+use lattice_s3::replication::journal::journal_dir;
+use lattice_s3::replication::{Journal, JournalOptions, Replication};
 use lattice_s3::store::{Store, StoreOptions, MIN_PART_SIZE};
 use tracing_subscriber::EnvFilter;
 
@@ -37,10 +39,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
         min_part_size: MIN_PART_SIZE,
     };
     let data = config.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, options))
-        .await
-        .context("opening the data directory")?
-        .with_context(|| format!("opening the data directory {}", config.data.display()))?;
+    let replica = config.replica.clone();
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
+        let mut store = Store::open(&data, options)
+            .with_context(|| format!("opening the data directory {}", data.display()))?;
+        // A primary journals every change from here on, the configured buckets included.
+        if let Some(target) = replica {
+            let layout = store.layout().clone();
+            let (journal, seed) = Journal::open(
+                journal_dir(&layout),
+                layout.tmp(),
+                &target.id(),
+                JournalOptions::default(),
+            )
+            .context("opening the replication journal")?;
+            store
+                .attach_journal(Arc::new(journal), seed)
+                .context("queueing a full copy for the replica")?;
+            tracing::info!(replica = %target.id(), "replicating every change");
+        }
+        Ok(store)
+    })
+    .await
+    .context("opening the data directory")??;
     // The configured buckets exist before the listener does: no request sees them missing.
     let buckets = config.buckets.clone();
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
@@ -55,6 +76,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .context("creating the configured buckets")??;
     let store = Arc::new(store);
+    let replication = store.journal().cloned().map(Replication::new);
+    if let (Some(r), Some(target)) = (&replication, config.replica.clone()) {
+        tokio::spawn(r.clone().run(store.clone(), target));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -72,7 +97,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Tests and the supervisor read this line to learn the port when --listen ends in :0.
     println!("lattice-s3 listening on {addr}");
     let service = lattice_s3::server::service(store.clone(), &config.credentials);
-    lattice_s3::server::serve(listener, store, service, shutdown()).await;
+    lattice_s3::server::serve(listener, store, service, replication.clone(), shutdown()).await;
+    if let Some(r) = &replication {
+        if let Err(e) = r.journal().persist(true) {
+            tracing::error!(error = %e, "writing the replication checkpoint");
+        }
+    }
     tracing::info!("shutting down");
     Ok(())
 }

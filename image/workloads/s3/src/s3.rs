@@ -18,8 +18,11 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use crate::checksum::{Algorithm, ChecksumError, Checksums, Expected};
 use crate::cors::CorsRule;
 use crate::names::NameError;
+use crate::replication;
 use crate::sse::{self, CustomerKey, SseError};
-use crate::store::{Attrs, CompletePart, CopyKeys, ListQuery, ObjectWriter, Store, StoreError};
+use crate::store::{
+    Attrs, CompletePart, CopyKeys, ListQuery, ObjectMeta, ObjectWriter, Store, StoreError,
+};
 
 /// Body bytes are handed to the store in batches of this size (fewer blocking sections).
 const WRITE_BATCH: usize = 1 << 20;
@@ -74,7 +77,7 @@ pub fn to_s3_error(e: StoreError) -> S3Error {
         StoreError::Sse(e) => return sse_error(e),
         StoreError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
         StoreError::IncompleteBody { .. } => S3ErrorCode::IncompleteBody,
-        StoreError::Io { .. } | StoreError::Corrupt(_) => {
+        StoreError::Io { .. } | StoreError::Corrupt(_) | StoreError::Journal(_) => {
             tracing::error!(error = %msg, "storage failure");
             return S3Error::with_message(
                 S3ErrorCode::InternalError,
@@ -396,6 +399,66 @@ fn from_cors(rule: CorsRule) -> CORSRule {
     }
 }
 
+impl Backend {
+    /// A replica receiving an object from its primary: the body is the object's stored bytes
+    /// (ciphertext for SSE-C) and the header its stored metadata, both kept as they are, so
+    /// the replica answers with the primary's ETag, times, checksums and SSE-C key check. Only
+    /// the deployment's own key can sign it, and it writes nothing that key could not write.
+    async fn put_replicated(
+        &self,
+        mut req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        if self.store.journal().is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "this server is a replication primary; it does not take replicated objects"
+            ));
+        }
+        let meta: ObjectMeta = req
+            .headers
+            .get(replication::META_HEADER)
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.as_bytes())
+                    .ok()
+            })
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| {
+                s3_error!(
+                    InvalidArgument,
+                    "x-lattice-replica-meta is not base64 of an object's stored metadata"
+                )
+            })?;
+        let body = req
+            .input
+            .body
+            .take()
+            .ok_or_else(|| s3_error!(IncompleteBody, "PutObject needs a body"))?;
+        let length = meta.stored_size();
+        if body_length(&body, req.input.content_length).is_some_and(|n| n != length) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "the body's length is not the stored size the metadata says"
+            ));
+        }
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let mut w =
+            blocking(|| self.store.begin_replica_put(&bucket, &key, &meta)).map_err(to_s3_error)?;
+        receive(&self.store, &mut w, body, Some(length)).await?;
+        let meta =
+            blocking(|| self.store.commit_replica(w, &bucket, &key, meta)).map_err(to_s3_error)?;
+        let mut resp = S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(meta.etag.clone())),
+            ..Default::default()
+        });
+        resp.headers.insert(
+            replication::STORED_HEADER,
+            hyper::header::HeaderValue::from_static("stored"),
+        );
+        Ok(resp)
+    }
+}
+
 #[async_trait::async_trait]
 impl S3 for Backend {
     async fn create_bucket(
@@ -455,6 +518,9 @@ impl S3 for Backend {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        if req.headers.contains_key(replication::META_HEADER) {
+            return self.put_replicated(req).await;
+        }
         let i = &req.input;
         let expected = expected(
             &req.headers,

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::auth::OneKey;
 use crate::config::Credentials;
 use crate::cors;
+use crate::replication::{Replication, Status};
 use crate::s3::Backend;
 use crate::store::Store;
 
@@ -34,6 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
     service: S3Service,
+    replication: Option<Arc<Replication>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -55,13 +58,22 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, %peer, "could not set TCP_NODELAY");
         }
-        let (store, service) = (store.clone(), service.clone());
+        let (store, service, replication) = (store.clone(), service.clone(), replication.clone());
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (store, service) = (store.clone(), service.clone());
-                    async move { handle(&store, &service, req.map(Body::from)).await }
+                    let (store, service, replication) =
+                        (store.clone(), service.clone(), replication.clone());
+                    async move {
+                        handle(
+                            &store,
+                            &service,
+                            replication.as_deref(),
+                            req.map(Body::from),
+                        )
+                        .await
+                    }
                 });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -140,11 +152,32 @@ fn set_headers(resp: &mut HttpResponse, headers: Vec<(&'static str, String)>) {
     }
 }
 
+/// Where the node-side supervisor reads the replication lag (no bucket can be called
+/// `_lattice`: S3 bucket names have no underscore).
+pub const REPLICATION_STATUS_PATH: &str = "/_lattice/replication";
+
+/// The replication status as JSON: counts and times, no object names, so it needs no
+/// credentials.
+fn replication_status(replication: Option<&Replication>) -> HttpResponse {
+    let status = replication.map_or_else(Status::standalone, Replication::status);
+    let body = serde_json::to_vec(&status).unwrap_or_default();
+    let mut resp = HttpResponse::new(Body::from(Bytes::from(body)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 async fn handle(
     store: &Store,
     service: &S3Service,
+    replication: Option<&Replication>,
     req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
+    if req.method() == Method::GET && req.uri().path() == REPLICATION_STATUS_PATH {
+        return Ok(replication_status(replication));
+    }
     let origin = header(&req, "origin").map(str::to_owned);
     // A CORS preflight carries no credentials: answered here from the stored rules.
     if req.method() == Method::OPTIONS {

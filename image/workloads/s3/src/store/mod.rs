@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -25,9 +25,11 @@ use crate::checksum::{self, ChecksumError, Expected, Hasher};
 use crate::cors::CorsRule;
 use crate::names::{self, NameError};
 use crate::quota::{Quota, QuotaExceeded};
+use crate::replication::format::Change;
+use crate::replication::{Journal, JournalError};
 use crate::sse::{self, CustomerKey, SseError, SseMeta};
 
-pub use layout::Layout;
+pub use layout::{atomic_write, Layout};
 pub use list::{ListPage, ListQuery};
 pub use multipart::{CompletePart, PartInfo, UploadInfo};
 pub use object::{now_ms, Attrs, ObjectMeta, ObjectWriter};
@@ -75,6 +77,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -166,6 +170,8 @@ pub struct Store {
     layout: Layout,
     options: StoreOptions,
     index: Mutex<Index>,
+    /// Primary of a replicated deployment: every change is journaled for the replica.
+    journal: Option<Arc<Journal>>,
 }
 
 /// A bucket as listed.
@@ -204,7 +210,104 @@ impl Store {
             layout,
             options,
             index: Mutex::new(index),
+            journal: None,
         })
+    }
+
+    /// Makes this store a replication primary: from now on every change is journaled (in the
+    /// same critical section as the change, and fsynced before the change is acknowledged).
+    /// With `seed`, the journal is new for this replica: every bucket and object is queued
+    /// first, so the replica starts from a full copy.
+    pub fn attach_journal(&mut self, journal: Arc<Journal>, seed: bool) -> Result<(), StoreError> {
+        if seed {
+            let index = self.lock();
+            let mut queued = 0u64;
+            for (name, b) in &index.buckets {
+                journal.append(
+                    Change::Bucket {
+                        bucket: name.clone(),
+                    },
+                    0,
+                )?;
+                for (key, e) in &b.objects {
+                    journal.append(
+                        Change::Object {
+                            bucket: name.clone(),
+                            key: key.clone(),
+                        },
+                        e.size,
+                    )?;
+                    queued += 1;
+                }
+            }
+            drop(index);
+            journal.seeded()?;
+            tracing::info!(
+                objects = queued,
+                "replication: queued a full copy for the replica"
+            );
+        }
+        self.journal = Some(journal);
+        Ok(())
+    }
+
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Journals a change; called with the index lock held, before the change is made, so the
+    /// journal's order is the order of the changes and a crash between the two leaves a
+    /// record whose shipping is harmless (the shipper sends the current state).
+    fn note(&self, change: Change, bytes: u64) -> Result<Option<u64>, StoreError> {
+        match &self.journal {
+            Some(j) => Ok(Some(j.append(change, bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the journal durable up to `seq` before the change is acknowledged.
+    fn noted(&self, seq: Option<u64>) -> Result<(), StoreError> {
+        match (&self.journal, seq) {
+            (Some(j), Some(seq)) => Ok(j.sync(seq)?),
+            _ => Ok(()),
+        }
+    }
+
+    fn object_change(bucket: &str, key: &str) -> Change {
+        Change::Object {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn bucket_change(bucket: &str) -> Change {
+        Change::Bucket {
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// The current state of a bucket for the shipper: `None` when it does not exist, else its
+    /// CORS rules.
+    pub fn bucket_state(&self, bucket: &str) -> Option<Option<Vec<CorsRule>>> {
+        self.lock().buckets.get(bucket).map(|b| b.file.cors.clone())
+    }
+
+    /// The current state of an object for the shipper: `None` when it (or its bucket) does not
+    /// exist.
+    pub fn object_state(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectMeta, File)>, StoreError> {
+        match self.open_object(bucket, key) {
+            Ok(found) => Ok(Some(found)),
+            Err(StoreError::NoSuchKey { .. } | StoreError::NoSuchBucket(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -230,6 +333,7 @@ impl Store {
         if index.buckets.contains_key(name) {
             return Err(StoreError::BucketExists(name.to_owned()));
         }
+        let seq = self.note(Self::bucket_change(name), 0)?;
         // Built complete under tmp/, then renamed into place: a bucket exists with its
         // bucket.json or not at all.
         let tmp = self.layout.new_tmp();
@@ -263,7 +367,8 @@ impl Store {
                 objects: BTreeMap::new(),
             },
         );
-        Ok(())
+        drop(index);
+        self.noted(seq)
     }
 
     /// Creates `name` unless it exists (an existing bucket is kept as it is, objects and CORS
@@ -304,6 +409,7 @@ impl Store {
         if !bucket.objects.is_empty() {
             return Err(StoreError::BucketNotEmpty(name.to_owned()));
         }
+        let seq = self.note(Self::bucket_change(name), 0)?;
         let tmp = self.layout.new_tmp();
         let dir = self.layout.bucket(name);
         fs::rename(&dir, &tmp).map_err(io_err("removing bucket", &dir))?;
@@ -321,7 +427,7 @@ impl Store {
         }
         drop(index);
         let _ = fs::remove_dir_all(&tmp);
-        Ok(())
+        self.noted(seq)
     }
 
     pub fn get_cors(&self, bucket: &str) -> Result<Vec<CorsRule>, StoreError> {
@@ -352,9 +458,13 @@ impl Store {
         };
         let path = self.layout.bucket_meta(bucket);
         let json = serde_json::to_vec(&file).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let seq = self.note(Self::bucket_change(bucket), 0)?;
         layout::atomic_write(&self.layout.tmp(), &path, &json).map_err(io_err("writing", &path))?;
-        b.file = file;
-        Ok(())
+        if let Some(b) = index.buckets.get_mut(bucket) {
+            b.file = file;
+        }
+        drop(index);
+        self.noted(seq)
     }
 
     // --- objects --------------------------------------------------------------------------
@@ -493,15 +603,55 @@ impl Store {
         let freed = b.objects.get(&meta.key).map_or(0, |e| e.size);
         // Other writes may have committed since begin_put.
         self.options.quota.check(used, freed, meta.size)?;
+        let seq = self.note(Self::object_change(bucket, &meta.key), meta.size)?;
         layout::ensure_dir(&dir).map_err(io_err("creating", &dir))?;
         fs::rename(&w.path, &file).map_err(io_err("renaming into", &file))?;
         w.sealed = true;
-        b.objects.insert(meta.key.clone(), Entry::from(&meta));
+        if let Some(b) = index.buckets.get_mut(bucket) {
+            b.objects.insert(meta.key.clone(), Entry::from(&meta));
+        }
         index.used = used - freed + meta.size;
         drop(index);
         // The rename is durable once the directory is; only then is the PUT acknowledged.
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        self.noted(seq)?;
         Ok(meta)
+    }
+
+    /// Replica side: starts receiving an object's stored bytes as the primary holds them
+    /// (ciphertext for SSE-C), to be committed with the primary's metadata by
+    /// [`Store::commit_replica`].
+    pub fn begin_replica_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectWriter, StoreError> {
+        let mut w = self.begin_put(bucket, key, Some(meta.size), &Expected::default())?;
+        // The quota counts plaintext sizes; the bytes received may hold SSE-C tags too. The
+        // size was checked above and is checked again at commit.
+        w.room = u64::MAX;
+        Ok(w)
+    }
+
+    /// Replica side: seals the bytes received with the primary's metadata (ETag, times,
+    /// attributes, checksums, SSE-C extents kept) and renames the object into place.
+    pub fn commit_replica(
+        &self,
+        mut w: ObjectWriter,
+        bucket: &str,
+        key: &str,
+        mut meta: ObjectMeta,
+    ) -> Result<ObjectMeta, StoreError> {
+        if w.written != meta.stored_size() {
+            return Err(StoreError::IncompleteBody {
+                got: w.written,
+                expected: meta.stored_size(),
+            });
+        }
+        meta.key = key.to_owned();
+        self.seal(&mut w, &mut meta)?;
+        self.commit_object(w, bucket, meta)
     }
 
     /// The object's metadata and its file positioned at the data (which is `[0, meta.size)`).
@@ -546,6 +696,7 @@ impl Store {
         let Some(entry) = b.objects.get(key).cloned() else {
             return Ok(false);
         };
+        let seq = self.note(Self::object_change(bucket, key), 0)?;
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -557,10 +708,13 @@ impl Store {
                 })
             }
         }
-        b.objects.remove(key);
+        if let Some(b) = index.buckets.get_mut(bucket) {
+            b.objects.remove(key);
+        }
         index.used -= entry.size;
         drop(index);
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        self.noted(seq)?;
         Ok(true)
     }
 

@@ -518,6 +518,7 @@ impl Store {
             .get(bucket)
             .and_then(|b| b.objects.get(key))
             .map_or(0, |e| e.size);
+        let seq = self.note(Self::object_change(bucket, key), size)?;
         layout::ensure_dir(&dir).map_err(io_err("creating", &dir))?;
         fs::rename(&w.path, &file).map_err(io_err("renaming into", &file))?;
         w.sealed = true;
@@ -527,6 +528,8 @@ impl Store {
         }
         index.used = index.used - freed + size;
         drop_upload(&self.layout, &mut index, upload_id)?;
+        drop(index);
+        self.noted(seq)?;
         Ok(meta)
     }
 }
