@@ -204,7 +204,9 @@ rng = random.Random(int(os.environ['SEED']))
 v = int(os.environ['FIRST'])
 try:
     while True:
-        k = rng.choice(['k0', 'k1', 'dir/k2', 'k3', 'k4'])
+        # mostly overwrites of a few keys (order matters), some keys written once (a lost
+        # record would leave them missing on the replica)
+        k = rng.choice(['k0', 'k1', 'dir/k2', 'k3', 'k4']) if rng.random() < 0.7 else f'once-{v}'
         if rng.random() < 0.2:
             s3.delete_object(Bucket='crash', Key=k)
         else:
@@ -223,11 +225,17 @@ fn sigkilled_primaries_lose_nothing_and_the_replica_ends_where_the_primary_is() 
         .unwrap_or(6);
     let mut rng = StdRng::seed_from_u64(seed);
     let (rdir, pdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = Server::start(rdir.path());
+    let mut replica = Server::start(rdir.path());
     let mut primary = primary(pdir.path(), &replica);
     let r = Clients::new(&venv, &replica);
     Clients::new(&venv, &primary).aws_ok(&["s3", "mb", "s3://crash"]);
     for i in 0..8u64 {
+        // Every other round the replica is down: the changes wait in the journal across the
+        // primary's SIGKILL and restart.
+        let replica_down = i % 2 == 1;
+        if replica_down {
+            replica.kill();
+        }
         let p = Clients::new(&venv, &primary);
         let mut cmd = std::process::Command::new(p.venv.join("bin/python"));
         cmd.arg("-c")
@@ -245,7 +253,16 @@ fn sigkilled_primaries_lose_nothing_and_the_replica_ends_where_the_primary_is() 
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         primary.kill(); // SIGKILL, while writes are journaled and shipped
         let _ = writer.wait();
+        if replica_down {
+            let pending = std::fs::read_dir(pdir.path().join("replication"))
+                .unwrap()
+                .count();
+            assert!(pending >= 2, "nothing journaled while the replica was down");
+        }
         primary.restart();
+        if replica_down {
+            replica.restart();
+        }
     }
     let took = caught_up(&primary, Duration::from_secs(60));
     eprintln!("replica caught up {took:?} after the last restart");

@@ -407,7 +407,7 @@ impl Journal {
             let (done, at) = *persisted;
             let due = force
                 || caught_up
-                || acked - done >= self.options.checkpoint_every
+                || acked.saturating_sub(done) >= self.options.checkpoint_every
                 || at.elapsed() >= self.options.checkpoint_interval;
             if acked <= done || !due {
                 return Ok(false);

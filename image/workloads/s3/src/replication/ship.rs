@@ -176,6 +176,29 @@ pub fn cors_xml(rules: &[CorsRule]) -> String {
     x
 }
 
+/// One request to the replica. `what` names the operation in errors (never the object).
+struct Call {
+    what: &'static str,
+    method: Method,
+    url: Url,
+    headers: Vec<(&'static str, String)>,
+    body: Body,
+    length: u64,
+}
+
+impl Call {
+    fn new(what: &'static str, method: Method, url: Url) -> Call {
+        Call {
+            what,
+            method,
+            url,
+            headers: Vec::new(),
+            body: empty(),
+            length: 0,
+        }
+    }
+}
+
 /// One connection to the replica, opened on demand and dropped on any error.
 struct Client {
     target: Target,
@@ -214,17 +237,16 @@ impl Client {
         Ok(self.conn.insert(sender))
     }
 
-    /// Sends one request; `what` names the operation in errors (never the object).
-    async fn send(
-        &mut self,
-        what: &str,
-        method: Method,
-        url: Url,
-        headers: Vec<(&'static str, String)>,
-        body: Body,
-        length: u64,
-        timeout: Duration,
-    ) -> Result<Answer, ShipError> {
+    /// Sends one request and reads the answer (a 5xx counts as no answer).
+    async fn send(&mut self, call: Call, timeout: Duration) -> Result<Answer, ShipError> {
+        let Call {
+            what,
+            method,
+            url,
+            headers,
+            body,
+            length,
+        } = call;
         let mut builder = Request::builder()
             .method(method.to_str())
             .uri(url.as_str())
@@ -277,21 +299,10 @@ impl Client {
     }
 
     /// Sends and accepts only 2xx or one of the `ok` error codes.
-    #[allow(clippy::too_many_arguments)]
-    async fn expect(
-        &mut self,
-        what: &str,
-        method: Method,
-        url: Url,
-        headers: Vec<(&'static str, String)>,
-        body: Body,
-        length: u64,
-        ok: &[&str],
-    ) -> Result<Answer, ShipError> {
-        let timeout = Duration::from_secs(30) + Duration::from_millis(length / 1024);
-        let a = self
-            .send(what, method, url, headers, body, length, timeout)
-            .await?;
+    async fn expect(&mut self, call: Call, ok: &[&str]) -> Result<Answer, ShipError> {
+        let what = call.what;
+        let timeout = Duration::from_secs(30) + Duration::from_millis(call.length / 1024);
+        let a = self.send(call, timeout).await?;
         if a.status.is_success() || a.code.as_deref().is_some_and(|c| ok.contains(&c)) {
             return Ok(a);
         }
@@ -393,6 +404,25 @@ impl Replication {
     }
 }
 
+impl Client {
+    /// A call presigned for the replica; `headers` are signed and sent.
+    fn signed(
+        &self,
+        what: &'static str,
+        method: Method,
+        url: Url,
+        query: &[(&str, &str)],
+        headers: Vec<(&'static str, String)>,
+    ) -> Call {
+        let signed: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let url = self.target.sign(method, url, query, &signed);
+        Call {
+            headers,
+            ..Call::new(what, method, url)
+        }
+    }
+}
+
 /// Any HTTP answer from the replica's status endpoint means it is reachable.
 async fn probe(client: &mut Client) -> Result<(), ShipError> {
     let url = client
@@ -400,18 +430,8 @@ async fn probe(client: &mut Client) -> Result<(), ShipError> {
         .url
         .join("_lattice/replication")
         .map_err(|e| ShipError::Refused(format!("probe URL: {e}")))?;
-    client
-        .send(
-            "probe",
-            Method::Get,
-            url,
-            Vec::new(),
-            empty(),
-            0,
-            Duration::from_secs(10),
-        )
-        .await
-        .map(|_| ())
+    let call = Call::new("probe", Method::Get, url);
+    client.send(call, Duration::from_secs(10)).await.map(|_| ())
 }
 
 /// Makes the replica hold what the primary holds now for the record's object or bucket.
@@ -422,113 +442,58 @@ async fn ship(store: &Arc<Store>, client: &mut Client, record: &Record) -> Resul
                 tokio::task::block_in_place(|| store.object_state(bucket, key)).map_err(|e| {
                     ShipError::Refused(format!("reading the object on the primary: {}", redact(&e)))
                 })?;
-            let b = client.target.bucket(bucket)?;
-            let url = b
+            let url = client
+                .target
+                .bucket(bucket)?
                 .object_url(key)
                 .map_err(|e| ShipError::Refused(format!("object URL: {e}")))?;
             match state {
                 Some((meta, file)) => put_object(client, url, &meta, file).await,
                 None => {
-                    let url = client.target.sign(Method::Delete, url, &[], &[]);
-                    client
-                        .expect(
-                            "DELETE object",
-                            Method::Delete,
-                            url,
-                            Vec::new(),
-                            empty(),
-                            0,
-                            &["NoSuchBucket", "NoSuchKey"],
-                        )
-                        .await
-                        .map(|_| ())
+                    let call = client.signed("DELETE object", Method::Delete, url, &[], vec![]);
+                    let ok = ["NoSuchBucket", "NoSuchKey"];
+                    client.expect(call, &ok).await.map(|_| ())
                 }
             }
         }
         Change::Bucket { bucket } => {
             let state = tokio::task::block_in_place(|| store.bucket_state(bucket));
             let url = client.target.bucket(bucket)?.base_url().clone();
-            match state {
-                None => {
-                    let url = client.target.sign(Method::Delete, url, &[], &[]);
-                    client
-                        .expect(
-                            "DELETE bucket",
-                            Method::Delete,
-                            url,
-                            Vec::new(),
-                            empty(),
-                            0,
-                            &["NoSuchBucket"],
-                        )
-                        .await
-                        .map(|_| ())
-                }
-                Some(cors) => {
-                    let signed = client.target.sign(Method::Put, url.clone(), &[], &[]);
-                    client
-                        .expect(
-                            "PUT bucket",
-                            Method::Put,
-                            signed,
-                            Vec::new(),
-                            empty(),
-                            0,
-                            &["BucketAlreadyOwnedByYou", "BucketAlreadyExists"],
-                        )
-                        .await?;
-                    match cors {
-                        Some(rules) => {
-                            let xml = cors_xml(&rules);
-                            let md5 = base64::engine::general_purpose::STANDARD.encode(
-                                <s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(
-                                    xml.as_bytes(),
-                                ),
-                            );
-                            let signed = client.target.sign(
-                                Method::Put,
-                                url,
-                                &[("cors", "")],
-                                &[("content-md5", &md5)],
-                            );
-                            let len = xml.len() as u64;
-                            let body = Full::new(Bytes::from(xml))
-                                .map_err(|never| match never {})
-                                .boxed();
-                            client
-                                .expect(
-                                    "PUT bucket CORS",
-                                    Method::Put,
-                                    signed,
-                                    vec![("content-md5", md5)],
-                                    body,
-                                    len,
-                                    &[],
-                                )
-                                .await
-                                .map(|_| ())
-                        }
-                        None => {
-                            let signed =
-                                client
-                                    .target
-                                    .sign(Method::Delete, url, &[("cors", "")], &[]);
-                            client
-                                .expect(
-                                    "DELETE bucket CORS",
-                                    Method::Delete,
-                                    signed,
-                                    Vec::new(),
-                                    empty(),
-                                    0,
-                                    &["NoSuchCORSConfiguration"],
-                                )
-                                .await
-                                .map(|_| ())
-                        }
+            let Some(cors) = state else {
+                let call = client.signed("DELETE bucket", Method::Delete, url, &[], vec![]);
+                return client.expect(call, &["NoSuchBucket"]).await.map(|_| ());
+            };
+            let call = client.signed("PUT bucket", Method::Put, url.clone(), &[], vec![]);
+            let ok = ["BucketAlreadyOwnedByYou", "BucketAlreadyExists"];
+            client.expect(call, &ok).await?;
+            let cors_query = [("cors", "")];
+            let call = match cors {
+                Some(rules) => {
+                    let xml = cors_xml(&rules);
+                    let md5 = base64::engine::general_purpose::STANDARD.encode(
+                        <s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(xml.as_bytes()),
+                    );
+                    let headers = vec![("content-md5", md5)];
+                    Call {
+                        length: xml.len() as u64,
+                        body: Full::new(Bytes::from(xml))
+                            .map_err(|never| match never {})
+                            .boxed(),
+                        ..client.signed("PUT bucket CORS", Method::Put, url, &cors_query, headers)
                     }
                 }
-            }
+                None => client.signed(
+                    "DELETE bucket CORS",
+                    Method::Delete,
+                    url,
+                    &cors_query,
+                    vec![],
+                ),
+            };
+            client
+                .expect(call, &["NoSuchCORSConfiguration"])
+                .await
+                .map(|_| ())
         }
     }
 }
@@ -541,22 +506,17 @@ async fn put_object(
 ) -> Result<(), ShipError> {
     let json = serde_json::to_vec(meta)
         .map_err(|e| ShipError::Refused(format!("object metadata: {e}")))?;
-    let meta_b64 = base64::engine::general_purpose::STANDARD.encode(json);
-    let signed = client
-        .target
-        .sign(Method::Put, url, &[], &[(super::META_HEADER, &meta_b64)]);
+    let headers = vec![(
+        super::META_HEADER,
+        base64::engine::general_purpose::STANDARD.encode(json),
+    )];
     let len = meta.stored_size();
-    let answer = client
-        .expect(
-            "PUT object",
-            Method::Put,
-            signed,
-            vec![(super::META_HEADER, meta_b64)],
-            file_body(file, len),
-            len,
-            &[],
-        )
-        .await?;
+    let call = Call {
+        body: file_body(file, len),
+        length: len,
+        ..client.signed("PUT object", Method::Put, url, &[], headers)
+    };
+    let answer = client.expect(call, &[]).await?;
     if !answer.stored {
         return Err(ShipError::Refused(
             "PUT object: the replica did not take the primary's metadata (is it a lattice-s3 that accepts replication?)".into(),
