@@ -107,6 +107,7 @@ fn spec(id: &str, command: &str, cpu_millis: u32) -> WorkloadSpec {
         egress: false,
         capabilities: Vec::new(),
         ports: Vec::new(),
+        upstreams: Vec::new(),
     }
 }
 

@@ -31,3 +31,4 @@ pub mod upstream;
 pub mod volumes;
 pub mod watchdog;
 pub mod wifi;
+pub mod workload_upstreams;

@@ -87,6 +87,8 @@ pub fn start(
     lattice_tunnel::tls::client_crypto_with(&keys.identity, fleet_pin.clone())
         .map_err(|e| e.to_string())?;
     let bridge = DockerBridge::new(docker_socket, registration.node_id.clone())?;
+    let (socket, node_id) = (docker_socket.to_path_buf(), registration.node_id.clone());
+    let upstream_dir = data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("latticed-tunnel")
@@ -126,9 +128,24 @@ pub fn start(
                             },
                             None => None,
                         };
+                        // Workload upstreams: listeners on the workloads' bridges.
+                        let upstreams = match DockerBridge::new(&socket, node_id.clone()) {
+                            Ok(gateways) => Some(tokio::spawn(crate::workload_upstreams::run(
+                                TargetFile::new(upstream_dir.clone()),
+                                gateways,
+                                handle.upstreams(),
+                            ))),
+                            Err(e) => {
+                                tracing::error!(error = %e, "workload upstreams cannot start");
+                                None
+                            }
+                        };
                         let _ = stopped.await;
                         if let Some(p) = proxy {
                             p.abort();
+                        }
+                        if let Some(u) = upstreams {
+                            u.abort();
                         }
                         handle.stop();
                     }
@@ -367,6 +384,34 @@ where
                 return;
             }
         }
+    }
+}
+
+impl crate::workload_upstreams::NetworkGateways for DockerBridge {
+    /// The gateway of the workload's network, as its container sees it.
+    fn gateway<'a>(
+        &'a self,
+        workload: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<std::net::Ipv4Addr>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some((name, info)) = self.own_container(workload).await? else {
+                return Ok(None);
+            };
+            let gw = info
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .and_then(|n| n.get(&name))
+                .and_then(|n| n.gateway.clone())
+                .filter(|ip| !ip.is_empty());
+            match gw {
+                Some(ip) => ip
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| format!("{name}: gateway {ip:?}: {e}")),
+                None => Ok(None),
+            }
+        })
     }
 }
 

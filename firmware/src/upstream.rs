@@ -31,7 +31,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Carries every connection accepted on `listener` to upstream `name` through the tunnel.
-pub async fn serve(listener: TcpListener, name: &'static str, opener: UpstreamOpener) {
+pub async fn serve(listener: TcpListener, name: impl Into<Arc<str>>, opener: UpstreamOpener) {
+    let name: Arc<str> = name.into();
     let limit = Arc::new(Semaphore::new(MAX_PROXY_CONNECTIONS));
     loop {
         let (client, peer) = match listener.accept().await {
@@ -43,12 +44,13 @@ pub async fn serve(listener: TcpListener, name: &'static str, opener: UpstreamOp
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(upstream = name, %peer, "upstream proxy: too many connections, one closed");
+            tracing::warn!(upstream = %name, %peer, "upstream proxy: too many connections, one closed");
             continue;
         };
         let opener = opener.clone();
+        let name = name.clone();
         tokio::spawn(async move {
-            carry(client, name, &opener).await;
+            carry(client, &name, &opener).await;
             drop(permit);
         });
     }

@@ -33,6 +33,7 @@ fn batch(id: &str) -> WorkloadSpec {
         egress: false,
         capabilities: vec![],
         ports: vec![],
+        upstreams: Vec::new(),
     }
 }
 

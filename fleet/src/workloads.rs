@@ -20,7 +20,8 @@ use crate::store::{
     NextVersion, NodeRow, NodeState, Store, StoreError, WorkloadEvent, WorkloadRow,
 };
 use lattice_wire::msg::{
-    Inventory, RestartPolicy, WorkloadClass, WorkloadSpec, WorkloadState, WorkloadStatus,
+    Inventory, RestartPolicy, UpstreamSpec, WorkloadClass, WorkloadSpec, WorkloadState,
+    WorkloadStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,6 +111,25 @@ pub struct DeployRequest {
     /// 100). The server creates any that are missing at each start and never deletes one.
     #[serde(default)]
     pub buckets: Vec<String>,
+    /// `container`: other workloads of the same account this one connects to, wherever they
+    /// run (through the node's tunnel and the gateway; ADR 0011).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamRequest>,
+}
+
+/// One upstream asked for at deploy: `workload`'s `port`, found by the container at the
+/// `IP:PORT` in variable `env`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRequest {
+    /// The name of another workload of the same account.
+    pub workload: String,
+    /// One of its ports (default: its first).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The variable (default: the workload's name in capitals, `-` as `_`, then `_ADDR`).
+    #[serde(default)]
+    pub env: Option<String>,
 }
 
 impl DeployRequest {
@@ -132,6 +152,9 @@ pub struct ContainerSettings {
     /// Where it may run (kept for moves).
     #[serde(default, skip_serializing_if = "is_anywhere")]
     pub placement: Placement,
+    /// Its upstreams, resolved to workload ids at deploy ([`resolve_upstreams`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamSpec>,
 }
 
 fn is_anywhere(p: &Placement) -> bool {
@@ -250,6 +273,7 @@ pub fn check_request(req: &DeployRequest) -> Result<(Plan, ContainerSettings), F
             env: req.env.clone(),
             command: req.command.clone(),
             placement,
+            upstreams: Vec::new(),
         },
     ))
 }
@@ -279,7 +303,89 @@ pub fn spec(w: &WorkloadRow) -> Result<WorkloadSpec, StoreError> {
         egress: false,
         capabilities: vec![],
         ports: s.port.into_iter().collect(),
+        upstreams: s.upstreams,
     })
+}
+
+/// The variable an upstream to `workload` is found in unless one is named: `DB_ADDR` for
+/// `db`, `MY_API_ADDR` for `my-api`.
+pub fn default_upstream_env(workload: &str) -> String {
+    format!("{}_ADDR", workload.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Resolves a deploy's upstreams against `account`'s own workloads (another account's name
+/// is as unknown as a missing one): each must exist and listen on the port asked for (its
+/// first by default); variables must be valid, distinct, and not also in `env`.
+pub async fn resolve_upstreams(
+    store: &Store,
+    account: &str,
+    req: &DeployRequest,
+) -> Result<Vec<UpstreamSpec>, FrameError> {
+    const MAX: usize = 16;
+    if req.upstreams.len() > MAX {
+        return Err(FrameError::Invalid(format!(
+            "{} upstreams asked for; at most {MAX}",
+            req.upstreams.len()
+        )));
+    }
+    let mut out: Vec<UpstreamSpec> = Vec::new();
+    for u in &req.upstreams {
+        if u.workload == req.name {
+            return Err(FrameError::Invalid(format!(
+                "upstream {:?}: a workload cannot be its own upstream",
+                u.workload
+            )));
+        }
+        let Some(other) = store.workload(account, &u.workload).await? else {
+            return Err(FrameError::Invalid(format!(
+                "upstream {:?}: you have no workload of that name",
+                u.workload
+            )));
+        };
+        let ports = spec(&other)?.ports;
+        let port = match u.port {
+            Some(p) if ports.contains(&p) => p,
+            Some(p) => {
+                return Err(FrameError::Invalid(format!(
+                    "upstream {:?}: it does not listen on port {p} (its ports: {ports:?})",
+                    u.workload
+                )))
+            }
+            None => *ports.first().ok_or_else(|| {
+                FrameError::Invalid(format!(
+                    "upstream {:?}: it declares no port to connect to",
+                    u.workload
+                ))
+            })?,
+        };
+        let env = u
+            .env
+            .clone()
+            .unwrap_or_else(|| default_upstream_env(&u.workload));
+        let valid = !env.is_empty()
+            && env.len() <= 128
+            && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !env.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(FrameError::Invalid(format!(
+                "upstream {:?}: variable name {env:?} is not [A-Za-z_][A-Za-z0-9_]*",
+                u.workload
+            )));
+        }
+        if req.env.contains_key(&env) || out.iter().any(|o| o.env == env) {
+            return Err(FrameError::Invalid(format!(
+                "upstream {:?}: variable {env} is set twice",
+                u.workload
+            )));
+        }
+        out.push(UpstreamSpec {
+            name: UpstreamSpec::name_for(&other.id, port),
+            workload: other.id.clone(),
+            port,
+            env,
+        });
+    }
+    Ok(out)
 }
 
 /// The spec `node` runs for `w`: during a rolling update the node it is moving to runs the
@@ -477,7 +583,8 @@ pub async fn deploy(
         let disk = s.volume_bytes;
         (plan, serde_json::to_string(&s), disk)
     } else {
-        let (plan, s) = check_request(req)?;
+        let (plan, mut s) = check_request(req)?;
+        s.upstreams = resolve_upstreams(store, account, req).await?;
         (plan, serde_json::to_string(&s), 0)
     };
     let settings = settings.map_err(|e| FrameError::Invalid(e.to_string()))?;
@@ -678,6 +785,13 @@ pub fn apply_update(
     }
     s.env
         .extend(req.set_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(u) = s.upstreams.iter().find(|u| s.env.contains_key(&u.env)) {
+        return Err(FrameError::Invalid(format!(
+            "env {} is where this workload finds its upstream {}; it cannot be set too",
+            u.env, u.workload
+        )));
+    }
+    let upstreams = std::mem::take(&mut s.upstreams);
     let asked = DeployRequest {
         kind: w.kind.clone(),
         name: w.name.clone(),
@@ -689,8 +803,13 @@ pub fn apply_update(
         region: s.placement.region,
         labels: s.placement.labels,
         buckets: vec![],
+        upstreams: vec![],
     };
-    check_request(&asked)
+    // Upstreams are kept as they were resolved at deploy.
+    check_request(&asked).map(|(plan, mut settings)| {
+        settings.upstreams = upstreams;
+        (plan, settings)
+    })
 }
 
 /// Whether `w`'s node has room for it with `needs` instead of what it reserves now.

@@ -134,6 +134,17 @@ pub fn encode(
     signer: &IdentityKey,
     seal_to: Option<&EncryptionPublic>,
 ) -> Result<Vec<u8>, WireError> {
+    encode_version(PROTOCOL_VERSION, header, message, signer, seal_to)
+}
+
+/// [`encode`] under another protocol version (tests of mixed versions).
+fn encode_version(
+    version: u16,
+    header: &Envelope,
+    message: &Message,
+    signer: &IdentityKey,
+    seal_to: Option<&EncryptionPublic>,
+) -> Result<Vec<u8>, WireError> {
     let kind = message.kind();
     if kind != header.kind {
         return Err(WireError::KindMismatch {
@@ -171,10 +182,10 @@ pub fn encode(
         }
     };
     let signature = signer
-        .sign(&signed_bytes(PROTOCOL_VERSION, &header_bytes, &body))
+        .sign(&signed_bytes(version, &header_bytes, &body))
         .to_vec();
     let out = postcard::to_allocvec(&Outer {
-        version: PROTOCOL_VERSION,
+        version,
         header: header_bytes,
         body,
         signature,
@@ -267,6 +278,11 @@ impl Unverified {
             return Err(WireError::BadSignature(self.header.sender));
         }
         let kind = self.header.kind;
+        // Version 2 added `WorkloadSpec::upstreams`: a version-1 target would be read with
+        // the fields shifted, so it is refused rather than misread (other kinds are unchanged).
+        if self.version < PROTOCOL_VERSION && kind == crate::msg::MessageKind::Target {
+            return Err(WireError::UnsupportedVersion(self.version));
+        }
         if kind.requires_sealing() && !self.header.sealed {
             return Err(WireError::NotSealed {
                 kind: kind.as_str(),

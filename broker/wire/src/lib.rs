@@ -33,8 +33,9 @@ pub use keys::{EncryptionKey, EncryptionPublic, IdentityKey, IdentityPublic, Key
 pub use msg::{Message, MessageKind};
 pub use replay::{ReplayError, ReplayWindow};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. 2: `WorkloadSpec::upstreams` (targets only; every
+/// node-to-fleet message is as in 1).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest envelope (encoded bytes) anyone should send or accept: 256 KiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;

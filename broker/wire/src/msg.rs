@@ -76,6 +76,33 @@ pub struct WorkloadSpec {
     /// Ports the workload listens on (reached only through the node's tunnel).
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Other workloads this one may connect to, through the node's tunnel and the fleet's
+    /// gateway (ADR 0011): the only way out of its network besides `egress`.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+/// A connection a workload may open to a port of another workload, wherever that one runs.
+/// latticed listens for it on the workload's own network and carries each connection through
+/// its tunnel as upstream `name`; the gateway lets the stream through only because the node's
+/// target declares it, and opens it to the workload the fleet placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamSpec {
+    /// The stream's name (`[a-z0-9-]`, 1 to 32 bytes): [`UpstreamSpec::name_for`].
+    pub name: String,
+    /// The workload it leads to (its id) and that workload's declared port.
+    pub workload: String,
+    pub port: u16,
+    /// The environment variable in which the container finds `IP:PORT` to connect to.
+    pub env: String,
+}
+
+impl UpstreamSpec {
+    /// The stream name for `port` of workload `workload_id` (`w-…` ids are 18 bytes, so this
+    /// is at most 24).
+    pub fn name_for(workload_id: &str, port: u16) -> String {
+        format!("{workload_id}-{port}")
+    }
 }
 
 fn default_pids() -> u32 {

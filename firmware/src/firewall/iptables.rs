@@ -188,6 +188,7 @@ mod tests {
             workload_id: "w-a".into(),
             bridge: "ltabc".into(),
             egress: false,
+            upstreams: None,
         }]
     }
 

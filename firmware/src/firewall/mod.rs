@@ -41,6 +41,18 @@ pub struct Guarded {
     /// The workload declared egress (informational: forward rules are the same for all; a
     /// workload without egress is on an `Internal` network that Docker does not route).
     pub egress: bool,
+    /// The workload's upstream listeners: its bridge's own address on the host and the TCP
+    /// ports latticed listens on there (`runtime::hardening::upstream_addrs`), the one thing
+    /// on the host the workload may connect to. `None`: the workload declares no upstream.
+    pub upstreams: Option<UpstreamPorts>,
+}
+
+/// Where a workload's upstream listeners are: `gateway:first..first+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UpstreamPorts {
+    pub gateway: std::net::Ipv4Addr,
+    pub first: u16,
+    pub count: u16,
 }
 
 /// IPv4 ranges no workload may reach, with what each one is.

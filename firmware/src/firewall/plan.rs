@@ -65,6 +65,18 @@ pub fn restore_script(node_id: &str, guarded: &[Guarded]) -> String {
             g.bridge,
             comment(node_id, &g.workload_id, "replies to the host"),
         );
+        if let Some(u) = g.upstreams.filter(|u| u.count > 0) {
+            let last = u.first.saturating_add(u.count - 1);
+            let _ = writeln!(
+                s,
+                "-A {} -i {} -d {}/32 -p tcp -m tcp --dport {}:{last} {} -j RETURN",
+                c.input,
+                g.bridge,
+                u.gateway,
+                u.first,
+                comment(node_id, &g.workload_id, "its upstreams"),
+            );
+        }
         let _ = writeln!(
             s,
             "-A {} -i {} {} -j {REJECT}",
@@ -97,6 +109,7 @@ mod tests {
             workload_id: w.into(),
             bridge: bridge_name(node, w),
             egress,
+            upstreams: None,
         }
     }
 
@@ -185,5 +198,32 @@ mod tests {
         assert_eq!((f.from, i.from), ("DOCKER-USER", "INPUT"));
         assert_eq!(f.to, chains("n-a").forward);
         assert!(clear_script("n-a").contains(&format!("-X {}", chains("n-a").input)));
+    }
+
+    #[test]
+    fn a_workload_reaches_only_its_own_upstream_ports_on_the_host() {
+        let node = "n-a";
+        let mut web = g(node, "w-web", false);
+        web.upstreams = Some(crate::firewall::UpstreamPorts {
+            gateway: "10.201.0.1".parse().unwrap(),
+            first: 7700,
+            count: 2,
+        });
+        let s = restore_script(node, &[web.clone(), g(node, "w-db", false)]);
+        let allow = format!(
+            "-A {} -i {} -d 10.201.0.1/32 -p tcp -m tcp --dport 7700:7701",
+            chains(node).input,
+            web.bridge
+        );
+        let lines: Vec<&str> = s.lines().collect();
+        let at = lines.iter().position(|l| l.starts_with(&allow)).expect(&s);
+        assert!(lines[at].ends_with("-j RETURN"), "{}", lines[at]);
+        // Before that bridge's "deny the host", and only for that bridge.
+        let deny = lines
+            .iter()
+            .position(|l| l.contains(&web.bridge) && l.contains("deny the host"))
+            .unwrap();
+        assert!(at < deny);
+        assert_eq!(s.matches("--dport").count(), 1, "{s}");
     }
 }

@@ -18,7 +18,15 @@ pub fn spec_hash(spec: &WorkloadSpec) -> String {
     let mut hasher = Sha256::new();
     hasher.update(TAG);
     match postcard::to_allocvec(spec) {
-        Ok(bytes) => hasher.update(&bytes),
+        Ok(mut bytes) => {
+            // Protocol 2 added `upstreams` as the last field. A spec without any hashes as it
+            // did under protocol 1 (its empty list is the encoding's last byte, 0), so
+            // upgrading latticed recreates no container that has none.
+            if spec.upstreams.is_empty() && bytes.last() == Some(&0) {
+                bytes.pop();
+            }
+            hasher.update(&bytes)
+        }
         // postcard cannot fail on a struct of strings, numbers and vectors; should it ever,
         // the Debug form still covers every field deterministically within one build.
         Err(_) => hasher.update(format!("{spec:?}").as_bytes()),
@@ -46,6 +54,14 @@ mod tests {
         let mut d = a.clone();
         d.ports.clear();
         assert_ne!(spec_hash(&a), spec_hash(&d));
+        let mut e = a.clone();
+        e.upstreams.push(lattice_wire::msg::UpstreamSpec {
+            name: "w-2-80".into(),
+            workload: "w-2".into(),
+            port: 80,
+            env: "X".into(),
+        });
+        assert_ne!(spec_hash(&a), spec_hash(&e));
     }
 
     #[test]

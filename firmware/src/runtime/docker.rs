@@ -47,6 +47,7 @@ use engine::{
 use futures_util::TryStreamExt;
 use lattice_wire::msg::WorkloadSpec;
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -219,6 +220,7 @@ impl DockerRuntime {
                     workload_id: w.clone(),
                     bridge: firewall::bridge_name(node_id, w),
                     egress: n.internal != Some(true),
+                    upstreams: upstream_ports(n),
                 })
             })
             .collect();
@@ -285,7 +287,7 @@ impl DockerRuntime {
         docker: &Docker,
         node_id: &str,
         spec: &WorkloadSpec,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<(String, Option<Ipv4Addr>), RuntimeError> {
         let name = object_name(node_id, &spec.id);
         let net_err = |status: u16, message: String| RuntimeError::Container {
             container: name.clone(),
@@ -308,12 +310,18 @@ impl DockerRuntime {
                 .options
                 .as_ref()
                 .and_then(|o| o.get(hardening::BRIDGE_NAME_OPTION));
+            let upstreams = net
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(hardening::LABEL_UPSTREAMS));
             if net.internal == Some(!spec.egress)
                 && bridge == Some(&firewall::bridge_name(node_id, &spec.id))
+                && upstreams == Some(&spec.upstreams.len().to_string())
             {
-                return Ok(id);
+                return Ok((id, network_gateway(&net)));
             }
-            // Egress changed (or a network from before bridges were named): the old network
+            // Egress or the upstreams changed (or a network from before bridges were named,
+            // or before upstreams): the old network
             // cannot be reused (fails while a container of
             // this workload is still attached, which the caller must remove first).
             docker
@@ -358,7 +366,7 @@ impl DockerRuntime {
         spec: &WorkloadSpec,
         name: &str,
         net_err: impl Fn(u16, String) -> RuntimeError,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<(String, Option<Ipv4Addr>), RuntimeError> {
         let all: Vec<Network> = docker
             .list_networks(None::<ListNetworksOptions>)
             .await
@@ -391,7 +399,7 @@ impl DockerRuntime {
                 .create_network(hardening::network_request(node_id, spec, subnet))
                 .await
             {
-                Ok(created) => return Ok(created.id),
+                Ok(created) => return Ok((created.id, Some(subnet.gateway()))),
                 Err(e) => match classify(e) {
                     Failure::Status(_, m) if m.contains("overlaps") => {
                         tracing::debug!(%subnet, network = %name, "subnet taken meanwhile; trying the next");
@@ -668,11 +676,11 @@ impl ContainerRuntime for DockerRuntime {
         // Refuse before touching the engine: a rejected spec leaves nothing behind.
         hardening::validate(node_id, spec)?;
         let docker = self.client().await?;
-        let network = self.ensure_network(&docker, node_id, spec).await?;
+        let (network, gateway) = self.ensure_network(&docker, node_id, spec).await?;
         // Guarded before anything can run on it.
         self.sync_firewall(&docker, node_id).await?;
         self.ensure_volumes(&docker, node_id, spec).await?;
-        let body = hardening::container_body(
+        let mut body = hardening::container_body(
             node_id,
             spec,
             spec_hash,
@@ -680,6 +688,13 @@ impl ContainerRuntime for DockerRuntime {
             &network,
             &self.opts.bounds,
         )?;
+        if !spec.upstreams.is_empty() {
+            let gateway = gateway.ok_or_else(|| RuntimeError::Container {
+                container: object_name(node_id, &spec.id),
+                reason: "the workload network has no gateway address for its upstreams".into(),
+            })?;
+            hardening::add_upstream_env(&mut body, spec, gateway);
+        }
         let name = object_name(node_id, &spec.id);
         let created = docker
             .create_container(
@@ -888,6 +903,31 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) => Err(self.container_fail(container_id, e)),
         }
     }
+}
+
+/// The host's address on a workload network (its bridge), from the network's IPAM.
+pub(crate) fn network_gateway(net: &Network) -> Option<Ipv4Addr> {
+    net.ipam
+        .as_ref()?
+        .config
+        .as_ref()?
+        .iter()
+        .find_map(|c| c.gateway.as_deref()?.parse().ok())
+}
+
+/// The upstream listeners a workload network's label declares, at its gateway address.
+fn upstream_ports(net: &Network) -> Option<firewall::UpstreamPorts> {
+    let count: u16 = net
+        .labels
+        .as_ref()?
+        .get(hardening::LABEL_UPSTREAMS)?
+        .parse()
+        .ok()?;
+    (count > 0).then_some(firewall::UpstreamPorts {
+        gateway: network_gateway(net)?,
+        first: hardening::UPSTREAM_PORT_BASE,
+        count: count.min(hardening::MAX_UPSTREAMS as u16),
+    })
 }
 
 #[cfg(test)]

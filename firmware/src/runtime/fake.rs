@@ -32,7 +32,7 @@
 //! #   image: "img@sha256:1".into(), command: vec![], env: vec![], volumes: vec![],
 //! #   cpu_millis: 100, memory_bytes: 64 << 20, pids_max: 64, health: None,
 //! #   restart: RestartPolicy::Always, class: WorkloadClass::AlwaysOn, egress: false,
-//! #   capabilities: vec![], ports: vec![] } }
+//! #   capabilities: vec![], ports: vec![], upstreams: vec![] } }
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let rt = FakeRuntime::new();
 //! rt.ensure_image("img@sha256:1").await.unwrap();

@@ -43,6 +43,15 @@ pub const LABEL_VOLUME_SIZE: &str = "io.lattice.volume-size";
 /// Docker's network option naming the bridge interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
+/// Label on a workload network: how many upstream listeners its bridge address has (the
+/// firewall lets the workload reach exactly those ports on the host).
+pub const LABEL_UPSTREAMS: &str = "io.lattice.upstreams";
+/// The first port of a workload's upstream listeners, on its bridge's address on the host;
+/// upstream `i` of the spec is at `UPSTREAM_PORT_BASE + i`.
+pub const UPSTREAM_PORT_BASE: u16 = 7700;
+/// Most upstreams one workload may declare.
+pub const MAX_UPSTREAMS: usize = 16;
+
 /// Where the writable scratch tmpfs goes.
 pub const TMP_PATH: &str = "/tmp";
 
@@ -274,7 +283,87 @@ pub fn validate(node_id: &str, spec: &WorkloadSpec) -> Result<(), RuntimeError> 
         names.push(&v.name);
         paths.push(&v.mount_path);
     }
+    check_upstreams(spec)
+}
+
+/// Upstreams: a few, each a stream name the tunnel accepts, towards a real port, in a
+/// variable of its own (not one `env` sets too).
+fn check_upstreams(spec: &WorkloadSpec) -> Result<(), RuntimeError> {
+    if spec.upstreams.len() > MAX_UPSTREAMS {
+        return Err(rejected(
+            spec,
+            format!(
+                "{} upstreams declared (at most {MAX_UPSTREAMS})",
+                spec.upstreams.len()
+            ),
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for u in &spec.upstreams {
+        if !lattice_tunnel::proto::valid_upstream_name(&u.name) {
+            return Err(rejected(
+                spec,
+                format!("upstream name {:?} is not [a-z0-9-]{{1,32}}", u.name),
+            ));
+        }
+        let env_ok = !u.env.is_empty()
+            && u.env.len() <= 128
+            && u.env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !u.env.as_bytes()[0].is_ascii_digit();
+        if !env_ok {
+            return Err(rejected(
+                spec,
+                format!(
+                    "upstream {}: environment variable name {:?} is not [A-Za-z_][A-Za-z0-9_]*",
+                    u.name, u.env
+                ),
+            ));
+        }
+        if u.port == 0 {
+            return Err(rejected(spec, format!("upstream {}: port 0", u.name)));
+        }
+        if spec.env.iter().any(|(k, _)| k == &u.env) || seen.contains(&u.env.as_str()) {
+            return Err(rejected(
+                spec,
+                format!("upstream {}: variable {} is set twice", u.name, u.env),
+            ));
+        }
+        seen.push(&u.env);
+    }
     Ok(())
+}
+
+/// Where the workload's upstream listeners are, given its bridge's address on the host:
+/// (upstream name, variable, address) in the spec's order.
+pub fn upstream_addrs(
+    spec: &WorkloadSpec,
+    gateway: std::net::Ipv4Addr,
+) -> Vec<(String, String, std::net::SocketAddrV4)> {
+    spec.upstreams
+        .iter()
+        .zip(UPSTREAM_PORT_BASE..)
+        .map(|(u, port)| {
+            (
+                u.name.clone(),
+                u.env.clone(),
+                std::net::SocketAddrV4::new(gateway, port),
+            )
+        })
+        .collect()
+}
+
+/// Adds each upstream's `VARIABLE=IP:PORT` to the container's environment.
+pub fn add_upstream_env(
+    body: &mut ContainerCreateBody,
+    spec: &WorkloadSpec,
+    gateway: std::net::Ipv4Addr,
+) {
+    let env = body.env.get_or_insert_with(Vec::new);
+    for (_, var, addr) in upstream_addrs(spec, gateway) {
+        env.push(format!("{var}={addr}"));
+    }
 }
 
 /// `true` if `path` is `base` or below it.
@@ -369,7 +458,14 @@ pub fn network_request(
             BRIDGE_NAME_OPTION.to_string(),
             crate::firewall::bridge_name(node_id, &spec.id),
         )])),
-        labels: Some(labels(node_id, &spec.id)),
+        labels: Some({
+            let mut l = labels(node_id, &spec.id);
+            l.insert(
+                LABEL_UPSTREAMS.to_string(),
+                spec.upstreams.len().to_string(),
+            );
+            l
+        }),
         ..Default::default()
     }
 }

@@ -272,6 +272,7 @@ pub fn spec(id: &str, script: &str) -> WorkloadSpec {
         egress: false,
         capabilities: vec![],
         ports: vec![],
+        upstreams: Vec::new(),
     }
 }
 

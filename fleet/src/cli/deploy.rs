@@ -39,6 +39,10 @@ pub enum WorkloadCmd {
         /// each start when missing, never deleted).
         #[arg(long = "bucket", value_name = "NAME")]
         buckets: Vec<String>,
+        /// container, repeatable: another of your workloads this one connects to, wherever it
+        /// runs; the container finds IP:PORT in VAR (default: WORKLOAD in capitals + _ADDR).
+        #[arg(long = "upstream", value_name = "WORKLOAD[:PORT][=VAR]")]
+        upstreams: Vec<String>,
         /// The command to run instead of the image's (after `--`).
         #[arg(last = true)]
         command: Vec<String>,
@@ -165,6 +169,27 @@ fn print_one(w: &WorkloadView) {
     }
 }
 
+/// `--upstream WORKLOAD[:PORT][=VAR]` as the API's upstream request.
+fn parse_upstream(flag: &str) -> anyhow::Result<serde_json::Value> {
+    let (target, env) = match flag.split_once('=') {
+        Some((t, v)) => (t, Some(v)),
+        None => (flag, None),
+    };
+    let (workload, port) = match target.split_once(':') {
+        Some((w, p)) => {
+            let port: u16 = p.parse().map_err(|_| {
+                anyhow::anyhow!("--upstream {flag:?}: port {p:?} is not a number from 1 to 65535")
+            })?;
+            (w, Some(port))
+        }
+        None => (target, None),
+    };
+    if workload.is_empty() || env == Some("") {
+        bail!("--upstream {flag:?}: expected WORKLOAD[:PORT][=VAR]");
+    }
+    Ok(serde_json::json!({"workload": workload, "port": port, "env": env}))
+}
+
 /// `KEY=VALUE` flags as a map.
 fn env_map(flags: Vec<String>) -> anyhow::Result<BTreeMap<String, String>> {
     pairs("--env", flags)
@@ -225,14 +250,19 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
             region,
             labels,
             buckets,
+            upstreams,
             command,
             json,
         } => {
             let vars = env_map(env)?;
+            let upstreams = upstreams
+                .iter()
+                .map(|u| parse_upstream(u))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let body = serde_json::json!({
                 "kind": kind, "name": name, "plan": plan, "image": image.unwrap_or_default(), "port": port,
                 "env": vars, "command": command, "region": region, "labels": pairs("--label", labels)?,
-                "buckets": buckets,
+                "buckets": buckets, "upstreams": upstreams,
             });
             let w: WorkloadView = client()?.post("/api/v1/workloads", &body).await?;
             if json {
@@ -387,4 +417,25 @@ pub async fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_flag_names_a_workload_and_maybe_a_port_and_a_variable() {
+        assert_eq!(
+            parse_upstream("db").unwrap(),
+            serde_json::json!({"workload": "db", "port": null, "env": null})
+        );
+        assert_eq!(
+            parse_upstream("db:5432=PG").unwrap(),
+            serde_json::json!({"workload": "db", "port": 5432, "env": "PG"})
+        );
+        for bad in ["db:x", "db:70000", ":80", "db=", ""] {
+            let e = parse_upstream(bad).unwrap_err().to_string();
+            assert!(e.contains("--upstream"), "{bad}: {e}");
+        }
+    }
 }

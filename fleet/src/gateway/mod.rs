@@ -444,11 +444,12 @@ pub async fn start(
     for (name, addr) in &declared {
         tracing::info!(upstream = %name, %addr, "upstream declared to nodes");
     }
-    tunnels.serve_upstreams(Arc::new(upstream::UpstreamGateway::new(
+    let upstreams = Arc::new(upstream::UpstreamGateway::new(
         declared,
         args.max_upstreams_per_node,
         metrics.clone(),
-    )));
+    ));
+    tunnels.serve_upstreams(upstreams.clone());
     let http = bind_or_any(args.apps_http, DEFAULT_APPS_HTTP, "HTTP").await?;
     let https = bind_or_any(args.apps_https, DEFAULT_APPS_HTTPS, "HTTPS").await?;
     let (http_addr, https_addr) = (http.local_addr()?, https.local_addr()?);
@@ -461,6 +462,7 @@ pub async fn start(
         limits: Mutex::default(),
         pending: Pending::default(),
     });
+    upstreams.attach(&gateway);
     gateway.refresh().await?;
     let mut tasks = vec![
         tokio::spawn(proxy::serve(gateway.clone(), http, None)),

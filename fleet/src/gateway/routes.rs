@@ -40,6 +40,9 @@ pub struct RouteTable {
     http: HashMap<String, Route>,
     /// Every (workload, declared port), for TCP port assignment.
     tcp: BTreeMap<(String, u16), Route>,
+    /// (declaring node, upstream name) → (workload, port) it leads to: the upstreams of the
+    /// workloads in each node's target ([`RouteTable::upstream`]).
+    upstreams: HashMap<(String, String), (String, u16)>,
     /// Problems found while building (duplicate names, unreadable targets), for the log.
     pub problems: Vec<String>,
 }
@@ -86,6 +89,12 @@ impl RouteTable {
                 }
             };
             for w in workloads {
+                for u in &w.upstreams {
+                    table.upstreams.insert(
+                        (node.id.clone(), u.name.clone()),
+                        (u.workload.clone(), u.port),
+                    );
+                }
                 let Some(&first) = w.ports.first() else {
                     continue;
                 };
@@ -142,6 +151,14 @@ impl RouteTable {
     /// The route of a workload's declared port, for TCP.
     pub fn tcp(&self, workload: &str, port: u16) -> Option<&Route> {
         self.tcp.get(&(workload.to_owned(), port))
+    }
+
+    /// Where upstream `name`, opened by `node`, leads: only a name that a workload in that
+    /// node's own target declares, and only to the node the fleet placed the other workload
+    /// on. `None` for anything else (undeclared, or the other workload has no route now).
+    pub fn upstream(&self, node: &str, name: &str) -> Option<&Route> {
+        let (workload, port) = self.upstreams.get(&(node.to_owned(), name.to_owned()))?;
+        self.tcp(workload, *port)
     }
 
     pub fn http_hosts(&self) -> impl Iterator<Item = (&String, &Route)> {
@@ -319,5 +336,46 @@ mod tests {
         assert_eq!(normalize_host("Web.Example.:443"), "web.example");
         assert_eq!(normalize_host("web.example"), "web.example");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn an_upstream_leads_only_from_the_declaring_node_to_the_placed_workload() {
+        let mut web = w("w-web", "web", &[8080]);
+        web["upstreams"] = serde_json::json!([
+            {"name": "w-db-5432", "workload": "w-db", "port": 5432, "env": "DB"},
+            {"name": "w-gone-1", "workload": "w-gone", "port": 1, "env": "GONE"},
+        ]);
+        let t = RouteTable::build_placed(
+            "apps.test",
+            &[
+                node("n-a", false, serde_json::json!([web])),
+                node("n-b", false, serde_json::json!([w("w-db", "db", &[5432])])),
+                // A stale copy of the database on a node it is no longer placed on.
+                node("n-c", false, serde_json::json!([w("w-db", "db", &[5432])])),
+            ],
+            &HashMap::from([("w-db".to_string(), "n-b".to_string())]),
+        );
+        let r = t.upstream("n-a", "w-db-5432").unwrap();
+        assert_eq!(
+            (r.node.as_str(), r.workload.as_str(), r.port),
+            ("n-b", "w-db", 5432)
+        );
+        // Another node cannot use n-a's declaration; an undeclared name or a workload with no
+        // route leads nowhere.
+        assert!(t.upstream("n-b", "w-db-5432").is_none());
+        assert!(t.upstream("n-a", "w-db-5433").is_none());
+        assert!(t.upstream("n-a", "w-gone-1").is_none());
+        assert!(t.upstream("n-a", "registry").is_none());
+        // A revoked node's declarations are gone with its routes.
+        let mut web = w("w-web", "web", &[8080]);
+        web["upstreams"] = serde_json::json!([{"name": "w-db-5432", "workload": "w-db", "port": 5432, "env": "DB"}]);
+        let t = RouteTable::build(
+            "apps.test",
+            &[
+                node("n-a", true, serde_json::json!([web])),
+                node("n-b", false, serde_json::json!([w("w-db", "db", &[5432])])),
+            ],
+        );
+        assert!(t.upstream("n-a", "w-db-5432").is_none());
     }
 }

@@ -77,7 +77,14 @@ pub struct UpstreamGateway {
     connect_timeout: Duration,
     metrics: GatewayMetrics,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The gateway whose routes lead to other workloads (workload upstreams), once it exists
+    /// (it is made after the tunnel server this serves).
+    gateway: std::sync::OnceLock<std::sync::Weak<super::Gateway>>,
 }
+
+/// The metrics label of every workload upstream (their names carry workload ids, which would
+/// make a label value per workload).
+const WORKLOAD_LABEL: &str = "workload";
 
 impl UpstreamGateway {
     /// Every node may use every upstream in `declared` (fleet-level upstreams; per-workload
@@ -93,7 +100,57 @@ impl UpstreamGateway {
             connect_timeout: Duration::from_secs(5),
             metrics,
             limits: Mutex::default(),
+            gateway: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets workload upstreams through to the routes of `gateway` (a node's target declares
+    /// them: `RouteTable::upstream`).
+    pub fn attach(&self, gateway: &Arc<super::Gateway>) {
+        let _ = self.gateway.set(Arc::downgrade(gateway));
+    }
+
+    fn permit(&self, node: &str, up: &UpstreamOpen) -> Result<OwnedSemaphorePermit, Reply> {
+        let sem = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
+            .clone();
+        sem.try_acquire_owned()
+            .map_err(|_| self.refuse(node, up, Reply::Unavailable))
+    }
+
+    /// A workload upstream: a stream to the workload the node's target names, through the
+    /// tunnel of the node it is placed on, like a consumer's connection to it.
+    async fn connect_workload(&self, node: &str, up: &UpstreamOpen) -> Result<UpstreamConn, Reply> {
+        let gateway = self.gateway.get().and_then(std::sync::Weak::upgrade);
+        let route = gateway
+            .as_ref()
+            .and_then(|g| g.table().upstream(node, &up.name).cloned());
+        let (Some(gateway), Some(route)) = (gateway, route) else {
+            return Err(self.refuse(node, up, Reply::UpstreamNotDeclared));
+        };
+        let permit = self.permit(node, up)?;
+        let stream = gateway.open(&route, false).await.map_err(|why| {
+            tracing::info!(%node, upstream = %up.name, workload = %route.workload, reason = why.as_str(), "workload upstream not reachable");
+            let reply = match why {
+                super::Unavailable::NotRunning => Reply::NotRunning,
+                _ => Reply::Unavailable,
+            };
+            self.refuse(node, up, reply)
+        })?;
+        let label = GatewayMetrics::upstream(WORKLOAD_LABEL);
+        self.metrics.upstream_streams.get_or_create(&label).inc();
+        let active = self.metrics.upstream_active.get_or_create(&label).clone();
+        active.inc();
+        tracing::debug!(%node, upstream = %up.name, to = %route.node, "workload upstream stream");
+        Ok(Box::new(WorkloadUpstream {
+            stream,
+            active,
+            _permit: permit,
+        }))
     }
 
     fn refuse(&self, node: &str, up: &UpstreamOpen, reply: Reply) -> Reply {
@@ -109,18 +166,12 @@ impl UpstreamGateway {
     }
 
     async fn connect_checked(&self, node: &str, up: &UpstreamOpen) -> Result<UpstreamConn, Reply> {
-        let addr =
-            *policy::check_upstream(&self.declared, up).map_err(|r| self.refuse(node, up, r))?;
-        let sem = self
-            .limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(node.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
-            .clone();
-        let permit = sem
-            .try_acquire_owned()
-            .map_err(|_| self.refuse(node, up, Reply::Unavailable))?;
+        let addr = match policy::check_upstream(&self.declared, up) {
+            Ok(addr) => *addr,
+            Err(Reply::UpstreamNotDeclared) => return self.connect_workload(node, up).await,
+            Err(r) => return Err(self.refuse(node, up, r)),
+        };
+        let permit = self.permit(node, up)?;
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {
@@ -182,6 +233,48 @@ impl lattice_tunnel::Upstreams for UpstreamGateway {
                 reason: end.as_str().to_owned(),
             })
             .inc();
+    }
+}
+
+/// A workload upstream: the stream to the other workload (which counts its bytes for that
+/// workload, as any connection to it), holding the node's upstream slot until dropped.
+struct WorkloadUpstream {
+    stream: super::count::Counted<lattice_tunnel::TunnelStream>,
+    active: Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for WorkloadUpstream {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+impl AsyncRead for WorkloadUpstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WorkloadUpstream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

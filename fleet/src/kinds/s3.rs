@@ -145,10 +145,15 @@ pub fn generate_credentials() -> (String, String) {
 pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Settings), FrameError> {
     check_name(&req.name)?;
     let plan = plan(req.plan.as_deref())?;
-    if !req.image.is_empty() || req.port.is_some() || !req.env.is_empty() || !req.command.is_empty()
+    if !req.image.is_empty()
+        || req.port.is_some()
+        || !req.env.is_empty()
+        || !req.command.is_empty()
+        || !req.upstreams.is_empty()
     {
         return Err(FrameError::Invalid(format!(
-            "kind s3 takes no image, port, env or command: the fleet runs its S3 image on port {PORT}"
+            "kind s3 takes no image, port, env, command or upstreams: the fleet runs its S3 \
+             image on port {PORT}"
         )));
     }
     check_buckets(&req.buckets)?;
@@ -212,6 +217,7 @@ pub fn spec(w: &WorkloadRow, p: Plan) -> Result<WorkloadSpec, StoreError> {
         egress: false,
         capabilities: vec![],
         ports: vec![PORT],
+        upstreams: Vec::new(),
     })
 }
 

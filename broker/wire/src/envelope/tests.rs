@@ -53,6 +53,12 @@ fn target() -> Message {
             egress: false,
             capabilities: vec!["CHOWN".into()],
             ports: vec![5432],
+            upstreams: vec![UpstreamSpec {
+                name: UpstreamSpec::name_for("w-2", 9000),
+                workload: "w-2".into(),
+                port: 9000,
+                env: "REPLICA".into(),
+            }],
         }],
         heartbeat_secs: 10,
     })
@@ -137,6 +143,44 @@ fn unknown_version_is_named() {
     assert_eq!(
         decode(&bytes).unwrap_err(),
         WireError::UnsupportedVersion(127)
+    );
+}
+
+/// Version 2 changed only targets: a version-1 node's messages still open, a version-1
+/// fleet's target is refused by name instead of being read with its fields shifted.
+#[test]
+fn the_previous_version_opens_except_for_targets() {
+    let k = IdentityKey::generate();
+    let h = header(Sender::Node("n-1".into()), MessageKind::Status, 1);
+    let old = encode_version(PROTOCOL_VERSION - 1, &h, &status(), &k, None).unwrap();
+    let opened = decode(&old).unwrap().open(&k.public(), None).unwrap();
+    assert_eq!(opened.version, PROTOCOL_VERSION - 1);
+    assert_eq!(opened.message, status());
+    let node = EncryptionKey::generate();
+    let h = header(Sender::Fleet, MessageKind::Target, 2);
+    let old = encode_version(
+        PROTOCOL_VERSION - 1,
+        &h,
+        &target(),
+        &k,
+        Some(&node.public()),
+    )
+    .unwrap();
+    assert_eq!(
+        decode(&old)
+            .unwrap()
+            .open(&k.public(), Some(&node))
+            .unwrap_err(),
+        WireError::UnsupportedVersion(PROTOCOL_VERSION - 1)
+    );
+    let new = encode(&h, &target(), &k, Some(&node.public())).unwrap();
+    assert_eq!(
+        decode(&new)
+            .unwrap()
+            .open(&k.public(), Some(&node))
+            .unwrap()
+            .message,
+        target()
     );
 }
 

@@ -26,5 +26,6 @@ pub(crate) fn spec(id: &str) -> WorkloadSpec {
         egress: false,
         capabilities: vec![],
         ports: vec![8080],
+        upstreams: Vec::new(),
     }
 }

@@ -20,6 +20,7 @@ fn spec(id: &str) -> WorkloadSpec {
         egress: false,
         capabilities: vec![],
         ports: vec![],
+        upstreams: Vec::new(),
     }
 }
 

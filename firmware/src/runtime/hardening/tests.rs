@@ -22,6 +22,7 @@ fn spec() -> WorkloadSpec {
         egress: false,
         capabilities: vec!["chown".into(), "CAP_SETUID".into(), "CHOWN".into()],
         ports: vec![8080],
+        upstreams: Vec::new(),
     }
 }
 

@@ -119,6 +119,79 @@ async fn a_bad_deploy_body_is_400_naming_the_problem_and_no_capacity_is_409() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
 
+/// Upstreams name the caller's own workloads only, at a port they declare, in a variable
+/// of their own; each mistake is a 400 that says which.
+#[tokio::test]
+async fn upstreams_are_to_your_own_workloads_and_bad_ones_are_400() {
+    let s = state().await;
+    let (a, token_a) = account(&s, "up-a@example.org", "consumer").await;
+    let (_, token_b) = account(&s, "up-b@example.org", "consumer").await;
+    stored(&s, &a, "web").await;
+    let deploy = |upstreams: &str, env: &str| {
+        format!(
+            r#"{{"kind":"container","name":"client","image":"r/a@sha256:aa","env":{env},"upstreams":{upstreams}}}"#
+        )
+    };
+    for (token, body, why) in [
+        (
+            &token_b,
+            deploy(r#"[{"workload":"web"}]"#, "{}"),
+            "no workload of that name",
+        ),
+        (
+            &token_a,
+            deploy(r#"[{"workload":"nope"}]"#, "{}"),
+            "no workload of that name",
+        ),
+        (
+            &token_a,
+            deploy(r#"[{"workload":"web","port":9}]"#, "{}"),
+            "port 9",
+        ),
+        (
+            &token_a,
+            deploy(r#"[{"workload":"web","env":"1X"}]"#, "{}"),
+            "1X",
+        ),
+        (
+            &token_a,
+            deploy(r#"[{"workload":"client"}]"#, "{}"),
+            "its own upstream",
+        ),
+        (
+            &token_a,
+            deploy(r#"[{"workload":"web"}]"#, r#"{"WEB_ADDR":"x"}"#),
+            "set twice",
+        ),
+        (
+            &token_a,
+            r#"{"kind":"s3","name":"b","upstreams":[{"workload":"web"}]}"#.to_string(),
+            "upstreams",
+        ),
+    ] {
+        let (st, v) = call(
+            &s,
+            "POST",
+            "/api/v1/workloads",
+            Some(token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v.to_string().contains(why), "{body}: {v}");
+    }
+    // A good one gets past the upstreams to placement (no node here).
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/workloads",
+        Some(&token_a),
+        Some(deploy(r#"[{"workload":"web"}]"#, "{}")),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+}
+
 #[tokio::test]
 async fn logs_are_the_owners_only_and_say_why_they_cannot_be_read() {
     let s = state().await;
