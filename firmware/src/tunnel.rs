@@ -131,6 +131,7 @@ pub fn start(
                         // Workload upstreams: listeners on the workloads' bridges.
                         let upstreams = match DockerBridge::new(&socket, node_id.clone()) {
                             Ok(gateways) => Some(tokio::spawn(crate::workload_upstreams::run(
+                                node_id.clone(),
                                 TargetFile::new(upstream_dir.clone()),
                                 gateways,
                                 handle.upstreams(),
@@ -388,15 +389,28 @@ where
 }
 
 impl crate::workload_upstreams::NetworkGateways for DockerBridge {
-    /// The gateway of the workload's network, as its container sees it.
-    fn gateway<'a>(
+    /// The gateway of the workload's network, as its container sees it, and the spec hash
+    /// the container was made from.
+    fn bridge<'a>(
         &'a self,
         workload: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<std::net::Ipv4Addr>, String>> + Send + 'a>> {
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<Option<crate::workload_upstreams::Bridge>, String>>
+                + Send
+                + 'a,
+        >,
+    > {
         Box::pin(async move {
             let Some((name, info)) = self.own_container(workload).await? else {
                 return Ok(None);
             };
+            let spec_hash = info
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(crate::runtime::LABEL_SPEC).cloned())
+                .unwrap_or_default();
             let gw = info
                 .network_settings
                 .as_ref()
@@ -407,7 +421,7 @@ impl crate::workload_upstreams::NetworkGateways for DockerBridge {
             match gw {
                 Some(ip) => ip
                     .parse()
-                    .map(Some)
+                    .map(|gateway| Some(crate::workload_upstreams::Bridge { gateway, spec_hash }))
                     .map_err(|e| format!("{name}: gateway {ip:?}: {e}")),
                 None => Ok(None),
             }

@@ -4,10 +4,15 @@
 //! workload's bridge address on the host (the network's gateway) at
 //! `hardening::UPSTREAM_PORT_BASE + i`, the address the container finds in the upstream's
 //! variable, and carries each connection through the tunnel as upstream `name`
-//! (`upstream::serve`). The firewall lets the workload reach exactly those ports on the host
-//! (`firewall::plan`); the gateway lets the stream through only because the node's target
-//! declares it. Nothing listens for a workload whose container does not exist yet, and a
-//! listener whose upstream left the target is closed.
+//! (`upstream::serve`). Each listener is bound to the workload's bridge device
+//! (`SO_BINDTODEVICE`), so only packets that arrive from that workload's network reach it: not
+//! the LAN (which might route to the bridge address), not another workload. The firewall
+//! accepts the workload's packets to those ports only where such a socket is bound to that
+//! address (`-m socket`), so a host service listening on every address at the same port is
+//! never reached instead (`firewall::plan`). The gateway lets the stream through only because
+//! the node's target declares it. Nothing listens for a workload whose container was not made
+//! from the target's spec (during an update the old container's variables may name other
+//! upstreams), and a listener whose upstream left the target is closed.
 
 use crate::runtime::hardening::upstream_addrs;
 use crate::tunnel::TargetFile;
@@ -22,33 +27,56 @@ use std::time::Duration;
 /// How often the listeners are matched to the target.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// A workload's container as the listeners need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    /// Its network's gateway: the bridge's address on the host.
+    pub gateway: Ipv4Addr,
+    /// The spec hash the container was made from (`runtime::LABEL_SPEC`).
+    pub spec_hash: String,
+}
+
 /// A workload's bridge address on the host.
 pub trait NetworkGateways: Send + Sync + 'static {
     /// `Ok(None)` while the workload has no container (and so perhaps no network yet).
-    fn gateway<'a>(
+    fn bridge<'a>(
         &'a self,
         workload: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<Ipv4Addr>, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Bridge>, String>> + Send + 'a>>;
 }
 
-/// One listener: where, and the upstream it carries.
-pub type Wanted = (SocketAddrV4, String);
+/// One listener: where, the bridge device it is bound to, and the upstream it carries.
+pub type Wanted = (SocketAddrV4, String, String);
 
-/// The listeners `workloads` need, given each workload's bridge address (`gateways`;
-/// workloads without one are left out until they have it). Pure.
+/// The listeners `workloads` need on node `node_id`, given each workload's container
+/// (`bridges`): only workloads whose container was made from their current spec, so its
+/// variables name these upstreams in this order. Pure.
 pub fn wanted(
+    node_id: &str,
     workloads: &[WorkloadSpec],
-    gateways: &HashMap<String, Ipv4Addr>,
+    bridges: &HashMap<String, Bridge>,
 ) -> BTreeSet<Wanted> {
     workloads
         .iter()
-        .filter_map(|w| Some((w, *gateways.get(&w.id)?)))
+        .filter_map(|w| {
+            let b = bridges.get(&w.id)?;
+            (b.spec_hash == crate::reconcile::hash::spec_hash(w)).then_some((w, b.gateway))
+        })
         .flat_map(|(w, gw)| {
+            let device = crate::firewall::bridge_name(node_id, &w.id);
             upstream_addrs(w, gw)
                 .into_iter()
-                .map(|(name, _, addr)| (addr, name))
+                .map(move |(name, _, addr)| (addr, device.clone(), name))
         })
         .collect()
+}
+
+/// A listener on `addr` that only packets arriving on `device` reach.
+fn bind_on_device(addr: SocketAddrV4, device: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind_device(Some(device.as_bytes()))?;
+    socket.bind(SocketAddr::V4(addr))?;
+    socket.listen(128)
 }
 
 /// The running listeners.
@@ -65,7 +93,7 @@ impl Listeners {
         self.running.retain(|key, task| {
             let keep = wanted.contains(key) && !task.is_finished();
             if !keep {
-                tracing::info!(addr = %key.0, upstream = %key.1, "workload upstream listener closed");
+                tracing::info!(addr = %key.0, upstream = %key.2, "workload upstream listener closed");
                 task.abort();
             }
             keep
@@ -75,20 +103,22 @@ impl Listeners {
             if self.running.contains_key(key) {
                 continue;
             }
-            match crate::upstream::bind(SocketAddr::V4(key.0)).await {
+            match bind_on_device(key.0, &key.1) {
                 Ok(listener) => {
-                    tracing::info!(addr = %key.0, upstream = %key.1, "workload upstream listening");
+                    tracing::info!(addr = %key.0, device = %key.1, upstream = %key.2, "workload upstream listening");
                     self.failed.remove(key);
                     let task = tokio::spawn(crate::upstream::serve(
                         listener,
-                        std::sync::Arc::<str>::from(key.1.as_str()),
+                        std::sync::Arc::<str>::from(key.2.as_str()),
                         opener.clone(),
                     ));
                     self.running.insert(key.clone(), task);
                 }
                 Err(e) => {
+                    // The firewall does not let the workload through to a port without our
+                    // socket, so nothing else on the host is reached meanwhile.
                     if self.failed.insert(key.clone()) {
-                        tracing::warn!(addr = %key.0, upstream = %key.1, error = %e, "workload upstream cannot listen yet; retrying");
+                        tracing::warn!(addr = %key.0, device = %key.1, upstream = %key.2, error = %e, "workload upstream cannot listen yet; retrying");
                     }
                 }
             }
@@ -111,15 +141,20 @@ impl Drop for Listeners {
 
 /// Keeps the listeners matched to the node's target until dropped (run it in the tunnel's
 /// runtime).
-pub async fn run<G: NetworkGateways>(target: TargetFile, gateways: G, opener: UpstreamOpener) {
+pub async fn run<G: NetworkGateways>(
+    node_id: String,
+    target: TargetFile,
+    gateways: G,
+    opener: UpstreamOpener,
+) {
     let mut listeners = Listeners::default();
     loop {
         let workloads = target.workloads();
-        let mut addrs = HashMap::new();
+        let mut bridges = HashMap::new();
         for w in workloads.iter().filter(|w| !w.upstreams.is_empty()) {
-            match gateways.gateway(&w.id).await {
-                Ok(Some(gw)) => {
-                    addrs.insert(w.id.clone(), gw);
+            match gateways.bridge(&w.id).await {
+                Ok(Some(b)) => {
+                    bridges.insert(w.id.clone(), b);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -127,7 +162,9 @@ pub async fn run<G: NetworkGateways>(target: TargetFile, gateways: G, opener: Up
                 }
             }
         }
-        listeners.sync(&wanted(&workloads, &addrs), &opener).await;
+        listeners
+            .sync(&wanted(&node_id, &workloads, &bridges), &opener)
+            .await;
         tokio::time::sleep(SYNC_EVERY).await;
     }
 }
@@ -156,21 +193,43 @@ mod tests {
     }
 
     #[test]
-    fn each_upstream_gets_a_port_on_its_own_workloads_bridge_once_it_has_one() {
+    fn each_upstream_gets_a_port_on_its_own_workloads_bridge_once_its_container_matches() {
         let ws = [
             spec("w-a", &[("w-x-9000", "X"), ("w-y-80", "Y")]),
             spec("w-b", &[("w-x-9000", "X")]),
             spec("w-c", &[]),
         ];
         let gw_a: Ipv4Addr = "10.201.0.1".parse().unwrap();
-        let got = wanted(&ws, &HashMap::from([("w-a".to_string(), gw_a)]));
+        let bridge = |w: &WorkloadSpec, gw: &str| Bridge {
+            gateway: gw.parse().unwrap(),
+            spec_hash: crate::reconcile::hash::spec_hash(w),
+        };
+        let dev = crate::firewall::bridge_name("n-1", "w-a");
+        let got = wanted(
+            "n-1",
+            &ws,
+            &HashMap::from([("w-a".to_string(), bridge(&ws[0], "10.201.0.1"))]),
+        );
         assert_eq!(
             got.into_iter().collect::<Vec<_>>(),
             [
-                (SocketAddrV4::new(gw_a, 7700), "w-x-9000".to_string()),
-                (SocketAddrV4::new(gw_a, 7701), "w-y-80".to_string()),
+                (
+                    SocketAddrV4::new(gw_a, 7700),
+                    dev.clone(),
+                    "w-x-9000".to_string()
+                ),
+                (SocketAddrV4::new(gw_a, 7701), dev, "w-y-80".to_string()),
             ]
         );
+        // A container made from another spec (an update in progress) gets no listener: its
+        // variables may name other upstreams at these ports.
+        let old = spec("w-a", &[("w-y-80", "Y")]);
+        let got = wanted(
+            "n-1",
+            &ws,
+            &HashMap::from([("w-a".to_string(), bridge(&old, "10.201.0.1"))]),
+        );
+        assert!(got.is_empty(), "{got:?}");
     }
 
     #[tokio::test]
@@ -204,7 +263,7 @@ mod tests {
             .unwrap()
             .port();
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        let one: BTreeSet<Wanted> = [(addr, "w-x-9000".to_string())].into();
+        let one: BTreeSet<Wanted> = [(addr, "lo".to_string(), "w-x-9000".to_string())].into();
         let mut l = Listeners::default();
         l.sync(&one, &handle.upstreams()).await;
         assert_eq!(l.addresses(), one);

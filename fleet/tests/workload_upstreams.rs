@@ -3,8 +3,10 @@
 //! client container finds `IP:PORT` in `WEB_ADDR` and fetches the web workload's page there:
 //! latticed's listener on the client's bridge, the node's tunnel, the gateway (which lets the
 //! stream through only because the client's target declares it) and the web workload's
-//! tunnel stream. The client may reach that port of the host and no other: a service the test
-//! runs on the host at the next port stays out of reach. Needs root, Docker and the test image.
+//! tunnel stream. The client may reach latticed's listeners on the host and nothing else: a
+//! service the test runs on the host on every address at the client's second upstream port
+//! (so latticed cannot listen there) stays out of reach, as does the port after. Needs root,
+//! Docker and the test image.
 
 mod common;
 
@@ -13,7 +15,8 @@ use common::*;
 use std::io::{Read, Write};
 use std::process::Command;
 
-/// The port after the first upstream listener's (`hardening::UPSTREAM_PORT_BASE` + 1).
+/// The client's second upstream port (`hardening::UPSTREAM_PORT_BASE` + 1), where the test's
+/// host service listens first.
 const NEXT_PORT: u16 = latticed::runtime::hardening::UPSTREAM_PORT_BASE + 1;
 
 #[test]
@@ -56,6 +59,19 @@ fn a_workload_reaches_another_through_its_upstream_and_nothing_else_on_the_host(
         "-c",
         "mkdir -p /tmp/www && echo upstream-page-42 > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
     ]);
+    f.cli_ok(&[
+        "deploy",
+        "container",
+        "web2",
+        "--image",
+        &image,
+        "--port",
+        "8080",
+        "--",
+        "sh",
+        "-c",
+        "exec httpd -f -p 8080 -h /tmp",
+    ]);
     // Refused at deploy, naming what was wrong: a workload that does not exist, a port the
     // web workload does not declare.
     let (ok, _, err) = f.cli(&[
@@ -87,16 +103,20 @@ fn a_workload_reaches_another_through_its_upstream_and_nothing_else_on_the_host(
         &image,
         "--upstream",
         "web",
+        "--upstream",
+        "web2",
         "--",
         "sh",
         "-c",
-        "echo addr=$WEB_ADDR; \
+        "echo addr=$WEB_ADDR web2=$WEB2_ADDR; \
          gw=${WEB_ADDR%:*}; port=${WEB_ADDR##*:}; \
          get() { printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $1 $2; }; \
          while :; do \
            if get $gw $port | grep upstream-page; then break; fi; sleep 1; \
          done; \
-         if get $gw NEXT; then echo HOST-REACHED; else echo HOST-BLOCKED; fi; \
+         for p in NEXT $((NEXT + 1)); do \
+           if get $gw $p | grep -q host-secret; then echo HOST-REACHED-$p; else echo HOST-BLOCKED-$p; fi; \
+         done; \
          exec sleep 3600"
             .replace("NEXT", &NEXT_PORT.to_string())
             .as_str(),
@@ -104,7 +124,7 @@ fn a_workload_reaches_another_through_its_upstream_and_nothing_else_on_the_host(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let logs = loop {
         let (ok, out, err) = f.cli(&["logs", "client"]);
-        if ok && out.contains("HOST-") {
+        if ok && out.matches("HOST-").count() >= 2 {
             break out;
         }
         if std::time::Instant::now() > deadline {
@@ -119,12 +139,14 @@ fn a_workload_reaches_another_through_its_upstream_and_nothing_else_on_the_host(
         std::thread::sleep(std::time::Duration::from_secs(1));
     };
     assert!(logs.contains("upstream-page-42"), "{logs}");
-    assert!(logs.contains("HOST-BLOCKED"), "{logs}");
-    assert!(!logs.contains("host-secret"), "{logs}");
+    for p in [NEXT_PORT, NEXT_PORT + 1] {
+        assert!(logs.contains(&format!("HOST-BLOCKED-{p}")), "{logs}");
+    }
+    assert!(!logs.contains("REACHED"), "{logs}");
     // The address is the client's bridge on the host, at the first upstream port.
     let addr = logs
         .lines()
-        .find_map(|l| l.strip_prefix("addr="))
+        .find_map(|l| l.strip_prefix("addr=")?.split_whitespace().next())
         .unwrap_or_else(|| panic!("{logs}"));
     assert!(
         addr.ends_with(&format!(

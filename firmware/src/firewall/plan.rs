@@ -69,7 +69,7 @@ pub fn restore_script(node_id: &str, guarded: &[Guarded]) -> String {
             let last = u.first.saturating_add(u.count - 1);
             let _ = writeln!(
                 s,
-                "-A {} -i {} -d {}/32 -p tcp -m tcp --dport {}:{last} {} -j RETURN",
+                "-A {} -i {} -d {}/32 -p tcp -m tcp --dport {}:{last} -m socket {} -j ACCEPT",
                 c.input,
                 g.bridge,
                 u.gateway,
@@ -217,7 +217,12 @@ mod tests {
         );
         let lines: Vec<&str> = s.lines().collect();
         let at = lines.iter().position(|l| l.starts_with(&allow)).expect(&s);
-        assert!(lines[at].ends_with("-j RETURN"), "{}", lines[at]);
+        // Only where a socket is bound to that very address (latticed's listener): a host
+        // service on every address at those ports is not matched (`-m socket` ignores
+        // wildcard sockets), and falls to "deny the host".
+        assert!(lines[at].contains("-m socket "), "{}", lines[at]);
+        assert!(!lines[at].contains("--nowildcard"), "{}", lines[at]);
+        assert!(lines[at].ends_with("-j ACCEPT"), "{}", lines[at]);
         // Before that bridge's "deny the host", and only for that bridge.
         let deny = lines
             .iter()

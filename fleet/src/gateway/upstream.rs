@@ -110,12 +110,20 @@ impl UpstreamGateway {
         let _ = self.gateway.set(Arc::downgrade(gateway));
     }
 
-    fn permit(&self, node: &str, up: &UpstreamOpen) -> Result<OwnedSemaphorePermit, Reply> {
+    /// A slot under the limit of `key`: the node for fleet-level upstreams (the registry), the
+    /// node and the upstream's name for workload upstreams, so one workload's connections
+    /// never use up another's slots, nor the node's image pulls.
+    fn permit(
+        &self,
+        key: &str,
+        node: &str,
+        up: &UpstreamOpen,
+    ) -> Result<OwnedSemaphorePermit, Reply> {
         let sem = self
             .limits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(node.to_owned())
+            .entry(key.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_node)))
             .clone();
         sem.try_acquire_owned()
@@ -132,7 +140,7 @@ impl UpstreamGateway {
         let (Some(gateway), Some(route)) = (gateway, route) else {
             return Err(self.refuse(node, up, Reply::UpstreamNotDeclared));
         };
-        let permit = self.permit(node, up)?;
+        let permit = self.permit(&format!("{node}/{}", up.name), node, up)?;
         let stream = gateway.open(&route, false).await.map_err(|why| {
             tracing::info!(%node, upstream = %up.name, workload = %route.workload, reason = why.as_str(), "workload upstream not reachable");
             let reply = match why {
@@ -171,7 +179,7 @@ impl UpstreamGateway {
             Err(Reply::UpstreamNotDeclared) => return self.connect_workload(node, up).await,
             Err(r) => return Err(self.refuse(node, up, r)),
         };
-        let permit = self.permit(node, up)?;
+        let permit = self.permit(node, node, up)?;
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {

@@ -190,6 +190,7 @@ async fn upstreams_are_to_your_own_workloads_and_bad_ones_are_400() {
     )
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("cannot place"), "{v}");
 }
 
 #[tokio::test]
