@@ -872,7 +872,14 @@ fn lattice_up_boots_a_qemu_node_beside_the_local_one() {
     assert!(
         console.contains("reboot: Power down"),
         "the guest was not powered off in order:\n{}",
-        &console[console.len().saturating_sub(4000)..]
+        console
+            .chars()
+            .rev()
+            .take(4000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<String>()
     );
     let left = Command::new("pgrep")
         .args(["-f", &data.join("qemu-node").to_string_lossy()])

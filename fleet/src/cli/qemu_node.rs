@@ -100,6 +100,19 @@ fn check_reachable(http: std::net::SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The monitor's Unix socket path must fit `sun_path` (108 bytes with its NUL) and pass
+/// through QEMU's option syntax (a comma would end the option).
+fn check_monitor_path(p: &Path) -> anyhow::Result<()> {
+    let len = p.as_os_str().len();
+    anyhow::ensure!(
+        len <= 100 && !p.to_string_lossy().contains(','),
+        "--qemu-node keeps its QEMU monitor socket at {} ({len} bytes), which a Unix socket \
+         cannot use (at most 100 bytes, no comma): use a shorter --data",
+        p.display()
+    );
+    Ok(())
+}
+
 /// Checks the image and QEMU's tools; adds `HOST_FROM_GUEST` to the fleet's public hosts.
 pub fn prepare(
     args: &QemuNodeArgs,
@@ -123,7 +136,16 @@ pub fn prepare(
     use lattice_image::tools::Runner;
     let arch = Arch::host().unwrap_or(Arch::X86_64);
     SystemRunner::new().require(&["qemu-img", arch.qemu_binary().0, "mcopy"])?;
+    let (code, vars, package) = arch.uefi_firmware();
+    for f in [&code, &vars] {
+        anyhow::ensure!(
+            f.exists(),
+            "--qemu-node needs the UEFI firmware {} (Debian package {package})",
+            f.display()
+        );
+    }
     let paths = Paths::new(&serve.data);
+    check_monitor_path(&paths.monitor)?;
     let mut spec = QemuSpec::new(arch, &paths.copy, &paths.dir);
     spec.accel = accel(&args.qemu_accel, arch)?;
     spec.memory_mib = args.qemu_memory_mib;
@@ -172,6 +194,15 @@ pub async fn start(p: Prepared, fleet: &RunningFleet) -> anyhow::Result<QemuNode
     crate::server::prepare_data_dir(&paths.dir)?;
     let new_node = fresh || !paths.copy.exists();
     if new_node {
+        // A new node: nothing of the old one may be booted on top of the new copy.
+        for old in [&spec.overlay, &spec.vars, &paths.copy] {
+            match std::fs::remove_file(old) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", old.display()))
+                }
+                _ => {}
+            }
+        }
         let t = crate::api::issue_token(&fleet.state, Some("qemu".into()), 1, TOKEN_TTL_SECS)
             .await
             .map_err(|e| anyhow::anyhow!("creating the QEMU node's token: {e}"))?;
@@ -191,7 +222,11 @@ pub async fn start(p: Prepared, fleet: &RunningFleet) -> anyhow::Result<QemuNode
     // QEMU appends to the file; a fresh log per run is easier to read.
     let _ = std::fs::remove_file(&paths.serial);
     let _ = std::fs::remove_file(&paths.monitor);
-    let child = tokio::process::Command::from(spec.command())
+    // Its own process group: Ctrl-C in the terminal reaches `lattice up`, which powers the
+    // guest off in order, and not QEMU, which would stop at once.
+    let mut command = spec.command();
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let child = tokio::process::Command::from(command)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -217,10 +252,22 @@ pub async fn start(p: Prepared, fleet: &RunningFleet) -> anyhow::Result<QemuNode
 /// run leaves no half-made node behind.
 fn copy_and_provision(src: &Path, copy: &Path, provisioning: String) -> anyhow::Result<()> {
     let partial = copy.with_extension("img.partial");
+    let made = copy_and_provision_to(src, &partial, provisioning).and_then(|()| {
+        std::fs::rename(&partial, copy)
+            .with_context(|| format!("renaming {} to {}", partial.display(), copy.display()))
+    });
+    if made.is_err() {
+        // It may hold the token: nothing half-made is left behind.
+        let _ = std::fs::remove_file(&partial);
+    }
+    made
+}
+
+fn copy_and_provision_to(src: &Path, partial: &Path, provisioning: String) -> anyhow::Result<()> {
     let status = std::process::Command::new("cp")
         .arg("--sparse=always")
         .arg(src)
-        .arg(&partial)
+        .arg(partial)
         .status()
         .context("running cp")?;
     anyhow::ensure!(
@@ -234,10 +281,8 @@ fn copy_and_provision(src: &Path, copy: &Path, provisioning: String) -> anyhow::
         authorized_keys: None,
         wifi: None,
     };
-    lattice_image::provision::provision(&partial, &req, &mut SystemRunner::new())
+    lattice_image::provision::provision(partial, &req, &mut SystemRunner::new())
         .with_context(|| format!("provisioning {}", partial.display()))?;
-    std::fs::rename(&partial, copy)
-        .with_context(|| format!("renaming {} to {}", partial.display(), copy.display()))?;
     Ok(())
 }
 
@@ -283,6 +328,29 @@ mod tests {
         check_reachable("0.0.0.0:8443".parse().unwrap()).unwrap();
         let e = check_reachable("192.168.1.5:8443".parse().unwrap()).unwrap_err();
         assert!(e.to_string().contains("192.168.1.5:8443"), "{e}");
+    }
+
+    #[test]
+    fn a_monitor_socket_path_a_unix_socket_cannot_use_is_refused() {
+        check_monitor_path(Path::new("lattice-data/qemu-node/monitor.sock")).unwrap();
+        let long = format!("/{}/qemu-node/monitor.sock", "d".repeat(90));
+        let e = check_monitor_path(Path::new(&long))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shorter --data"), "{e}");
+        assert!(check_monitor_path(Path::new("/a,b/monitor.sock")).is_err());
+    }
+
+    #[test]
+    fn a_failed_provisioning_leaves_no_copy_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("junk.img");
+        std::fs::write(&src, vec![1u8; 4096]).unwrap();
+        let copy = dir.path().join("node.img");
+        let e = copy_and_provision(&src, &copy, "lattice1:nope".into()).unwrap_err();
+        assert!(format!("{e:#}").contains("provisioning"), "{e:#}");
+        assert!(!copy.exists());
+        assert!(!copy.with_extension("img.partial").exists());
     }
 
     #[test]
