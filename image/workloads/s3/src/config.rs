@@ -14,6 +14,9 @@ use crate::replication::Target;
 pub const ACCESS_KEY_ENV: &str = "LATTICE_S3_ACCESS_KEY";
 pub const SECRET_KEY_ENV: &str = "LATTICE_S3_SECRET_KEY";
 pub const REPLICA_URL_ENV: &str = "LATTICE_S3_REPLICA_URL";
+/// `IP:PORT` of the replica, as a workload upstream hands it (the fleet declares the replica as
+/// an upstream of the primary in this variable); the same as `--replica-url http://IP:PORT`.
+pub const REPLICA_ADDR_ENV: &str = "LATTICE_S3_REPLICA_ADDR";
 pub const REPLICA_ACCESS_KEY_ENV: &str = "LATTICE_S3_REPLICA_ACCESS_KEY";
 pub const REPLICA_SECRET_KEY_ENV: &str = "LATTICE_S3_REPLICA_SECRET_KEY";
 
@@ -149,8 +152,29 @@ impl Config {
                 buckets.push(b.to_owned());
             }
         }
+        let from_addr = match env(REPLICA_ADDR_ENV).filter(|a| !a.trim().is_empty()) {
+            None => None,
+            Some(_) if args.replica_url.is_some() => {
+                problems.push(format!(
+                    "replica: give {REPLICA_URL_ENV} (--replica-url) or {REPLICA_ADDR_ENV}, not both"
+                ));
+                None
+            }
+            Some(addr) => match addr.trim().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(format!("http://{a}")),
+                Err(_) => {
+                    problems.push(format!(
+                        "replica: {REPLICA_ADDR_ENV} {addr:?} is not IP:PORT"
+                    ));
+                    None
+                }
+            },
+        };
         let replica = match (
-            args.replica_url.as_deref().filter(|u| !u.trim().is_empty()),
+            args.replica_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .or(from_addr.as_deref()),
             env(REPLICA_ACCESS_KEY_ENV),
             env(REPLICA_SECRET_KEY_ENV),
         ) {
@@ -335,6 +359,15 @@ mod tests {
         assert!(err.contains("replica_url"), "{err}");
         let err = Config::from_args(args(&[]), env(OWN)).unwrap_err();
         assert!(err.contains("without --replica-url"), "{err}");
+        // From a workload upstream's variable: IP:PORT.
+        const ADDR: &[(&str, &str)] = &[(REPLICA_ADDR_ENV, "10.201.0.1:7700")];
+        let c = Config::from_args(args(&[]), env(ADDR)).unwrap();
+        assert_eq!(c.replica.unwrap().id(), "http://10.201.0.1:7700");
+        const BAD: &[(&str, &str)] = &[(REPLICA_ADDR_ENV, "replica.example")];
+        let err = Config::from_args(args(&[]), env(BAD)).unwrap_err();
+        assert!(err.contains("not IP:PORT"), "{err}");
+        let err = Config::from_args(args(&["--replica-url", "http://r:1"]), env(ADDR)).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]
