@@ -806,7 +806,10 @@ fn lattice_up_boots_a_qemu_node_beside_the_local_one() {
             let _ = tx.send(line);
         }
     });
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    // Lossy: the firmware writes escape sequences that are not always UTF-8.
+    let read = |p: &std::path::Path| {
+        String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+    };
     // The copy and its provisioning happen before "ready".
     loop {
         let line = rx

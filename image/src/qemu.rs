@@ -161,10 +161,39 @@ impl QemuSpec {
 /// Presses the guest's power button through the monitor socket of a VM started with
 /// [`QemuSpec::monitor`]: the guest's systemd shuts down in order and QEMU then exits.
 pub fn power_off(monitor: &Path) -> std::io::Result<()> {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut sock = std::os::unix::net::UnixStream::connect(monitor)?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
     sock.write_all(b"system_powerdown\n")?;
-    sock.flush()
+    sock.flush()?;
+    // The monitor carries the command out only if the connection stays open until it has
+    // read it (a connection closed at once was seen to be dropped with the command unread):
+    // wait for the prompt after the command's echo, up to 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(at) = text.find("system_powerdown") {
+            if text[at..].contains("(qemu)") {
+                return Ok(());
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "QEMU's monitor did not confirm system_powerdown within 5 s",
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
