@@ -32,7 +32,9 @@
 //! `cargo bench -p lattice-fleet --bench api` (knobs `RATE`, `SECS`, `WARMUP`, `NODES`,
 //! `ACCOUNTS`, `STABLE`, `ONLY=sqlite|postgres`; `FLEET_LOG=<RUST_LOG filter>` runs the fleet
 //! with that filter and keeps its log as `target/bench/api-fleet-<engine>.log`, e.g.
-//! `FLEET_LOG=warn,lattice_fleet::timing=debug` for the writes' phase timings). Prints figures,
+//! `FLEET_LOG=warn,lattice_fleet::timing=debug` for the writes' phase timings;
+//! `FLEET_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p"` runs the fleet
+//! under callgrind, zeroed at the window's start and dumped at its end). Prints figures,
 //! writes `target/bench/api.json`.
 
 use lattice_fleet::store::{Effect, Store};
@@ -278,6 +280,18 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// With `FLEET_WRAPPER` running callgrind: zeroes (`-z`, at the window's start) or dumps
+/// (`-d`, at its end) the fleet's counts, so the dump holds the instructions of the measured
+/// requests only (a figure the machine's load does not change).
+fn callgrind_control(pid: u32, what: &str) {
+    if std::env::var("FLEET_WRAPPER").is_ok_and(|w| w.contains("callgrind")) {
+        let _ = Command::new("callgrind_control")
+            .args([what, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -343,7 +357,17 @@ impl Drop for FleetProcess {
 fn start_fleet(dir: &Path, database: Option<&str>) -> FleetProcess {
     let data = dir.join("fleet");
     let api = free_port();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lattice"));
+    // FLEET_WRAPPER: a command the fleet runs under (e.g. valgrind), split at spaces.
+    let wrapper = std::env::var("FLEET_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut c = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_lattice"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_lattice")),
+    };
     c.args(["fleet", "--data"])
         .arg(&data)
         .args(["--http", &format!("127.0.0.1:{api}")])
@@ -576,6 +600,7 @@ async fn run(engine: &str, database: Option<String>, k: &Knobs) -> Value {
         let due = start + Duration::from_nanos(i * 1_000_000_000 / k.rate);
         if i == warm {
             tokio::time::sleep_until(due.into()).await;
+            callgrind_control(pid, "-z");
             cpu_fleet0 = cpu_ticks(pid);
             cpu_self0 = cpu_ticks(std::process::id());
             load0 = loadavg();
@@ -613,6 +638,7 @@ async fn run(engine: &str, database: Option<String>, k: &Knobs) -> Value {
     while tasks.join_next().await.is_some() {}
     let done = Instant::now();
     let cpu_fleet = cpu_ticks(pid) - cpu_fleet0;
+    callgrind_control(pid, "-d");
     let cpu_self = cpu_ticks(std::process::id()) - cpu_self0;
     let load1 = loadavg();
     let tick = procfs::ticks_per_second() as f64;

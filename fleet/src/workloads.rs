@@ -1088,12 +1088,22 @@ pub fn lifecycle_on(
 
 /// Joins a workload with its node's report and its events.
 pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreError> {
-    let node = match &w.node_id {
-        Some(id) => store.node_state(id).await?,
-        None => None,
-    };
-    let events = store.workload_events(&w.id).await?;
+    let (node, events) = store.workload_view_parts(w).await?;
     view_of(w, node.as_ref(), events)
+}
+
+/// The workload `name` of `account` with its view (`None`: no such workload), read on one
+/// connection.
+pub async fn show(
+    store: &Store,
+    account: &str,
+    name: &str,
+) -> Result<Option<(WorkloadRow, WorkloadView)>, StoreError> {
+    let Some((w, node, events)) = store.workload_with_view_parts(account, name).await? else {
+        return Ok(None);
+    };
+    let v = view_of(&w, node.as_ref(), events)?;
+    Ok(Some((w, v)))
 }
 
 /// How many of each workload's events a list carries: the newest (a show carries all the
@@ -1101,22 +1111,23 @@ pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreE
 /// full history was 3,000 event rows (the API bench's costliest request).
 pub const LISTED_EVENTS: usize = 10;
 
-/// The views of many workloads with three queries in all (nodes, the workloads given, their
-/// newest [`LISTED_EVENTS`] events), not three per workload: what `GET /api/v1/workloads`
-/// lists.
-pub async fn views(store: &Store, rows: &[WorkloadRow]) -> Result<Vec<WorkloadView>, StoreError> {
-    let nodes: std::collections::HashMap<String, NodeState> = store
-        .node_states()
-        .await?
-        .into_iter()
-        .map(|n| (n.id.clone(), n))
-        .collect();
-    let ids: Vec<&str> = rows.iter().map(|w| w.id.as_str()).collect();
-    let mut events = store.newest_workload_events_of(&ids, LISTED_EVENTS).await?;
-    rows.iter()
+/// An account's workloads (every account's for `None`) with their views, with three queries
+/// in all on one connection (the workloads, nodes, their newest [`LISTED_EVENTS`] events), not
+/// three per workload: what `GET /api/v1/workloads` lists.
+pub async fn views(
+    store: &Store,
+    account: Option<&str>,
+) -> Result<Vec<(WorkloadRow, WorkloadView)>, StoreError> {
+    let crate::store::Listed {
+        rows,
+        nodes,
+        mut events,
+    } = store.workloads_listed(account, LISTED_EVENTS).await?;
+    rows.into_iter()
         .map(|w| {
             let node = w.node_id.as_ref().and_then(|id| nodes.get(id));
-            view_of(w, node, events.remove(&w.id).unwrap_or_default())
+            let v = view_of(&w, node, events.remove(&w.id).unwrap_or_default())?;
+            Ok((w, v))
         })
         .collect()
 }

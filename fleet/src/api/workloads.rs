@@ -56,10 +56,15 @@ fn timing(what: &str, t0: std::time::Instant, marks: [std::time::Instant; 3]) {
 /// A workload's view with its address through this process's gateway.
 async fn view(s: &AppState, w: &crate::store::WorkloadRow) -> Result<WorkloadView, ApiError> {
     let mut v = workloads::view(&s.store, w).await?;
+    endpoint(s, w, &mut v);
+    Ok(v)
+}
+
+/// Sets a view's address through this process's gateway, when it has a port.
+fn endpoint(s: &AppState, w: &crate::store::WorkloadRow, v: &mut WorkloadView) {
     if v.port.is_some() {
         v.endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
     }
-    Ok(v)
 }
 
 /// Deploys a workload (kind `container`: an image, a port, env and a plan; kind `s3`: a plan,
@@ -128,15 +133,8 @@ pub async fn list(
         Some(p.account_id.as_str())
     };
     let mut out = Vec::new();
-    let rows = s.store.workloads(account).await?;
-    for (mut v, w) in workloads::views(&s.store, &rows)
-        .await?
-        .into_iter()
-        .zip(&rows)
-    {
-        if v.port.is_some() {
-            v.endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
-        }
+    for (w, mut v) in workloads::views(&s.store, account).await? {
+        endpoint(&s, &w, &mut v);
         out.push(v);
     }
     Ok(Json(out))
@@ -152,12 +150,11 @@ pub async fn show(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<WorkloadView>, ApiError> {
-    let w = s
-        .store
-        .workload(&p.account_id, &name)
+    let (w, mut v) = workloads::show(&s.store, &p.account_id, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no workload named {name:?}")))?;
-    Ok(Json(view(&s, &w).await?))
+    endpoint(&s, &w, &mut v);
+    Ok(Json(v))
 }
 
 /// The generated credentials of one of the caller's workloads (kind `s3`: access key id and

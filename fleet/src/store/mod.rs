@@ -19,7 +19,7 @@ pub use audit::{AuditEntry, AuditFilter};
 pub use ingest::{Effect, IngestOutcome};
 pub use nodes::{NewNode, NodeRow, NodeState};
 pub use tokens::{TokenProblem, TokenRow};
-pub use workloads::{NextVersion, Placement, WorkloadEvent, WorkloadRow};
+pub use workloads::{Listed, NextVersion, Placement, WorkloadEvent, WorkloadRow};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -177,6 +177,13 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(10))
+                // SQLite: no ping before each use. sqlx pings every connection it returns to
+                // the pool already (which also rolls back what a dropped query left open),
+                // and an idle in-process connection cannot be lost meanwhile; each ping is a
+                // round trip to the connection's worker thread (two thread wake-ups), and
+                // was a third of the worker round trips of an API read (docs/benchmarks.md).
+                // PostgreSQL keeps the ping: an idle session can be cut by the network.
+                .test_before_acquire(backend == Backend::Postgres)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {

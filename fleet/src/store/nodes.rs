@@ -4,6 +4,7 @@ use super::tokens::token_from_row;
 use super::{from_db, to_db, Store, StoreError, TokenProblem};
 use serde::Serialize;
 use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 
 /// What registration stores about a new node.
@@ -202,19 +203,12 @@ impl Store {
 
     /// The [`NodeState`] of node `id`.
     pub async fn node_state(&self, id: &str) -> Result<Option<NodeState>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM nodes WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?;
-        Ok(row.as_ref().map(state_from_row).transpose()?)
+        Ok(node_state_on(&mut *self.reader().acquire().await?, id).await?)
     }
 
     /// Every node's [`NodeState`].
     pub async fn node_states(&self) -> Result<Vec<NodeState>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM nodes"))
-            .fetch_all(self.reader())
-            .await?;
-        Ok(rows.iter().map(state_from_row).collect::<Result<_, _>>()?)
+        Ok(node_states_on(&mut *self.reader().acquire().await?).await?)
     }
 
     /// Every node, in registration order, for a placement: without its target, last report
@@ -387,4 +381,25 @@ impl Store {
         let all = from_db(r.try_get("all_n")?);
         Ok((on, all.saturating_sub(on)))
     }
+}
+
+/// [`Store::node_state`] on connection `c` (one of several reads of a request on one
+/// connection: each connection taken from the pool costs round trips to its thread).
+pub(super) async fn node_state_on(
+    c: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<NodeState>, sqlx::Error> {
+    let row = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM nodes WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+    row.as_ref().map(state_from_row).transpose()
+}
+
+/// [`Store::node_states`] on connection `c`.
+pub(super) async fn node_states_on(c: &mut AnyConnection) -> Result<Vec<NodeState>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {STATE_COLUMNS} FROM nodes"))
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(state_from_row).collect()
 }

@@ -1,9 +1,12 @@
 //! Workloads: what consumers deployed, where it was placed, and its events.
 
+use super::nodes::{node_state_on, node_states_on};
+use super::NodeState;
 use super::{from_db, to_db, Backend, Store, StoreError};
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
+use std::collections::HashMap;
 
 /// A workload as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -140,20 +143,56 @@ impl Store {
 
     /// An account's workloads (every account's for `None`), by name.
     pub async fn workloads(&self, account: Option<&str>) -> Result<Vec<WorkloadRow>, StoreError> {
-        let rows = match account {
-            Some(a) => {
-                sqlx::query("SELECT * FROM workloads WHERE account_id = $1 ORDER BY name")
-                    .bind(a)
-                    .fetch_all(self.reader())
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM workloads ORDER BY account_id, name")
-                    .fetch_all(self.reader())
-                    .await?
-            }
+        Ok(workloads_on(&mut *self.reader().acquire().await?, account).await?)
+    }
+
+    /// What a list of workloads shows, read on one connection (one pool round trip instead
+    /// of one per query): an account's workloads (every account's for `None`) by name, every
+    /// node's state by id, and the newest `newest` events of each workload (oldest first).
+    pub async fn workloads_listed(
+        &self,
+        account: Option<&str>,
+        newest: usize,
+    ) -> Result<Listed, StoreError> {
+        let mut c = self.reader().acquire().await?;
+        let rows = workloads_on(&mut c, account).await?;
+        let nodes = node_states_on(&mut c)
+            .await?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let ids: Vec<&str> = rows.iter().map(|w| w.id.as_str()).collect();
+        let events = events_of_on(&mut c, &ids, |marks| newest_events_sql(marks, newest)).await?;
+        Ok(Listed {
+            rows,
+            nodes,
+            events,
+        })
+    }
+
+    /// What the view of workload `w` is built from, read on one connection: its node's state
+    /// (`None` when unplaced or the node is gone) and all its events, oldest first.
+    pub async fn workload_view_parts(
+        &self,
+        w: &WorkloadRow,
+    ) -> Result<(Option<NodeState>, Vec<WorkloadEvent>), StoreError> {
+        let mut c = self.reader().acquire().await?;
+        view_parts_on(&mut c, w).await
+    }
+
+    /// [`Store::workload`] with [`Store::workload_view_parts`], on one connection.
+    #[allow(clippy::type_complexity)]
+    pub async fn workload_with_view_parts(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<(WorkloadRow, Option<NodeState>, Vec<WorkloadEvent>)>, StoreError> {
+        let mut c = self.reader().acquire().await?;
+        let Some(w) = workload_on(&mut c, account, name).await? else {
+            return Ok(None);
         };
-        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+        let (node, events) = view_parts_on(&mut c, &w).await?;
+        Ok(Some((w, node, events)))
     }
 
     /// What every placed workload reserves, for a placement: rows with their id, account,
@@ -177,12 +216,7 @@ impl Store {
         account: &str,
         name: &str,
     ) -> Result<Option<WorkloadRow>, StoreError> {
-        let r = sqlx::query("SELECT * FROM workloads WHERE account_id = $1 AND name = $2")
-            .bind(account)
-            .bind(name)
-            .fetch_optional(self.reader())
-            .await?;
-        Ok(r.as_ref().map(row).transpose()?)
+        Ok(workload_on(&mut *self.reader().acquire().await?, account, name).await?)
     }
 
     /// Every workload in `node`'s target: placed on it, or moving to it.
@@ -269,13 +303,14 @@ impl Store {
         &self,
         ids: &[&str],
     ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
-        self.events_of(ids, |marks| {
+        let mut c = self.reader().acquire().await?;
+        Ok(events_of_on(&mut c, ids, |marks| {
             format!(
                 "SELECT workload_id, at_ms, kind, detail FROM workload_events \
                  WHERE workload_id IN ({marks}) ORDER BY workload_id, at_ms"
             )
         })
-        .await
+        .await?)
     }
 
     /// The newest `newest` events of each of `ids` (oldest first), in one query per 500 ids:
@@ -285,63 +320,17 @@ impl Store {
         ids: &[&str],
         newest: usize,
     ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
-        self.events_of(ids, |marks| {
-            format!(
-                "SELECT workload_id, at_ms, kind, detail FROM (SELECT workload_id, at_ms, kind, \
-                 detail, ROW_NUMBER() OVER (PARTITION BY workload_id ORDER BY at_ms DESC) AS nth \
-                 FROM workload_events WHERE workload_id IN ({marks})) e WHERE nth <= {newest} \
-                 ORDER BY workload_id, at_ms"
-            )
-        })
-        .await
-    }
-
-    /// Events of `ids` by workload, 500 ids a query: `sql` makes the query from the chunk's
-    /// placeholders (`$1, $2, ...`) and returns `workload_id, at_ms, kind, detail` rows.
-    async fn events_of(
-        &self,
-        ids: &[&str],
-        sql: impl Fn(&str) -> String,
-    ) -> Result<std::collections::HashMap<String, Vec<WorkloadEvent>>, StoreError> {
-        let mut out: std::collections::HashMap<String, Vec<WorkloadEvent>> = Default::default();
-        for chunk in ids.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = sql(&marks.join(", "));
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for r in q.fetch_all(self.reader()).await? {
-                let id: String = r.try_get("workload_id")?;
-                out.entry(id).or_default().push(WorkloadEvent {
-                    at_ms: from_db(r.try_get("at_ms")?),
-                    kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
-                });
-            }
-        }
-        Ok(out)
+        Ok(
+            events_of_on(&mut *self.reader().acquire().await?, ids, |marks| {
+                newest_events_sql(marks, newest)
+            })
+            .await?,
+        )
     }
 
     /// A workload's events, oldest first.
     pub async fn workload_events(&self, id: &str) -> Result<Vec<WorkloadEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at_ms, kind, detail FROM workload_events WHERE workload_id = $1 \
-             ORDER BY at_ms",
-        )
-        .bind(id)
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(WorkloadEvent {
-                    at_ms: from_db(r.try_get("at_ms")?),
-                    kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        Ok(events_on(&mut *self.reader().acquire().await?, id).await?)
     }
 
     /// Compare-and-set on a workload's placement, with an event, in one transaction: applies
@@ -477,6 +466,121 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// What [`Store::workloads_listed`] reads.
+pub struct Listed {
+    /// By name (by account and name for every account's).
+    pub rows: Vec<WorkloadRow>,
+    /// Every node's state, by node id.
+    pub nodes: HashMap<String, NodeState>,
+    /// The newest events of each workload listed, oldest first, by workload id.
+    pub events: HashMap<String, Vec<WorkloadEvent>>,
+}
+
+/// [`Store::workloads`] on connection `c` (one of several reads of a request on one
+/// connection: each connection taken from the pool costs round trips to its thread).
+async fn workloads_on(
+    c: &mut AnyConnection,
+    account: Option<&str>,
+) -> Result<Vec<WorkloadRow>, sqlx::Error> {
+    let rows = match account {
+        Some(a) => {
+            sqlx::query("SELECT * FROM workloads WHERE account_id = $1 ORDER BY name")
+                .bind(a)
+                .fetch_all(&mut *c)
+                .await?
+        }
+        None => {
+            sqlx::query("SELECT * FROM workloads ORDER BY account_id, name")
+                .fetch_all(&mut *c)
+                .await?
+        }
+    };
+    rows.iter().map(row).collect()
+}
+
+/// [`Store::workload`] on connection `c`.
+async fn workload_on(
+    c: &mut AnyConnection,
+    account: &str,
+    name: &str,
+) -> Result<Option<WorkloadRow>, sqlx::Error> {
+    let r = sqlx::query("SELECT * FROM workloads WHERE account_id = $1 AND name = $2")
+        .bind(account)
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?;
+    r.as_ref().map(row).transpose()
+}
+
+/// [`Store::workload_view_parts`] on connection `c`.
+async fn view_parts_on(
+    c: &mut AnyConnection,
+    w: &WorkloadRow,
+) -> Result<(Option<NodeState>, Vec<WorkloadEvent>), StoreError> {
+    let node = match &w.node_id {
+        Some(id) => node_state_on(c, id).await?,
+        None => None,
+    };
+    Ok((node, events_on(c, &w.id).await?))
+}
+
+/// [`Store::workload_events`] on connection `c`.
+async fn events_on(c: &mut AnyConnection, id: &str) -> Result<Vec<WorkloadEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT at_ms, kind, detail FROM workload_events WHERE workload_id = $1 ORDER BY at_ms",
+    )
+    .bind(id)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(WorkloadEvent {
+                at_ms: from_db(r.try_get("at_ms")?),
+                kind: r.try_get("kind")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect()
+}
+
+/// The query of the newest `newest` events of the workloads whose ids are bound to `marks`.
+fn newest_events_sql(marks: &str, newest: usize) -> String {
+    format!(
+        "SELECT workload_id, at_ms, kind, detail FROM (SELECT workload_id, at_ms, kind, \
+         detail, ROW_NUMBER() OVER (PARTITION BY workload_id ORDER BY at_ms DESC) AS nth \
+         FROM workload_events WHERE workload_id IN ({marks})) e WHERE nth <= {newest} \
+         ORDER BY workload_id, at_ms"
+    )
+}
+
+/// Events of `ids` by workload on connection `c`, 500 ids a query: `sql` makes the query
+/// from the chunk's placeholders (`$1, $2, ...`) and returns `workload_id, at_ms, kind,
+/// detail` rows.
+async fn events_of_on(
+    c: &mut AnyConnection,
+    ids: &[&str],
+    sql: impl Fn(&str) -> String,
+) -> Result<HashMap<String, Vec<WorkloadEvent>>, sqlx::Error> {
+    let mut out: HashMap<String, Vec<WorkloadEvent>> = Default::default();
+    for chunk in ids.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = sql(&marks.join(", "));
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *c).await? {
+            let id: String = r.try_get("workload_id")?;
+            out.entry(id).or_default().push(WorkloadEvent {
+                at_ms: from_db(r.try_get("at_ms")?),
+                kind: r.try_get("kind")?,
+                detail: r.try_get("detail")?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// How [`Store::move_workload`] changes a placement.
