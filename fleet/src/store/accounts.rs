@@ -64,6 +64,7 @@ fn api_token_from_row(r: &AnyRow) -> Result<ApiTokenRow, sqlx::Error> {
 impl Store {
     /// Stores a new account. `Ok(false)` when the email is already taken (nothing changes).
     pub async fn create_account(&self, a: &AccountRow) -> Result<bool, StoreError> {
+        let _forget = self.principals.forget_on_drop();
         let done = sqlx::query(
             "INSERT INTO accounts (id, email, name, role, password_hash, created_ms, disabled) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email) DO NOTHING",
@@ -115,6 +116,7 @@ impl Store {
         role: Option<Role>,
         disabled: Option<bool>,
     ) -> Result<Option<AccountRow>, StoreError> {
+        let _forget = self.principals.forget_on_drop();
         let mut tx = self.pool().begin().await?;
         if let Some(r) = role {
             sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2")
@@ -141,6 +143,7 @@ impl Store {
     /// Replaces an account's password hash and deletes every API token it holds, in one
     /// transaction. False when there is no such account.
     pub async fn set_password(&self, id: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let _forget = self.principals.forget_on_drop();
         let mut tx = self.pool().begin().await?;
         let done = sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -156,6 +159,7 @@ impl Store {
     }
 
     pub async fn insert_api_token(&self, t: &ApiTokenRow) -> Result<(), StoreError> {
+        let _forget = self.principals.forget_on_drop();
         sqlx::query(
             "INSERT INTO api_tokens (id, account_id, name, secret_hash, created_ms, expires_ms) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -203,6 +207,7 @@ impl Store {
         keep: u32,
         now_ms: u64,
     ) -> Result<u64, StoreError> {
+        let _forget = self.principals.forget_on_drop();
         let done = sqlx::query(
             "DELETE FROM api_tokens WHERE account_id = $1 AND (expires_ms <= $2 OR (name = $3 \
              AND id NOT IN (SELECT id FROM api_tokens WHERE account_id = $1 AND name = $3 \
@@ -236,6 +241,7 @@ impl Store {
         id: &str,
         account: Option<&str>,
     ) -> Result<Option<ApiTokenRow>, StoreError> {
+        let _forget = self.principals.forget_on_drop();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
             .bind(id)
@@ -262,8 +268,13 @@ impl Store {
         secret_hash: &str,
         now_ms: u64,
     ) -> Result<Option<(String, Role)>, StoreError> {
+        // SQLite: recently resolved tokens are answered from memory (`principals`).
+        let generation = match self.principals.get(secret_hash, now_ms) {
+            Ok(found) => return Ok(Some(found)),
+            Err(generation) => generation,
+        };
         let row = sqlx::query(
-            "SELECT a.id AS id, a.role AS role FROM api_tokens t \
+            "SELECT a.id AS id, a.role AS role, t.expires_ms AS expires_ms FROM api_tokens t \
              JOIN accounts a ON a.id = t.account_id \
              WHERE t.secret_hash = $1 AND t.expires_ms > $2 AND a.disabled = 0",
         )
@@ -273,10 +284,14 @@ impl Store {
         .await?;
         match row {
             None => Ok(None),
-            Some(r) => Ok(Some((
-                r.try_get("id")?,
-                parse_role(&r.try_get::<String, _>("role")?)?,
-            ))),
+            Some(r) => {
+                let id: String = r.try_get("id")?;
+                let role = parse_role(&r.try_get::<String, _>("role")?)?;
+                let expires_ms = from_db(r.try_get("expires_ms")?);
+                self.principals
+                    .remember(secret_hash, generation, &id, role, expires_ms);
+                Ok(Some((id, role)))
+            }
         }
     }
 }

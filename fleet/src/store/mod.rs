@@ -11,6 +11,7 @@ mod audit;
 pub mod gateway;
 mod ingest;
 mod nodes;
+mod principals;
 mod tokens;
 mod workloads;
 
@@ -68,6 +69,8 @@ pub struct Store {
     /// One lock per workload being changed in this process (see [`Store::workload_guard`]).
     changing:
         std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>>,
+    /// SQLite: the principals of recently resolved API tokens (see [`principals`]).
+    principals: principals::Principals,
 }
 
 /// Read-only SQLite connections beside the writer (ADR 0012).
@@ -238,6 +241,7 @@ impl Store {
             backend,
             placing: Default::default(),
             changing: Default::default(),
+            principals: principals::Principals::new(backend == Backend::Sqlite),
         })
     }
 

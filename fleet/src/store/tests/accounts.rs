@@ -91,7 +91,12 @@ async fn tokens_resolve_until_expiry_or_disable_and_delete_is_scoped(s: Store) {
     s.insert_api_token(&api_token("k-3", "a-2", "h3", 1000))
         .await
         .unwrap();
-    // A role change shows in the next lookup; a disabled account's tokens stop working.
+    // A role change shows in the next lookup (also after a lookup this process may have
+    // remembered); a disabled account's tokens stop working.
+    assert_eq!(
+        s.token_principal("h3", 1).await.unwrap(),
+        Some(("a-2".to_string(), Role::Consumer))
+    );
     let a2 = s
         .update_account("a-2", Some(Role::Provider), None)
         .await
