@@ -362,11 +362,7 @@ pub async fn resolve_upstreams(
             .env
             .clone()
             .unwrap_or_else(|| default_upstream_env(&u.workload));
-        let valid = !env.is_empty()
-            && env.len() <= 128
-            && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !env.as_bytes()[0].is_ascii_digit();
-        if !valid {
+        if !UpstreamSpec::valid_env(&env) {
             return Err(FrameError::Invalid(format!(
                 "upstream {:?}: variable name {env:?} is not [A-Za-z_][A-Za-z0-9_]*",
                 u.workload

@@ -103,6 +103,15 @@ impl UpstreamSpec {
     pub fn name_for(workload_id: &str, port: u16) -> String {
         format!("{workload_id}-{port}")
     }
+
+    /// Whether `env` may name the variable: `[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes
+    /// (checked by the fleet at deploy and again by latticed).
+    pub fn valid_env(env: &str) -> bool {
+        !env.is_empty()
+            && env.len() <= 128
+            && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !env.as_bytes()[0].is_ascii_digit()
+    }
 }
 
 fn default_pids() -> u32 {

@@ -306,13 +306,7 @@ fn check_upstreams(spec: &WorkloadSpec) -> Result<(), RuntimeError> {
                 format!("upstream name {:?} is not [a-z0-9-]{{1,32}}", u.name),
             ));
         }
-        let env_ok = !u.env.is_empty()
-            && u.env.len() <= 128
-            && u.env
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !u.env.as_bytes()[0].is_ascii_digit();
-        if !env_ok {
+        if !lattice_wire::msg::UpstreamSpec::valid_env(&u.env) {
             return Err(rejected(
                 spec,
                 format!(
