@@ -266,17 +266,11 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
             ssh_port,
             disk_gib,
         } => {
-            use lattice_image::qemu::{self, Accel, QemuSpec};
+            use lattice_image::qemu::{self, QemuSpec};
             let mut spec = QemuSpec::new(arch, &image, &state_dir);
             spec.memory_mib = memory_mib;
             spec.disk_bytes = disk_gib.map(|g| g.saturating_mul(1 << 30));
-            spec.accel = match accel.as_str() {
-                "kvm" => Accel::Kvm,
-                "tcg" => Accel::Tcg,
-                "auto" if qemu::probe_kvm(arch, std::time::Duration::from_secs(8)) => Accel::Kvm,
-                "auto" => Accel::Tcg,
-                other => anyhow::bail!("--accel must be kvm, tcg or auto, not {other}"),
-            };
+            spec.accel = super::qemu_node::accel("--accel", &accel, arch)?;
             if let Some(p) = ssh_port {
                 spec.forwards.push((p, 22));
             }

@@ -79,13 +79,15 @@ pub struct Prepared {
     fresh: bool,
 }
 
-fn accel(name: &str, arch: Arch) -> anyhow::Result<Accel> {
+/// The accelerator `flag` asked for: kvm, tcg, or auto (probe KVM, else software emulation).
+/// Shared by `lattice image qemu --accel` and `lattice up --qemu-accel`.
+pub(super) fn accel(flag: &str, name: &str, arch: Arch) -> anyhow::Result<Accel> {
     Ok(match name {
         "kvm" => Accel::Kvm,
         "tcg" => Accel::Tcg,
         "auto" if qemu::probe_kvm(arch, Duration::from_secs(8)) => Accel::Kvm,
         "auto" => Accel::Tcg,
-        other => anyhow::bail!("--qemu-accel must be kvm, tcg or auto, not {other}"),
+        other => anyhow::bail!("{flag} must be kvm, tcg or auto, not {other}"),
     })
 }
 
@@ -147,7 +149,7 @@ pub fn prepare(
     let paths = Paths::new(&serve.data);
     check_monitor_path(&paths.monitor)?;
     let mut spec = QemuSpec::new(arch, &paths.copy, &paths.dir);
-    spec.accel = accel(&args.qemu_accel, arch)?;
+    spec.accel = accel("--qemu-accel", &args.qemu_accel, arch)?;
     spec.memory_mib = args.qemu_memory_mib;
     let image_bytes = std::fs::metadata(&image)?.len();
     spec.disk_bytes = Some(match args.qemu_disk_gib {
@@ -355,8 +357,8 @@ mod tests {
 
     #[test]
     fn a_wrong_accelerator_is_named() {
-        let e = accel("hvf", Arch::X86_64).unwrap_err();
+        let e = accel("--qemu-accel", "hvf", Arch::X86_64).unwrap_err();
         assert!(e.to_string().contains("hvf"), "{e}");
-        assert_eq!(accel("tcg", Arch::X86_64).unwrap(), Accel::Tcg);
+        assert_eq!(accel("--accel", "tcg", Arch::X86_64).unwrap(), Accel::Tcg);
     }
 }
