@@ -49,14 +49,17 @@ fn registration_round_trips_and_the_secret_is_0600() {
     let keys = load_or_generate(dir.path()).unwrap();
     assert!(load_registration(dir.path(), &keys).unwrap().is_none());
     let reg = registration(&keys);
-    save_registration(dir.path(), &reg, &BrokerSecret::new("pw")).unwrap();
+    // A secret long and odd enough that no random base64 key in the JSON
+    // can contain it by chance (a two-letter secret once did).
+    const SECRET: &str = "broker-secret.Never-In-The-JSON";
+    save_registration(dir.path(), &reg, &BrokerSecret::new(SECRET)).unwrap();
     assert_eq!(mode(&dir.path().join(BROKER_SECRET_FILE)), 0o600);
     let (got, secret) = load_registration(dir.path(), &keys).unwrap().unwrap();
     assert_eq!(got, reg);
-    assert_eq!(secret.expose(), "pw");
+    assert_eq!(secret.expose(), SECRET);
     assert_eq!(format!("{secret:?}"), "BrokerSecret(<redacted>)");
     let json = std::fs::read_to_string(dir.path().join(REGISTRATION_FILE)).unwrap();
-    assert!(!json.contains("pw"), "{json}");
+    assert!(!json.contains(SECRET), "{json}");
 }
 
 #[test]

@@ -194,7 +194,7 @@ async fn a_rolling_update_serves_the_old_version_until_the_new_one_runs() {
     let (st, v) = patch(
         &s,
         &token,
-        json!({"set_env": {"MSG": "v2"}, "plan": "medium"}),
+        json!({"set_env": {"MSG": "second-message"}, "plan": "medium"}),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -214,7 +214,7 @@ async fn a_rolling_update_serves_the_old_version_until_the_new_one_runs() {
     let new = target(&s, &to).await;
     assert_eq!(env(&old[0], "MSG").as_deref(), Some("v1"));
     assert_eq!(old[0].cpu_millis, 250);
-    assert_eq!(env(&new[0], "MSG").as_deref(), Some("v2"));
+    assert_eq!(env(&new[0], "MSG").as_deref(), Some("second-message"));
     assert_eq!(new[0].cpu_millis, 500, "the new plan on the new node");
     assert_eq!(
         env(&new[0], "SECRET").as_deref(),
@@ -265,7 +265,10 @@ async fn a_rolling_update_serves_the_old_version_until_the_new_one_runs() {
         .await
         .unwrap();
     assert!(target(&s, &from).await.is_empty());
-    assert_eq!(env(&target(&s, &to).await[0], "MSG").as_deref(), Some("v2"));
+    assert_eq!(
+        env(&target(&s, &to).await[0], "MSG").as_deref(),
+        Some("second-message")
+    );
 
     // Audited with what changed, never an env value.
     let (_, audit) = call(
@@ -281,7 +284,10 @@ async fn a_rolling_update_serves_the_old_version_until_the_new_one_runs() {
         text.contains("env set: MSG") && text.contains("plan small -> medium"),
         "{text}"
     );
-    assert!(!text.contains("v2") && !text.contains("hunter2"), "{text}");
+    assert!(
+        !text.contains("second-message") && !text.contains("hunter2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
