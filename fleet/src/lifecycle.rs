@@ -16,6 +16,7 @@
 use crate::api::AppState;
 use crate::audit::{self, Action};
 use crate::gateway::upstream::NodeRegistry;
+use crate::kinds::{s3, s3_replication};
 use crate::link::Link;
 use crate::scheduler::Resources;
 use crate::store::{NodeRow, Placement, Store, StoreError, WorkloadRow};
@@ -411,6 +412,24 @@ async fn relocate_lost(
         if w.node_id.as_deref() != Some(&node.id) || w.moving_to.is_some() {
             continue;
         }
+        if let Some(replica) = s3::replica_id(&w) {
+            if promote_replica(s, &w, &replica, node, nodes, placed, &why, now, changes).await? {
+                continue;
+            }
+        }
+        if let Some(primary) = s3::primary_id(&w) {
+            // The primary keeps serving; its journal holds what the replica misses until this
+            // node is back (or the primary is deleted).
+            if let Some(p) = placed.iter().find(|p| p.id == primary) {
+                let detail = format!(
+                    "{why}: its replica {} is there; the primary keeps serving and keeps the \
+                     changes for the replica until that node is back",
+                    w.name
+                );
+                event_once(&s.store, p, now, "replica_lost", &detail).await?;
+            }
+            continue;
+        }
         match workloads::relocation(&w.kind) {
             Relocation::NotMovable(r) => {
                 event_once(
@@ -460,6 +479,70 @@ async fn relocate_lost(
         }
     }
     Ok(())
+}
+
+/// Promotes S3 primary `w`'s replica (workload `replica_id`) when `w`'s node is lost: the
+/// replica, on a node that is online and not revoked, takes the primary's name (so its
+/// address: the gateway routes by name), and the consumer is told, in the promoted workload's
+/// events, the replication lag last read from the primary. `false`: no replica can take over
+/// (gone, or its node is not online); the caller falls back to what the kind does otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn promote_replica(
+    s: &AppState,
+    w: &WorkloadRow,
+    replica_id: &str,
+    lost: &NodeRow,
+    nodes: &[NodeRow],
+    placed: &mut [WorkloadRow],
+    why: &str,
+    now: u64,
+    changes: &mut Changes,
+) -> Result<bool, StoreError> {
+    let store = &s.store;
+    let Some(ri) = placed.iter().position(|r| r.id == replica_id) else {
+        return Ok(false);
+    };
+    let replica = placed[ri].clone();
+    let Some(to) = replica.node_id.clone() else {
+        return Ok(false);
+    };
+    let usable = nodes
+        .iter()
+        .any(|n| n.id == to && n.online && !n.revoked && replica.moving_to.is_none());
+    if !usable {
+        let detail = format!(
+            "{why}; its replica {} on node {to} cannot take over: that node is not online",
+            replica.name
+        );
+        event_once(store, w, now, "cannot_promote", &detail).await?;
+        return Ok(false);
+    }
+    let last = store.replication(&w.id).await?;
+    let report = last
+        .as_ref()
+        .and_then(|(json, at)| Some((s3_replication::parse(json.as_bytes()).ok()?, *at)));
+    let lag = s3_replication::lag_at_loss(report.as_ref().map(|(r, at)| (r, *at)), now);
+    let promoted = s3::settings(&replica)?.promoted(&s3::settings(w)?);
+    let settings = serde_json::to_string(&promoted)
+        .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", w.id)))?;
+    let detail = format!(
+        "{why}: the replica on node {to} now serves {:?} at the same address, with no replica of its own; {lag}",
+        w.name
+    );
+    if !store
+        .promote_replica(w, &replica, &settings, now, ("promoted", &detail))
+        .await?
+    {
+        return Ok(true);
+    }
+    tracing::warn!(workload = %w.id, replica = %replica.id, from = %lost.id, %to, "S3 replica promoted off a lost node");
+    placed[ri].name = w.name.clone();
+    placed[ri].settings = settings;
+    let rewrite = s.node_registry.as_ref();
+    workloads::retarget(store, &to, rewrite).await?;
+    workloads::retarget(store, &lost.id, rewrite).await?;
+    changes.retargeted.extend([to, lost.id.clone()]);
+    Ok(true)
 }
 
 /// Finishes (the new copy runs) or gives up (it failed, or its node went away) each move in

@@ -214,6 +214,9 @@ pub fn check_name(name: &str) -> Result<(), FrameError> {
     if name.ends_with('-') {
         return bad("must not end with '-'");
     }
+    if name.contains("--") {
+        return bad("must not hold '--' (it separates the name from the account in its address)");
+    }
     if RESERVED_NAMES.contains(&name) {
         return bad("is reserved");
     }
@@ -342,6 +345,13 @@ pub async fn resolve_upstreams(
                 u.workload
             )));
         };
+        if crate::kinds::s3::primary_id(&other).is_some() {
+            // A write to a replica would be lost at the primary's next change of that key.
+            return Err(FrameError::Invalid(format!(
+                "upstream {:?}: it is an S3 replica, which only its primary writes to",
+                u.workload
+            )));
+        }
         let ports = spec(&other)?.ports;
         let port = match u.port {
             Some(p) if ports.contains(&p) => p,
@@ -515,8 +525,41 @@ pub fn place(
     avoid: &[String],
     now_ms: u64,
 ) -> Result<(String, f64), String> {
-    let request = request(needs, within, avoid);
-    let decision = scheduler::place(&node_views(nodes, placed, now_ms), &request);
+    place_request(nodes, placed, &request(needs, within, avoid), now_ms)
+}
+
+/// Places an S3 replica for a primary placed on `primary_node` (`placed` holds the primary's
+/// reservation): on a node of another provider (issue 6; the scheduler's spread rule), else on
+/// another node of the same provider. The node, its score and whether it is another
+/// provider's; the error says why no node can take it.
+pub fn place_replica(
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    needs: Resources,
+    within: &Placement,
+    primary_node: &str,
+    now_ms: u64,
+) -> Result<(String, f64, bool), String> {
+    let mut req = request(needs, within, &[primary_node.to_string()]);
+    let provider = nodes
+        .iter()
+        .find(|n| n.id == primary_node)
+        .map(|n| n.owner.clone().unwrap_or_else(|| n.id.clone()));
+    req.avoid_providers = provider.into_iter().collect();
+    if let Ok((node, score)) = place_request(nodes, placed, &req, now_ms) {
+        return Ok((node, score, true));
+    }
+    req.avoid_providers.clear();
+    place_request(nodes, placed, &req, now_ms).map(|(node, score)| (node, score, false))
+}
+
+fn place_request(
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    request: &Request,
+    now_ms: u64,
+) -> Result<(String, f64), String> {
+    let decision = scheduler::place(&node_views(nodes, placed, now_ms), request);
     match decision.node {
         Some(node) => Ok((node, decision.score)),
         None => Err(match decision.short_resource() {
@@ -606,8 +649,8 @@ pub async fn deploy(
                 req.name, plan.name
             ))
         })?;
-    let row = WorkloadRow {
-        id: format!("w-{}", hex::encode(rand::random::<[u8; 8]>())),
+    let mut row = WorkloadRow {
+        id: new_id(),
         account_id: account.to_string(),
         name: req.name.clone(),
         kind: req.kind.clone(),
@@ -622,8 +665,49 @@ pub async fn deploy(
         updated_ms: now_ms,
         next: None,
     };
-    let detail = format!("placed on {node} (score {score:.1})");
-    if !store.insert_workload(&row, &detail).await? {
+    let mut detail = format!("placed on {node} (score {score:.1})");
+    let replica = if req.kind == "s3" {
+        let mut with_primary = placed.clone();
+        with_primary.push(row.clone());
+        match place_replica(
+            &nodes,
+            &with_primary,
+            needs,
+            &req.placement(),
+            &node,
+            now_ms,
+        ) {
+            Ok((to, score, other_provider)) => {
+                let (r, why) = replica_row(&mut row, to, now_ms)?;
+                let whose = if other_provider {
+                    "another provider's node"
+                } else {
+                    "the same provider's node: no other provider's node can take it"
+                };
+                detail = format!(
+                    "{detail}; replica {} on {why} (score {score:.1}), {whose}",
+                    r.name
+                );
+                let event = format!(
+                    "replica of {:?} placed on {why} (score {score:.1})",
+                    row.name
+                );
+                Some((r, event))
+            }
+            Err(why) => {
+                detail =
+                    format!("{detail}; no replica ({why}): the objects are kept on this node only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut rows = vec![(&row, detail.as_str())];
+    if let Some((r, event)) = &replica {
+        rows.push((r, event.as_str()));
+    }
+    if !store.insert_workloads(&rows).await? {
         return Err(FrameError::Exists(format!(
             "a workload named {:?} exists already",
             req.name
@@ -632,7 +716,41 @@ pub async fn deploy(
     // Its reservation is stored: the next placement sees it.
     drop(placing);
     retarget(store, &node, rewrite).await?;
+    if let Some(to) = replica.as_ref().and_then(|(r, _)| r.node_id.as_deref()) {
+        retarget(store, to, rewrite).await?;
+    }
     Ok(row)
+}
+
+/// A new workload id.
+fn new_id() -> String {
+    format!("w-{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// The replica of S3 primary `primary` (not stored yet), placed on `node`: links the two
+/// (the primary's settings name the replica, which is then its upstream). Also returns `node`.
+fn replica_row(
+    primary: &mut WorkloadRow,
+    node: String,
+    now_ms: u64,
+) -> Result<(WorkloadRow, String), FrameError> {
+    let mut s = crate::kinds::s3::settings(primary)?;
+    let id = new_id();
+    s.replica = Some(id.clone());
+    let json = |s: &crate::kinds::s3::S3Settings| {
+        serde_json::to_string(s).map_err(|e| FrameError::Invalid(e.to_string()))
+    };
+    let replica = WorkloadRow {
+        id,
+        name: crate::kinds::s3::replica_name(&primary.name),
+        settings: json(&s.for_replica(&primary.id))?,
+        node_id: Some(node.clone()),
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        ..primary.clone()
+    };
+    primary.settings = json(&s)?;
+    Ok((replica, node))
 }
 
 /// Deletes `account`'s workload `name` everywhere: off its node's target, out of the store.
@@ -646,9 +764,34 @@ pub async fn delete(
         .workload(account, name)
         .await?
         .ok_or_else(|| FrameError::NotFound(format!("no workload named {name:?}")))?;
-    store.delete_workload(&w.id).await?;
+    if crate::kinds::s3::primary_id(&w).is_some() {
+        let primary = name
+            .strip_suffix(crate::kinds::s3::REPLICA_SUFFIX)
+            .unwrap_or("its primary");
+        return Err(FrameError::Invalid(format!(
+            "workload {name:?} is the replica of {primary:?}: it goes when {primary:?} is deleted"
+        )));
+    }
+    // An S3 primary's replica goes with it.
+    let replica = match crate::kinds::s3::replica_id(&w) {
+        Some(id) => store.workload_by_id(&id).await?,
+        None => None,
+    };
+    let mut ids = vec![w.id.clone()];
     // Both nodes of a move in progress hold it.
-    for node in w.node_id.iter().chain(w.moving_to.iter()) {
+    let mut nodes: Vec<String> = w
+        .node_id
+        .iter()
+        .chain(w.moving_to.iter())
+        .cloned()
+        .collect();
+    if let Some(r) = &replica {
+        ids.push(r.id.clone());
+        nodes.extend(r.node_id.iter().chain(r.moving_to.iter()).cloned());
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    store.delete_workloads(&ids).await?;
+    for node in &nodes {
         retarget(store, node, rewrite).await?;
     }
     Ok(w)
@@ -1038,6 +1181,9 @@ pub struct WorkloadView {
     pub created_ms: u64,
     /// Oldest first: all it keeps (the newest 100) when shown alone, the newest 10 in a list.
     pub events: Vec<WorkloadEvent>,
+    /// An S3 primary's replica and its replication lag (shown alone; not in a list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::kinds::s3_replication::ReplicationView>,
 }
 
 /// The lifecycle state of a workload from its placement and its node's last report. On a
@@ -1098,7 +1244,27 @@ pub async fn show(
     let Some((w, node, events)) = store.workload_with_view_parts(account, name).await? else {
         return Ok(None);
     };
-    let v = view_of(&w, node.as_ref(), events)?;
+    let mut v = view_of(&w, node.as_ref(), events)?;
+    if let Some(replica) = crate::kinds::s3::replica_id(&w) {
+        let replica = store.workload_by_id(&replica).await?;
+        let last = store.replication(&w.id).await?;
+        let (report, read_ms) = match last {
+            Some((json, at)) => (
+                crate::kinds::s3_replication::parse(json.as_bytes()).ok(),
+                Some(at),
+            ),
+            None => (None, None),
+        };
+        v.replication = Some(crate::kinds::s3_replication::ReplicationView {
+            replica: replica.as_ref().map_or_else(
+                || crate::kinds::s3::replica_name(&w.name),
+                |r| r.name.clone(),
+            ),
+            replica_node: replica.and_then(|r| r.node_id),
+            report,
+            read_ms,
+        });
+    }
     Ok(Some((w, v)))
 }
 
@@ -1167,6 +1333,7 @@ fn view_of(
         restarts,
         created_ms: w.created_ms,
         events,
+        replication: None,
     })
 }
 
@@ -1338,6 +1505,7 @@ mod tests {
             ("web_1", "lower-case"),
             ("1web", "start with a letter"),
             ("web-", "end with"),
+            ("files--replica", "'--'"),
             ("api", "reserved"),
         ] {
             let e = check_request(&req(name)).unwrap_err().to_string();

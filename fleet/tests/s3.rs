@@ -522,3 +522,182 @@ print('sse-c ok')
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A file of `len` bytes of a simple sequence (seeded), for round trips.
+fn data_file(path: &Path, len: usize, seed: u32) -> Vec<u8> {
+    let mut data = Vec::with_capacity(len);
+    let mut x = seed;
+    while data.len() < len {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// Issue 6, durability across nodes: `lattice deploy s3` on a fleet with two providers' nodes
+/// places a replica on the other provider's node; the primary (the real `lattice-s3`) ships
+/// every change to it through both nodes' tunnels and the gateway (a workload upstream); the
+/// fleet reads the lag and shows it; when the primary's node is lost (latticed SIGKILLed: its
+/// tunnel is cut) the replica is promoted, the same endpoint serves every object written
+/// before, and the owner is told the lag last read.
+#[test]
+fn a_replica_on_another_provider_takes_over_with_the_data_when_the_primarys_node_is_lost() {
+    if !can_run_workloads() {
+        return;
+    }
+    let (Some(image), Some(aws_bin)) = (s3_image(), aws_bin()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let apps_https = format!("127.0.0.1:{}", free_port());
+    let apps_http = format!("127.0.0.1:{}", free_port());
+    let f = Fleet::start(
+        "fleet",
+        &dir.path().join("fleet"),
+        free_port(),
+        free_port(),
+        &[
+            "--s3-image",
+            &image,
+            "--apps-https",
+            &apps_https,
+            "--apps-http",
+            &apps_http,
+            "--node-lost-grace-secs",
+            "3",
+        ],
+    );
+    let (a, a_id, _ca) = online_node(&f, &dir.path().join("a"), "alice");
+    let (b, b_id, _cb) = online_node(&f, &dir.path().join("b"), "bob");
+    let mut nodes = [(a, a_id.clone()), (b, b_id.clone())];
+
+    let ann = consumer(&f, dir.path(), "ann@example.org");
+    lattice_as_ok(&ann, &["deploy", "s3", "files", "--bucket", "photos"]);
+    let shown = wait_running(&ann, "files");
+    let primary_node = shown["node"].as_str().unwrap().to_string();
+    let replica_node = shown["replication"]["replica_node"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no replica: {shown}"))
+        .to_string();
+    assert_ne!(primary_node, replica_node, "{shown}");
+    let mut both = [primary_node.clone(), replica_node.clone()];
+    both.sort();
+    let mut ids = [a_id.clone(), b_id.clone()];
+    ids.sort();
+    assert_eq!(both, ids, "one on each provider's node: {shown}");
+    wait_running(&ann, "files--replica");
+
+    let c = credentials(&ann, "files");
+    let aws = Aws {
+        bin: aws_bin,
+        ca: f.data.join("apps-cert.pem"),
+        home: tempfile::tempdir().unwrap(),
+    };
+    // Small objects, an overwrite, a delete, and a 12 MiB multipart upload.
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let p = dir.path().join(format!("obj{i}"));
+        written.push((format!("obj{i}"), data_file(&p, 1000 + i * 3000, i as u32)));
+        aws.ok(
+            &c,
+            &[
+                "s3",
+                "cp",
+                p.to_str().unwrap(),
+                &format!("s3://photos/obj{i}"),
+            ],
+        );
+    }
+    let p = dir.path().join("obj0-v2");
+    written[0].1 = data_file(&p, 777, 99);
+    aws.ok(&c, &["s3", "cp", p.to_str().unwrap(), "s3://photos/obj0"]);
+    aws.ok(&c, &["s3", "rm", "s3://photos/obj4"]);
+    written.pop();
+    let p = dir.path().join("big");
+    written.push(("big".into(), data_file(&p, 12 << 20, 7)));
+    // Taken before the last write starts: the replica acknowledges it after this, however
+    // soon after the upload it does.
+    let last_write = lattice_wire::now_ms();
+    aws.ok(&c, &["s3", "cp", p.to_str().unwrap(), "s3://photos/big"]);
+
+    // The fleet reads the lag through the primary's tunnel: caught up after the last write.
+    let v = wait_for(60, "the replica acknowledged every change", || {
+        let (ok, out, _) = lattice_as(&ann, &["workload", "show", "files", "--json"], "");
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let r = &v["replication"]["report"];
+        (ok && r["replica"] == "reachable"
+            && r["pending_changes"] == 0
+            && r["last_acknowledged_ms"].as_u64()? >= last_write)
+            .then_some(v)
+    });
+    eprintln!("caught up: {}", v["replication"]);
+    let text = lattice_as_ok(&ann, &["workload", "show", "files"]);
+    assert!(
+        text.contains(&format!("replica  files--replica on {replica_node}"))
+            && text.contains("0 changes (0 bytes) pending; replica reachable"),
+        "{text}"
+    );
+
+    // The primary's node is lost: its latticed killed, so its tunnel is cut (its container
+    // keeps running on the engine, unreachable).
+    let lost = nodes
+        .iter_mut()
+        .find(|(_, id)| *id == primary_node)
+        .unwrap();
+    lost.0.kill9();
+    let t = std::time::Instant::now();
+    let promoted = wait_for(90, "the replica promoted", || {
+        let (ok, out, _) = lattice_as(&ann, &["workload", "show", "files", "--json"], "");
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (ok && v["node"] == replica_node.as_str() && v["state"] == "running").then_some(v)
+    });
+    eprintln!("promoted and running after {:?}", t.elapsed());
+    let events = promoted["events"].as_array().unwrap();
+    let ev = events
+        .iter()
+        .find(|e| e["kind"] == "promoted")
+        .unwrap_or_else(|| panic!("no promoted event: {promoted}"));
+    let told = ev["detail"].as_str().unwrap();
+    assert!(
+        told.contains(&format!("node {primary_node} lost"))
+            && told.contains("replication lag 0: the replica had every change"),
+        "{told}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&lattice_as_ok(&ann, &["workloads", "--json"])).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, ["files"], "{listed}");
+
+    // Same endpoint, same key: every object as last written, the deleted one still gone.
+    let objects = wait_for(60, "the promoted server answers", || {
+        let out = aws.run(&c.endpoint, &c.key, &c.secret, &["s3", "ls", "s3://photos"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(!objects.contains("obj4"), "{objects}");
+    for (key, data) in &written {
+        let back = dir.path().join(format!("back-{key}"));
+        aws.ok(
+            &c,
+            &[
+                "s3",
+                "cp",
+                &format!("s3://photos/{key}"),
+                back.to_str().unwrap(),
+            ],
+        );
+        assert!(std::fs::read(&back).unwrap() == *data, "{key} differs");
+    }
+    // And it takes new writes.
+    let p = dir.path().join("after");
+    data_file(&p, 4096, 5);
+    aws.ok(&c, &["s3", "cp", p.to_str().unwrap(), "s3://photos/after"]);
+}

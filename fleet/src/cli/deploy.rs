@@ -164,6 +164,29 @@ fn print_one(w: &WorkloadView) {
         println!("endpoint {e}");
     }
     println!("restarts {}", w.restarts);
+    if let Some(r) = &w.replication {
+        println!(
+            "replica  {} on {}",
+            r.replica,
+            r.replica_node.as_deref().unwrap_or("-")
+        );
+        match (&r.report, r.read_ms) {
+            (Some(rep), Some(at)) => {
+                let ago = lattice_wire::now_ms().saturating_sub(at) as f64 / 1000.0;
+                println!(
+                    "lag      {:.1} s, {} changes ({} bytes) pending; replica {} (read {ago:.0} s ago)",
+                    rep.oldest_pending_age_ms as f64 / 1000.0,
+                    rep.pending_changes,
+                    rep.pending_bytes,
+                    rep.replica,
+                );
+                if let Some(e) = rep.journal_error.as_ref().or(rep.last_error.as_ref()) {
+                    println!("         last error: {e}");
+                }
+            }
+            _ => println!("lag      not read yet"),
+        }
+    }
     for e in &w.events {
         println!("  {}  {:<10} {}", e.at_ms, e.kind, e.detail);
     }

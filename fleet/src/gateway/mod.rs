@@ -21,12 +21,14 @@
 //! * [`metrics`] — the gateway's Prometheus families.
 //! * [`upstream`] — the other direction: streams nodes open toward declared upstreams (the
 //!   fleet's registry), ADR 0011.
+//! * [`replication`] — reads each S3 primary's replication lag through its tunnel.
 
 pub mod certs;
 pub mod count;
 pub mod metrics;
 pub mod proxy;
 pub mod readonly;
+pub mod replication;
 pub mod routes;
 pub mod tcp;
 pub mod upstream;
@@ -38,7 +40,7 @@ use count::{Counted, Pending};
 use lattice_tunnel::{Authorizer, Open, OpenError, Reply, TunnelServer, TunnelStream};
 use lattice_wire::{IdentityKey, IdentityPublic};
 use routes::{NodeTargets, Route, RouteTable};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -267,11 +269,23 @@ impl Gateway {
             .iter()
             .map(|w| (w.id.clone(), w.account_id.clone()))
             .collect();
+        // S3 replicas are reached only by their primaries.
+        let internal: HashSet<String> = workloads
+            .iter()
+            .filter(|w| crate::kinds::s3::primary_id(w).is_some())
+            .map(|w| w.id.clone())
+            .collect();
         let placed: HashMap<String, String> = workloads
             .into_iter()
             .filter_map(|w| Some((w.id, w.node_id?)))
             .collect();
-        let table = RouteTable::build_owned(&self.args.apps_domain, &targets, &placed, &owners);
+        let table = RouteTable::build_owned(
+            &self.args.apps_domain,
+            &targets,
+            &placed,
+            &owners,
+            &internal,
+        );
         let changed = *read(&self.routes).as_ref() != table;
         if changed {
             for p in &table.problems {
@@ -484,6 +498,7 @@ pub async fn start(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }));
+    tasks.push(tokio::spawn(replication::run(gateway.clone())));
     tracing::info!(%http_addr, %https_addr, %tunnel_addr, domain = %gateway.args.apps_domain, "gateway running");
     Ok(RunningGateway {
         gateway,

@@ -11,7 +11,7 @@
 //! * TCP: every declared port of every workload gets its own gateway port (stable, stored).
 
 use lattice_wire::msg::WorkloadSpec;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Where one route leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -43,6 +43,9 @@ pub struct RouteTable {
     /// (declaring node, upstream name) → (workload, port) it leads to: the upstreams of the
     /// workloads in each node's target ([`RouteTable::upstream`]).
     upstreams: HashMap<(String, String), (String, u16)>,
+    /// The ports of internal workloads (S3 replicas): reached only as another workload's
+    /// upstream, never from outside (no host, no TCP gateway port).
+    internal: BTreeMap<(String, u16), Route>,
     /// Problems found while building (duplicate names, unreadable targets), for the log.
     pub problems: Vec<String>,
 }
@@ -63,16 +66,18 @@ impl RouteTable {
         nodes: &[NodeTargets],
         placed: &HashMap<String, String>,
     ) -> RouteTable {
-        Self::build_owned(apps_domain, nodes, placed, &HashMap::new())
+        Self::build_owned(apps_domain, nodes, placed, &HashMap::new(), &HashSet::new())
     }
 
     /// Like [`RouteTable::build_placed`], with the account owning each workload (`owners`:
-    /// workload id → account id), which goes into its host name ([`host_label`]).
+    /// workload id → account id), which goes into its host name ([`host_label`]), and the
+    /// workloads only other workloads reach (`internal`: ids), which get no public route.
     pub fn build_owned(
         apps_domain: &str,
         nodes: &[NodeTargets],
         placed: &HashMap<String, String>,
         owners: &HashMap<String, String>,
+        internal: &HashSet<String>,
     ) -> RouteTable {
         let mut table = RouteTable::default();
         let mut nodes: Vec<&NodeTargets> = nodes.iter().filter(|n| !n.revoked).collect();
@@ -109,6 +114,19 @@ impl RouteTable {
                     host_label(&w.name, owners.get(&w.id).map(String::as_str))
                 );
                 let preferred = placed.get(&w.id) == Some(&node.id);
+                if internal.contains(&w.id) {
+                    for &p in &w.ports {
+                        if preferred {
+                            table.internal.insert((w.id.clone(), p), route(p));
+                        } else {
+                            table
+                                .internal
+                                .entry((w.id.clone(), p))
+                                .or_insert_with(|| route(p));
+                        }
+                    }
+                    continue;
+                }
                 match table.http.get(&host) {
                     Some(existing) if existing.workload == w.id => {
                         if preferred {
@@ -158,7 +176,8 @@ impl RouteTable {
     /// on. `None` for anything else (undeclared, or the other workload has no route now).
     pub fn upstream(&self, node: &str, name: &str) -> Option<&Route> {
         let (workload, port) = self.upstreams.get(&(node.to_owned(), name.to_owned()))?;
-        self.tcp(workload, *port)
+        let key = (workload.clone(), *port);
+        self.tcp.get(&key).or_else(|| self.internal.get(&key))
     }
 
     pub fn http_hosts(&self) -> impl Iterator<Item = (&String, &Route)> {
@@ -305,6 +324,46 @@ mod tests {
     }
 
     #[test]
+    fn an_internal_workload_is_only_its_declarers_upstream() {
+        let mut primary = w("w-p", "files", &[9000]);
+        primary["upstreams"] = serde_json::json!([{"name": "w-r-9000", "workload": "w-r",
+            "port": 9000, "env": "LATTICE_S3_REPLICA_ADDR"}]);
+        let nodes = [
+            node("n-a", false, serde_json::json!([primary])),
+            node(
+                "n-b",
+                false,
+                serde_json::json!([w("w-r", "files--replica", &[9000])]),
+            ),
+        ];
+        let owners = HashMap::from([
+            ("w-p".to_string(), "a-1".to_string()),
+            ("w-r".to_string(), "a-1".to_string()),
+        ]);
+        let internal = HashSet::from(["w-r".to_string()]);
+        let t =
+            RouteTable::build_owned("apps.example", &nodes, &HashMap::new(), &owners, &internal);
+        // No host and no TCP gateway port for the replica...
+        assert_eq!(t.http("files--replica--a-1.apps.example"), None);
+        assert!(t.tcp_routes().all(|r| r.workload != "w-r"), "{t:?}");
+        assert_eq!(t.tcp("w-r", 9000), None);
+        assert_eq!(t.http("files--a-1.apps.example").unwrap().workload, "w-p");
+        // ...but its primary's node reaches it as the upstream it declares, and nobody else.
+        let up = t.upstream("n-a", "w-r-9000").unwrap();
+        assert_eq!((up.node.as_str(), up.workload.as_str()), ("n-b", "w-r"));
+        assert_eq!(t.upstream("n-b", "w-r-9000"), None);
+        // Without the internal set it would be public: the set is what hides it.
+        let t = RouteTable::build_owned(
+            "apps.example",
+            &nodes,
+            &HashMap::new(),
+            &owners,
+            &HashSet::new(),
+        );
+        assert!(t.http("files--replica--a-1.apps.example").is_some());
+    }
+
+    #[test]
     fn two_accounts_may_both_have_a_web_and_each_gets_its_own_host() {
         let t = RouteTable::build_owned(
             "apps.example",
@@ -317,6 +376,7 @@ mod tests {
                 ("w-1".to_string(), "a-0001".to_string()),
                 ("w-2".to_string(), "a-0002".to_string()),
             ]),
+            &HashSet::new(),
         );
         let a = t.http("web--a-0001.apps.example").unwrap();
         let b = t.http("web--a-0002.apps.example").unwrap();

@@ -2,9 +2,11 @@
 //! template the fleet turns into a node's [`WorkloadSpec`](lattice_wire::msg::WorkloadSpec).
 //!
 //! * [`s3`] — S3-compatible storage (`lattice-s3`): a data volume and a quota per plan,
-//!   fleet-generated credentials, reached through the gateway over HTTPS.
+//!   fleet-generated credentials, reached through the gateway over HTTPS; a replica on a node
+//!   of another provider ([`s3_replication`]: its lag, what is told at promotion).
 
 pub mod s3;
+pub mod s3_replication;
 
 /// What the kinds need from the fleet's configuration (flags of `lattice fleet|up`).
 #[derive(Debug, Clone, Default)]

@@ -15,7 +15,7 @@
 
 use crate::store::{StoreError, WorkloadRow};
 use crate::workloads::{check_name, plan, DeployRequest, FrameError, Plan};
-use lattice_wire::msg::{RestartPolicy, VolumeSpec, WorkloadClass, WorkloadSpec};
+use lattice_wire::msg::{RestartPolicy, UpstreamSpec, VolumeSpec, WorkloadClass, WorkloadSpec};
 use serde::{Deserialize, Serialize};
 
 /// The port `lattice-s3` listens on inside the container.
@@ -28,6 +28,16 @@ pub const VOLUME: &str = "data";
 pub const MAX_BUCKETS: usize = 100;
 /// The server's variable for the buckets to create at start (comma-separated).
 pub const BUCKETS_ENV: &str = "LATTICE_S3_BUCKETS";
+/// The server's variable for its replica's `IP:PORT` (a workload upstream's address).
+pub const REPLICA_ADDR_ENV: &str = "LATTICE_S3_REPLICA_ADDR";
+/// A replica's name is its primary's with this suffix: `--` cannot occur in a name a
+/// consumer gives ([`check_name`]), so it never takes one of theirs.
+pub const REPLICA_SUFFIX: &str = "--replica";
+
+/// The name of `primary`'s replica.
+pub fn replica_name(primary: &str) -> String {
+    format!("{primary}{REPLICA_SUFFIX}")
+}
 
 /// S3's bucket naming rules: the very file `lattice-s3` checks names with (no dependencies),
 /// so a name the fleet accepts is one the server accepts.
@@ -85,6 +95,38 @@ pub struct S3Settings {
     /// buckets have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buckets: Vec<String>,
+    /// On a primary: the id of its replica's workload, declared as the primary's upstream in
+    /// [`REPLICA_ADDR_ENV`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// On a replica: the id of the primary it receives from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+}
+
+impl S3Settings {
+    /// The settings of `primary`'s replica, workload `replica_id`: the same image, key and
+    /// volume (what is replicated must fit), no buckets of its own (they come from the
+    /// primary, which may have deleted one since the deploy).
+    pub fn for_replica(&self, primary_id: &str) -> S3Settings {
+        S3Settings {
+            buckets: vec![],
+            replica: None,
+            replica_of: Some(primary_id.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The settings of this replica once promoted in place of `primary` (whose settings are
+    /// `primary`): a standalone server with the primary's buckets.
+    pub fn promoted(&self, primary: &S3Settings) -> S3Settings {
+        S3Settings {
+            buckets: primary.buckets.clone(),
+            replica: None,
+            replica_of: None,
+            ..self.clone()
+        }
+    }
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -96,6 +138,8 @@ impl std::fmt::Debug for S3Settings {
             .field("volume_bytes", &self.volume_bytes)
             .field("quota_bytes", &self.quota_bytes)
             .field("buckets", &self.buckets)
+            .field("replica", &self.replica)
+            .field("replica_of", &self.replica_of)
             .finish()
     }
 }
@@ -173,6 +217,8 @@ pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Sett
             volume_bytes: volume,
             quota_bytes: quota_bytes(volume),
             buckets: req.buckets.clone(),
+            replica: None,
+            replica_of: None,
         },
     ))
 }
@@ -181,6 +227,20 @@ pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Sett
 pub fn settings(w: &WorkloadRow) -> Result<S3Settings, StoreError> {
     serde_json::from_str(&w.settings)
         .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", w.id)))
+}
+
+/// The id of `w`'s replica, when `w` is an S3 primary with one.
+pub fn replica_id(w: &WorkloadRow) -> Option<String> {
+    (w.kind == "s3")
+        .then(|| settings(w).ok()?.replica)
+        .flatten()
+}
+
+/// The id of the primary `w` is the replica of, when `w` is an S3 replica.
+pub fn primary_id(w: &WorkloadRow) -> Option<String> {
+    (w.kind == "s3")
+        .then(|| settings(w).ok()?.replica_of)
+        .flatten()
 }
 
 /// The node-side spec: the server's configuration travels as environment inside the sealed
@@ -197,6 +257,18 @@ pub fn spec(w: &WorkloadRow, p: Plan) -> Result<WorkloadSpec, StoreError> {
     if !s.buckets.is_empty() {
         env.push((BUCKETS_ENV.into(), s.buckets.join(",")));
     }
+    // The primary reaches its replica, wherever the fleet placed it, through its node's
+    // tunnel and the gateway: a workload upstream (ADR 0011) in the server's variable.
+    let upstreams = s
+        .replica
+        .iter()
+        .map(|id| UpstreamSpec {
+            name: UpstreamSpec::name_for(id, PORT),
+            workload: id.clone(),
+            port: PORT,
+            env: REPLICA_ADDR_ENV.into(),
+        })
+        .collect();
     Ok(WorkloadSpec {
         id: w.id.clone(),
         name: w.name.clone(),
@@ -217,7 +289,7 @@ pub fn spec(w: &WorkloadRow, p: Plan) -> Result<WorkloadSpec, StoreError> {
         egress: false,
         capabilities: vec![],
         ports: vec![PORT],
-        upstreams: Vec::new(),
+        upstreams,
     })
 }
 

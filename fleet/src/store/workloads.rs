@@ -108,35 +108,110 @@ impl Store {
     /// Stores a new workload with its first event. `Ok(false)`: the account already has a
     /// workload of that name.
     pub async fn insert_workload(&self, w: &WorkloadRow, event: &str) -> Result<bool, StoreError> {
+        self.insert_workloads(&[(w, event)]).await
+    }
+
+    /// Stores new workloads, each with its first event, all or none (an S3 primary and its
+    /// replica). `Ok(false)`: one of the names is taken in its account; nothing is stored.
+    pub async fn insert_workloads(&self, ws: &[(&WorkloadRow, &str)]) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let exists = sqlx::query("SELECT id FROM workloads WHERE account_id = $1 AND name = $2")
-            .bind(&w.account_id)
-            .bind(&w.name)
-            .fetch_optional(&mut *tx)
+        for (w, event) in ws {
+            if !insert_on(&mut tx, w, event).await? {
+                return Ok(false);
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The workload with id `id`, whatever its account.
+    pub async fn workload_by_id(&self, id: &str) -> Result<Option<WorkloadRow>, StoreError> {
+        let r = sqlx::query("SELECT * FROM workloads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.reader())
             .await?;
-        if exists.is_some() {
+        Ok(r.as_ref().map(row).transpose()?)
+    }
+
+    /// Records the replication report last read from S3 primary `id` (JSON) at `read_ms`.
+    pub async fn record_replication(
+        &self,
+        id: &str,
+        report: &str,
+        read_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workload_replication (workload_id, report, read_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (workload_id) DO UPDATE SET report = excluded.report, \
+             read_ms = excluded.read_ms",
+        )
+        .bind(id)
+        .bind(report)
+        .bind(to_db(read_ms))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The replication report last read from S3 primary `id`, and when (ms).
+    pub async fn replication(&self, id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let r =
+            sqlx::query("SELECT report, read_ms FROM workload_replication WHERE workload_id = $1")
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?;
+        Ok(match r {
+            Some(r) => Some((r.try_get("report")?, from_db(r.try_get("read_ms")?))),
+            None => None,
+        })
+    }
+
+    /// Promotes S3 replica `replica` in place of `primary`, in one transaction: the primary's
+    /// row, its replication report and its replica link go; the replica's row takes the
+    /// primary's name and `settings`, inherits its events and gets `event`. `Ok(false)`: one of
+    /// them is gone already (another fleet process promoted it), nothing changed.
+    pub async fn promote_replica(
+        &self,
+        primary: &WorkloadRow,
+        replica: &WorkloadRow,
+        settings: &str,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let gone = sqlx::query("DELETE FROM workloads WHERE id = $1 AND updated_ms = $2")
+            .bind(&primary.id)
+            .bind(to_db(primary.updated_ms))
+            .execute(&mut *tx)
+            .await?;
+        if gone.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO workloads (id, account_id, name, kind, plan, settings, node_id, \
-             cpu_millis, memory_bytes, disk_bytes, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        sqlx::query("DELETE FROM workload_replication WHERE workload_id = $1 OR workload_id = $2")
+            .bind(&primary.id)
+            .bind(&replica.id)
+            .execute(&mut *tx)
+            .await?;
+        let promoted = sqlx::query(
+            "UPDATE workloads SET name = $1, settings = $2, updated_ms = $3 \
+             WHERE id = $4 AND updated_ms = $5",
         )
-        .bind(&w.id)
-        .bind(&w.account_id)
-        .bind(&w.name)
-        .bind(&w.kind)
-        .bind(&w.plan)
-        .bind(&w.settings)
-        .bind(&w.node_id)
-        .bind(to_db(w.cpu_millis))
-        .bind(to_db(w.memory_bytes))
-        .bind(to_db(w.disk_bytes))
-        .bind(to_db(w.created_ms))
-        .bind(to_db(w.updated_ms))
+        .bind(&primary.name)
+        .bind(settings)
+        .bind(to_db(at_ms))
+        .bind(&replica.id)
+        .bind(to_db(replica.updated_ms))
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, &w.id, w.created_ms, "created", event).await?;
+        if promoted.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE workload_events SET workload_id = $1 WHERE workload_id = $2")
+            .bind(&replica.id)
+            .bind(&primary.id)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut tx, &replica.id, at_ms, event.0, event.1).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -269,19 +344,31 @@ impl Store {
         Ok(Some(revision))
     }
 
-    /// Deletes a workload and its events; `false` if it was not there.
+    /// Deletes a workload, its events and its replication report; `false` if it was not there.
     pub async fn delete_workload(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.delete_workloads(&[id]).await? == 1)
+    }
+
+    /// Deletes workloads with their events and replication reports, all in one transaction
+    /// (an S3 primary and its replica); how many were there.
+    pub async fn delete_workloads(&self, ids: &[&str]) -> Result<u64, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM workload_events WHERE workload_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let r = sqlx::query("DELETE FROM workloads WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let mut gone = 0;
+        for id in ids {
+            for table in ["workload_events", "workload_replication"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE workload_id = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            gone += sqlx::query("DELETE FROM workloads WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+        Ok(gone)
     }
 
     /// Appends an event to a workload's history.
@@ -594,6 +681,44 @@ pub enum Placement<'a> {
     CancelMove,
     /// Place it on `to` at once (its node is lost).
     Reschedule { to: &'a str },
+}
+
+/// Inserts `w` with its first event in `tx`; `false` (nothing inserted) when its account
+/// already has a workload of that name.
+async fn insert_on(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    w: &WorkloadRow,
+    event: &str,
+) -> Result<bool, sqlx::Error> {
+    let exists = sqlx::query("SELECT id FROM workloads WHERE account_id = $1 AND name = $2")
+        .bind(&w.account_id)
+        .bind(&w.name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if exists.is_some() {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO workloads (id, account_id, name, kind, plan, settings, node_id, \
+         cpu_millis, memory_bytes, disk_bytes, created_ms, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&w.id)
+    .bind(&w.account_id)
+    .bind(&w.name)
+    .bind(&w.kind)
+    .bind(&w.plan)
+    .bind(&w.settings)
+    .bind(&w.node_id)
+    .bind(to_db(w.cpu_millis))
+    .bind(to_db(w.memory_bytes))
+    .bind(to_db(w.disk_bytes))
+    .bind(to_db(w.created_ms))
+    .bind(to_db(w.updated_ms))
+    .execute(&mut **tx)
+    .await?;
+    insert_event(tx, &w.id, w.created_ms, "created", event).await?;
+    Ok(true)
 }
 
 async fn insert_event(

@@ -152,3 +152,345 @@ async fn credentials_are_the_owners_audited_without_the_secret_and_not_in_the_vi
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(v.to_string().contains("no generated credentials"), "{v}");
 }
+
+const S3_IMAGE: &str = "127.0.0.1:5000/lattice/s3@sha256:aa";
+
+/// A fleet state that can deploy `s3`.
+async fn s3_state() -> Arc<AppState> {
+    let mut s = state().await;
+    Arc::get_mut(&mut s).unwrap().kinds.s3_image = Some(S3_IMAGE.into());
+    s
+}
+
+fn target_of(node: &crate::store::NodeRow) -> Vec<lattice_wire::msg::WorkloadSpec> {
+    serde_json::from_str(&node.target).unwrap_or_default()
+}
+
+async fn node_row(s: &Arc<AppState>, id: &str) -> crate::store::NodeRow {
+    s.store.node(id).await.unwrap().unwrap()
+}
+
+async fn deploy_files(s: &Arc<AppState>, token: &str) -> serde_json::Value {
+    let body = r#"{"kind":"s3","name":"files","buckets":["photos"]}"#.to_string();
+    let (st, v) = call(s, "POST", "/api/v1/workloads", Some(token), Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn a_deploy_places_a_replica_on_another_providers_node_and_the_primary_reaches_it() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    let alice = [
+        super::updates::online_node_of(&s, "alice").await,
+        super::updates::online_node_of(&s, "alice").await,
+    ];
+    let bob = super::updates::online_node_of(&s, "bob").await;
+    deploy_files(&s, &token).await;
+
+    let primary = s.store.workload(&a, "files").await.unwrap().unwrap();
+    let replica = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .expect("a replica is stored beside the primary");
+    let (pn, rn) = (
+        primary.node_id.clone().unwrap(),
+        replica.node_id.clone().unwrap(),
+    );
+    let owner = |id: &str| {
+        if alice.contains(&id.to_string()) {
+            "alice"
+        } else {
+            "bob"
+        }
+    };
+    assert_ne!(owner(&pn), owner(&rn), "on another provider's node");
+    assert!(pn == bob || rn == bob);
+    // The same key and volume; the replica makes no buckets of its own.
+    let (ps, rs) = (
+        crate::kinds::s3::settings(&primary).unwrap(),
+        crate::kinds::s3::settings(&replica).unwrap(),
+    );
+    assert_eq!(ps.replica.as_deref(), Some(replica.id.as_str()));
+    assert_eq!(rs.replica_of.as_deref(), Some(primary.id.as_str()));
+    assert_eq!(
+        (&rs.access_key_id, &rs.secret_access_key, rs.volume_bytes),
+        (&ps.access_key_id, &ps.secret_access_key, ps.volume_bytes)
+    );
+    assert_eq!(ps.buckets, ["photos"]);
+    assert!(rs.buckets.is_empty());
+    assert_eq!(
+        replica.disk_bytes, primary.disk_bytes,
+        "it reserves its volume"
+    );
+
+    // Each node's target: the primary declares the replica as its upstream, in the server's
+    // variable; the replica declares nothing.
+    let pt = target_of(&node_row(&s, &pn).await);
+    let spec = pt.iter().find(|w| w.id == primary.id).unwrap();
+    assert_eq!(spec.upstreams.len(), 1, "{spec:?}");
+    let up = &spec.upstreams[0];
+    assert_eq!(
+        (up.workload.as_str(), up.port, up.env.as_str()),
+        (replica.id.as_str(), 9000, "LATTICE_S3_REPLICA_ADDR")
+    );
+    let rt = target_of(&node_row(&s, &rn).await);
+    let rspec = rt.iter().find(|w| w.id == replica.id).unwrap();
+    assert!(rspec.upstreams.is_empty());
+    assert_eq!(rspec.name, "files--replica");
+    assert!(rspec.env.iter().all(|(k, _)| k != "LATTICE_S3_BUCKETS"));
+
+    // The owner sees where it is and that no lag was read yet; the event says where.
+    let (st, v) = call(&s, "GET", "/api/v1/workloads/files", Some(&token), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["replication"]["replica"], "files--replica", "{v}");
+    assert_eq!(v["replication"]["replica_node"], rn.as_str(), "{v}");
+    assert!(v["replication"]["report"].is_null(), "{v}");
+    let created = v["events"][0]["detail"].as_str().unwrap();
+    assert!(
+        created.contains(&format!("replica files--replica on {rn}"))
+            && created.contains("another provider's node"),
+        "{created}"
+    );
+
+    // The replica is not the consumer's to delete, nor anyone's upstream; the primary takes it.
+    let (st, v) = call(
+        &s,
+        "DELETE",
+        "/api/v1/workloads/files--replica",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("replica of \"files\""),
+        "{v}"
+    );
+    let body = r#"{"kind":"container","name":"web","image":"r/a@sha256:aa","port":80,
+        "upstreams":[{"workload":"files--replica"}]}"#;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/workloads",
+        Some(&token),
+        Some(body.into()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("S3 replica"), "{v}");
+    // Nor can a consumer take its name for one of theirs.
+    let body = r#"{"kind":"s3","name":"other--replica"}"#;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/v1/workloads",
+        Some(&token),
+        Some(body.into()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("'--'"), "{v}");
+
+    let (st, v) = call(&s, "DELETE", "/api/v1/workloads/files", Some(&token), None).await;
+    assert!(st.is_success(), "{st} {v}");
+    assert!(s.store.workloads(Some(&a)).await.unwrap().is_empty());
+    for n in [&pn, &rn] {
+        assert!(target_of(&node_row(&s, n).await).is_empty(), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn without_another_provider_the_replica_shares_a_provider_and_alone_there_is_none() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    let first = super::updates::online_node_of(&s, "alice").await;
+    deploy_files(&s, &token).await;
+    assert!(s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .is_none());
+    let (_, v) = call(&s, "GET", "/api/v1/workloads/files", Some(&token), None).await;
+    let created = v["events"][0]["detail"].as_str().unwrap();
+    assert!(
+        created.contains(&format!("placed on {first}"))
+            && created.contains("no replica (")
+            && created.contains("kept on this node only"),
+        "{created}"
+    );
+    assert!(v.get("replication").is_none(), "{v}");
+    call(&s, "DELETE", "/api/v1/workloads/files", Some(&token), None).await;
+
+    let second = super::updates::online_node_of(&s, "alice").await;
+    deploy_files(&s, &token).await;
+    let r = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .unwrap();
+    let p = s.store.workload(&a, "files").await.unwrap().unwrap();
+    let mut pair = [p.node_id.unwrap(), r.node_id.unwrap()];
+    pair.sort();
+    let mut both = [first, second];
+    both.sort();
+    assert_eq!(pair, both, "on two different nodes");
+    let (_, v) = call(&s, "GET", "/api/v1/workloads/files", Some(&token), None).await;
+    let created = v["events"][0]["detail"].as_str().unwrap();
+    assert!(
+        created.contains("the same provider's node: no other provider's node can take it"),
+        "{created}"
+    );
+}
+
+#[tokio::test]
+async fn losing_the_primarys_node_promotes_the_replica_and_tells_the_lag_last_read() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    super::updates::online_node_of(&s, "alice").await;
+    super::updates::online_node_of(&s, "bob").await;
+    deploy_files(&s, &token).await;
+    let primary = s.store.workload(&a, "files").await.unwrap().unwrap();
+    let replica = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .unwrap();
+    let (pn, rn) = (
+        primary.node_id.clone().unwrap(),
+        replica.node_id.clone().unwrap(),
+    );
+
+    // What the gateway last read from the primary: 3 changes behind.
+    let now = lattice_wire::now_ms();
+    let report = r#"{"role":"primary","replica":"reachable","pending_changes":3,
+        "pending_bytes":2048,"oldest_pending_age_ms":1500,"last_error":null}"#;
+    s.store
+        .record_replication(&primary.id, report, now - 2_000)
+        .await
+        .unwrap();
+    let (_, v) = call(&s, "GET", "/api/v1/workloads/files", Some(&token), None).await;
+    assert_eq!(v["replication"]["report"]["pending_changes"], 3, "{v}");
+
+    // A round while both nodes are there changes nothing.
+    let round = |at: u64| {
+        let s = s.clone();
+        async move {
+            crate::lifecycle::round(
+                &s,
+                std::time::Duration::from_secs(30),
+                0,
+                at,
+                &mut Default::default(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    round(now).await;
+    assert!(s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .is_some());
+
+    s.store.revoke_node(&pn).await.unwrap();
+    round(now).await;
+    // The replica is "files" now: same name (so the same address), on its own node, with
+    // the primary's buckets and no replica; the primary and its report are gone.
+    let all = s.store.workloads(Some(&a)).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let promoted = &all[0];
+    assert_eq!(
+        (
+            promoted.id.as_str(),
+            promoted.name.as_str(),
+            promoted.node_id.as_deref()
+        ),
+        (replica.id.as_str(), "files", Some(rn.as_str()))
+    );
+    let ps = crate::kinds::s3::settings(promoted).unwrap();
+    assert_eq!((ps.replica.as_ref(), ps.replica_of.as_ref()), (None, None));
+    assert_eq!(ps.buckets, ["photos"]);
+    assert!(s.store.replication(&primary.id).await.unwrap().is_none());
+    let rt = target_of(&node_row(&s, &rn).await);
+    assert_eq!(rt.len(), 1);
+    assert_eq!(rt[0].name, "files");
+    assert!(rt[0]
+        .env
+        .iter()
+        .any(|(k, v)| k == "LATTICE_S3_BUCKETS" && v == "photos"));
+    assert!(target_of(&node_row(&s, &pn).await).is_empty());
+
+    // The consumer is told, in the workload's history (which it keeps), with the lag.
+    let (st, v) = call(&s, "GET", "/api/v1/workloads/files", Some(&token), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(
+        events[0]["kind"], "created",
+        "the primary's history is kept: {v}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["kind"], "promoted", "{v}");
+    let told = last["detail"].as_str().unwrap();
+    assert!(
+        told.contains(&format!("node {pn} lost"))
+            && told.contains(&format!("the replica on node {rn} now serves \"files\""))
+            && told.contains("replication lag 1.5 s: 3 changes (2.0 KiB)")
+            && told.contains("2.0 s before the promotion"),
+        "{told}"
+    );
+    assert!(v.get("replication").is_none(), "no replica now: {v}");
+    // Another round finds nothing to do.
+    round(now + 1_000).await;
+    assert_eq!(s.store.workloads(Some(&a)).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn losing_the_replicas_node_keeps_the_primary_and_says_so() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    super::updates::online_node_of(&s, "alice").await;
+    super::updates::online_node_of(&s, "bob").await;
+    deploy_files(&s, &token).await;
+    let primary = s.store.workload(&a, "files").await.unwrap().unwrap();
+    let replica = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .unwrap();
+    s.store
+        .revoke_node(replica.node_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        crate::lifecycle::round(
+            &s,
+            std::time::Duration::from_secs(30),
+            0,
+            lattice_wire::now_ms(),
+            &mut Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let now = s.store.workload(&a, "files").await.unwrap().unwrap();
+    assert_eq!(now.node_id, primary.node_id, "the primary stays");
+    let events = s.store.workload_events(&primary.id).await.unwrap();
+    let lost: Vec<_> = events.iter().filter(|e| e.kind == "replica_lost").collect();
+    assert_eq!(lost.len(), 1, "said once: {events:?}");
+    assert!(
+        lost[0].detail.contains("keeps the changes for the replica"),
+        "{events:?}"
+    );
+}
