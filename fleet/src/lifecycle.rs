@@ -280,6 +280,25 @@ async fn event_once(
     store.workload_event(&w.id, now, kind, detail).await
 }
 
+/// Appends an event unless the workload's kept history already holds one with the same kind
+/// and detail: for conditions re-checked every round whose events may interleave (a primary
+/// that cannot be promoted while its replica's node is also lost), where [`event_once`]'s
+/// "unless it is the last one" would append both every round and push the history out.
+async fn event_unless_said(
+    store: &Store,
+    w: &WorkloadRow,
+    now: u64,
+    kind: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let said = store.workload_events(&w.id).await?;
+    if said.iter().any(|e| e.kind == kind && e.detail == detail) {
+        return Ok(());
+    }
+    tracing::info!(workload = %w.id, name = %w.name, kind, detail, "workload event");
+    store.workload_event(&w.id, now, kind, detail).await
+}
+
 /// Rebuilds every node's target from the placements where they differ, for nodes that hold or
 /// held fleet workloads (targets set by hand, as some tests do, are left alone). Run at start:
 /// a fleet that stopped between a placement change and the targets it implies finishes here.
@@ -334,6 +353,16 @@ async fn drain_node(
             continue;
         }
         let state = NodeLifecycle::parse(&node.lifecycle);
+        if let Some(primary) = s3::primary_id(&w) {
+            // A replica moves by being replaced: dropped here, a new one is placed on another
+            // node (this one is cordoned) and gets a full copy from the primary.
+            if let Some(p) = placed.iter().find(|p| p.id == primary).cloned() {
+                let why = format!("its node {} is {state}", node.id);
+                drop_replica(s, &p, &w, &why, now, changes).await?;
+                placed[i].node_id = None;
+            }
+            continue;
+        }
         match workloads::relocation(&w.kind) {
             Relocation::NotMovable(why) => {
                 let detail = format!("node {} is {state}; not movable: {why}", node.id);
@@ -413,20 +442,22 @@ async fn relocate_lost(
             continue;
         }
         if let Some(replica) = s3::replica_id(&w) {
-            if promote_replica(s, &w, &replica, node, nodes, placed, &why, now, changes).await? {
-                continue;
-            }
+            // Promoted, or why not said: either way nothing else is done for it (an `s3`
+            // workload is not restarted elsewhere without its data).
+            promote_replica(s, &w, &replica, node, nodes, placed, &why, now, changes).await?;
+            continue;
         }
         if let Some(primary) = s3::primary_id(&w) {
             // The primary keeps serving; its journal holds what the replica misses until this
-            // node is back (or the primary is deleted).
-            if let Some(p) = placed.iter().find(|p| p.id == primary) {
+            // node is back (or the primary is deleted). A revoked node will not be back: the
+            // replica is dropped and replaced (`ensure_replicas`).
+            if let Some(p) = placed.iter().find(|p| p.id == primary && !node.revoked) {
                 let detail = format!(
                     "{why}: its replica {} is there; the primary keeps serving and keeps the \
                      changes for the replica until that node is back",
                     w.name
                 );
-                event_once(&s.store, p, now, "replica_lost", &detail).await?;
+                event_unless_said(&s.store, p, now, "replica_lost", &detail).await?;
             }
             continue;
         }
@@ -482,10 +513,14 @@ async fn relocate_lost(
 }
 
 /// Promotes S3 primary `w`'s replica (workload `replica_id`) when `w`'s node is lost: the
-/// replica, on a node that is online and not revoked, takes the primary's name (so its
-/// address: the gateway routes by name), and the consumer is told, in the promoted workload's
-/// events, the replication lag last read from the primary. `false`: no replica can take over
-/// (gone, or its node is not online); the caller falls back to what the kind does otherwise.
+/// replica takes the primary's name (so its address: the gateway routes by name), and the
+/// consumer is told, in the promoted workload's events, the replication lag last read from the
+/// primary. Promotion deletes the primary (its node drops it if it ever comes back), so it is
+/// done only when the replica is known to be close behind ([`s3_replication::promotable`]):
+/// on an online node, the last report read while the lost node was still heard from, the
+/// replica reachable, no damaged journal, the lag within bounds; and never while the lost
+/// node's tunnel is still connected (its shipper could still write to the replica). Otherwise
+/// the reason is said once and the primary waits for its node.
 #[allow(clippy::too_many_arguments)]
 async fn promote_replica(
     s: &AppState,
@@ -497,30 +532,47 @@ async fn promote_replica(
     why: &str,
     now: u64,
     changes: &mut Changes,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let store = &s.store;
+    let refuse = |reason: String| {
+        let detail =
+            format!("{why}; its replica cannot take over: {reason}; it waits for its node");
+        async move { event_unless_said(store, w, now, "cannot_promote", &detail).await }
+    };
     let Some(ri) = placed.iter().position(|r| r.id == replica_id) else {
-        return Ok(false);
+        return refuse("the replica is gone".into()).await;
     };
     let replica = placed[ri].clone();
     let Some(to) = replica.node_id.clone() else {
-        return Ok(false);
+        return refuse("the replica is not placed".into()).await;
     };
     let usable = nodes
         .iter()
         .any(|n| n.id == to && n.online && !n.revoked && replica.moving_to.is_none());
     if !usable {
-        let detail = format!(
-            "{why}; its replica {} on node {to} cannot take over: that node is not online",
-            replica.name
-        );
-        event_once(store, w, now, "cannot_promote", &detail).await?;
-        return Ok(false);
+        return refuse(format!("its node {to} is not online")).await;
+    }
+    let tunnel_up = s.tunnels.get().is_some_and(|t| t.is_connected(&lost.id));
+    if tunnel_up && !lost.revoked {
+        return refuse(format!(
+            "node {}'s tunnel is still connected, so the primary may still be writing",
+            lost.id
+        ))
+        .await;
     }
     let last = store.replication(&w.id).await?;
     let report = last
         .as_ref()
         .and_then(|(json, at)| Some((s3_replication::parse(json.as_bytes()).ok()?, *at)));
+    // A revoked node will never come back: its replica is the best copy there will be.
+    let heard = lost.last_seen_ms.max(lost.registered_ms);
+    if !lost.revoked {
+        if let Err(reason) =
+            s3_replication::promotable(report.as_ref().map(|(r, at)| (r, *at)), heard)
+        {
+            return refuse(reason).await;
+        }
+    }
     let lag = s3_replication::lag_at_loss(report.as_ref().map(|(r, at)| (r, *at)), now);
     let promoted = s3::settings(&replica)?.promoted(&s3::settings(w)?);
     let settings = serde_json::to_string(&promoted)
@@ -533,16 +585,21 @@ async fn promote_replica(
         .promote_replica(w, &replica, &settings, now, ("promoted", &detail))
         .await?
     {
-        return Ok(true);
+        return Ok(());
     }
     tracing::warn!(workload = %w.id, replica = %replica.id, from = %lost.id, %to, "S3 replica promoted off a lost node");
     placed[ri].name = w.name.clone();
     placed[ri].settings = settings;
+    placed[ri].updated_ms = now;
+    // The primary's row is gone: nothing more is done for it in this round.
+    if let Some(p) = placed.iter_mut().find(|p| p.id == w.id) {
+        p.node_id = None;
+    }
     let rewrite = s.node_registry.as_ref();
     workloads::retarget(store, &to, rewrite).await?;
     workloads::retarget(store, &lost.id, rewrite).await?;
     changes.retargeted.extend([to, lost.id.clone()]);
-    Ok(true)
+    Ok(())
 }
 
 /// Finishes (the new copy runs) or gives up (it failed, or its node went away) each move in
@@ -757,6 +814,154 @@ pub async fn round(
             .any(|w| w.node_id.as_deref() == Some(&n.id) || w.moving_to.as_deref() == Some(&n.id));
         if finishes_decommission(n) && empty {
             finish_decommission(s, n).await?;
+        }
+    }
+    ensure_replicas(s, &nodes, &placed, now, changes).await?;
+    Ok(())
+}
+
+/// Unlinks S3 primary `primary` from its replica `replica` and deletes the replica, in one
+/// compare-and-set on the primary with its event (`why`: the reason); [`ensure_replicas`]
+/// places a new one. Both nodes get their targets.
+async fn drop_replica(
+    s: &AppState,
+    primary: &WorkloadRow,
+    replica: &WorkloadRow,
+    why: &str,
+    now: u64,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let (store, rewrite) = (&s.store, s.node_registry.as_ref());
+    let unlinked = s3::S3Settings {
+        replica: None,
+        ..s3::settings(primary)?
+    };
+    let json = serde_json::to_string(&unlinked)
+        .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", primary.id)))?;
+    let detail = format!(
+        "replica {} dropped: {why}; a new one is placed when a node can take it",
+        replica.name
+    );
+    if !store
+        .relink_replica(
+            primary,
+            &json,
+            None,
+            Some(&replica.id),
+            now,
+            ("replica_dropped", &detail),
+        )
+        .await?
+    {
+        return Ok(());
+    }
+    tracing::warn!(workload = %primary.id, replica = %replica.id, %why, "S3 replica dropped");
+    for node in primary.node_id.iter().chain(replica.node_id.iter()) {
+        workloads::retarget(store, node, rewrite).await?;
+        changes.retargeted.push(node.clone());
+    }
+    Ok(())
+}
+
+/// Gives every S3 primary on a working node a replica: one that has none (its deploy found no
+/// room, it was deployed before replicas, or it was promoted) gets one when a node can take
+/// it; one whose replica's node was revoked (it will not come back) has that replica dropped,
+/// and gets a new one at the next round. The primary restarts with the new replica's address
+/// and id, and the server makes a full copy to it. Each change is a compare-and-set on the
+/// primary with its event.
+async fn ensure_replicas(
+    s: &AppState,
+    nodes: &[NodeRow],
+    placed: &[WorkloadRow],
+    now: u64,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let (store, rewrite) = (&s.store, s.node_registry.as_ref());
+    let working = |id: &str| nodes.iter().any(|n| n.id == id && n.online && !n.revoked);
+    let mut placed = placed.to_vec();
+    for i in 0..placed.len() {
+        let mut w = placed[i].clone();
+        if w.kind != "s3" || w.moving_to.is_some() {
+            continue;
+        }
+        let Ok(settings) = s3::settings(&w) else {
+            continue;
+        };
+        let Some(node) = w.node_id.clone().filter(|n| working(n)) else {
+            continue;
+        };
+        if settings.replica_of.is_some() {
+            continue;
+        }
+        if let Some(rid) = &settings.replica {
+            let replica = placed.iter().find(|r| r.id == *rid).cloned();
+            let revoked = |r: &WorkloadRow| {
+                r.node_id
+                    .as_deref()
+                    .is_none_or(|rn| nodes.iter().find(|n| n.id == rn).is_none_or(|n| n.revoked))
+            };
+            match replica {
+                Some(r) if revoked(&r) => {
+                    let why = format!(
+                        "its node {} was revoked",
+                        r.node_id.as_deref().unwrap_or("-")
+                    );
+                    drop_replica(s, &w, &r, &why, now, changes).await?;
+                }
+                Some(_) => {}
+                None => {
+                    // A link to a replica that is not stored (a fleet stopped half-way): unlink.
+                    let gone = WorkloadRow {
+                        id: rid.clone(),
+                        name: s3::replica_name(&w.name),
+                        node_id: None,
+                        ..w.clone()
+                    };
+                    drop_replica(s, &w, &gone, "it is not stored", now, changes).await?;
+                }
+            }
+            continue;
+        }
+        let within = crate::offers::Placement::default();
+        match workloads::place_replica(nodes, &placed, needs(&w), &within, &node, now) {
+            Ok((to, score, other_provider)) => {
+                let (replica, to) = workloads::replica_row(&mut w, to, now)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let whose = if other_provider {
+                    "another provider's node"
+                } else {
+                    "the same provider's node: no other provider's node can take it"
+                };
+                let detail = format!(
+                    "replica {} placed on {to} (score {score:.1}), {whose}; the server restarts to ship a full copy to it",
+                    replica.name
+                );
+                let first = format!("replica of {:?} placed on {to} (score {score:.1})", w.name);
+                let primary = &placed[i];
+                if store
+                    .relink_replica(
+                        primary,
+                        &w.settings,
+                        Some((&replica, &first)),
+                        None,
+                        now,
+                        ("replica_placed", &detail),
+                    )
+                    .await?
+                {
+                    tracing::info!(workload = %w.id, replica = %replica.id, %to, "S3 replica placed");
+                    workloads::retarget(store, &to, rewrite).await?;
+                    workloads::retarget(store, &node, rewrite).await?;
+                    changes.retargeted.extend([to, node]);
+                    // The next placement in this round sees its reservation.
+                    placed.push(replica);
+                }
+            }
+            Err(why) => {
+                let detail =
+                    format!("no replica ({why}): the objects are kept on node {node} only");
+                event_unless_said(store, &w, now, "no_replica", &detail).await?;
+            }
         }
     }
     Ok(())

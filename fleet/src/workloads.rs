@@ -729,7 +729,7 @@ fn new_id() -> String {
 
 /// The replica of S3 primary `primary` (not stored yet), placed on `node`: links the two
 /// (the primary's settings name the replica, which is then its upstream). Also returns `node`.
-fn replica_row(
+pub fn replica_row(
     primary: &mut WorkloadRow,
     node: String,
     now_ms: u64,

@@ -633,6 +633,24 @@ fn a_replica_on_another_provider_takes_over_with_the_data_when_the_primarys_node
             .then_some(v)
     });
     eprintln!("caught up: {}", v["replication"]);
+    // The report is the fleet's: through the public address it needs the workload's token,
+    // and the replica has no public address at all.
+    let curl = |url: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&aws.ca)
+            .arg(url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&format!("{}/_lattice/replication", c.endpoint)), "401");
+    let replica_url = c.endpoint.replacen("files--", "files--replica--", 1);
+    assert_eq!(
+        curl(&format!("{replica_url}/photos")),
+        "404",
+        "{replica_url}"
+    );
     let text = lattice_as_ok(&ann, &["workload", "show", "files"]);
     assert!(
         text.contains(&format!("replica  files--replica on {replica_node}"))
@@ -652,6 +670,14 @@ fn a_replica_on_another_provider_takes_over_with_the_data_when_the_primarys_node
         let (ok, out, _) = lattice_as(&ann, &["workload", "show", "files", "--json"], "");
         let v: serde_json::Value = serde_json::from_str(&out).ok()?;
         (ok && v["node"] == replica_node.as_str() && v["state"] == "running").then_some(v)
+    });
+    // The replica's node has applied the target that makes it "files" (its container
+    // recreated over the same volume): what answers now is the promoted server.
+    wait_for(60, "the replica's node applied the promotion", || {
+        let n = f.node(&replica_node);
+        let target: serde_json::Value = serde_json::from_str(n["target"].as_str()?).ok()?;
+        let renamed = target.as_array()?.iter().any(|w| w["name"] == "files");
+        (renamed && n["applied_revision"] == n["target_revision"]).then_some(())
     });
     eprintln!("promoted and running after {:?}", t.elapsed());
     let events = promoted["events"].as_array().unwrap();

@@ -60,9 +60,10 @@ async fn view(s: &AppState, w: &crate::store::WorkloadRow) -> Result<WorkloadVie
     Ok(v)
 }
 
-/// Sets a view's address through this process's gateway, when it has a port.
+/// Sets a view's address through this process's gateway, when it has a port and a public
+/// route (an S3 replica has none: only its primary reaches it).
 fn endpoint(s: &AppState, w: &crate::store::WorkloadRow, v: &mut WorkloadView) {
-    if v.port.is_some() {
+    if v.port.is_some() && crate::kinds::s3::primary_id(w).is_none() {
         v.endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
     }
 }
@@ -180,7 +181,11 @@ pub async fn credentials(
             w.kind
         )));
     }
-    let endpoint = s.apps.get().map(|a| a.url(&w.name, &w.account_id));
+    let endpoint = s
+        .apps
+        .get()
+        .filter(|_| crate::kinds::s3::primary_id(&w).is_none())
+        .map(|a| a.url(&w.name, &w.account_id));
     let c = crate::kinds::s3::credentials(&w, endpoint)?;
     audit::record(
         &s.store,

@@ -20,43 +20,64 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 /// How long one read may take (open, request, answer).
 const READ_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// At most this many primaries are read at once: one that accepts and never answers holds
+/// one slot for [`READ_TIMEOUT`], not the whole round.
+const CONCURRENT_READS: usize = 16;
+
 /// Reads every S3 primary's report once and stores those that came back.
 pub async fn poll_once(gw: &Gateway) -> anyhow::Result<()> {
+    use futures_util::stream::{self, StreamExt};
     let table = gw.table();
-    for w in gw.store.workloads(None).await? {
-        if s3::replica_id(&w).is_none() {
-            continue;
-        }
-        let Some(route) = table.tcp(&w.id, s3::PORT) else {
-            continue;
-        };
-        let read = tokio::time::timeout(READ_TIMEOUT, read_report(gw, &route.node, &w.id));
-        let body = match read.await {
+    let primaries: Vec<(String, String, Option<String>)> = gw
+        .store
+        .workloads(None)
+        .await?
+        .into_iter()
+        .filter_map(|w| {
+            let settings = s3::settings(&w).ok().filter(|s| s.replica.is_some())?;
+            let node = table.tcp(&w.id, s3::PORT)?.node.clone();
+            Some((w.id, node, settings.status_token))
+        })
+        .collect();
+    let reads = stream::iter(primaries)
+        .map(|(id, node, token)| async move {
+            let read = read_report(gw, &node, &id, token.as_deref());
+            let read = tokio::time::timeout(READ_TIMEOUT, read).await;
+            (id, read, lattice_wire::now_ms())
+        })
+        .buffer_unordered(CONCURRENT_READS)
+        .collect::<Vec<_>>()
+        .await;
+    for (id, read, read_ms) in reads {
+        let body = match read {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => {
-                tracing::debug!(workload = %w.id, error = %e, "replication report not read");
+                tracing::debug!(workload = %id, error = %e, "replication report not read");
                 continue;
             }
             Err(_) => {
-                tracing::debug!(workload = %w.id, "replication report not read: timed out");
+                tracing::debug!(workload = %id, "replication report not read: timed out");
                 continue;
             }
         };
         match s3_replication::parse(&body) {
             Ok(report) => {
                 let json = serde_json::to_string(&report)?;
-                gw.store
-                    .record_replication(&w.id, &json, lattice_wire::now_ms())
-                    .await?;
+                gw.store.record_replication(&id, &json, read_ms).await?;
             }
-            Err(e) => tracing::warn!(workload = %w.id, error = %e, "replication report refused"),
+            Err(e) => tracing::warn!(workload = %id, error = %e, "replication report refused"),
         }
     }
     Ok(())
 }
 
 /// One `GET /_lattice/replication` to workload `id` on `node`; the body of a 200.
-async fn read_report(gw: &Gateway, node: &str, id: &str) -> anyhow::Result<Bytes> {
+async fn read_report(
+    gw: &Gateway,
+    node: &str,
+    id: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Bytes> {
     let open = Open {
         workload: id.to_string(),
         port: s3::PORT,
@@ -69,9 +90,12 @@ async fn read_report(gw: &Gateway, node: &str, id: &str) -> anyhow::Result<Bytes
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(s3_replication::REPORT_PATH)
-        .header(hyper::header::HOST, "replication.lattice.internal")
-        .body(Empty::<Bytes>::new())?;
+    let mut req = hyper::Request::get(s3_replication::REPORT_PATH)
+        .header(hyper::header::HOST, "replication.lattice.internal");
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new())?;
     let resp = send.send_request(req).await?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), s3_replication::MAX_REPORT_BYTES)

@@ -30,6 +30,10 @@ pub const MAX_BUCKETS: usize = 100;
 pub const BUCKETS_ENV: &str = "LATTICE_S3_BUCKETS";
 /// The server's variable for its replica's `IP:PORT` (a workload upstream's address).
 pub const REPLICA_ADDR_ENV: &str = "LATTICE_S3_REPLICA_ADDR";
+/// The server's variable for the bearer token of its replication report.
+pub const STATUS_TOKEN_ENV: &str = "LATTICE_S3_STATUS_TOKEN";
+/// The server's variable naming its replica (the replica's workload id).
+pub const REPLICA_ID_ENV: &str = "LATTICE_S3_REPLICA_ID";
 /// A replica's name is its primary's with this suffix: `--` cannot occur in a name a
 /// consumer gives ([`check_name`]), so it never takes one of theirs.
 pub const REPLICA_SUFFIX: &str = "--replica";
@@ -102,6 +106,10 @@ pub struct S3Settings {
     /// On a replica: the id of the primary it receives from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_of: Option<String>,
+    /// The bearer token of the server's `GET /_lattice/replication` (the fleet reads it; the
+    /// route is otherwise public). Workloads stored before it have none: their report is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_token: Option<String>,
 }
 
 impl S3Settings {
@@ -140,6 +148,10 @@ impl std::fmt::Debug for S3Settings {
             .field("buckets", &self.buckets)
             .field("replica", &self.replica)
             .field("replica_of", &self.replica_of)
+            .field(
+                "status_token",
+                &self.status_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -219,6 +231,7 @@ pub fn prepare(req: &DeployRequest, image: Option<&str>) -> Result<(Plan, S3Sett
             buckets: req.buckets.clone(),
             replica: None,
             replica_of: None,
+            status_token: Some(random_string(SECRET_CHARS, 32)),
         },
     ))
 }
@@ -256,6 +269,14 @@ pub fn spec(w: &WorkloadRow, p: Plan) -> Result<WorkloadSpec, StoreError> {
     ];
     if !s.buckets.is_empty() {
         env.push((BUCKETS_ENV.into(), s.buckets.join(",")));
+    }
+    if let Some(t) = &s.status_token {
+        env.push((STATUS_TOKEN_ENV.into(), t.clone()));
+    }
+    // The replica's id tells a new replica from the last one at the same upstream address:
+    // the server then starts a full copy rather than carry on from its checkpoint.
+    if let Some(id) = &s.replica {
+        env.push((REPLICA_ID_ENV.into(), id.clone()));
     }
     // The primary reaches its replica, wherever the fleet placed it, through its node's
     // tunnel and the gateway: a workload upstream (ADR 0011) in the server's variable.
@@ -468,6 +489,12 @@ mod tests {
         let (_, s) = prepare(&req("files", None), Some(IMAGE)).unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains(&s.secret_access_key), "{shown}");
+        let token = s
+            .status_token
+            .clone()
+            .expect("each deploy gets a status token");
+        assert!(token.len() >= 16);
+        assert!(!shown.contains(&token), "{shown}");
         let c = credentials(&row(&s, "small"), None).unwrap();
         assert_eq!(c.secret_access_key, s.secret_access_key);
         assert!(!format!("{c:?}").contains(&s.secret_access_key));

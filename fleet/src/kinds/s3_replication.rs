@@ -42,8 +42,16 @@ pub fn parse(body: &[u8]) -> Result<Report, String> {
             body.len()
         ));
     }
-    let r: Report =
+    let mut r: Report =
         serde_json::from_slice(body).map_err(|e| format!("unreadable replication report: {e}"))?;
+    // The container wrote these: they reach events and terminals, so no control characters
+    // (a terminal's escape sequences) and a bounded length.
+    for text in [&mut r.last_error, &mut r.journal_error]
+        .into_iter()
+        .flatten()
+    {
+        *text = clean(text);
+    }
     if !matches!(r.role.as_str(), "primary" | "standalone") {
         return Err(format!("replication report with unknown role {:?}", r.role));
     }
@@ -58,6 +66,61 @@ pub fn parse(body: &[u8]) -> Result<Report, String> {
     }
     Ok(r)
 }
+
+/// The most a replica may be behind (its primary's oldest unacknowledged change) and still be
+/// promoted when the primary's node is lost.
+pub const MAX_PROMOTION_LAG_MS: u64 = 60_000;
+/// The last report must have been read at most this long before the lost node was last heard
+/// from (reports are read every 5 s; heartbeats come every 10 s).
+pub const REPORT_FRESH_MS: u64 = 15_000;
+
+/// Whether a replica may be promoted in place of a primary whose node was last heard from at
+/// `last_heard_ms`, from the last report read (`last`: report and when): promotion deletes the
+/// primary, so only a replica known to be close behind takes over. The error says why not.
+pub fn promotable(last: Option<(&Report, u64)>, last_heard_ms: u64) -> Result<(), String> {
+    let Some((r, read_ms)) = last else {
+        return Err("no replication report was ever read from the primary".into());
+    };
+    if read_ms.saturating_add(REPORT_FRESH_MS) < last_heard_ms {
+        return Err(format!(
+            "the last replication report was read {} before the node was last heard from",
+            secs(last_heard_ms - read_ms)
+        ));
+    }
+    if r.journal_error.is_some() {
+        return Err("replication had stopped at a damaged journal record".into());
+    }
+    if r.replica != "reachable" {
+        return Err(format!(
+            "the primary last reported its replica {}",
+            r.replica
+        ));
+    }
+    if r.oldest_pending_age_ms > MAX_PROMOTION_LAG_MS {
+        return Err(format!(
+            "the replica was {} behind (at most {} for a promotion)",
+            secs(r.oldest_pending_age_ms),
+            secs(MAX_PROMOTION_LAG_MS)
+        ));
+    }
+    Ok(())
+}
+
+/// At most [`MAX_TEXT`] characters of `text`, control characters as `?`.
+fn clean(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_TEXT)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > MAX_TEXT {
+        out.push('…');
+    }
+    out
+}
+
+/// The longest error text kept from a report.
+pub const MAX_TEXT: usize = 300;
 
 /// Replication as `lattice workload show` gives it for an S3 primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -152,6 +215,64 @@ mod tests {
         assert!(e.contains("pending_bytes"), "{e}");
         let big = vec![b' '; MAX_REPORT_BYTES + 1];
         assert!(parse(&big).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn a_reports_error_texts_lose_control_characters_and_excess_length() {
+        let body = CAUGHT_UP.replace(
+            r#""last_error":null"#,
+            &format!(r#""last_error":"bad\u001b[2Jthing{}""#, "x".repeat(1000)),
+        );
+        let r = parse(body.as_bytes()).unwrap();
+        let e = r.last_error.unwrap();
+        assert!(e.starts_with("bad?[2Jthing"), "{e}");
+        assert!(!e.chars().any(char::is_control));
+        assert_eq!(e.chars().count(), MAX_TEXT + 1, "cut, with an ellipsis");
+    }
+
+    #[test]
+    fn only_a_replica_known_to_be_close_behind_may_be_promoted() {
+        let heard = 1_000_000;
+        let ok = parse(CAUGHT_UP.as_bytes()).unwrap();
+        assert_eq!(promotable(Some((&ok, heard - 4_000)), heard), Ok(()));
+        // Read after the node was last heard of (its heartbeat was older): fine too.
+        assert_eq!(promotable(Some((&ok, heard + 3_000)), heard), Ok(()));
+        let why = |r: &Report, read: u64| promotable(Some((r, read)), heard).unwrap_err();
+        assert!(promotable(None, heard)
+            .unwrap_err()
+            .contains("no replication report was ever read"));
+        let e = why(&ok, heard - REPORT_FRESH_MS - 1);
+        assert!(
+            e.contains("15.0 s before the node was last heard from"),
+            "{e}"
+        );
+        let e = why(
+            &Report {
+                replica: "unreachable".into(),
+                ..ok.clone()
+            },
+            heard,
+        );
+        assert!(e.contains("replica unreachable"), "{e}");
+        let e = why(
+            &Report {
+                journal_error: Some("x".into()),
+                ..ok.clone()
+            },
+            heard,
+        );
+        assert!(e.contains("damaged journal"), "{e}");
+        let behind = |ms| Report {
+            pending_changes: 9,
+            oldest_pending_age_ms: ms,
+            ..ok.clone()
+        };
+        assert_eq!(
+            promotable(Some((&behind(MAX_PROMOTION_LAG_MS), heard)), heard),
+            Ok(())
+        );
+        let e = why(&behind(MAX_PROMOTION_LAG_MS + 1), heard);
+        assert!(e.contains("60.0 s behind (at most 60.0 s"), "{e}");
     }
 
     #[test]

@@ -133,7 +133,9 @@ impl Store {
         Ok(r.as_ref().map(row).transpose()?)
     }
 
-    /// Records the replication report last read from S3 primary `id` (JSON) at `read_ms`.
+    /// Records the replication report last read from S3 primary `id` (JSON) at `read_ms`:
+    /// not for a workload deleted meanwhile, and never over a report read later (several
+    /// gateway processes read the same primaries).
     pub async fn record_replication(
         &self,
         id: &str,
@@ -141,9 +143,10 @@ impl Store {
         read_ms: u64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO workload_replication (workload_id, report, read_ms) VALUES ($1, $2, $3) \
+            "INSERT INTO workload_replication (workload_id, report, read_ms) \
+             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM workloads WHERE id = $1) \
              ON CONFLICT (workload_id) DO UPDATE SET report = excluded.report, \
-             read_ms = excluded.read_ms",
+             read_ms = excluded.read_ms WHERE workload_replication.read_ms <= excluded.read_ms",
         )
         .bind(id)
         .bind(report)
@@ -355,20 +358,50 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let mut gone = 0;
         for id in ids {
-            for table in ["workload_events", "workload_replication"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE workload_id = $1"))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            gone += sqlx::query("DELETE FROM workloads WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            gone += delete_on(&mut tx, id).await?;
         }
         tx.commit().await?;
         Ok(gone)
+    }
+
+    /// Changes S3 primary `primary`'s replica in one transaction: its settings become
+    /// `settings` (which name the new replica, or none), `add` is stored (a new replica, with
+    /// its first event), `remove` is deleted (the replica it had), and `event` goes to the
+    /// primary. `Ok(false)`: the primary changed meanwhile (compared by `updated_ms`) or the
+    /// new replica's name is taken; nothing changed.
+    pub async fn relink_replica(
+        &self,
+        primary: &WorkloadRow,
+        settings: &str,
+        add: Option<(&WorkloadRow, &str)>,
+        remove: Option<&str>,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let changed = sqlx::query(
+            "UPDATE workloads SET settings = $1, updated_ms = $2 WHERE id = $3 AND updated_ms = $4",
+        )
+        .bind(settings)
+        .bind(to_db(at_ms))
+        .bind(&primary.id)
+        .bind(to_db(primary.updated_ms))
+        .execute(&mut *tx)
+        .await?;
+        if changed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(id) = remove {
+            delete_on(&mut tx, id).await?;
+        }
+        if let Some((w, first)) = add {
+            if !insert_on(&mut tx, w, first).await? {
+                return Ok(false);
+            }
+        }
+        insert_event(&mut tx, &primary.id, at_ms, event.0, event.1).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Appends an event to a workload's history.
@@ -681,6 +714,24 @@ pub enum Placement<'a> {
     CancelMove,
     /// Place it on `to` at once (its node is lost).
     Reschedule { to: &'a str },
+}
+
+/// Deletes workload `id` with its events and replication report in `tx`; rows deleted.
+async fn delete_on(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> Result<u64, sqlx::Error> {
+    for table in ["workload_events", "workload_replication"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE workload_id = $1"))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(sqlx::query("DELETE FROM workloads WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }
 
 /// Inserts `w` with its first event in `tx`; `false` (nothing inserted) when its account

@@ -236,6 +236,12 @@ async fn a_deploy_places_a_replica_on_another_providers_node_and_the_primary_rea
         (up.workload.as_str(), up.port, up.env.as_str()),
         (replica.id.as_str(), 9000, "LATTICE_S3_REPLICA_ADDR")
     );
+    assert!(
+        spec.env
+            .iter()
+            .any(|(k, v)| k == "LATTICE_S3_REPLICA_ID" && *v == replica.id),
+        "the primary knows which replica it ships to: {spec:?}"
+    );
     let rt = target_of(&node_row(&s, &rn).await);
     let rspec = rt.iter().find(|w| w.id == replica.id).unwrap();
     assert!(rspec.upstreams.is_empty());
@@ -439,8 +445,10 @@ async fn losing_the_primarys_node_promotes_the_replica_and_tells_the_lag_last_re
         events[0]["kind"], "created",
         "the primary's history is kept: {v}"
     );
-    let last = events.last().unwrap();
-    assert_eq!(last["kind"], "promoted", "{v}");
+    let last = events
+        .iter()
+        .find(|e| e["kind"] == "promoted")
+        .unwrap_or_else(|| panic!("no promoted event: {v}"));
     let told = last["detail"].as_str().unwrap();
     assert!(
         told.contains(&format!("node {pn} lost"))
@@ -469,11 +477,283 @@ async fn losing_the_replicas_node_keeps_the_primary_and_says_so() {
         .await
         .unwrap()
         .unwrap();
-    s.store
-        .revoke_node(replica.node_id.as_deref().unwrap())
+    // Its connection lost (not revoked: it may come back), past the grace period.
+    assert!(s
+        .store
+        .accept_will(replica.node_id.as_deref().unwrap(), 1, "connection lost")
+        .await
+        .unwrap());
+    for _ in 0..2 {
+        crate::lifecycle::round(
+            &s,
+            std::time::Duration::from_secs(30),
+            0,
+            lattice_wire::now_ms() + 60_000,
+            &mut Default::default(),
+        )
         .await
         .unwrap();
-    for _ in 0..2 {
+    }
+    let now = s.store.workload(&a, "files").await.unwrap().unwrap();
+    assert_eq!(now.node_id, primary.node_id, "the primary stays");
+    assert_eq!(
+        crate::kinds::s3::settings(&now).unwrap().replica.as_deref(),
+        Some(replica.id.as_str()),
+        "and keeps its replica, which catches up when its node is back"
+    );
+    let events = s.store.workload_events(&primary.id).await.unwrap();
+    let lost: Vec<_> = events.iter().filter(|e| e.kind == "replica_lost").collect();
+    assert_eq!(lost.len(), 1, "said once: {events:?}");
+    assert!(
+        lost[0].detail.contains("keeps the changes for the replica"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_revoked_node() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    let alice = super::updates::online_node_of(&s, "alice").await;
+    deploy_files(&s, &token).await;
+    let round = || {
+        let s = s.clone();
+        async move {
+            crate::lifecycle::round(
+                &s,
+                std::time::Duration::from_secs(30),
+                0,
+                lattice_wire::now_ms(),
+                &mut Default::default(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let pair = || {
+        let (s, a) = (s.clone(), a.clone());
+        async move {
+            let w = s.store.workload(&a, "files").await.unwrap().unwrap();
+            let r = s.store.workload(&a, "files--replica").await.unwrap();
+            (w, r)
+        }
+    };
+    let spec_env = |node: String, id: String| {
+        let s = s.clone();
+        async move {
+            let spec = target_of(&node_row(&s, &node).await)
+                .into_iter()
+                .find(|w| w.id == id)
+                .unwrap();
+            (spec.env, spec.upstreams)
+        }
+    };
+    // Alone: no replica, said once however many rounds.
+    round().await;
+    round().await;
+    let (p, r) = pair().await;
+    assert!(r.is_none());
+    let events = s.store.workload_events(&p.id).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "no_replica").count(),
+        1,
+        "{events:?}"
+    );
+
+    // Another provider's node joins: the next round places the replica there, and the
+    // primary's target names it.
+    let bob = super::updates::online_node_of(&s, "bob").await;
+    round().await;
+    let (p, r) = pair().await;
+    let first = r.expect("a replica once a node can take it");
+    assert_eq!(first.node_id.as_deref(), Some(bob.as_str()));
+    assert_eq!(
+        crate::kinds::s3::settings(&p).unwrap().replica.as_deref(),
+        Some(first.id.as_str())
+    );
+    let (env, ups) = spec_env(alice.clone(), p.id.clone()).await;
+    assert_eq!(ups[0].workload, first.id);
+    assert!(env
+        .iter()
+        .any(|(k, v)| k == "LATTICE_S3_REPLICA_ID" && *v == first.id));
+    let events = s.store.workload_events(&p.id).await.unwrap();
+    let placed = events.iter().find(|e| e.kind == "replica_placed").unwrap();
+    assert!(
+        placed.detail.contains(&format!("on {bob}")) && placed.detail.contains("full copy"),
+        "{placed:?}"
+    );
+
+    // Bob's node is revoked: it will not be back, so the replica is dropped...
+    s.store.revoke_node(&bob).await.unwrap();
+    round().await;
+    let (p, r) = pair().await;
+    assert!(r.is_none(), "{r:?}");
+    assert!(crate::kinds::s3::settings(&p).unwrap().replica.is_none());
+    let events = s.store.workload_events(&p.id).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "replica_dropped" && e.detail.contains(&bob)),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|e| e.kind != "replica_lost"),
+        "{events:?}"
+    );
+    let (_, ups) = spec_env(alice.clone(), p.id.clone()).await;
+    assert!(ups.is_empty());
+    // ...and a new one, with a new id (so the server copies everything to it), goes on the
+    // next node that can take it.
+    let carol = super::updates::online_node_of(&s, "carol").await;
+    round().await;
+    let (p, r) = pair().await;
+    let second = r.unwrap();
+    assert_eq!(second.node_id.as_deref(), Some(carol.as_str()));
+    assert_ne!(second.id, first.id);
+    let (env, _) = spec_env(alice.clone(), p.id.clone()).await;
+    assert!(env
+        .iter()
+        .any(|(k, v)| k == "LATTICE_S3_REPLICA_ID" && *v == second.id));
+
+    // The primary's node is revoked: carol's replica is promoted, and the promoted workload
+    // gets a replica of its own once another node can take it.
+    s.store.revoke_node(&alice).await.unwrap();
+    round().await;
+    let (p, r) = pair().await;
+    assert_eq!(
+        (p.id.as_str(), p.node_id.as_deref()),
+        (second.id.as_str(), Some(carol.as_str()))
+    );
+    assert!(r.is_none());
+    let dave = super::updates::online_node_of(&s, "dave").await;
+    round().await;
+    let (p, r) = pair().await;
+    let third = r.unwrap();
+    assert_eq!(third.node_id.as_deref(), Some(dave.as_str()));
+    assert_eq!(
+        crate::kinds::s3::settings(&p).unwrap().replica.as_deref(),
+        Some(third.id.as_str())
+    );
+    assert_eq!(s.store.workloads(Some(&a)).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replica_not_known_to_be_close_behind_is_not_promoted_and_it_is_said_once() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    super::updates::online_node_of(&s, "alice").await;
+    super::updates::online_node_of(&s, "bob").await;
+    deploy_files(&s, &token).await;
+    let primary = s.store.workload(&a, "files").await.unwrap().unwrap();
+    let replica = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .unwrap();
+    let pn = primary.node_id.clone().unwrap();
+    // The primary last said its replica was unreachable, 500 changes behind.
+    let report = r#"{"role":"primary","replica":"unreachable","pending_changes":500,
+        "pending_bytes":1048576,"oldest_pending_age_ms":900000,"last_error":"PUT object: 503"}"#;
+    s.store
+        .record_replication(&primary.id, report, lattice_wire::now_ms())
+        .await
+        .unwrap();
+    // Its node's connection is lost (it may come back), past the grace period.
+    assert!(s
+        .store
+        .accept_will(&pn, 1, "connection lost")
+        .await
+        .unwrap());
+    let later = lattice_wire::now_ms() + 60_000;
+    for i in 0..4 {
+        crate::lifecycle::round(
+            &s,
+            std::time::Duration::from_secs(30),
+            0,
+            later + i,
+            &mut Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // Nothing is deleted: the primary waits for its node, with its data.
+    let still = s.store.workload(&a, "files").await.unwrap().unwrap();
+    assert_eq!(still.id, primary.id);
+    assert!(s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .is_some());
+    let events = s.store.workload_events(&primary.id).await.unwrap();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "cannot_promote")
+        .collect();
+    assert_eq!(refused.len(), 1, "said once: {events:?}");
+    assert!(
+        refused[0]
+            .detail
+            .contains("the primary last reported its replica unreachable"),
+        "{refused:?}"
+    );
+    assert!(events.iter().all(|e| e.kind != "not_movable"), "{events:?}");
+
+    // The replica's node goes too: both conditions are said once each, not every round.
+    let rn = replica.node_id.clone().unwrap();
+    assert!(s
+        .store
+        .accept_will(&rn, 1, "connection lost")
+        .await
+        .unwrap());
+    for i in 0..4 {
+        crate::lifecycle::round(
+            &s,
+            std::time::Duration::from_secs(30),
+            0,
+            later + 10 + i,
+            &mut Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let events = s.store.workload_events(&primary.id).await.unwrap();
+    let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    assert_eq!(
+        (count("cannot_promote"), count("replica_lost")),
+        (2, 1),
+        "{events:?}"
+    );
+    assert!(events.len() <= 5, "{events:?}");
+}
+
+#[tokio::test]
+async fn draining_a_node_replaces_the_replica_on_it() {
+    let s = s3_state().await;
+    let (a, token) = account(&s, "a@example.org", "consumer").await;
+    super::updates::online_node_of(&s, "alice").await;
+    super::updates::online_node_of(&s, "bob").await;
+    deploy_files(&s, &token).await;
+    let primary = s.store.workload(&a, "files").await.unwrap().unwrap();
+    let first = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .unwrap();
+    let carol = super::updates::online_node_of(&s, "carol").await;
+    let rn = first.node_id.clone().unwrap();
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/nodes/{rn}/decommission"),
+        Some(OP),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for _ in 0..3 {
         crate::lifecycle::round(
             &s,
             std::time::Duration::from_secs(30),
@@ -484,13 +764,27 @@ async fn losing_the_replicas_node_keeps_the_primary_and_says_so() {
         .await
         .unwrap();
     }
-    let now = s.store.workload(&a, "files").await.unwrap().unwrap();
-    assert_eq!(now.node_id, primary.node_id, "the primary stays");
-    let events = s.store.workload_events(&primary.id).await.unwrap();
-    let lost: Vec<_> = events.iter().filter(|e| e.kind == "replica_lost").collect();
-    assert_eq!(lost.len(), 1, "said once: {events:?}");
+    let second = s
+        .store
+        .workload(&a, "files--replica")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.id, first.id, "a new replica (a full copy)");
+    assert_eq!(second.node_id.as_deref(), Some(carol.as_str()));
+    let p = s.store.workload(&a, "files").await.unwrap().unwrap();
+    assert_eq!(p.node_id, primary.node_id, "the primary did not move");
+    // Nothing is left on the decommissioned node, so it finished.
+    let node = node_row(&s, &rn).await;
     assert!(
-        lost[0].detail.contains("keeps the changes for the replica"),
+        node.revoked && node.lifecycle == "decommissioned",
+        "{node:?}"
+    );
+    let events = s.store.workload_events(&p.id).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "replica_dropped" && e.detail.contains("decommissioning")),
         "{events:?}"
     );
 }

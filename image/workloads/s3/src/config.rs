@@ -17,7 +17,12 @@ pub const REPLICA_URL_ENV: &str = "LATTICE_S3_REPLICA_URL";
 /// `IP:PORT` of the replica, as a workload upstream hands it (the fleet declares the replica as
 /// an upstream of the primary in this variable); the same as `--replica-url http://IP:PORT`.
 pub const REPLICA_ADDR_ENV: &str = "LATTICE_S3_REPLICA_ADDR";
+/// Which replica is at the replica address (the fleet sets its workload id): a new id means a
+/// new, empty replica, so the primary starts a full copy, even at the same address.
+pub const REPLICA_ID_ENV: &str = "LATTICE_S3_REPLICA_ID";
 pub const REPLICA_ACCESS_KEY_ENV: &str = "LATTICE_S3_REPLICA_ACCESS_KEY";
+/// The bearer token `GET /_lattice/replication` requires (the fleet generates one per workload).
+pub const STATUS_TOKEN_ENV: &str = "LATTICE_S3_STATUS_TOKEN";
 pub const REPLICA_SECRET_KEY_ENV: &str = "LATTICE_S3_REPLICA_SECRET_KEY";
 
 /// The S3 server of a Lattice `s3` workload.
@@ -94,6 +99,32 @@ pub struct Config {
     pub buckets: Vec<String>,
     /// The replica this server ships its changes to, when it is a primary.
     pub replica: Option<Target>,
+    /// What `GET /_lattice/replication` must carry as `Authorization: Bearer …`
+    /// (`LATTICE_S3_STATUS_TOKEN`); without it the report is open to anyone who reaches the
+    /// port. Never printed.
+    pub status_token: Option<StatusToken>,
+}
+
+/// The bearer token of `GET /_lattice/replication`. `Debug` does not show it.
+#[derive(Clone)]
+pub struct StatusToken(String);
+
+impl StatusToken {
+    /// Whether `Authorization` header value `given` carries this token. Compared as SHA-256
+    /// digests, so the time taken says nothing about how much of the token matched.
+    pub fn allows(&self, given: Option<&str>) -> bool {
+        use sha2::{Digest, Sha256};
+        let Some(token) = given.and_then(|g| g.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        Sha256::digest(token.as_bytes()) == Sha256::digest(self.0.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for StatusToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusToken(<redacted>)")
+    }
 }
 
 impl Config {
@@ -198,14 +229,34 @@ impl Config {
                     }
                 };
                 keys.and_then(|(ak, sk)| {
-                    Target::parse(url.trim(), ak, sk)
+                    let target = Target::parse(url.trim(), ak, sk)
                         .map_err(|e| problems.push(format!("replica_url: {e}")))
-                        .ok()
+                        .ok()?;
+                    match env(REPLICA_ID_ENV).filter(|i| !i.trim().is_empty()) {
+                        None => Some(target),
+                        Some(id) => target
+                            .with_replica_id(id.trim())
+                            .map_err(|e| problems.push(format!("replica: {REPLICA_ID_ENV} {e}")))
+                            .ok(),
+                    }
                 })
+            }
+        };
+        let status_token = match env(STATUS_TOKEN_ENV) {
+            None => None,
+            Some(t) if t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(StatusToken(t))
+            }
+            Some(_) => {
+                problems.push(format!(
+                    "status token: {STATUS_TOKEN_ENV} must be at least 16 printable characters without spaces"
+                ));
+                None
             }
         };
         match (problems.is_empty(), credentials) {
             (true, Some(credentials)) => Ok(Config {
+                status_token,
                 listen: args.listen,
                 data: args.data,
                 quota: args.quota_bytes.map_or(Quota::unlimited(), Quota::bytes),
@@ -368,6 +419,47 @@ mod tests {
         assert!(err.contains("not IP:PORT"), "{err}");
         let err = Config::from_args(args(&["--replica-url", "http://r:1"]), env(ADDR)).unwrap_err();
         assert!(err.contains("not both"), "{err}");
+        // A named replica: the checkpoint's target carries the name, so another replica at
+        // the same address is another target (a full copy).
+        const NAMED: &[(&str, &str)] = &[
+            (REPLICA_ADDR_ENV, "10.201.0.1:7700"),
+            (REPLICA_ID_ENV, "w-0123abcd"),
+        ];
+        let c = Config::from_args(args(&[]), env(NAMED)).unwrap();
+        assert_eq!(c.replica.unwrap().id(), "http://10.201.0.1:7700#w-0123abcd");
+        const BAD_ID: &[(&str, &str)] = &[
+            (REPLICA_ADDR_ENV, "10.201.0.1:7700"),
+            (REPLICA_ID_ENV, "W/../x"),
+        ];
+        let err = Config::from_args(args(&[]), env(BAD_ID)).unwrap_err();
+        assert!(err.contains(REPLICA_ID_ENV) && err.contains("a-z"), "{err}");
+    }
+
+    #[test]
+    fn the_status_token_is_checked_kept_out_of_debug_and_asked_as_a_bearer() {
+        let env = |token: &'static str| {
+            move |k: &str| match k {
+                ACCESS_KEY_ENV => Some("AKIDEXAMPLE".to_owned()),
+                SECRET_KEY_ENV => Some("very-secret-value".to_owned()),
+                STATUS_TOKEN_ENV => Some(token.to_owned()),
+                _ => None,
+            }
+        };
+        let c = Config::from_args(args(&[]), env("status-token-0123456789")).unwrap();
+        assert!(!format!("{c:?}").contains("status-token-0123456789"));
+        let t = c.status_token.unwrap();
+        assert!(t.allows(Some("Bearer status-token-0123456789")));
+        for wrong in [
+            None,
+            Some("status-token-0123456789"),
+            Some("Bearer status-token-012345678"),
+            Some("Bearer "),
+            Some("Basic c3RhdHVz"),
+        ] {
+            assert!(!t.allows(wrong), "{wrong:?}");
+        }
+        let err = Config::from_args(args(&[]), env("short")).unwrap_err();
+        assert!(err.contains(STATUS_TOKEN_ENV), "{err}");
     }
 
     #[test]

@@ -97,7 +97,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Tests and the supervisor read this line to learn the port when --listen ends in :0.
     println!("lattice-s3 listening on {addr}");
     let service = lattice_s3::server::service(store.clone(), &config.credentials);
-    lattice_s3::server::serve(listener, store, service, replication.clone(), shutdown()).await;
+    lattice_s3::server::serve(
+        listener,
+        store,
+        service,
+        replication.clone(),
+        config.status_token.clone(),
+        shutdown(),
+    )
+    .await;
     if let Some(r) = &replication {
         if let Err(e) = r.journal().persist(true) {
             tracing::error!(error = %e, "writing the replication checkpoint");

@@ -37,6 +37,7 @@ pub async fn serve(
     store: Arc<Store>,
     service: S3Service,
     replication: Option<Arc<Replication>>,
+    status_token: Option<crate::config::StatusToken>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -59,17 +60,23 @@ pub async fn serve(
             tracing::warn!(error = %e, %peer, "could not set TCP_NODELAY");
         }
         let (store, service, replication) = (store.clone(), service.clone(), replication.clone());
+        let token = status_token.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (store, service, replication) =
-                        (store.clone(), service.clone(), replication.clone());
+                    let (store, service, replication, token) = (
+                        store.clone(),
+                        service.clone(),
+                        replication.clone(),
+                        token.clone(),
+                    );
                     async move {
                         handle(
                             &store,
                             &service,
                             replication.as_deref(),
+                            token.as_ref(),
                             req.map(Body::from),
                         )
                         .await
@@ -156,8 +163,8 @@ fn set_headers(resp: &mut HttpResponse, headers: Vec<(&'static str, String)>) {
 /// `_lattice`: S3 bucket names have no underscore).
 pub const REPLICATION_STATUS_PATH: &str = "/_lattice/replication";
 
-/// The replication status as JSON: counts and times, no object names, so it needs no
-/// credentials.
+/// The replication status as JSON: counts and times, no object names; behind a bearer token
+/// when one is configured (`LATTICE_S3_STATUS_TOKEN`).
 fn replication_status(replication: Option<&Replication>) -> HttpResponse {
     let status = replication.map_or_else(Status::standalone, Replication::status);
     let body = serde_json::to_vec(&status).unwrap_or_default();
@@ -173,9 +180,19 @@ async fn handle(
     store: &Store,
     service: &S3Service,
     replication: Option<&Replication>,
+    status_token: Option<&crate::config::StatusToken>,
     req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
     if req.method() == Method::GET && req.uri().path() == REPLICATION_STATUS_PATH {
+        if let Some(t) = status_token {
+            if !t.allows(header(&req, "authorization")) {
+                let mut resp = HttpResponse::new(Body::from(Bytes::from_static(
+                    b"{\"error\":\"the replication status needs its bearer token\"}",
+                )));
+                *resp.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                return Ok(resp);
+            }
+        }
         return Ok(replication_status(replication));
     }
     let origin = header(&req, "origin").map(str::to_owned);

@@ -47,6 +47,9 @@ pub struct Target {
     pub url: Url,
     pub access_key: String,
     secret_key: String,
+    /// Which replica is behind `url` (`LATTICE_S3_REPLICA_ID`): through a workload upstream
+    /// every replica is at the same `IP:PORT`, so a new replica is told apart by this.
+    pub replica_id: Option<String>,
 }
 
 impl std::fmt::Debug for Target {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("url", &self.url.as_str())
             .field("access_key", &self.access_key)
+            .field("replica_id", &self.replica_id)
             .field("secret_key", &"<redacted>")
             .finish()
     }
@@ -77,12 +81,32 @@ impl Target {
             url: parsed,
             access_key,
             secret_key,
+            replica_id: None,
         })
     }
 
-    /// The canonical form, recorded in the checkpoint (another target means a full copy).
+    /// This target naming its replica `id` (1 to 64 of `a-z 0-9 -`).
+    pub fn with_replica_id(mut self, id: &str) -> Result<Target, String> {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!("{id:?} is not 1 to 64 of a-z, 0-9 and '-'"));
+        }
+        self.replica_id = Some(id.to_owned());
+        Ok(self)
+    }
+
+    /// The canonical form, recorded in the checkpoint (another target means a full copy):
+    /// `http://HOST:PORT`, with `#REPLICA_ID` when the replica is named.
     pub fn id(&self) -> String {
-        self.url.as_str().trim_end_matches('/').to_owned()
+        let url = self.url.as_str().trim_end_matches('/');
+        match &self.replica_id {
+            Some(r) => format!("{url}#{r}"),
+            None => url.to_owned(),
+        }
     }
 
     fn bucket(&self, name: &str) -> Result<Bucket, ShipError> {
