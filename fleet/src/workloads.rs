@@ -1184,6 +1184,19 @@ pub struct WorkloadView {
     /// An S3 primary's replica and its replication lag (shown alone; not in a list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<crate::kinds::s3_replication::ReplicationView>,
+    /// The workloads it reaches (its upstreams; shown alone, not in a list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// One upstream of a workload as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UpstreamView {
+    /// The other workload's name (`null` once it is deleted: the upstream then refuses).
+    pub workload: Option<String>,
+    pub port: u16,
+    /// The variable the container finds `IP:PORT` in.
+    pub env: String,
 }
 
 /// The lifecycle state of a workload from its placement and its node's last report. On a
@@ -1245,6 +1258,19 @@ pub async fn show(
         return Ok(None);
     };
     let mut v = view_of(&w, node.as_ref(), events)?;
+    if w.kind == "container" {
+        let s: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
+        for u in s.upstreams {
+            let other = store.workload_by_id(&u.workload).await?;
+            v.upstreams.push(UpstreamView {
+                workload: other
+                    .filter(|o| o.account_id == w.account_id)
+                    .map(|o| o.name),
+                port: u.port,
+                env: u.env,
+            });
+        }
+    }
     if let Some(replica) = crate::kinds::s3::replica_id(&w) {
         let replica = store.workload_by_id(&replica).await?;
         let last = store.replication(&w.id).await?;
@@ -1334,6 +1360,7 @@ fn view_of(
         created_ms: w.created_ms,
         events,
         replication: None,
+        upstreams: vec![],
     })
 }
 

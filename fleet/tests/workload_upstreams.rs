@@ -121,6 +121,13 @@ fn a_workload_reaches_another_through_its_upstream_and_nothing_else_on_the_host(
             .replace("NEXT", &NEXT_PORT.to_string())
             .as_str(),
     ]);
+    // Its owner sees what it reaches, and in which variables.
+    let shown = f.cli_ok(&["workload", "show", "client"]);
+    assert!(
+        shown.contains("upstream web:8080 in WEB_ADDR")
+            && shown.contains("upstream web2:8080 in WEB2_ADDR"),
+        "{shown}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let logs = loop {
         let (ok, out, err) = f.cli(&["logs", "client"]);

@@ -164,6 +164,14 @@ fn print_one(w: &WorkloadView) {
         println!("endpoint {e}");
     }
     println!("restarts {}", w.restarts);
+    for u in &w.upstreams {
+        println!(
+            "upstream {}:{} in {}",
+            u.workload.as_deref().unwrap_or("(deleted)"),
+            u.port,
+            u.env
+        );
+    }
     if let Some(r) = &w.replication {
         println!(
             "replica  {} on {}",
