@@ -2,7 +2,8 @@
 //! latticed node runs `lattice-s3` on the machine's Docker engine with a size-limited volume;
 //! the owner takes the generated credentials (audited, never in the fleet's or node's logs) and
 //! uses the real aws CLI and boto3 through the gateway over HTTPS (the fleet's apps
-//! certificate): buckets, objects, a multipart upload, listings, a presigned URL with curl. A wrong secret is SignatureDoesNotMatch;
+//! certificate): buckets, objects, a 100 MiB multipart upload, `s3 sync` both ways, listings, a
+//! presigned URL with curl (and an expired one refused). A wrong secret is SignatureDoesNotMatch;
 //! another tenant's `files` is a different endpoint whose credentials open nothing of the
 //! first's; `lattice delete` removes it. Needs root, Docker, the S3 image and the clients
 //! (`scripts/test-images`, `scripts/test`); under CI their absence is a failure.
@@ -260,15 +261,9 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
             "s3://photos/a/hello.txt",
         ],
     );
-    // 40 MiB: the CLI uploads it in 8 MiB parts (multipart, trailing CRC32 over HTTPS).
+    // 100 MiB: the CLI uploads it in 8 MiB parts (multipart, trailing CRC32 over HTTPS).
     let big = dir.path().join("big.bin");
-    let mut data = Vec::with_capacity(40 << 20);
-    let mut x: u32 = 7;
-    while data.len() < 40 << 20 {
-        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(&big, &data).unwrap();
+    let data = data_file(&big, 100 << 20, 7);
     aws.ok(
         &c,
         &["s3", "cp", big.to_str().unwrap(), "s3://photos/big.bin"],
@@ -286,7 +281,7 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
     );
     let head: serde_json::Value = serde_json::from_str(&head).unwrap();
     let etag = head["ETag"].as_str().unwrap_or_default();
-    assert!(etag.ends_with("-5\""), "a 5-part multipart ETag: {head}");
+    assert!(etag.ends_with("-13\""), "a 13-part multipart ETag: {head}");
     let back = dir.path().join("back.bin");
     aws.ok(
         &c,
@@ -334,6 +329,56 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
         "{}",
         String::from_utf8_lossy(&got.stderr)
     );
+
+    // Expired: S3's AccessDenied, through the gateway as directly.
+    let expired = aws.ok(
+        &c,
+        &[
+            "s3",
+            "presign",
+            "s3://photos/a/hello.txt",
+            "--expires-in",
+            "1",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let got = Command::new("curl")
+        .args(["-sS", "-w", "%{http_code}", "--cacert"])
+        .arg(&aws.ca)
+        .arg(expired.trim())
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        body.ends_with("403") && body.contains("AccessDenied"),
+        "{body}"
+    );
+
+    // `s3 sync` both ways: a directory of files up, then down into an empty one.
+    let up = dir.path().join("sync-up");
+    std::fs::create_dir_all(up.join("nested")).unwrap();
+    for (i, name) in ["one.txt", "two.bin", "nested/three.txt"]
+        .iter()
+        .enumerate()
+    {
+        data_file(&up.join(name), 1000 * (i + 1), i as u32);
+    }
+    aws.ok(
+        &c,
+        &["s3", "sync", up.to_str().unwrap(), "s3://photos/synced"],
+    );
+    let down = dir.path().join("sync-down");
+    aws.ok(
+        &c,
+        &["s3", "sync", "s3://photos/synced", down.to_str().unwrap()],
+    );
+    for name in ["one.txt", "two.bin", "nested/three.txt"] {
+        assert_eq!(
+            std::fs::read(up.join(name)).unwrap(),
+            std::fs::read(down.join(name)).unwrap_or_default(),
+            "{name} came back changed"
+        );
+    }
 
     // boto3 too: its default CRC32 goes as an aws-chunked trailer over HTTPS.
     let py = aws.bin.with_file_name("python");
