@@ -21,7 +21,8 @@ use crate::names::NameError;
 use crate::replication;
 use crate::sse::{self, CustomerKey, SseError};
 use crate::store::{
-    Attrs, CompletePart, CopyKeys, ListQuery, ObjectMeta, ObjectWriter, Store, StoreError,
+    Attrs, CompletePart, CopyKeys, ListQuery, ObjectData, ObjectMeta, ObjectWriter, Store,
+    StoreError,
 };
 
 /// Body bytes are handed to the store in batches of this size (fewer blocking sections).
@@ -221,11 +222,12 @@ async fn receive(
         batch.extend_from_slice(&chunk);
         if batch.len() >= WRITE_BATCH {
             let data = batch.split().freeze();
-            blocking(|| store.write(w, &data)).map_err(to_s3_error)?;
+            blocking(|| store.write_bytes(w, data)).map_err(to_s3_error)?;
         }
     }
     if !batch.is_empty() {
-        blocking(|| store.write(w, &batch)).map_err(to_s3_error)?;
+        let data = batch.freeze();
+        blocking(|| store.write_bytes(w, data)).map_err(to_s3_error)?;
     }
     match length {
         Some(expected) if expected != w.written() => Err(to_s3_error(StoreError::IncompleteBody {
@@ -624,14 +626,10 @@ impl S3 for Backend {
                 file, 0, k, s, start, end,
             ))),
             _ => {
-                let mut file = tokio::fs::File::from_std(file);
-                if start > 0 {
-                    use tokio::io::AsyncSeekExt as _;
-                    file.seek(std::io::SeekFrom::Start(start))
-                        .await
-                        .map_err(S3Error::internal_error)?;
-                }
-                StreamingBlob::wrap(read_stream(file, end - start))
+                let mut data = file;
+                std::io::Seek::seek(&mut data, std::io::SeekFrom::Start(start))
+                    .map_err(S3Error::internal_error)?;
+                StreamingBlob::wrap(read_stream(data, end - start))
             }
         };
         let with_checksums = range.is_none()
@@ -1254,36 +1252,44 @@ impl S3 for Backend {
     }
 }
 
-/// The object's bytes from the file's current position, `len` of them, in chunks.
+/// The object's bytes from the current position, `len` of them, in chunks read in blocking
+/// sections (positioned reads straight into the chunk; page-cache hits mostly, so no thread
+/// hop as `tokio::fs` would make).
 fn read_stream(
-    file: tokio::fs::File,
+    data: ObjectData,
     len: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
-    use tokio::io::AsyncReadExt as _;
-    futures_util::stream::try_unfold((file, len), |(mut file, left)| async move {
+    use std::io::Read as _;
+    futures_util::stream::try_unfold((data, len), |(mut data, left)| async move {
         if left == 0 {
             return Ok(None);
         }
         let want = left.min(READ_CHUNK as u64) as usize;
         let mut buf = BytesMut::zeroed(want);
-        let mut filled = 0;
-        while filled < want {
-            let n = file.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "object file is shorter than its metadata says",
-                ));
+        blocking(|| -> std::io::Result<()> {
+            let mut filled = 0;
+            while filled < want {
+                match data.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "object file is shorter than its metadata says",
+                        ))
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-            filled += n;
-        }
-        Ok(Some((buf.freeze(), (file, left - want as u64))))
+            Ok(())
+        })?;
+        Ok(Some((buf.freeze(), (data, left - want as u64))))
     })
 }
 
 /// The plaintext a decryptor yields, in chunks read in blocking sections.
 fn decrypt_stream(
-    d: sse::Decryptor,
+    d: sse::Decryptor<ObjectData>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
     use std::io::Read as _;
     futures_util::stream::try_unfold(d, |mut d| async move {

@@ -321,8 +321,8 @@ impl Encryptor {
 /// Plaintext of `[start, end)` of an encrypted object whose data begins at `base` in `file`,
 /// decrypting only the segments the range touches. A segment that does not authenticate is an
 /// `InvalidData` error (damaged or altered storage).
-pub struct Decryptor {
-    file: File,
+pub struct Decryptor<R = File> {
+    file: R,
     base: u64,
     key: CustomerKey,
     extents: Vec<Extent>,
@@ -335,7 +335,7 @@ pub struct Decryptor {
     cipher: Option<(usize, Aes256Gcm)>,
 }
 
-impl fmt::Debug for Decryptor {
+impl<R> fmt::Debug for Decryptor<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decryptor")
             .field("pos", &self.pos)
@@ -344,15 +344,15 @@ impl fmt::Debug for Decryptor {
     }
 }
 
-impl Decryptor {
+impl<R: Read + Seek> Decryptor<R> {
     pub fn new(
-        file: File,
+        file: R,
         base: u64,
         key: CustomerKey,
         sse: &SseMeta,
         start: u64,
         end: u64,
-    ) -> Decryptor {
+    ) -> Decryptor<R> {
         Decryptor {
             file,
             base,
@@ -412,7 +412,7 @@ impl Decryptor {
     }
 }
 
-impl Read for Decryptor {
+impl<R: Read + Seek> Read for Decryptor<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.end || out.is_empty() {
             return Ok(0);

@@ -30,7 +30,7 @@ use url::Url;
 use super::format::{Change, Record};
 use super::Replication;
 use crate::cors::CorsRule;
-use crate::store::{ObjectMeta, Store};
+use crate::store::{ObjectData, ObjectMeta, Store};
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -351,28 +351,41 @@ fn empty() -> Body {
         .boxed()
 }
 
-/// The object's stored bytes, `[0, len)` of `file`, as a streamed body.
-fn file_body(file: std::fs::File, len: u64) -> Body {
-    use tokio::io::AsyncReadExt as _;
-    let file = tokio::fs::File::from_std(file);
-    let stream = futures_util::stream::unfold((file, len), |(mut f, left)| async move {
+/// The object's stored bytes, `[0, len)` of `data` (its file or a manifest's blobs), as a
+/// streamed body; each chunk is read on tokio's blocking pool.
+fn file_body(data: ObjectData, len: u64) -> Body {
+    let stream = futures_util::stream::unfold((Some(data), len), |(data, left)| async move {
+        let mut data = data?;
         if left == 0 {
             return None;
         }
-        let mut buf = vec![0u8; left.min(256 * 1024) as usize];
-        match f.read(&mut buf).await {
+        let want = left.min(256 * 1024) as usize;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let r = io::Read::read(&mut data, &mut buf);
+            (r, buf, data)
+        })
+        .await;
+        let (r, mut buf, data) = match read {
+            Ok(done) => done,
+            Err(e) => return Some((Err(io::Error::other(e)), (None, 0))),
+        };
+        match r {
             Ok(0) => Some((
                 Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "object file shorter than its metadata",
                 )),
-                (f, 0),
+                (None, 0),
             )),
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok(Frame::data(Bytes::from(buf))), (f, left - n as u64)))
+                Some((
+                    Ok(Frame::data(Bytes::from(buf))),
+                    (Some(data), left - n as u64),
+                ))
             }
-            Err(e) => Some((Err(e), (f, 0))),
+            Err(e) => Some((Err(e), (None, 0))),
         }
     });
     StreamBody::new(stream).boxed()
@@ -526,8 +539,14 @@ async fn put_object(
     client: &mut Client,
     url: Url,
     meta: &ObjectMeta,
-    file: std::fs::File,
+    file: ObjectData,
 ) -> Result<(), ShipError> {
+    // The replica stores the bytes as one file: how they are laid out here is not its business
+    // (and a manifest's blob list would make the header long).
+    let meta = &ObjectMeta {
+        blobs: None,
+        ..meta.clone()
+    };
     let json = serde_json::to_vec(meta)
         .map_err(|e| ShipError::Refused(format!("object metadata: {e}")))?;
     let headers = vec![(

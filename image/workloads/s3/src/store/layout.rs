@@ -5,6 +5,7 @@
 //! DATA/tmp/                          files and directories being written; emptied at start
 //! DATA/buckets/NAME/bucket.json      creation time, CORS rules
 //! DATA/buckets/NAME/objects/HH/HASH  one object: data, then its metadata (see `object`)
+//! DATA/buckets/NAME/blobs/RAND.N     part N of a completed multipart object (a manifest)
 //! DATA/uploads/ID/upload.json        a multipart upload in progress
 //! DATA/uploads/ID/part-NNNNN         one uploaded part (same format as an object)
 //! ```
@@ -43,6 +44,10 @@ impl Layout {
     }
     pub fn objects(&self, bucket: &str) -> PathBuf {
         self.bucket(bucket).join("objects")
+    }
+    /// The part files of the bucket's manifest objects.
+    pub fn blobs(&self, bucket: &str) -> PathBuf {
+        self.bucket(bucket).join("blobs")
     }
     /// The fan-out directory and the file of `key` in `bucket`.
     pub fn object(&self, bucket: &str, key: &str) -> (PathBuf, PathBuf) {

@@ -82,6 +82,7 @@ mod tests {
                         size: 1,
                         etag: "e".into(),
                         last_modified_ms: 0,
+                        blobs: None,
                     },
                 )
             })

@@ -32,7 +32,7 @@ use crate::sse::{self, CustomerKey, SseError, SseMeta};
 pub use layout::{atomic_write, Layout};
 pub use list::{ListPage, ListQuery};
 pub use multipart::{CompletePart, PartInfo, UploadInfo};
-pub use object::{now_ms, Attrs, ObjectMeta, ObjectWriter};
+pub use object::{now_ms, Attrs, BlobRef, ObjectData, ObjectMeta, ObjectWriter};
 
 /// S3's smallest part (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -116,6 +116,8 @@ pub struct Entry {
     pub size: u64,
     pub etag: String,
     pub last_modified_ms: i64,
+    /// A manifest object's blob names: removed when the object is replaced or deleted.
+    pub blobs: Option<Arc<[String]>>,
 }
 
 impl From<&ObjectMeta> for Entry {
@@ -124,6 +126,10 @@ impl From<&ObjectMeta> for Entry {
             size: m.size,
             etag: m.etag.clone(),
             last_modified_ms: m.last_modified_ms,
+            blobs: m
+                .blobs
+                .as_ref()
+                .map(|b| b.iter().map(|b| b.name.clone()).collect()),
         }
     }
 }
@@ -302,7 +308,7 @@ impl Store {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<(ObjectMeta, File)>, StoreError> {
+    ) -> Result<Option<(ObjectMeta, ObjectData)>, StoreError> {
         match self.open_object(bucket, key) {
             Ok(found) => Ok(Some(found)),
             Err(StoreError::NoSuchKey { .. } | StoreError::NoSuchBucket(_)) => Ok(None),
@@ -492,12 +498,33 @@ impl Store {
             self.options.quota.room(index.used, freed)
         };
         let path = self.layout.new_tmp();
-        ObjectWriter::create(path.clone(), Hasher::new(&expected.algorithms()), room)
-            .map_err(io_err("creating", &path))
+        ObjectWriter::create(
+            path.clone(),
+            Hasher::new(&expected.algorithms()),
+            room,
+            length,
+        )
+        .map_err(io_err("creating", &path))
     }
 
     /// Appends body bytes.
     pub fn write(&self, w: &mut ObjectWriter, data: &[u8]) -> Result<(), StoreError> {
+        self.write_inner(w, data, None)
+    }
+
+    /// Appends body bytes the caller hands over: a writer hashing on its own thread takes
+    /// them without a copy.
+    pub fn write_bytes(&self, w: &mut ObjectWriter, data: bytes::Bytes) -> Result<(), StoreError> {
+        let view = data.clone();
+        self.write_inner(w, &view, Some(data))
+    }
+
+    fn write_inner(
+        &self,
+        w: &mut ObjectWriter,
+        data: &[u8],
+        owned: Option<bytes::Bytes>,
+    ) -> Result<(), StoreError> {
         let new_len = w.written + data.len() as u64;
         if new_len > w.room {
             let limit = self.options.quota.limit.unwrap_or(u64::MAX);
@@ -509,7 +536,11 @@ impl Store {
             .into());
         }
         if let (Some(out), Some(h)) = (w.out.as_mut(), w.hasher.as_mut()) {
-            h.update(data);
+            // Hashed first: on its own thread, the digest runs while the data is written.
+            match owned {
+                Some(b) => h.update(b),
+                None => h.update_slice(data),
+            }
             match w.enc.as_mut() {
                 Some(enc) => enc.write(out, data),
                 None => out.write_all(data),
@@ -532,11 +563,7 @@ impl Store {
         expected: &Expected,
         trailers: &[(String, String)],
     ) -> Result<ObjectMeta, StoreError> {
-        let digests = w
-            .hasher
-            .take()
-            .map(Hasher::finalize)
-            .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+        let digests = w.digests()?;
         checksum::verify(expected, trailers, &digests)?;
         let mut checksums = digests.checksums;
         // Keep only what the client asked for or sent (all of them were computed for that).
@@ -552,6 +579,7 @@ impl Store {
             checksums,
             parts: None,
             sse: None,
+            blobs: None,
         };
         self.seal(&mut w, &mut meta)?;
         self.commit_object(w, bucket, meta)
@@ -600,7 +628,9 @@ impl Store {
             .buckets
             .get_mut(bucket)
             .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
-        let freed = b.objects.get(&meta.key).map_or(0, |e| e.size);
+        let old = b.objects.get(&meta.key);
+        let freed = old.map_or(0, |e| e.size);
+        let old_blobs = old.and_then(|e| e.blobs.clone());
         // Other writes may have committed since begin_put.
         self.options.quota.check(used, freed, meta.size)?;
         let seq = self.note(Self::object_change(bucket, &meta.key), meta.size)?;
@@ -611,6 +641,7 @@ impl Store {
             b.objects.insert(meta.key.clone(), Entry::from(&meta));
         }
         index.used = used - freed + meta.size;
+        self.remove_blobs(bucket, old_blobs.as_deref());
         drop(index);
         // The rename is durable once the directory is; only then is the PUT acknowledged.
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
@@ -650,38 +681,76 @@ impl Store {
             });
         }
         meta.key = key.to_owned();
+        // stored here as one file, whatever the primary's layout
+        meta.blobs = None;
         self.seal(&mut w, &mut meta)?;
         self.commit_object(w, bucket, meta)
     }
 
-    /// The object's metadata and its file positioned at the data (which is `[0, meta.size)`).
-    pub fn open_object(&self, bucket: &str, key: &str) -> Result<(ObjectMeta, File), StoreError> {
+    /// The object's metadata and its stored bytes (`[0, meta.stored_size())`; the plaintext
+    /// `[0, meta.size)` for an object without SSE-C). Opened under the index lock, so a
+    /// manifest's blobs cannot be removed between the manifest and its blobs being opened;
+    /// once open, they stay readable whatever happens to the object.
+    pub fn open_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectMeta, ObjectData), StoreError> {
         let (_, path) = self.layout.object(bucket, key);
-        {
-            let index = self.lock();
-            let b = index
-                .buckets
-                .get(bucket)
-                .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
-            if !b.objects.contains_key(key) {
-                return Err(StoreError::NoSuchKey {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                });
-            }
+        let index = self.lock();
+        let b = index
+            .buckets
+            .get(bucket)
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+        let no_such_key = || StoreError::NoSuchKey {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        if !b.objects.contains_key(key) {
+            return Err(no_such_key());
         }
-        match object::open_meta(&path) {
-            Ok(found) => Ok(found),
-            // deleted between the index check and the open
+        let (meta, file) = match object::open_meta(&path) {
+            Ok(found) => found,
+            // the index and the files disagree only if someone removed the file by hand
             Err(object::FormatError::Io { source, .. })
                 if source.kind() == io::ErrorKind::NotFound =>
             {
-                Err(StoreError::NoSuchKey {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                })
+                return Err(no_such_key());
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        let data = match &meta.blobs {
+            None => {
+                let len = meta.stored_size();
+                ObjectData::new(vec![(file, len)])
+            }
+            Some(blobs) => {
+                let dir = self.layout.blobs(bucket);
+                let mut pieces = Vec::with_capacity(blobs.len());
+                for blob in blobs {
+                    let p = dir.join(&blob.name);
+                    let f = File::open(&p).map_err(io_err("opening", &p))?;
+                    pieces.push((f, blob.len));
+                }
+                ObjectData::new(pieces)
+            }
+        };
+        drop(index);
+        Ok((meta, data))
+    }
+
+    /// Removes the blobs of a manifest object that was just replaced or deleted (called with
+    /// the index lock held, after the rename or removal of its object file). Not fsynced: a
+    /// removal lost to a crash leaves blobs no manifest names, which `open` removes.
+    fn remove_blobs(&self, bucket: &str, blobs: Option<&[String]>) {
+        let dir = self.layout.blobs(bucket);
+        for name in blobs.unwrap_or_default() {
+            let p = dir.join(name);
+            if let Err(e) = fs::remove_file(&p) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove the part file of a replaced object; removed at the next start");
+                }
+            }
         }
     }
 
@@ -712,6 +781,7 @@ impl Store {
             b.objects.remove(key);
         }
         index.used -= entry.size;
+        self.remove_blobs(bucket, entry.blobs.as_deref());
         drop(index);
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
         self.noted(seq)?;
@@ -781,11 +851,7 @@ impl Store {
                         "{src_bucket}/{src_key}: short read while copying"
                     )));
                 }
-                let md5 = w
-                    .hasher
-                    .take()
-                    .map(|h| h.finalize().md5)
-                    .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+                let md5 = w.digests()?.md5;
                 etag(&w, &md5)
             }
         };
@@ -798,6 +864,7 @@ impl Store {
             checksums: src_meta.checksums,
             parts: src_meta.parts,
             sse: None,
+            blobs: None,
         };
         self.seal(&mut w, &mut meta)?;
         self.commit_object(w, dst_bucket, meta)
@@ -839,6 +906,8 @@ fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
     let file: BucketFile = serde_json::from_slice(&json)
         .map_err(|e| StoreError::Corrupt(format!("{}: {e}", meta_path.display())))?;
     let mut objects = BTreeMap::new();
+    let mut referenced = std::collections::HashSet::new();
+    let blobs_dir = layout.blobs(name);
     let objects_dir = layout.objects(name);
     for fan in fs::read_dir(&objects_dir).map_err(io_err("listing", &objects_dir))? {
         let fan = fan.map_err(io_err("listing", &objects_dir))?.path();
@@ -859,8 +928,46 @@ fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
                 tracing::warn!(path = %path.display(), "ignoring an object file stored under the wrong name");
                 continue;
             }
+            if let Some(blobs) = &meta.blobs {
+                // Blobs are linked and their directory fsynced before the manifest is renamed
+                // into place, so a missing or short one is damage, not a crash.
+                let missing = blobs.iter().find(|b| {
+                    !object::valid_blob_name(&b.name)
+                        || fs::metadata(blobs_dir.join(&b.name)).map_or(true, |m| m.len() < b.len)
+                });
+                if let Some(b) = missing {
+                    let dest = quarantine(layout, &path)?;
+                    tracing::error!(blob = %b.name, moved_to = %dest.display(), "moved aside a multipart object whose part file is missing or short");
+                    continue;
+                }
+                referenced.extend(blobs.iter().map(|b| b.name.clone()));
+            }
             objects.insert(meta.key.clone(), Entry::from(&meta));
         }
+    }
+    // Blobs no manifest names: a completion that crashed before its manifest was renamed
+    // into place, or a replaced object whose blobs were not all removed before a crash.
+    match fs::read_dir(&blobs_dir) {
+        Ok(entries) => {
+            let mut removed = 0usize;
+            for entry in entries {
+                let entry = entry.map_err(io_err("listing", &blobs_dir))?;
+                let keep = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| referenced.contains(n));
+                if !keep {
+                    let p = entry.path();
+                    fs::remove_file(&p).map_err(io_err("removing", &p))?;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                tracing::info!(bucket = name, removed, "removed part files no object names");
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("listing", &blobs_dir)(e)),
     }
     Ok(BucketState { file, objects })
 }

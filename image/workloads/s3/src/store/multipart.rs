@@ -1,17 +1,20 @@
 //! Multipart uploads: `uploads/ID/upload.json` plus one file per part (same format as an
-//! object). Completion concatenates the listed parts into a temporary object file, seals it and
-//! renames it into place like any PUT; only then is the upload's directory removed. A crash
-//! before the rename leaves the old object and the upload; after it, the new object (and, until
-//! the removal is done, an upload that can still be aborted).
+//! object). Completion does not copy the data: it hard-links the listed parts' files into
+//! `buckets/B/blobs/` (fsyncing that directory), then writes a manifest (an object file with no
+//! data whose metadata names the blobs), fsyncs it and renames it into place like any PUT; only
+//! then is the upload's directory removed and the replaced object's blobs, if any. A crash
+//! before the rename leaves the old object and the whole upload, plus blobs no manifest names
+//! (removed at start); after it, the new object (and, until the removal is done, an upload that
+//! can still be aborted).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, Layout};
-use super::object::{self, now_ms, Attrs, ObjectMeta, ObjectWriter};
+use super::object::{self, now_ms, Attrs, BlobRef, ObjectMeta, ObjectWriter};
 use super::{io_err, Index, Store, StoreError};
 use crate::checksum::{self, Algorithm, Expected, Hasher};
 use crate::names;
@@ -141,6 +144,24 @@ pub(super) fn drop_upload(
     Ok(())
 }
 
+/// The blobs linked for a completion; removed again unless the manifest naming them was
+/// renamed into place.
+struct Linked {
+    dir: std::path::PathBuf,
+    names: Vec<String>,
+    keep: bool,
+}
+
+impl Drop for Linked {
+    fn drop(&mut self) {
+        if !self.keep {
+            for n in &self.names {
+                let _ = fs::remove_file(self.dir.join(n));
+            }
+        }
+    }
+}
+
 fn strip_quotes(s: &str) -> &str {
     s.trim().trim_start_matches("W/").trim_matches('"')
 }
@@ -260,7 +281,7 @@ impl Store {
         }
         drop(index);
         let path = self.layout.new_tmp();
-        let mut w = ObjectWriter::create(path.clone(), Hasher::new(&algorithms), room)
+        let mut w = ObjectWriter::create(path.clone(), Hasher::new(&algorithms), room, length)
             .map_err(io_err("creating", &path))?;
         if let Some(k) = sse {
             w.encrypt(k);
@@ -280,11 +301,7 @@ impl Store {
         expected: &Expected,
         trailers: &[(String, String)],
     ) -> Result<ObjectMeta, StoreError> {
-        let digests = w
-            .hasher
-            .take()
-            .map(Hasher::finalize)
-            .ok_or_else(|| StoreError::Corrupt("writer reused".into()))?;
+        let digests = w.digests()?;
         checksum::verify(expected, trailers, &digests)?;
         let mut meta = ObjectMeta {
             key: key.to_owned(),
@@ -295,6 +312,7 @@ impl Store {
             checksums: digests.checksums,
             parts: None,
             sse: None,
+            blobs: None,
         };
         self.seal(&mut w, &mut meta)?;
         let n = part_number as u32;
@@ -481,6 +499,49 @@ impl Store {
                 })
             }
         };
+        // The parts' files become the object's blobs: hard links under buckets/B/blobs/ (the
+        // upload keeps its own names until it is dropped, so a crash before the manifest is in
+        // place leaves the upload whole and blobs no manifest names, removed at start).
+        let prefix = layout::random_hex(12);
+        let blobs_dir = self.layout.blobs(bucket);
+        let mut linked = Linked {
+            dir: blobs_dir.clone(),
+            names: Vec::with_capacity(chosen.len()),
+            keep: false,
+        };
+        layout::ensure_dir(&blobs_dir).map_err(io_err("creating", &blobs_dir))?;
+        let mut blobs = Vec::with_capacity(chosen.len());
+        for (p, (m, _)) in parts.iter().zip(&chosen) {
+            let n = p.part_number as u32;
+            let name = format!("{prefix}.{n:05}");
+            let dest = blobs_dir.join(&name);
+            match fs::hard_link(self.layout.part(upload_id, n), &dest) {
+                Ok(()) => {}
+                // aborted (or completed) meanwhile
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::NoSuchUpload(upload_id.to_owned()))
+                }
+                Err(e) => return Err(io_err("linking", &dest)(e)),
+            }
+            linked.names.push(name.clone());
+            // The part may have been uploaded again since it was checked above: the blob
+            // must be the part that was checked.
+            let (now, _) = object::open_meta(&dest)?;
+            if now != *m {
+                return Err(StoreError::InvalidPart {
+                    part: p.part_number,
+                    reason: "was uploaded again while the upload was being completed".into(),
+                });
+            }
+            blobs.push(BlobRef {
+                name,
+                len: m.stored_size(),
+            });
+        }
+        drop(chosen);
+        // The blobs' names are durable before a manifest names them.
+        layout::fsync_dir(&blobs_dir).map_err(io_err("syncing", &blobs_dir))?;
+
         let mut meta = ObjectMeta {
             key: key.to_owned(),
             size,
@@ -488,45 +549,35 @@ impl Store {
             last_modified_ms: now_ms(),
             attrs: info.attrs.clone(),
             checksums,
-            parts: Some(chosen.len() as u32),
+            parts: Some(blobs.len() as u32),
             sse,
+            blobs: Some(blobs),
         };
         let path = self.layout.new_tmp();
-        // Room is not checked: the parts are already counted, the object replaces them.
-        let mut w = ObjectWriter::create(path.clone(), Hasher::new(&[]), u64::MAX)
+        // Room is not checked: the parts are already counted, the object replaces them. The
+        // manifest holds no data, only the metadata naming the blobs.
+        let mut w = ObjectWriter::create(path.clone(), Hasher::new(&[]), u64::MAX, Some(0))
             .map_err(io_err("creating", &path))?;
-        if let Some(out) = w.out.as_mut() {
-            for (m, f) in chosen {
-                let stored = m.stored_size();
-                let copied =
-                    io::copy(&mut f.take(stored), out).map_err(io_err("copying into", &path))?;
-                if copied != stored {
-                    return Err(StoreError::Corrupt(format!(
-                        "upload {upload_id}: short part"
-                    )));
-                }
-            }
-        }
         w.written = size;
         self.seal(&mut w, &mut meta)?;
 
         let (dir, file) = self.layout.object(bucket, key);
         let mut index = self.lock();
         self.check_upload(&index, bucket, key, upload_id)?; // not aborted meanwhile
-        let freed = index
-            .buckets
-            .get(bucket)
-            .and_then(|b| b.objects.get(key))
-            .map_or(0, |e| e.size);
+        let old = index.buckets.get(bucket).and_then(|b| b.objects.get(key));
+        let freed = old.map_or(0, |e| e.size);
+        let old_blobs = old.and_then(|e| e.blobs.clone());
         let seq = self.note(Self::object_change(bucket, key), size)?;
         layout::ensure_dir(&dir).map_err(io_err("creating", &dir))?;
         fs::rename(&w.path, &file).map_err(io_err("renaming into", &file))?;
         w.sealed = true;
+        linked.keep = true;
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
         if let Some(b) = index.buckets.get_mut(bucket) {
             b.objects.insert(key.to_owned(), super::Entry::from(&meta));
         }
         index.used = index.used - freed + size;
+        self.remove_blobs(bucket, old_blobs.as_deref());
         drop_upload(&self.layout, &mut index, upload_id)?;
         drop(index);
         self.noted(seq)?;

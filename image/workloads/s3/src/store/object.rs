@@ -57,12 +57,122 @@ pub struct ObjectMeta {
     /// plaintext's length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<SseMeta>,
+    /// A completed multipart object is stored as a manifest: its parts' files, moved (hard
+    /// linked) into `buckets/B/blobs/` at completion, in order. The object's stored bytes are
+    /// `[0, len)` of each, back to back; the object file itself then holds no data. Never
+    /// shared: each blob belongs to exactly one object file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<Vec<BlobRef>>,
+}
+
+/// One part file of a manifest object: `buckets/B/blobs/NAME`, whose first `len` bytes are
+/// this stretch of the object's stored bytes (the rest is the part's own metadata trailer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub name: String,
+    pub len: u64,
 }
 
 impl ObjectMeta {
-    /// Bytes of data in the file (ciphertext and tags for an encrypted object).
+    /// Bytes of data of the object (ciphertext and tags for an encrypted object).
     pub fn stored_size(&self) -> u64 {
         self.sse.as_ref().map_or(self.size, SseMeta::stored_size)
+    }
+
+    /// Bytes of data in the object file itself: none for a manifest.
+    pub fn file_data_len(&self) -> u64 {
+        if self.blobs.is_some() {
+            0
+        } else {
+            self.stored_size()
+        }
+    }
+}
+
+/// A blob name is ours: lowercase hex, a dot, a part number (see `complete_upload`).
+pub fn valid_blob_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'.')
+}
+
+/// An object's stored bytes, `[0, stored_size)`, whether they are in its own file or in the
+/// blobs of a manifest: `Read` and `Seek` over the concatenation (positioned reads, so the
+/// files are never shared state). Open file handles keep the data readable after the object
+/// is replaced or deleted, as with one file.
+#[derive(Debug)]
+pub struct ObjectData {
+    /// Each file with the offset of its first byte in the object and its length.
+    pieces: Vec<(File, u64, u64)>,
+    len: u64,
+    pos: u64,
+}
+
+impl ObjectData {
+    pub fn new(pieces: Vec<(File, u64)>) -> ObjectData {
+        let mut at = 0;
+        let pieces = pieces
+            .into_iter()
+            .map(|(f, len)| {
+                let p = (f, at, len);
+                at += len;
+                p
+            })
+            .collect();
+        ObjectData {
+            pieces,
+            len: at,
+            pos: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for ObjectData {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        if self.pos >= self.len || out.is_empty() {
+            return Ok(0);
+        }
+        let i = self
+            .pieces
+            .partition_point(|(_, start, len)| start + len <= self.pos);
+        let Some((f, start, len)) = self.pieces.get(i) else {
+            return Ok(0);
+        };
+        let within = self.pos - start;
+        let want = ((len - within) as usize).min(out.len());
+        let n = f.read_at(&mut out[..want], within)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object file is shorter than its metadata says",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ObjectData {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
     }
 }
 
@@ -125,10 +235,10 @@ pub fn read_meta(file: &mut File, path: &Path) -> Result<ObjectMeta, FormatError
     file.read_exact(&mut json).map_err(io_err)?;
     let meta: ObjectMeta =
         serde_json::from_slice(&json).map_err(|e| corrupt(format!("metadata: {e}")))?;
-    if meta.stored_size() != len - FOOTER - meta_len {
+    if meta.file_data_len() != len - FOOTER - meta_len {
         return Err(corrupt(format!(
             "metadata says {} data bytes, file holds {}",
-            meta.stored_size(),
+            meta.file_data_len(),
             len - FOOTER - meta_len
         )));
     }
@@ -145,12 +255,78 @@ pub fn open_meta(path: &Path) -> Result<(ObjectMeta, File), FormatError> {
     Ok((meta, f))
 }
 
+/// Bodies at least this long (or of unknown length) are hashed on a thread of their own, which
+/// overlaps the MD5 (and any declared checksum) with receiving and writing the body.
+pub const THREADED_HASH_MIN: u64 = 1 << 20;
+/// Batches queued for the hashing thread before the writer waits for it.
+const HASH_QUEUE: usize = 4;
+
+/// Where a writer's digests are computed.
+pub(crate) enum Hashing {
+    Inline(Hasher),
+    Thread {
+        tx: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        handle: std::thread::JoinHandle<Hasher>,
+    },
+}
+
+impl Hashing {
+    fn new(hasher: Hasher, threaded: bool) -> io::Result<Hashing> {
+        if !threaded {
+            return Ok(Hashing::Inline(hasher));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(HASH_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("s3-hash".into())
+            .spawn(move || {
+                let mut hasher = hasher;
+                for data in rx {
+                    hasher.update(&data);
+                }
+                hasher
+            })?;
+        Ok(Hashing::Thread { tx, handle })
+    }
+
+    pub(crate) fn update_slice(&mut self, data: &[u8]) {
+        match self {
+            Hashing::Inline(h) => h.update(data),
+            Hashing::Thread { .. } => self.update(bytes::Bytes::copy_from_slice(data)),
+        }
+    }
+
+    pub(crate) fn update(&mut self, data: bytes::Bytes) {
+        match self {
+            Hashing::Inline(h) => h.update(&data),
+            Hashing::Thread { tx, .. } => {
+                // The thread ends only when the sender is dropped; a send error means it
+                // panicked, which `finish` reports.
+                let _ = tx.send(data);
+            }
+        }
+    }
+
+    /// The digests of everything given to `update`.
+    pub(crate) fn finish(self) -> io::Result<crate::checksum::Digests> {
+        let hasher = match self {
+            Hashing::Inline(h) => h,
+            Hashing::Thread { tx, handle } => {
+                drop(tx);
+                handle
+                    .join()
+                    .map_err(|_| io::Error::other("the hashing thread panicked"))?
+            }
+        };
+        Ok(hasher.finalize())
+    }
+}
+
 /// A body being written to a temporary file, hashed on the way. Dropped without being sealed,
 /// it removes its file.
 pub struct ObjectWriter {
     pub(crate) out: Option<BufWriter<File>>,
     pub(crate) path: PathBuf,
-    pub(crate) hasher: Option<Hasher>,
+    pub(crate) hasher: Option<Hashing>,
     /// SSE-C: the body is encrypted on its way to the file.
     pub(crate) enc: Option<Encryptor>,
     /// The key check stored with the object when `enc` is set.
@@ -163,18 +339,36 @@ pub struct ObjectWriter {
 }
 
 impl ObjectWriter {
-    pub(crate) fn create(path: PathBuf, hasher: Hasher, room: u64) -> io::Result<Self> {
+    /// `length`, when known, decides whether the body is hashed inline (small) or on a thread.
+    pub(crate) fn create(
+        path: PathBuf,
+        hasher: Hasher,
+        room: u64,
+        length: Option<u64>,
+    ) -> io::Result<Self> {
+        let threaded = length.is_none_or(|n| n >= THREADED_HASH_MIN);
+        let hashing = Hashing::new(hasher, threaded)?;
         let f = File::create(&path)?;
         Ok(ObjectWriter {
             out: Some(BufWriter::with_capacity(1 << 20, f)),
             path,
-            hasher: Some(hasher),
+            hasher: Some(hashing),
             enc: None,
             check: None,
             written: 0,
             room,
             sealed: false,
         })
+    }
+
+    /// The digests of the body written (once: the hasher is consumed).
+    pub(crate) fn digests(&mut self) -> Result<crate::checksum::Digests, super::StoreError> {
+        let path = self.path.clone();
+        self.hasher
+            .take()
+            .ok_or_else(|| super::StoreError::Corrupt("writer reused".into()))?
+            .finish()
+            .map_err(super::io_err("hashing", &path))
     }
 
     pub fn written(&self) -> u64 {

@@ -690,3 +690,126 @@ fn sse_c_copies_decrypt_and_encrypt_with_each_sides_key() {
         Err(StoreError::Sse(SseError::NotEncrypted))
     ));
 }
+
+fn blob_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir.join("buckets/data/blobs"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn complete_two(s: &Store, key: &str, a: &[u8], b: &[u8]) -> ObjectMeta {
+    let id = s
+        .create_upload("data", key, Attrs::default(), None, None)
+        .unwrap()
+        .upload_id;
+    let p1 = upload_part(s, key, &id, 1, a);
+    let p2 = upload_part(s, key, &id, 2, b);
+    s.complete_upload("data", key, &id, &[part(1, &p1.etag), part(2, &p2.etag)])
+        .unwrap()
+}
+
+#[test]
+fn a_multipart_object_is_a_manifest_of_its_parts_and_its_blobs_go_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let meta = complete_two(&s, "m", b"AAAAA", b"BBB");
+    assert_eq!(meta.size, 8);
+    assert_eq!(meta.parts, Some(2));
+    assert_eq!(meta.blobs.as_ref().map(Vec::len), Some(2));
+    assert_eq!(read(&s, "data", "m"), b"AAAAABBB");
+    assert_eq!(blob_files(dir.path()).len(), 2);
+    assert_eq!(s.used(), 8, "a manifest's size counts once");
+    // ranges across the parts, through Seek
+    let (_, mut data) = s.open_object("data", "m").unwrap();
+    io::Seek::seek(&mut data, io::SeekFrom::Start(3)).unwrap();
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(&mut data, 4), &mut out).unwrap();
+    assert_eq!(out, b"AABB");
+
+    // reopened: the same object, the same count, the blobs kept
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(read(&s, "data", "m"), b"AAAAABBB");
+    assert_eq!(s.used(), 8);
+    assert_eq!(blob_files(dir.path()).len(), 2);
+
+    // a copy is a plain object: deleting the source leaves it whole
+    s.copy_object("data", "m", "data", "c", None, CopyKeys::default())
+        .unwrap();
+    assert_eq!(blob_files(dir.path()).len(), 2);
+
+    // overwritten by another multipart object: only the new blobs remain
+    let (_, mut held) = s.open_object("data", "m").unwrap();
+    complete_two(&s, "m", b"CCCCC", b"DD");
+    assert_eq!(read(&s, "data", "m"), b"CCCCCDD");
+    assert_eq!(blob_files(dir.path()).len(), 2);
+    let mut old = Vec::new();
+    io::Read::read_to_end(&mut held, &mut old).unwrap();
+    assert_eq!(
+        old, b"AAAAABBB",
+        "a reader opened before keeps the old bytes"
+    );
+    assert_eq!(s.used(), 7 + 8);
+
+    // overwritten by a PUT, then deleted: no blob left
+    complete_two(&s, "n", b"EEEEE", b"F");
+    put(&s, "data", "m", b"plain").unwrap();
+    assert_eq!(blob_files(dir.path()).len(), 2, "n's blobs only");
+    s.delete_object("data", "n").unwrap();
+    assert!(blob_files(dir.path()).is_empty());
+    assert_eq!(read(&s, "data", "c"), b"AAAAABBB");
+    assert_eq!(s.used(), 5 + 8);
+}
+
+#[test]
+fn blobs_no_manifest_names_are_removed_at_start_and_the_upload_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    put(&s, "data", "m", b"old").unwrap();
+    // a completion that crashed after linking its parts, before the manifest's rename
+    let id = s
+        .create_upload("data", "m", Attrs::default(), None, None)
+        .unwrap()
+        .upload_id;
+    let p1 = upload_part(&s, "m", &id, 1, b"AAAAA");
+    let blobs = dir.path().join("buckets/data/blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    fs::hard_link(s.layout.part(&id, 1), blobs.join("0123456789ab.00001")).unwrap();
+    drop(s);
+    let s = store(dir.path());
+    assert!(
+        blob_files(dir.path()).is_empty(),
+        "the unnamed blob is gone"
+    );
+    assert_eq!(read(&s, "data", "m"), b"old");
+    // the upload is whole and completes
+    let done = s
+        .complete_upload("data", "m", &id, &[part(1, &p1.etag)])
+        .unwrap();
+    assert_eq!(done.size, 5);
+    assert_eq!(read(&s, "data", "m"), b"AAAAA");
+    assert!(s.list_uploads("data", "").unwrap().is_empty());
+
+    // a manifest whose blob is missing is damage: moved aside, the rest stays
+    let x = complete_two(&s, "x", b"XXXXX", b"Y");
+    fs::remove_file(blobs.join(&x.blobs.unwrap()[0].name)).unwrap();
+    drop(s);
+    let s = store(dir.path());
+    assert!(matches!(
+        s.open_object("data", "x"),
+        Err(StoreError::NoSuchKey { .. })
+    ));
+    assert_eq!(read(&s, "data", "m"), b"AAAAA");
+    assert_eq!(
+        blob_files(dir.path()).len(),
+        1,
+        "m's blob only: x's other is removed"
+    );
+}
