@@ -101,6 +101,18 @@ fn same_files(a: &Path, b: &Path) -> bool {
     })
 }
 
+/// The container's cgroup CPU counters (cgroup v2 `cpu.stat`): microseconds used, and
+/// microseconds throttled by its CPU limit.
+fn cpu_stat(cgroup: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(cgroup.join("cpu.stat")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("usage_usec "), field("throttled_usec "))
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -198,6 +210,26 @@ fn main() {
             .map(str::to_owned)
     });
     let direct = format!("http://{ip}:9000");
+    // The server's cgroup, to read what CPU it used and how long its limit held it back.
+    let pid = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &container])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_string()))
+        })
+        .map(|p| Path::new("/sys/fs/cgroup").join(p.trim_start_matches('/')))
+        .unwrap_or_default();
+    let cpu_max = std::fs::read_to_string(cgroup.join("cpu.max")).unwrap_or_default();
+    println!(
+        "server cgroup {} cpu.max {}",
+        cgroup.display(),
+        cpu_max.trim()
+    );
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let probe = work.join("probe");
@@ -245,38 +277,49 @@ fn main() {
         }
         let total_mib = (size * count) as f64 / (1024.0 * 1024.0);
         let mut figures = serde_json::Map::new();
+        // server CPU seconds and throttled seconds per transfer, by "path op"
+        let mut server_cpu: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
+            Default::default();
         let mut put_get = |path: &str, ep: &str, run: usize| -> (f64, f64) {
             let dst = format!("s3://bench/{label}/{path}/run{run}/");
+            let mut timed = |op: &str, args: &[&str]| -> Duration {
+                let (u0, t0) = cpu_stat(&cgroup);
+                let took = aws.run(ep, args);
+                let (u1, t1) = cpu_stat(&cgroup);
+                server_cpu
+                    .entry(format!("{path} {op}"))
+                    .or_default()
+                    .push(((u1 - u0) as f64 / 1e6, (t1 - t0) as f64 / 1e6));
+                took
+            };
             let put = total_mib
-                / aws
-                    .run(
-                        ep,
-                        &[
-                            "s3",
-                            "cp",
-                            "--recursive",
-                            "--quiet",
-                            src.to_str().unwrap(),
-                            &dst,
-                        ],
-                    )
-                    .as_secs_f64();
+                / timed(
+                    "put",
+                    &[
+                        "s3",
+                        "cp",
+                        "--recursive",
+                        "--quiet",
+                        src.to_str().unwrap(),
+                        &dst,
+                    ],
+                )
+                .as_secs_f64();
             let down = work.join(format!("down-{label}"));
             let _ = std::fs::remove_dir_all(&down);
             let get = total_mib
-                / aws
-                    .run(
-                        ep,
-                        &[
-                            "s3",
-                            "cp",
-                            "--recursive",
-                            "--quiet",
-                            &dst,
-                            down.to_str().unwrap(),
-                        ],
-                    )
-                    .as_secs_f64();
+                / timed(
+                    "get",
+                    &[
+                        "s3",
+                        "cp",
+                        "--recursive",
+                        "--quiet",
+                        &dst,
+                        down.to_str().unwrap(),
+                    ],
+                )
+                .as_secs_f64();
             assert!(same_files(&src, &down), "{path} {label}: other bytes");
             // keep the volume small: the next run writes new keys
             aws.run(ep, &["s3", "rm", "--recursive", "--quiet", &dst]);
@@ -329,6 +372,22 @@ fn main() {
         ] {
             figures.insert(k.into(), serde_json::json!(v));
         }
+        // what the server's cgroup used per transfer (medians): CPU, and time held back by the
+        // plan's CPU limit
+        let mut cpu_rows = serde_json::Map::new();
+        for (what, v) in &server_cpu {
+            let used = median(v.iter().map(|x| x.0).collect());
+            let throttled = median(v.iter().map(|x| x.1).collect());
+            println!(
+                "             server {what}: {used:.2} CPU-s ({:.0} MiB per CPU-s), throttled {throttled:.2} s",
+                total_mib / used
+            );
+            cpu_rows.insert(
+                what.clone(),
+                serde_json::json!({"cpu_s": used, "throttled_s": throttled, "mib_per_cpu_s": total_mib / used}),
+            );
+        }
+        figures.insert("server_cgroup".into(), serde_json::Value::Object(cpu_rows));
         figures.insert("object".into(), serde_json::json!(label));
         figures.insert("objects".into(), serde_json::json!(count));
         figures.insert("runs".into(), serde_json::json!(runs));
@@ -340,6 +399,7 @@ fn main() {
     let result = serde_json::json!({
         "what": "aws s3 cp --recursive (aws CLI from build/pyenv, defaults) to one s3 workload: through the gateway (HTTPS) and directly to its container (plain HTTP on the Docker bridge); plain copy = read + write + fsync per file on the same disk",
         "plan": plan,
+        "server_cpu_max": cpu_max.trim(),
         "throughput": rows,
         "loadavg_before": load_before,
         "loadavg_after": load,
