@@ -101,16 +101,107 @@ fn same_files(a: &Path, b: &Path) -> bool {
     })
 }
 
-/// The container's cgroup CPU counters (cgroup v2 `cpu.stat`): microseconds used, and
-/// microseconds throttled by its CPU limit.
-fn cpu_stat(cgroup: &Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(cgroup.join("cpu.stat")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("usage_usec "), field("throttled_usec "))
+/// Where a process's CPU is accounted: cgroup v2 (`0::PATH`) or v1 (the `cpu` and `cpuacct`
+/// hierarchies).
+enum Cgroup {
+    V2(PathBuf),
+    V1 { cpu: PathBuf, cpuacct: PathBuf },
+}
+
+impl Cgroup {
+    fn of(pid: &str) -> Option<Cgroup> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let under = |mount: &str, p: &str| {
+            Path::new("/sys/fs/cgroup")
+                .join(mount)
+                .join(p.trim_start_matches('/'))
+        };
+        let v1 = |name: &str| {
+            text.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                ctrls
+                    .split(',')
+                    .any(|c| c == name)
+                    .then(|| under(name, path))
+            })
+        };
+        match (v1("cpu"), v1("cpuacct")) {
+            (Some(cpu), Some(cpuacct)) if cpu.is_dir() => Some(Cgroup::V1 { cpu, cpuacct }),
+            _ => text
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(|p| Cgroup::V2(under("", p.trim()))),
+        }
+    }
+
+    /// Microseconds of CPU used, and microseconds throttled by the CPU limit.
+    fn stat(&self) -> (u64, u64) {
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        let field = |text: &str, name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        match self {
+            Cgroup::V2(dir) => {
+                let t = read(dir.join("cpu.stat"));
+                (field(&t, "usage_usec "), field(&t, "throttled_usec "))
+            }
+            Cgroup::V1 { cpu, cpuacct } => {
+                let used: u64 = read(cpuacct.join("cpuacct.usage"))
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                let t = read(cpu.join("cpu.stat"));
+                (used / 1000, field(&t, "throttled_time ") / 1000)
+            }
+        }
+    }
+
+    /// The CPU limit as "quota period" (microseconds).
+    fn limit(&self) -> String {
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        match self {
+            Cgroup::V2(dir) => read(dir.join("cpu.max")),
+            Cgroup::V1 { cpu, .. } => format!(
+                "{} {}",
+                read(cpu.join("cpu.cfs_quota_us")),
+                read(cpu.join("cpu.cfs_period_us"))
+            ),
+        }
+    }
+}
+
+/// CPU seconds (user + system) a process has used, all its threads.
+fn proc_cpu(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = text
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // fields 14 and 15 of stat (utime, stime), in clock ticks (100 per second on Linux)
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of this process's children that have been waited for (the aws CLI runs).
+fn children_cpu() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = text
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // cutime, cstime
+    (ticks(13) + ticks(14)) / 100.0
 }
 
 fn loadavg() -> String {
@@ -216,20 +307,9 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("0::").map(|p| p.trim().to_string()))
-        })
-        .map(|p| Path::new("/sys/fs/cgroup").join(p.trim_start_matches('/')))
-        .unwrap_or_default();
-    let cpu_max = std::fs::read_to_string(cgroup.join("cpu.max")).unwrap_or_default();
-    println!(
-        "server cgroup {} cpu.max {}",
-        cgroup.display(),
-        cpu_max.trim()
-    );
+    let cgroup = Cgroup::of(&pid).expect("the server's cgroup");
+    let cpu_max = cgroup.limit();
+    println!("server CPU limit (quota period, µs): {cpu_max}");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let probe = work.join("probe");
@@ -263,6 +343,7 @@ fn main() {
     }
     println!("gateway {gateway}, direct {direct} (container {container}), plan {plan}");
 
+    let (fleet_pid, node_pid) = (f.child.id(), n.child.id());
     let load_before = loadavg();
     let mut rows = Vec::new();
     for (label, size, count) in [
@@ -278,18 +359,22 @@ fn main() {
         let total_mib = (size * count) as f64 / (1024.0 * 1024.0);
         let mut figures = serde_json::Map::new();
         // server CPU seconds and throttled seconds per transfer, by "path op"
-        let mut server_cpu: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
-            Default::default();
+        let mut server_cpu: std::collections::BTreeMap<String, Vec<[f64; 5]>> = Default::default();
         let mut put_get = |path: &str, ep: &str, run: usize| -> (f64, f64) {
             let dst = format!("s3://bench/{label}/{path}/run{run}/");
             let mut timed = |op: &str, args: &[&str]| -> Duration {
-                let (u0, t0) = cpu_stat(&cgroup);
+                let (u0, t0) = cgroup.stat();
+                let (f0, n0, c0) = (proc_cpu(fleet_pid), proc_cpu(node_pid), children_cpu());
                 let took = aws.run(ep, args);
-                let (u1, t1) = cpu_stat(&cgroup);
-                server_cpu
-                    .entry(format!("{path} {op}"))
-                    .or_default()
-                    .push(((u1 - u0) as f64 / 1e6, (t1 - t0) as f64 / 1e6));
+                let (u1, t1) = cgroup.stat();
+                let (f1, n1, c1) = (proc_cpu(fleet_pid), proc_cpu(node_pid), children_cpu());
+                server_cpu.entry(format!("{path} {op}")).or_default().push([
+                    (u1 - u0) as f64 / 1e6,
+                    (t1 - t0) as f64 / 1e6,
+                    f1 - f0,
+                    n1 - n0,
+                    c1 - c0,
+                ]);
                 took
             };
             let put = total_mib
@@ -372,22 +457,25 @@ fn main() {
         ] {
             figures.insert(k.into(), serde_json::json!(v));
         }
-        // what the server's cgroup used per transfer (medians): CPU, and time held back by the
-        // plan's CPU limit
+        // CPU per transfer (medians): the server's cgroup (and the time its plan's limit held it
+        // back), the fleet process (the gateway: TLS), latticed (the tunnel), the aws CLI
         let mut cpu_rows = serde_json::Map::new();
         for (what, v) in &server_cpu {
-            let used = median(v.iter().map(|x| x.0).collect());
-            let throttled = median(v.iter().map(|x| x.1).collect());
+            let m = |i: usize| median(v.iter().map(|x| x[i]).collect());
+            let (used, throttled, fleet, node, client) = (m(0), m(1), m(2), m(3), m(4));
             println!(
-                "             server {what}: {used:.2} CPU-s ({:.0} MiB per CPU-s), throttled {throttled:.2} s",
-                total_mib / used
+                "             CPU-s per transfer, {what}: server {used:.2} (throttled {throttled:.2} s), fleet+gateway {fleet:.2}, latticed {node:.2}, aws CLI {client:.2}"
             );
             cpu_rows.insert(
                 what.clone(),
-                serde_json::json!({"cpu_s": used, "throttled_s": throttled, "mib_per_cpu_s": total_mib / used}),
+                serde_json::json!({"server_cpu_s": used, "server_throttled_s": throttled,
+                    "fleet_gateway_cpu_s": fleet, "latticed_cpu_s": node, "aws_cli_cpu_s": client}),
             );
         }
-        figures.insert("server_cgroup".into(), serde_json::Value::Object(cpu_rows));
+        figures.insert(
+            "cpu_per_transfer".into(),
+            serde_json::Value::Object(cpu_rows),
+        );
         figures.insert("object".into(), serde_json::json!(label));
         figures.insert("objects".into(), serde_json::json!(count));
         figures.insert("runs".into(), serde_json::json!(runs));
