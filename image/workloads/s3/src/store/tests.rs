@@ -813,3 +813,46 @@ fn blobs_no_manifest_names_are_removed_at_start_and_the_upload_stays() {
         "m's blob only: x's other is removed"
     );
 }
+
+#[test]
+fn a_crash_after_the_manifest_before_the_upload_is_removed_keeps_the_object_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    s.create_bucket("data").unwrap();
+    let id = s
+        .create_upload("data", "m", Attrs::default(), None, None)
+        .unwrap()
+        .upload_id;
+    let p1 = upload_part(&s, "m", &id, 1, b"AAAAA");
+    let p2 = upload_part(&s, "m", &id, 2, b"BB");
+    let info = fs::read(s.layout.upload(&id).join("upload.json")).unwrap();
+    let meta = s
+        .complete_upload("data", "m", &id, &[part(1, &p1.etag), part(2, &p2.etag)])
+        .unwrap();
+    // the state a crash between the manifest's rename and the upload's removal leaves: the
+    // upload's directory with its parts, which are the object's blobs under other names
+    let up = s.layout.upload(&id);
+    fs::create_dir(&up).unwrap();
+    fs::write(up.join("upload.json"), info).unwrap();
+    for (n, b) in meta.blobs.as_ref().unwrap().iter().enumerate() {
+        fs::hard_link(
+            dir.path().join("buckets/data/blobs").join(&b.name),
+            s.layout.part(&id, n as u32 + 1),
+        )
+        .unwrap();
+    }
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(read(&s, "data", "m"), b"AAAAABB");
+    assert_eq!(s.list_uploads("data", "").unwrap().len(), 1);
+    assert_eq!(s.used(), 7 + 7, "the upload's parts count until it ends");
+    // aborting it removes its names only: the object keeps its data
+    s.abort_upload("data", "m", &id).unwrap();
+    assert_eq!(read(&s, "data", "m"), b"AAAAABB");
+    assert_eq!(blob_files(dir.path()).len(), 2);
+    assert_eq!(s.used(), 7);
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(read(&s, "data", "m"), b"AAAAABB");
+    assert_eq!(blob_files(dir.path()).len(), 2);
+}
