@@ -641,10 +641,13 @@ impl Store {
             b.objects.insert(meta.key.clone(), Entry::from(&meta));
         }
         index.used = used - freed + meta.size;
-        self.remove_blobs(bucket, old_blobs.as_deref());
         drop(index);
         // The rename is durable once the directory is; only then is the PUT acknowledged.
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        // Only now are the replaced object's part files removed: before the rename is durable,
+        // a power cut could keep the old manifest and lose its parts. Readers that opened
+        // them keep reading; readers that read the old manifest retry ([`Store::open_object`]).
+        self.remove_blobs(bucket, old_blobs.as_deref());
         self.noted(seq)?;
         Ok(meta)
     }
@@ -688,60 +691,75 @@ impl Store {
     }
 
     /// The object's metadata and its stored bytes (`[0, meta.stored_size())`; the plaintext
-    /// `[0, meta.size)` for an object without SSE-C). Opened under the index lock, so a
-    /// manifest's blobs cannot be removed between the manifest and its blobs being opened;
-    /// once open, they stay readable whatever happens to the object.
+    /// `[0, meta.size)` for an object without SSE-C). Only the index is read under the lock;
+    /// the files are opened outside it, so a slow disk or a manifest of many parts holds up
+    /// no other request. Once open, the data stays readable whatever happens to the object;
+    /// a manifest whose part files were removed before they were opened (the object was
+    /// replaced meanwhile) is read again.
     pub fn open_object(
         &self,
         bucket: &str,
         key: &str,
     ) -> Result<(ObjectMeta, ObjectData), StoreError> {
+        const ATTEMPTS: usize = 5;
         let (_, path) = self.layout.object(bucket, key);
-        let index = self.lock();
-        let b = index
-            .buckets
-            .get(bucket)
-            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
         let no_such_key = || StoreError::NoSuchKey {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
         };
-        if !b.objects.contains_key(key) {
-            return Err(no_such_key());
-        }
-        let (meta, file) = match object::open_meta(&path) {
-            Ok(found) => found,
-            // the index and the files disagree only if someone removed the file by hand
-            Err(object::FormatError::Io { source, .. })
-                if source.kind() == io::ErrorKind::NotFound =>
+        for _ in 0..ATTEMPTS {
             {
-                return Err(no_such_key());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let data = match &meta.blobs {
-            None => {
-                let len = meta.stored_size();
-                ObjectData::new(vec![(file, len)])
-            }
-            Some(blobs) => {
-                let dir = self.layout.blobs(bucket);
-                let mut pieces = Vec::with_capacity(blobs.len());
-                for blob in blobs {
-                    let p = dir.join(&blob.name);
-                    let f = File::open(&p).map_err(io_err("opening", &p))?;
-                    pieces.push((f, blob.len));
+                let index = self.lock();
+                let b = index
+                    .buckets
+                    .get(bucket)
+                    .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))?;
+                if !b.objects.contains_key(key) {
+                    return Err(no_such_key());
                 }
-                ObjectData::new(pieces)
             }
-        };
-        drop(index);
-        Ok((meta, data))
+            let (meta, file) = match object::open_meta(&path) {
+                Ok(found) => found,
+                // deleted since the index was read (or removed by hand)
+                Err(object::FormatError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    return Err(no_such_key());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(blobs) = &meta.blobs else {
+                let len = meta.stored_size();
+                return Ok((meta, ObjectData::new(vec![(file, len)])));
+            };
+            let dir = self.layout.blobs(bucket);
+            let mut pieces = Vec::with_capacity(blobs.len());
+            let mut replaced = false;
+            for blob in blobs {
+                let p = dir.join(&blob.name);
+                match File::open(&p) {
+                    Ok(f) => pieces.push((f, blob.len)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        replaced = true;
+                        break;
+                    }
+                    Err(e) => return Err(io_err("opening", &p)(e)),
+                }
+            }
+            if !replaced {
+                return Ok((meta, ObjectData::new(pieces)));
+            }
+        }
+        Err(StoreError::Io {
+            what: "opening (the object kept changing while it was read)",
+            path,
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })
     }
 
-    /// Removes the blobs of a manifest object that was just replaced or deleted (called with
-    /// the index lock held, after the rename or removal of its object file). Not fsynced: a
-    /// removal lost to a crash leaves blobs no manifest names, which `open` removes.
+    /// Removes the blobs of a manifest object that was just replaced or deleted (after the
+    /// rename or removal of its object file is durable). Not fsynced: a removal lost to a
+    /// crash leaves blobs no manifest names, which `open` moves to `DATA/damaged/`.
     fn remove_blobs(&self, bucket: &str, blobs: Option<&[String]>) {
         let dir = self.layout.blobs(bucket);
         for name in blobs.unwrap_or_default() {
@@ -781,9 +799,10 @@ impl Store {
             b.objects.remove(key);
         }
         index.used -= entry.size;
-        self.remove_blobs(bucket, entry.blobs.as_deref());
         drop(index);
         layout::fsync_dir(&dir).map_err(io_err("syncing", &dir))?;
+        // After the removal is durable (see commit_object).
+        self.remove_blobs(bucket, entry.blobs.as_deref());
         self.noted(seq)?;
         Ok(true)
     }
@@ -931,10 +950,20 @@ fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
             if let Some(blobs) = &meta.blobs {
                 // Blobs are linked and their directory fsynced before the manifest is renamed
                 // into place, so a missing or short one is damage, not a crash.
-                let missing = blobs.iter().find(|b| {
-                    !object::valid_blob_name(&b.name)
-                        || fs::metadata(blobs_dir.join(&b.name)).map_or(true, |m| m.len() < b.len)
-                });
+                let mut missing = None;
+                for b in blobs {
+                    let short = !object::valid_blob_name(&b.name)
+                        || match fs::metadata(blobs_dir.join(&b.name)) {
+                            Ok(m) => m.len() < b.len,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                            // not "missing": an I/O error must not make the object damage
+                            Err(e) => return Err(io_err("reading", &blobs_dir.join(&b.name))(e)),
+                        };
+                    if short {
+                        missing = Some(b);
+                        break;
+                    }
+                }
                 if let Some(b) = missing {
                     let dest = quarantine(layout, &path)?;
                     tracing::error!(blob = %b.name, moved_to = %dest.display(), "moved aside a multipart object whose part file is missing or short");
@@ -946,10 +975,13 @@ fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
         }
     }
     // Blobs no manifest names: a completion that crashed before its manifest was renamed
-    // into place, or a replaced object whose blobs were not all removed before a crash.
+    // into place, a replaced object whose blobs were not all removed before a crash, or the
+    // parts of a manifest moved aside above (damaged, or unreadable to this version). Moved
+    // to `DATA/damaged/`, never deleted: which of these it is cannot be told from here, and
+    // the last two are the only copy of an object's data.
     match fs::read_dir(&blobs_dir) {
         Ok(entries) => {
-            let mut removed = 0usize;
+            let mut moved = 0usize;
             for entry in entries {
                 let entry = entry.map_err(io_err("listing", &blobs_dir))?;
                 let keep = entry
@@ -957,13 +989,12 @@ fn load_bucket(layout: &Layout, name: &str) -> Result<BucketState, StoreError> {
                     .to_str()
                     .is_some_and(|n| referenced.contains(n));
                 if !keep {
-                    let p = entry.path();
-                    fs::remove_file(&p).map_err(io_err("removing", &p))?;
-                    removed += 1;
+                    quarantine(layout, &entry.path())?;
+                    moved += 1;
                 }
             }
-            if removed > 0 {
-                tracing::info!(bucket = name, removed, "removed part files no object names");
+            if moved > 0 {
+                tracing::warn!(bucket = name, moved, "moved part files no object names to DATA/damaged/ (delete them there once inspected)");
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

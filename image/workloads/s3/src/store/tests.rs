@@ -768,7 +768,7 @@ fn a_multipart_object_is_a_manifest_of_its_parts_and_its_blobs_go_with_it() {
 }
 
 #[test]
-fn blobs_no_manifest_names_are_removed_at_start_and_the_upload_stays() {
+fn blobs_no_manifest_names_are_moved_aside_at_start_and_the_upload_stays() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     s.create_bucket("data").unwrap();
@@ -786,7 +786,7 @@ fn blobs_no_manifest_names_are_removed_at_start_and_the_upload_stays() {
     let s = store(dir.path());
     assert!(
         blob_files(dir.path()).is_empty(),
-        "the unnamed blob is gone"
+        "the unnamed blob is gone from blobs/"
     );
     assert_eq!(read(&s, "data", "m"), b"old");
     // the upload is whole and completes
@@ -810,8 +810,16 @@ fn blobs_no_manifest_names_are_removed_at_start_and_the_upload_stays() {
     assert_eq!(
         blob_files(dir.path()).len(),
         1,
-        "m's blob only: x's other is removed"
+        "m's blob only: x's other is moved aside"
     );
+    // ...with its data: the sweep deletes nothing (x's surviving part is there, and so is the
+    // unnamed blob of the crashed completion above).
+    let damaged: Vec<Vec<u8>> = fs::read_dir(dir.path().join("damaged"))
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    // (a part file is its data followed by its metadata trailer)
+    assert!(damaged.iter().any(|d| d.starts_with(b"Y{")), "{damaged:?}");
 }
 
 #[test]
