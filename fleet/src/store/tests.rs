@@ -158,7 +158,107 @@ on_both!(
     gateway_traffic_adds_up,
     downtime_adds_up_into_reliability,
     concurrent_target_rewrites_each_read_what_they_replace,
+    s3_replicas_are_stored_reported_relinked_and_promoted,
 );
+
+fn s3_row(id: &str, name: &str, settings: &str, at: u64) -> WorkloadRow {
+    WorkloadRow {
+        id: id.into(),
+        account_id: "a".into(),
+        name: name.into(),
+        kind: "s3".into(),
+        plan: "small".into(),
+        settings: settings.into(),
+        node_id: Some("n-1".into()),
+        moving_to: None,
+        cpu_millis: 250,
+        memory_bytes: 1,
+        disk_bytes: 2,
+        created_ms: at,
+        updated_ms: at,
+        next: None,
+    }
+}
+
+/// The S3 replica's store operations (issue 6) behave alike on both engines.
+async fn s3_replicas_are_stored_reported_relinked_and_promoted(s: Store) {
+    let p = s3_row("w-p", "files", r#"{"replica":"w-r"}"#, 1);
+    let r = s3_row("w-r", "files--replica", r#"{"replica_of":"w-p"}"#, 1);
+    // All or nothing: a taken name stores none of them.
+    assert!(s.insert_workloads(&[(&p, "p")]).await.unwrap());
+    let taken = s3_row("w-x", "files", "{}", 1);
+    assert!(!s
+        .insert_workloads(&[(&r, "replica"), (&taken, "x")])
+        .await
+        .unwrap());
+    assert!(s.workload_by_id("w-r").await.unwrap().is_none());
+    assert!(s.insert_workloads(&[(&r, "r")]).await.unwrap());
+    assert!(s.workload("a", "files--replica").await.unwrap().is_some());
+
+    // Reports: the newest read wins, never an older one; none for a workload not stored.
+    s.record_replication("w-p", "new", 20).await.unwrap();
+    s.record_replication("w-p", "older", 10).await.unwrap();
+    assert_eq!(
+        s.replication("w-p").await.unwrap(),
+        Some(("new".to_string(), 20))
+    );
+    s.record_replication("w-gone", "x", 30).await.unwrap();
+    assert_eq!(s.replication("w-gone").await.unwrap(), None);
+
+    // Relinking is a compare-and-set on the primary.
+    let stale = s3_row("w-p", "files", "{}", 0);
+    assert!(!s
+        .relink_replica(&stale, "{}", None, Some("w-r"), 5, ("replica_dropped", "x"))
+        .await
+        .unwrap());
+    assert!(s.workload_by_id("w-r").await.unwrap().is_some());
+    let r2 = s3_row("w-r2", "files--replica", r#"{"replica_of":"w-p"}"#, 5);
+    // The new replica's name is the old one's: dropping the old in the same step frees it.
+    assert!(s
+        .relink_replica(
+            &p,
+            r#"{"replica":"w-r2"}"#,
+            Some((&r2, "placed")),
+            Some("w-r"),
+            5,
+            ("replica_placed", "y"),
+        )
+        .await
+        .unwrap());
+    assert!(s.workload_by_id("w-r").await.unwrap().is_none());
+    let p = s.workload_by_id("w-p").await.unwrap().unwrap();
+    assert_eq!(
+        (p.settings.as_str(), p.updated_ms),
+        (r#"{"replica":"w-r2"}"#, 5)
+    );
+
+    // Promotion: the replica takes the name and the history; the primary and its report go.
+    assert!(s
+        .promote_replica(&p, &r2, "{}", 9, ("promoted", "lag 0"))
+        .await
+        .unwrap());
+    let now = s.workload("a", "files").await.unwrap().unwrap();
+    assert_eq!((now.id.as_str(), now.settings.as_str()), ("w-r2", "{}"));
+    assert!(s.workload_by_id("w-p").await.unwrap().is_none());
+    assert_eq!(s.replication("w-p").await.unwrap(), None);
+    let kinds: Vec<String> = s
+        .workload_events("w-r2")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"replica_placed".to_string()) && kinds.last().unwrap() == "promoted",
+        "{kinds:?}"
+    );
+    // Done twice (another fleet process): the second changes nothing.
+    assert!(!s
+        .promote_replica(&p, &r2, "{}", 10, ("promoted", "again"))
+        .await
+        .unwrap());
+    assert_eq!(s.delete_workloads(&["w-r2", "w-none"]).await.unwrap(), 1);
+}
 
 fn token(id: &str, hash: &str, max_uses: u64, expires_ms: u64) -> TokenRow {
     TokenRow {
