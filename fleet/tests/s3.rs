@@ -167,6 +167,23 @@ impl Aws {
     }
 }
 
+/// A real fleet that deploys `s3` with `image`, its apps on loopback (HTTPS on
+/// `https_port`), with `extra` flags.
+fn s3_fleet(dir: &Path, image: &str, https_port: u16, extra: &[&str]) -> Fleet {
+    let apps_https = format!("127.0.0.1:{https_port}");
+    let apps_http = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "--s3-image",
+        image,
+        "--apps-https",
+        &apps_https,
+        "--apps-http",
+        &apps_http,
+    ];
+    args.extend_from_slice(extra);
+    Fleet::start("fleet", &dir.join("fleet"), free_port(), free_port(), &args)
+}
+
 fn wait_running(cfg: &Path, name: &str) -> serde_json::Value {
     wait_for(120, &format!("{name} running"), || {
         let (ok, out, _) = lattice_as(cfg, &["workload", "show", name, "--json"], "");
@@ -185,23 +202,8 @@ fn deploy_s3_use_it_with_the_aws_cli_through_the_gateway_and_delete_it() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let https_port = free_port().to_string();
-    let apps_https = format!("127.0.0.1:{https_port}");
-    let apps_http = format!("127.0.0.1:{}", free_port());
-    let f = Fleet::start(
-        "fleet",
-        &dir.path().join("fleet"),
-        free_port(),
-        free_port(),
-        &[
-            "--s3-image",
-            &image,
-            "--apps-https",
-            &apps_https,
-            "--apps-http",
-            &apps_http,
-        ],
-    );
+    let https_port = free_port();
+    let f = s3_fleet(dir.path(), &image, https_port, &[]);
     let (n, id, _cleanup) = online_node(&f, &dir.path().join("node"), "alice");
 
     let ann = consumer(&f, dir.path(), "ann@example.org");
@@ -596,23 +598,11 @@ fn a_replica_on_another_provider_takes_over_with_the_data_when_the_primarys_node
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let apps_https = format!("127.0.0.1:{}", free_port());
-    let apps_http = format!("127.0.0.1:{}", free_port());
-    let f = Fleet::start(
-        "fleet",
-        &dir.path().join("fleet"),
+    let f = s3_fleet(
+        dir.path(),
+        &image,
         free_port(),
-        free_port(),
-        &[
-            "--s3-image",
-            &image,
-            "--apps-https",
-            &apps_https,
-            "--apps-http",
-            &apps_http,
-            "--node-lost-grace-secs",
-            "3",
-        ],
+        &["--node-lost-grace-secs", "3"],
     );
     let (a, a_id, _ca) = online_node(&f, &dir.path().join("a"), "alice");
     let (b, b_id, _cb) = online_node(&f, &dir.path().join("b"), "bob");

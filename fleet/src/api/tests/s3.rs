@@ -162,6 +162,19 @@ async fn s3_state() -> Arc<AppState> {
     s
 }
 
+/// One lifecycle round at `at` (ms), with the default 30 s grace, as the fleet's task runs it.
+async fn round_at(s: &Arc<AppState>, at: u64) {
+    crate::lifecycle::round(
+        s,
+        std::time::Duration::from_secs(30),
+        0,
+        at,
+        &mut Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
 fn target_of(node: &crate::store::NodeRow) -> Vec<lattice_wire::msg::WorkloadSpec> {
     serde_json::from_str(&node.target).unwrap_or_default()
 }
@@ -387,21 +400,7 @@ async fn losing_the_primarys_node_promotes_the_replica_and_tells_the_lag_last_re
     assert_eq!(v["replication"]["report"]["pending_changes"], 3, "{v}");
 
     // A round while both nodes are there changes nothing.
-    let round = |at: u64| {
-        let s = s.clone();
-        async move {
-            crate::lifecycle::round(
-                &s,
-                std::time::Duration::from_secs(30),
-                0,
-                at,
-                &mut Default::default(),
-            )
-            .await
-            .unwrap()
-        }
-    };
-    round(now).await;
+    round_at(&s, now).await;
     assert!(s
         .store
         .workload(&a, "files--replica")
@@ -410,7 +409,7 @@ async fn losing_the_primarys_node_promotes_the_replica_and_tells_the_lag_last_re
         .is_some());
 
     s.store.revoke_node(&pn).await.unwrap();
-    round(now).await;
+    round_at(&s, now).await;
     // The replica is "files" now: same name (so the same address), on its own node, with
     // the primary's buckets and no replica; the primary and its report are gone.
     let all = s.store.workloads(Some(&a)).await.unwrap();
@@ -459,7 +458,7 @@ async fn losing_the_primarys_node_promotes_the_replica_and_tells_the_lag_last_re
     );
     assert!(v.get("replication").is_none(), "no replica now: {v}");
     // Another round finds nothing to do.
-    round(now + 1_000).await;
+    round_at(&s, now + 1_000).await;
     assert_eq!(s.store.workloads(Some(&a)).await.unwrap().len(), 1);
 }
 
@@ -484,15 +483,7 @@ async fn losing_the_replicas_node_keeps_the_primary_and_says_so() {
         .await
         .unwrap());
     for _ in 0..2 {
-        crate::lifecycle::round(
-            &s,
-            std::time::Duration::from_secs(30),
-            0,
-            lattice_wire::now_ms() + 60_000,
-            &mut Default::default(),
-        )
-        .await
-        .unwrap();
+        round_at(&s, lattice_wire::now_ms() + 60_000).await;
     }
     let now = s.store.workload(&a, "files").await.unwrap().unwrap();
     assert_eq!(now.node_id, primary.node_id, "the primary stays");
@@ -516,20 +507,6 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
     let (a, token) = account(&s, "a@example.org", "consumer").await;
     let alice = super::updates::online_node_of(&s, "alice").await;
     deploy_files(&s, &token).await;
-    let round = || {
-        let s = s.clone();
-        async move {
-            crate::lifecycle::round(
-                &s,
-                std::time::Duration::from_secs(30),
-                0,
-                lattice_wire::now_ms(),
-                &mut Default::default(),
-            )
-            .await
-            .unwrap()
-        }
-    };
     let pair = || {
         let (s, a) = (s.clone(), a.clone());
         async move {
@@ -549,8 +526,8 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
         }
     };
     // Alone: no replica, said once however many rounds.
-    round().await;
-    round().await;
+    round_at(&s, lattice_wire::now_ms()).await;
+    round_at(&s, lattice_wire::now_ms()).await;
     let (p, r) = pair().await;
     assert!(r.is_none());
     let events = s.store.workload_events(&p.id).await.unwrap();
@@ -563,7 +540,7 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
     // Another provider's node joins: the next round places the replica there, and the
     // primary's target names it.
     let bob = super::updates::online_node_of(&s, "bob").await;
-    round().await;
+    round_at(&s, lattice_wire::now_ms()).await;
     let (p, r) = pair().await;
     let first = r.expect("a replica once a node can take it");
     assert_eq!(first.node_id.as_deref(), Some(bob.as_str()));
@@ -585,7 +562,7 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
 
     // Bob's node is revoked: it will not be back, so the replica is dropped...
     s.store.revoke_node(&bob).await.unwrap();
-    round().await;
+    round_at(&s, lattice_wire::now_ms()).await;
     let (p, r) = pair().await;
     assert!(r.is_none(), "{r:?}");
     assert!(crate::kinds::s3::settings(&p).unwrap().replica.is_none());
@@ -605,7 +582,7 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
     // ...and a new one, with a new id (so the server copies everything to it), goes on the
     // next node that can take it.
     let carol = super::updates::online_node_of(&s, "carol").await;
-    round().await;
+    round_at(&s, lattice_wire::now_ms()).await;
     let (p, r) = pair().await;
     let second = r.unwrap();
     assert_eq!(second.node_id.as_deref(), Some(carol.as_str()));
@@ -618,7 +595,7 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
     // The primary's node is revoked: carol's replica is promoted, and the promoted workload
     // gets a replica of its own once another node can take it.
     s.store.revoke_node(&alice).await.unwrap();
-    round().await;
+    round_at(&s, lattice_wire::now_ms()).await;
     let (p, r) = pair().await;
     assert_eq!(
         (p.id.as_str(), p.node_id.as_deref()),
@@ -626,7 +603,7 @@ async fn primaries_get_a_replica_when_a_node_can_take_one_and_a_new_one_for_a_re
     );
     assert!(r.is_none());
     let dave = super::updates::online_node_of(&s, "dave").await;
-    round().await;
+    round_at(&s, lattice_wire::now_ms()).await;
     let (p, r) = pair().await;
     let third = r.unwrap();
     assert_eq!(third.node_id.as_deref(), Some(dave.as_str()));
@@ -667,15 +644,7 @@ async fn a_replica_not_known_to_be_close_behind_is_not_promoted_and_it_is_said_o
         .unwrap());
     let later = lattice_wire::now_ms() + 60_000;
     for i in 0..4 {
-        crate::lifecycle::round(
-            &s,
-            std::time::Duration::from_secs(30),
-            0,
-            later + i,
-            &mut Default::default(),
-        )
-        .await
-        .unwrap();
+        round_at(&s, later + i).await;
     }
     // Nothing is deleted: the primary waits for its node, with its data.
     let still = s.store.workload(&a, "files").await.unwrap().unwrap();
@@ -708,15 +677,7 @@ async fn a_replica_not_known_to_be_close_behind_is_not_promoted_and_it_is_said_o
         .await
         .unwrap());
     for i in 0..4 {
-        crate::lifecycle::round(
-            &s,
-            std::time::Duration::from_secs(30),
-            0,
-            later + 10 + i,
-            &mut Default::default(),
-        )
-        .await
-        .unwrap();
+        round_at(&s, later + 10 + i).await;
     }
     let events = s.store.workload_events(&primary.id).await.unwrap();
     let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
@@ -754,15 +715,7 @@ async fn draining_a_node_replaces_the_replica_on_it() {
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     for _ in 0..3 {
-        crate::lifecycle::round(
-            &s,
-            std::time::Duration::from_secs(30),
-            0,
-            lattice_wire::now_ms(),
-            &mut Default::default(),
-        )
-        .await
-        .unwrap();
+        round_at(&s, lattice_wire::now_ms()).await;
     }
     let second = s
         .store
