@@ -575,8 +575,7 @@ async fn promote_replica(
     }
     let lag = s3_replication::lag_at_loss(report.as_ref().map(|(r, at)| (r, *at)), now);
     let promoted = s3::settings(&replica)?.promoted(&s3::settings(w)?);
-    let settings = serde_json::to_string(&promoted)
-        .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", w.id)))?;
+    let settings = promoted.to_json(&replica.id)?;
     let detail = format!(
         "{why}: the replica on node {to} now serves {:?} at the same address, with no replica of its own; {lag}",
         w.name
@@ -836,8 +835,7 @@ async fn drop_replica(
         replica: None,
         ..s3::settings(primary)?
     };
-    let json = serde_json::to_string(&unlinked)
-        .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", primary.id)))?;
+    let json = unlinked.to_json(&primary.id)?;
     let detail = format!(
         "replica {} dropped: {why}; a new one is placed when a node can take it",
         replica.name

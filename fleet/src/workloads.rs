@@ -737,19 +737,16 @@ pub fn replica_row(
     let mut s = crate::kinds::s3::settings(primary)?;
     let id = new_id();
     s.replica = Some(id.clone());
-    let json = |s: &crate::kinds::s3::S3Settings| {
-        serde_json::to_string(s).map_err(|e| FrameError::Invalid(e.to_string()))
-    };
     let replica = WorkloadRow {
+        settings: s.for_replica(&primary.id).to_json(&id)?,
         id,
         name: crate::kinds::s3::replica_name(&primary.name),
-        settings: json(&s.for_replica(&primary.id))?,
         node_id: Some(node.clone()),
         created_ms: now_ms,
         updated_ms: now_ms,
         ..primary.clone()
     };
-    primary.settings = json(&s)?;
+    primary.settings = s.to_json(&primary.id)?;
     Ok((replica, node))
 }
 

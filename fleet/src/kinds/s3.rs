@@ -242,6 +242,14 @@ pub fn settings(w: &WorkloadRow) -> Result<S3Settings, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("workload {} s3 settings: {e}", w.id)))
 }
 
+impl S3Settings {
+    /// As stored in workload `id`'s row ([`settings`] reads it back).
+    pub fn to_json(&self, id: &str) -> Result<String, StoreError> {
+        serde_json::to_string(self)
+            .map_err(|e| StoreError::Corrupt(format!("workload {id} s3 settings: {e}")))
+    }
+}
+
 /// The id of `w`'s replica, when `w` is an S3 primary with one.
 pub fn replica_id(w: &WorkloadRow) -> Option<String> {
     (w.kind == "s3")
