@@ -12,7 +12,7 @@
 //! [`Agent::run`]; [`crate::daemon::run`] does registration first.
 
 mod apply;
-mod link;
+pub mod link;
 mod outbound;
 mod session;
 mod state;
