@@ -35,7 +35,29 @@ fn run() -> anyhow::Result<()> {
         // away, instead of panicking on the broken pipe. Not for the servers, whose writes to a
         // closed Unix socket must stay errors, not a fatal signal.
         sigpipe::reset();
+    } else {
+        raise_open_file_limit();
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(lattice_fleet::cli::run(cli))
+}
+
+/// Every node is a socket (two through the embedded broker's TLS front end): take the hard
+/// open-file limit instead of the usual soft 1,024, as a server that holds thousands of
+/// connections should. Says so when the limit stays low.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let now = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            hard
+        } else {
+            soft
+        };
+        if now < 8192 {
+            eprintln!(
+                "warning: this process may open only {now} files; each node connected to the \
+                 embedded broker takes two (raise `ulimit -n` or systemd's LimitNOFILE)"
+            );
+        }
+    }
 }

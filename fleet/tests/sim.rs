@@ -136,6 +136,7 @@ fn simulated_nodes_register_heartbeat_take_a_workload_and_leave_cleanly() {
     assert_eq!(last["registration_failures"], 0, "{last}");
     assert_eq!(last["connected"], 0, "{last}");
     assert!(last["first_error"].is_null(), "{last}");
+    assert!(last["registration_secs"].as_f64().unwrap() > 0.0, "{last}");
     let gone = wait_for(30, "all simulated nodes offline", || {
         let n = f.nodes();
         n.iter().all(|n| n["online"] == false).then_some(n)

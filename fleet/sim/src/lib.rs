@@ -9,7 +9,8 @@
 //! at once: every workload in it is reported `Running` from then on, so the fleet's scheduler,
 //! lifecycle and gateway see a node that works. Nothing touches Docker, cgroups or the disk.
 //!
-//! What the nodes do is counted in [`Counters`]; [`Counters::snapshot`] reads them at any time.
+//! What the nodes do is counted in [`Counters`] (make them with [`Counters::new`] right before
+//! [`run`]); [`Counters::snapshot`] reads them at any time.
 
 use lattice_wire::msg::{Inventory, Usage, WorkloadState, WorkloadStatus};
 use lattice_wire::pin::{MemoryPin, PinHolder};
@@ -99,7 +100,12 @@ pub struct Counters {
     pub publish_errors: AtomicU64,
     /// Sum of registration latencies, in microseconds (for the mean).
     pub registration_us: AtomicU64,
+    /// Microseconds from the start of [`run`] until the last node's registration ended
+    /// (registered or refused); 0 until then.
+    pub registrations_done_us: AtomicU64,
     first_error: Mutex<Option<String>>,
+    started: Option<Instant>,
+    nodes: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -118,15 +124,36 @@ pub struct Snapshot {
     pub targets_refused: u64,
     pub publish_errors: u64,
     pub registration_mean_ms: f64,
+    /// Seconds from the start until every node had registered or been refused.
+    pub registration_secs: Option<f64>,
+    /// Registrations per second over that time (so far, while it lasts).
+    pub registrations_per_sec: f64,
     /// The first failure any node met (registration refused, broker refused, …).
     pub first_error: Option<String>,
 }
 
 impl Counters {
+    /// Counters of a run starting now.
+    pub fn new() -> Counters {
+        Counters {
+            started: Some(Instant::now()),
+            ..Counters::default()
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let registered = get(&self.registered);
+        let done_us = get(&self.registrations_done_us);
+        let registration_secs = (done_us > 0).then(|| done_us as f64 / 1e6);
+        let elapsed = self
+            .started
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let over = registration_secs.unwrap_or(elapsed).max(1e-6);
         Snapshot {
+            registration_secs,
+            registrations_per_sec: registered as f64 / over,
             registered,
             registration_failures: get(&self.registration_failures),
             connected: self.connected.load(Ordering::Relaxed),
@@ -162,6 +189,24 @@ impl Counters {
     fn add(a: &AtomicU64) {
         a.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts one registration's end; the last one of the run records the time.
+    fn registration_ended(&self, ok: bool) {
+        let (mine, other) = if ok {
+            (&self.registered, &self.registration_failures)
+        } else {
+            (&self.registration_failures, &self.registered)
+        };
+        let n = mine.fetch_add(1, Ordering::SeqCst) + 1 + other.load(Ordering::SeqCst);
+        if n == self.nodes.load(Ordering::SeqCst) {
+            let us = self
+                .started
+                .map(|s| s.elapsed().as_micros() as u64)
+                .unwrap_or(1)
+                .max(1);
+            self.registrations_done_us.store(us, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +229,7 @@ pub async fn run(
     if cfg.nodes == 0 {
         return Err(SimError::NoNodes);
     }
+    counters.nodes.store(cfg.nodes as u64, Ordering::SeqCst);
     let fleet_key = cfg
         .provisioning
         .fleet_public()
@@ -245,12 +291,12 @@ async fn node(
                 counters
                     .registration_us
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                Counters::add(&counters.registered);
+                counters.registration_ended(true);
                 e
             }
             Err(RegisterError::Cancelled) => return,
             Err(e) => {
-                Counters::add(&counters.registration_failures);
+                counters.registration_ended(false);
                 counters.error(format!("registration of node {i}: {e}"));
                 return;
             }
@@ -266,7 +312,6 @@ async fn node(
             .collect(),
     };
     if urls.is_empty() {
-        Counters::add(&counters.registration_failures);
         counters.error(format!(
             "node {}: the fleet handed out no usable broker URL ({:?})",
             enrolled.registration.node_id, enrolled.registration.broker_urls
@@ -510,5 +555,34 @@ impl SimNode {
             return false;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registration_time_is_taken_when_the_last_node_ends_either_way() {
+        let c = Counters::new();
+        c.nodes.store(3, Ordering::SeqCst);
+        c.registration_ended(true);
+        c.registration_ended(false);
+        assert_eq!(c.snapshot().registration_secs, None);
+        std::thread::sleep(Duration::from_millis(5));
+        c.registration_ended(true);
+        let s = c.snapshot();
+        let secs = s.registration_secs.expect("done");
+        assert!(secs >= 0.005, "{secs}");
+        assert_eq!((s.registered, s.registration_failures), (2, 1));
+        assert!((s.registrations_per_sec - 2.0 / secs).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_first_error_is_kept() {
+        let c = Counters::new();
+        c.error("first".into());
+        c.error("second".into());
+        assert_eq!(c.snapshot().first_error.as_deref(), Some("first"));
     }
 }

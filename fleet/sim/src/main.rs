@@ -70,9 +70,6 @@ struct Report<'a> {
     last: bool,
     elapsed_secs: f64,
     nodes: u64,
-    /// Registrations per second since the start (while registering), then over the
-    /// registration phase.
-    registrations_per_sec: f64,
     #[serde(flatten)]
     counters: &'a Snapshot,
 }
@@ -134,7 +131,7 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
 
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async move {
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new());
         let (trigger, shutdown) = latticed::shutdown::channel();
         let started = Instant::now();
         let sim = tokio::spawn(run(cfg, counters.clone(), shutdown));
@@ -143,12 +140,11 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         let deadline = args.secs.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
         let mut tick = tokio::time::interval(Duration::from_secs(args.progress_secs.max(1)));
         tick.tick().await;
-        let mut registered_at: Option<f64> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     let s = counters.snapshot();
-                    report(&args, started, &mut registered_at, &s, false);
+                    report(&args, started, &s, false);
                     if s.registration_failures == args.nodes {
                         eprintln!("lattice-sim: no node could register");
                         break;
@@ -163,7 +159,7 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         // Nodes close their connections cleanly (bounded by latticed's link close).
         let _ = tokio::time::timeout(Duration::from_secs(10), sim).await;
         let s = counters.snapshot();
-        report(&args, started, &mut registered_at, &s, true);
+        report(&args, started, &s, true);
         Ok(if s.registered < args.nodes {
             if let Some(e) = &s.first_error {
                 eprintln!("lattice-sim: first error: {e}");
@@ -175,25 +171,14 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn report(
-    args: &Args,
-    started: Instant,
-    registered_at: &mut Option<f64>,
-    s: &Snapshot,
-    last: bool,
-) {
+fn report(args: &Args, started: Instant, s: &Snapshot, last: bool) {
     let elapsed = started.elapsed().as_secs_f64();
-    if registered_at.is_none() && s.registered + s.registration_failures >= args.nodes {
-        *registered_at = Some(elapsed);
-    }
-    let reg_secs = registered_at.unwrap_or(elapsed).max(1e-3);
-    let rate = s.registered as f64 / reg_secs;
+    let rate = s.registrations_per_sec;
     if args.json {
         let r = Report {
             last,
             elapsed_secs: elapsed,
             nodes: args.nodes,
-            registrations_per_sec: rate,
             counters: s,
         };
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
