@@ -11,9 +11,11 @@
 //!
 //! Knobs: `NODES` (10000), `HEARTBEAT` seconds (10), `SECS` measuring window (60), `WARMUP`
 //! seconds after the last node connected (max(3 heartbeats, 30)), `SCENARIOS` (comma list of
-//! `sqlite-embedded`, `postgres-embedded`, `sqlite-mosquitto`, `postgres-mosquitto`; default
-//! all of the first three that this machine can run), `CONCURRENCY` registrations in flight
-//! (16). For each scenario: registrations per second, heartbeat-to-stored p50/p99 over the
+//! `ENGINE-BROKER[@NODES]`, ENGINE `sqlite` or `postgres`, BROKER `embedded` or `mosquitto`;
+//! by default both engines on Mosquitto at NODES, and the embedded broker beside Mosquitto at
+//! the most nodes the open-file limit lets the embedded broker hold in one process: it takes
+//! three descriptors per TLS node), `CONCURRENCY` registrations in flight (16),
+//! `CONNECT_TIMEOUT` seconds (1800). For each scenario: registrations per second, heartbeat-to-stored p50/p99 over the
 //! window (the fleet's own `lattice_heartbeat_lag_seconds` histogram, signed timestamp →
 //! committed, differenced between two scrapes), heartbeats stored per second, and the CPU and
 //! RSS of the fleet (and of Mosquitto, and of the simulator) per 1,000 nodes. Writes
@@ -533,14 +535,32 @@ fn run_scenario(s: &Scenario, nodes: u64, heartbeat: u64, secs: u64) -> serde_js
     })
 }
 
+/// Nodes one process can hold given its open-file limit: the embedded broker takes three
+/// descriptors per TLS node (device socket, loopback hop, rumqttd's side; see
+/// broker/server/src/lib.rs), Mosquitto and the simulator one each.
+fn embedded_capacity() -> u64 {
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 1024));
+    soft.saturating_sub(1_000) / 3 / 500 * 500
+}
+
 fn main() {
     let nodes = env_u64("NODES", 10_000);
     let heartbeat = env_u64("HEARTBEAT", 10);
     let secs = env_u64("SECS", 60);
-    // Each node is a socket in the simulator and one or two in the broker: raise the limit
-    // (children inherit it). Raising the hard limit needs root.
-    let want = (4 * nodes + 4096).max(65_536);
-    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, want, want);
+    // Each node is a socket in the simulator and one to three in the broker: raise the limit
+    // (children inherit it). Raising the hard limit needs CAP_SYS_RESOURCE; without it the soft
+    // limit goes up to the hard one.
+    {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let want = (4 * nodes + 4096).max(65_536);
+        if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+            if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
+    }
+    let cap = embedded_capacity();
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "lattice-sim", "--bin", "lattice-sim"])
         .status()
@@ -550,7 +570,11 @@ fn main() {
     let postgres = std::env::var("LATTICE_TEST_POSTGRES").ok();
     let fresh_pg = |tag: &str| -> Option<String> {
         let base = postgres.clone()?;
-        let name = format!("lattice_scale_{tag}_{}", std::process::id());
+        let name = format!(
+            "lattice_scale_{}_{}",
+            tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            std::process::id()
+        );
         let out = Command::new("psql")
             .arg(&base)
             .args(["-c", &format!("CREATE DATABASE {name}")])
@@ -566,28 +590,50 @@ fn main() {
         let (head, _) = base.rsplit_once('/')?;
         Some(format!("{head}/{name}"))
     };
+    // By default: both engines through Mosquitto at NODES, and the embedded broker side by side
+    // with Mosquitto at the most nodes this process's open-file limit lets the embedded broker
+    // hold (when that is below NODES).
+    let small = nodes.min(cap);
     let default = {
-        let mut d = vec!["sqlite-embedded"];
-        if postgres.is_some() {
-            d.push("postgres-embedded");
+        let mut d = Vec::new();
+        let mosq = Mosquitto::available().is_some();
+        if mosq {
+            d.push(format!("sqlite-mosquitto@{nodes}"));
+            if postgres.is_some() {
+                d.push(format!("postgres-mosquitto@{nodes}"));
+            }
         }
-        if Mosquitto::available().is_some() {
-            d.push("sqlite-mosquitto");
+        d.push(format!("sqlite-embedded@{small}"));
+        if postgres.is_some() {
+            d.push(format!("postgres-embedded@{small}"));
+        }
+        if mosq && small < nodes {
+            d.push(format!("sqlite-mosquitto@{small}"));
         }
         d.join(",")
     };
+    println!(
+        "open files: {} here, so the embedded broker holds at most ~{cap} nodes in one process",
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|l| l.0)
+            .unwrap_or(0)
+    );
     let wanted = std::env::var("SCENARIOS").unwrap_or(default);
     let mut results = Vec::new();
-    for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for spec in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, n) = match spec.split_once('@') {
+            Some((name, n)) => (name, n.parse().expect("SCENARIOS: NAME@NODES")),
+            None => (spec, nodes),
+        };
         let (engine, broker) = name
             .split_once('-')
             .unwrap_or_else(|| panic!("scenario {name}: ENGINE-BROKER"));
         let database = match engine {
             "sqlite" => None,
-            "postgres" => match fresh_pg(broker) {
+            "postgres" => match fresh_pg(spec) {
                 Some(db) => Some(db),
                 None => {
-                    println!("{name}: skipped (no LATTICE_TEST_POSTGRES)");
+                    println!("{spec}: skipped (no LATTICE_TEST_POSTGRES)");
                     continue;
                 }
             },
@@ -598,42 +644,55 @@ fn main() {
             "mosquitto" => true,
             other => panic!("unknown broker {other}"),
         };
+        if !mosquitto && n > cap {
+            println!("{spec}: skipped: the embedded broker holds at most ~{cap} nodes under this open-file limit");
+            continue;
+        }
         results.push(run_scenario(
             &Scenario {
-                name: name.to_string(),
+                name: format!("{name}@{n}"),
                 database,
                 mosquitto,
             },
-            nodes,
+            n,
             heartbeat,
             secs,
         ));
     }
-    // Mosquitto against the embedded broker on the same engine.
+    // Mosquitto against the embedded broker, same engine and node count.
     let find = |n: &str| results.iter().find(|r| r["scenario"] == n);
     let mut ratios = serde_json::Map::new();
-    for engine in ["sqlite", "postgres"] {
-        if let (Some(e), Some(m)) = (
-            find(&format!("{engine}-embedded")),
-            find(&format!("{engine}-mosquitto")),
-        ) {
-            let r = |k: &str| {
-                m["heartbeat_to_stored_ms"][k].as_f64().unwrap_or(f64::NAN)
-                    / e["heartbeat_to_stored_ms"][k].as_f64().unwrap_or(f64::NAN)
-            };
-            let reg = m["registrations_per_sec"].as_f64().unwrap_or(f64::NAN)
-                / e["registrations_per_sec"].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "\n{engine}: Mosquitto / embedded: heartbeat-to-stored p50 ×{:.2}, p99 ×{:.2}; \
-                 registrations/s ×{reg:.2}",
-                r("p50"),
-                r("p99")
-            );
-            ratios.insert(
-                engine.to_string(),
-                serde_json::json!({"p50": r("p50"), "p99": r("p99"), "registrations_per_sec": reg}),
-            );
-        }
+    for r in &results {
+        let name = r["scenario"].as_str().unwrap_or_default();
+        let Some(rest) = name.strip_suffix(&format!("@{}", r["nodes"])) else {
+            continue;
+        };
+        let Some(engine) = rest.strip_suffix("-embedded") else {
+            continue;
+        };
+        let Some(m) = find(&format!("{engine}-mosquitto@{}", r["nodes"])) else {
+            continue;
+        };
+        let q = |k: &str| {
+            m["heartbeat_to_stored_ms"][k].as_f64().unwrap_or(f64::NAN)
+                / r["heartbeat_to_stored_ms"][k].as_f64().unwrap_or(f64::NAN)
+        };
+        let reg = m["registrations_per_sec"].as_f64().unwrap_or(f64::NAN)
+            / r["registrations_per_sec"].as_f64().unwrap_or(f64::NAN);
+        let cpu = m["fleet"]["cores"].as_f64().unwrap_or(f64::NAN)
+            + m["mosquitto"]["cores"].as_f64().unwrap_or(0.0);
+        let cpu = cpu / r["fleet"]["cores"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "\n{engine}, {} nodes: Mosquitto / embedded: heartbeat-to-stored p50 ×{:.2}, p99 \
+             ×{:.2}; registrations/s ×{reg:.2}; CPU (fleet + broker) ×{cpu:.2}",
+            r["nodes"],
+            q("p50"),
+            q("p99")
+        );
+        ratios.insert(
+            format!("{engine}@{}", r["nodes"]),
+            serde_json::json!({"p50": q("p50"), "p99": q("p99"), "registrations_per_sec": reg, "cpu": cpu}),
+        );
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
@@ -641,6 +700,7 @@ fn main() {
         "machine": machine(),
         "nodes": nodes,
         "heartbeat_secs": heartbeat,
+        "embedded_broker_capacity": cap,
         "scenarios": results,
         "mosquitto_over_embedded": ratios,
     });

@@ -42,9 +42,9 @@ fn run() -> anyhow::Result<()> {
     rt.block_on(lattice_fleet::cli::run(cli))
 }
 
-/// Every node is a socket (two through the embedded broker's TLS front end): take the hard
-/// open-file limit instead of the usual soft 1,024, as a server that holds thousands of
-/// connections should. Says so when the limit stays low.
+/// Every node is a socket, three through the embedded broker's TLS front end (device socket,
+/// loopback hop, rumqttd's side): take the hard open-file limit instead of the usual soft
+/// 1,024, as a server that holds thousands of connections should. Says so when it stays low.
 fn raise_open_file_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -53,10 +53,12 @@ fn raise_open_file_limit() {
         } else {
             soft
         };
-        if now < 8192 {
+        if now < 32_768 {
             eprintln!(
-                "warning: this process may open only {now} files; each node connected to the \
-                 embedded broker takes two (raise `ulimit -n` or systemd's LimitNOFILE)"
+                "note: this process may open {now} files; a node connected to the embedded \
+                 broker takes three, so it can hold about {} nodes (raise `ulimit -n` or \
+                 systemd's LimitNOFILE, or use an external broker)",
+                now.saturating_sub(1_000) / 3
             );
         }
     }
