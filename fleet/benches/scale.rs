@@ -11,11 +11,11 @@
 //!
 //! Knobs: `NODES` (10000), `HEARTBEAT` seconds (10), `SECS` measuring window (60), `WARMUP`
 //! seconds after the last node connected (max(3 heartbeats, 30)), `SCENARIOS` (comma list of
-//! `ENGINE-BROKER[@NODES]`, ENGINE `sqlite` or `postgres`, BROKER `embedded` or `mosquitto`;
-//! by default both engines on Mosquitto at NODES, and the embedded broker beside Mosquitto at
-//! the most nodes the open-file limit lets the embedded broker hold in one process: it takes
-//! three descriptors per TLS node), `CONCURRENCY` registrations in flight (16),
-//! `CONNECT_TIMEOUT` seconds (1800). For each scenario: registrations per second, heartbeat-to-stored p50/p99 over the
+//! `ENGINE-BROKER[@NODES[/HEARTBEAT]]`, ENGINE `sqlite` or `postgres`, BROKER `embedded` or
+//! `mosquitto`; the default is described in `main`: NODES' heartbeat rate on both engines with
+//! as many nodes as the open-file limit lets the embedded broker hold (three descriptors per
+//! TLS node), and Mosquitto beside the embedded broker at 2,000 nodes), `CONCURRENCY`
+//! registrations in flight (16), `CONNECT_TIMEOUT` seconds (1800). For each scenario: registrations per second, heartbeat-to-stored p50/p99 over the
 //! window (the fleet's own `lattice_heartbeat_lag_seconds` histogram, signed timestamp →
 //! committed, differenced between two scrapes), heartbeats stored per second, and the CPU and
 //! RSS of the fleet (and of Mosquitto, and of the simulator) per 1,000 nodes. Writes
@@ -163,8 +163,9 @@ impl Mosquitto {
             .iter()
             .map(|d| Path::new(d).join("mosquitto_dynamic_security.so"))
             .find(|p| p.is_file())?;
-        (Path::new("/usr/sbin/mosquitto").is_file() && Path::new("/usr/bin/mosquitto_ctrl").is_file())
-            .then_some(plugin)
+        (Path::new("/usr/sbin/mosquitto").is_file()
+            && Path::new("/usr/bin/mosquitto_ctrl").is_file())
+        .then_some(plugin)
     }
 
     fn configure(dir: &Path, plugin: &Path) -> Mosquitto {
@@ -382,7 +383,13 @@ fn run_scenario(s: &Scenario, nodes: u64, heartbeat: u64, secs: u64) -> serde_js
     let mut sim: Child = Command::new(release_bin("lattice-sim"))
         .arg("--provisioning-file")
         .arg(&prov_file)
-        .args(["--nodes", &nodes.to_string(), "--json", "--progress-secs", "5"])
+        .args([
+            "--nodes",
+            &nodes.to_string(),
+            "--json",
+            "--progress-secs",
+            "5",
+        ])
         .args(["--concurrency", &concurrency])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("sim.log")).unwrap())
@@ -562,7 +569,14 @@ fn main() {
     }
     let cap = embedded_capacity();
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "lattice-sim", "--bin", "lattice-sim"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "lattice-sim",
+            "--bin",
+            "lattice-sim",
+        ])
         .status()
         .expect("cargo build lattice-sim");
     assert!(status.success(), "building lattice-sim failed");
@@ -590,25 +604,26 @@ fn main() {
         let (head, _) = base.rsplit_once('/')?;
         Some(format!("{head}/{name}"))
     };
-    // By default: both engines through Mosquitto at NODES, and the embedded broker side by side
-    // with Mosquitto at the most nodes this process's open-file limit lets the embedded broker
-    // hold (when that is below NODES).
-    let small = nodes.min(cap);
+    // By default the same heartbeat rate as NODES nodes at HEARTBEAT: on both engines through
+    // the embedded broker with as many nodes as this process's open-file limit lets it hold
+    // (three descriptors per TLS node) and a shorter heartbeat when that is fewer than NODES;
+    // then Mosquitto beside the embedded broker at 2,000 nodes (Mosquitto's dynamic-security
+    // plugin rewrites its whole JSON file on every change, so registering N nodes takes time
+    // growing with N²: ~2,800 nodes took 140 s here). `ENGINE-BROKER@NODES/HEARTBEAT` runs any
+    // other combination.
+    let rate = nodes as f64 / heartbeat as f64;
+    let held = nodes.min(cap);
+    let hb_held = ((held as f64 / rate).round() as u64).max(1);
+    let small = 2_000.min(nodes);
+    let hb_small = ((small as f64 / rate).round() as u64).max(1);
     let default = {
-        let mut d = Vec::new();
-        let mosq = Mosquitto::available().is_some();
-        if mosq {
-            d.push(format!("sqlite-mosquitto@{nodes}"));
-            if postgres.is_some() {
-                d.push(format!("postgres-mosquitto@{nodes}"));
-            }
-        }
-        d.push(format!("sqlite-embedded@{small}"));
+        let mut d = vec![format!("sqlite-embedded@{held}/{hb_held}")];
         if postgres.is_some() {
-            d.push(format!("postgres-embedded@{small}"));
+            d.push(format!("postgres-embedded@{held}/{hb_held}"));
         }
-        if mosq && small < nodes {
-            d.push(format!("sqlite-mosquitto@{small}"));
+        if Mosquitto::available().is_some() {
+            d.push(format!("sqlite-mosquitto@{small}/{hb_small}"));
+            d.push(format!("sqlite-embedded@{small}/{hb_small}"));
         }
         d.join(",")
     };
@@ -621,13 +636,15 @@ fn main() {
     let wanted = std::env::var("SCENARIOS").unwrap_or(default);
     let mut results = Vec::new();
     for spec in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, n) = match spec.split_once('@') {
-            Some((name, n)) => (name, n.parse().expect("SCENARIOS: NAME@NODES")),
-            None => (spec, nodes),
+        let (name, sizing) = spec.split_once('@').unwrap_or((spec, ""));
+        let (n, hb) = match sizing.split_once('/') {
+            Some((n, hb)) => (n.parse().ok(), hb.parse().ok()),
+            None => (sizing.parse().ok(), None),
         };
+        let (n, hb) = (n.unwrap_or(nodes), hb.unwrap_or(heartbeat));
         let (engine, broker) = name
             .split_once('-')
-            .unwrap_or_else(|| panic!("scenario {name}: ENGINE-BROKER"));
+            .unwrap_or_else(|| panic!("scenario {name}: ENGINE-BROKER[@NODES[/HEARTBEAT]]"));
         let database = match engine {
             "sqlite" => None,
             "postgres" => match fresh_pg(spec) {
@@ -650,12 +667,12 @@ fn main() {
         }
         results.push(run_scenario(
             &Scenario {
-                name: format!("{name}@{n}"),
+                name: format!("{name}@{n}/{hb}"),
                 database,
                 mosquitto,
             },
             n,
-            heartbeat,
+            hb,
             secs,
         ));
     }
@@ -664,13 +681,10 @@ fn main() {
     let mut ratios = serde_json::Map::new();
     for r in &results {
         let name = r["scenario"].as_str().unwrap_or_default();
-        let Some(rest) = name.strip_suffix(&format!("@{}", r["nodes"])) else {
+        let Some((engine, sizing)) = name.split_once("-embedded@") else {
             continue;
         };
-        let Some(engine) = rest.strip_suffix("-embedded") else {
-            continue;
-        };
-        let Some(m) = find(&format!("{engine}-mosquitto@{}", r["nodes"])) else {
+        let Some(m) = find(&format!("{engine}-mosquitto@{sizing}")) else {
             continue;
         };
         let q = |k: &str| {
@@ -683,14 +697,13 @@ fn main() {
             + m["mosquitto"]["cores"].as_f64().unwrap_or(0.0);
         let cpu = cpu / r["fleet"]["cores"].as_f64().unwrap_or(f64::NAN);
         println!(
-            "\n{engine}, {} nodes: Mosquitto / embedded: heartbeat-to-stored p50 ×{:.2}, p99 \
+            "\n{engine}, {sizing}: Mosquitto / embedded: heartbeat-to-stored p50 ×{:.2}, p99 \
              ×{:.2}; registrations/s ×{reg:.2}; CPU (fleet + broker) ×{cpu:.2}",
-            r["nodes"],
             q("p50"),
             q("p99")
         );
         ratios.insert(
-            format!("{engine}@{}", r["nodes"]),
+            format!("{engine}@{sizing}"),
             serde_json::json!({"p50": q("p50"), "p99": q("p99"), "registrations_per_sec": reg, "cpu": cpu}),
         );
     }
