@@ -77,7 +77,6 @@ impl SimConfig {
             disk_free_bytes: self.disk_bytes,
             kernel: "simulated".into(),
             arch: std::env::consts::ARCH.into(),
-            ..Inventory::default()
         }
     }
 }
