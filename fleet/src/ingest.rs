@@ -4,14 +4,21 @@
 //! unrevoked node, the envelope's signed sender is that same node, the signature verifies under
 //! the key the node registered, the kind belongs on that channel, and (epoch, counter) is fresh.
 //! Everything refused is logged with its reason, counted in `/metrics`, and changes nothing.
+//!
+//! The link hands over whatever is queued (up to [`MAX_BATCH`] messages) at once: each message
+//! is checked on its own, and the accepted ones are stored in one transaction (a group commit,
+//! [`Ingest::handle_batch`]), so the store's round trips are paid per batch, not per message.
 
 use crate::metrics::Metrics;
-use crate::store::{Effect, IngestOutcome, Store, StoreError};
+use crate::store::{Effect, IngestItem, IngestOutcome, Store, StoreError};
 use lattice_wire::msg::Message;
 use lattice_wire::topic::{self, Channel};
 use lattice_wire::{IdentityPublic, MessageKind, Sender};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+/// The most messages stored in one transaction.
+pub const MAX_BATCH: usize = 256;
 
 /// Why a message was refused: a stable label (the metric's `reason`) and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,26 +102,126 @@ impl Ingest {
         payload: &[u8],
         now_ms: u64,
     ) -> Result<Accepted, Rejection> {
-        let res = self.handle_inner(topic, payload, now_ms).await;
-        match &res {
-            Ok(a) => {
-                self.metrics.count_in(a.kind.as_str());
-                tracing::debug!(node = %a.node_id, kind = a.kind.as_str(), changed = a.changed, "accepted");
-            }
-            Err(r) => {
-                self.metrics.reject(r.reason);
-                tracing::warn!(topic, reason = r.reason, detail = %r.detail, "refused node message");
-            }
-        }
-        res
+        let one = [(topic.to_string(), payload.to_vec())];
+        self.handle_batch(&one, now_ms)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Rejection::new("store_error", "no outcome")))
     }
 
-    async fn handle_inner(
+    /// Handles MQTT publishes in arrival order, with the outcomes handling them one by one
+    /// would have: each is checked on its own (topic, envelope, sender, key, signature,
+    /// channel), and the effects of those accepted are applied together in one store
+    /// transaction ([`Store::ingest_batch`]). A will is applied on its own after everything
+    /// before it. If the transaction fails, the messages are applied one by one, so a bad one
+    /// costs only itself. Every message gets one result, logged and counted, in order.
+    pub async fn handle_batch(
         &self,
-        topic: &str,
-        payload: &[u8],
+        msgs: &[(String, Vec<u8>)],
         now_ms: u64,
-    ) -> Result<Accepted, Rejection> {
+    ) -> Vec<Result<Accepted, Rejection>> {
+        let mut results: Vec<Option<Result<Accepted, Rejection>>> = vec![None; msgs.len()];
+        let mut batch = Batch::default();
+        for (i, (topic, payload)) in msgs.iter().enumerate() {
+            match self.check(topic, payload, now_ms).await {
+                Err(r) => results[i] = Some(Err(r)),
+                Ok(Checked::Will {
+                    node_id,
+                    epoch,
+                    reason,
+                }) => {
+                    // Signed at CONNECT, published by the broker later: accepted by signature
+                    // and by matching the current connection epoch, never by counter
+                    // freshness. Whatever came before it is applied first.
+                    self.apply(&mut batch, &mut results).await;
+                    results[i] = Some(
+                        self.store
+                            .accept_will(&node_id, epoch, &reason)
+                            .await
+                            .map(|changed| Accepted {
+                                node_id,
+                                kind: MessageKind::Will,
+                                changed,
+                            })
+                            .map_err(store_rejection),
+                    );
+                }
+                Ok(Checked::Effect(p, item)) => {
+                    batch.pending.push((i, p));
+                    batch.items.push(item);
+                }
+            }
+        }
+        self.apply(&mut batch, &mut results).await;
+        results
+            .into_iter()
+            .zip(msgs)
+            .map(|(r, (topic, _))| {
+                let r = r.unwrap_or_else(|| Err(Rejection::new("store_error", "no outcome")));
+                match &r {
+                    Ok(a) => {
+                        self.metrics.count_in(a.kind.as_str());
+                        tracing::debug!(node = %a.node_id, kind = a.kind.as_str(), changed = a.changed, "accepted");
+                    }
+                    Err(e) => {
+                        self.metrics.reject(e.reason);
+                        tracing::warn!(topic = topic.as_str(), reason = e.reason, detail = %e.detail, "refused node message");
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Applies the batch's effects (one transaction, or one by one if that fails) and puts
+    /// each message's result at its index. Leaves the batch empty.
+    async fn apply(&self, batch: &mut Batch, results: &mut [Option<Result<Accepted, Rejection>>]) {
+        if batch.items.is_empty() {
+            return;
+        }
+        let outcomes: Vec<Result<IngestOutcome, StoreError>> = match self
+            .store
+            .ingest_batch(&batch.items)
+            .await
+        {
+            Ok(o) => o.into_iter().map(Ok).collect(),
+            Err(e) if batch.items.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, messages = batch.items.len(), "batch of node messages not stored; storing them one by one");
+                let mut each = Vec::with_capacity(batch.items.len());
+                for item in &batch.items {
+                    let o = self.store.ingest_batch(std::slice::from_ref(item)).await;
+                    each.push(o.and_then(|mut o| {
+                        o.pop()
+                            .ok_or_else(|| StoreError::Corrupt("no outcome".into()))
+                    }));
+                }
+                each
+            }
+        };
+        batch.items.clear();
+        for ((i, p), outcome) in batch.pending.drain(..).zip(outcomes) {
+            results[i] = Some(match outcome {
+                Err(e) => Err(store_rejection(e)),
+                Ok(IngestOutcome::Replayed(e)) => Err(Rejection::new(e.reason(), e.to_string())),
+                Ok(o @ (IngestOutcome::Applied | IngestOutcome::Stale)) => {
+                    // Observed once stored (committed), per message.
+                    if p.kind.channel() == Some(Channel::Status) {
+                        let lag = lattice_wire::now_ms().saturating_sub(p.timestamp_ms);
+                        self.metrics.heartbeat_lag.observe(lag as f64 / 1000.0);
+                    }
+                    Ok(Accepted {
+                        node_id: p.node_id,
+                        kind: p.kind,
+                        changed: o == IngestOutcome::Applied,
+                    })
+                }
+            });
+        }
+    }
+
+    /// Every check of one message, in order; what it would change if accepted.
+    async fn check(&self, topic: &str, payload: &[u8], now_ms: u64) -> Result<Checked, Rejection> {
         let (node_id, channel) = topic::parse(topic)
             .ok_or_else(|| Rejection::new("bad_topic", format!("not a node topic: {topic:.80}")))?;
         if !channel.is_upward() {
@@ -154,18 +261,11 @@ impl Ingest {
         let h = &opened.header;
         let effect = match opened.message {
             Message::Will(w) => {
-                // Signed at CONNECT, published by the broker later: accepted by signature and
-                // by matching the current connection epoch, never by counter freshness.
-                let changed = self
-                    .store
-                    .accept_will(node_id, h.epoch, &w.reason)
-                    .await
-                    .map_err(store_rejection)?;
-                return Ok(Accepted {
+                return Ok(Checked::Will {
                     node_id: node_id.to_string(),
-                    kind,
-                    changed,
-                });
+                    epoch: h.epoch,
+                    reason: w.reason,
+                })
             }
             Message::Hello(hello) => Effect::Hello {
                 inventory_json: json(&hello.inventory),
@@ -190,26 +290,49 @@ impl Ingest {
                 ))
             }
         };
-        let outcome = self
-            .store
-            .ingest(node_id, h.epoch, h.counter, effect, now_ms)
-            .await
-            .map_err(store_rejection)?;
-        match outcome {
-            IngestOutcome::Replayed(e) => Err(Rejection::new(e.reason(), e.to_string())),
-            IngestOutcome::Applied | IngestOutcome::Stale => {
-                if channel == Channel::Status {
-                    let lag = lattice_wire::now_ms().saturating_sub(h.timestamp_ms);
-                    self.metrics.heartbeat_lag.observe(lag as f64 / 1000.0);
-                }
-                Ok(Accepted {
-                    node_id: node_id.to_string(),
-                    kind,
-                    changed: outcome == IngestOutcome::Applied,
-                })
-            }
-        }
+        Ok(Checked::Effect(
+            Pending {
+                node_id: node_id.to_string(),
+                kind,
+                timestamp_ms: h.timestamp_ms,
+            },
+            IngestItem {
+                node_id: node_id.to_string(),
+                epoch: h.epoch,
+                counter: h.counter,
+                effect,
+                now_ms,
+            },
+        ))
     }
+}
+
+/// A message that passed every check.
+enum Checked {
+    /// A last will: applied on its own ([`Store::accept_will`]).
+    Will {
+        node_id: String,
+        epoch: u64,
+        reason: String,
+    },
+    /// Anything else: an effect for the store, and what to report once it is stored.
+    Effect(Pending, IngestItem),
+}
+
+/// What is reported about a message in a batch once its effect is stored.
+struct Pending {
+    node_id: String,
+    kind: MessageKind,
+    /// The envelope's, for the heartbeat lag.
+    timestamp_ms: u64,
+}
+
+/// Checked messages waiting for one store transaction: `pending[k]` (the message's index in
+/// the batch, and what to report) belongs to `items[k]`.
+#[derive(Default)]
+struct Batch {
+    pending: Vec<(usize, Pending)>,
+    items: Vec<IngestItem>,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -219,3 +342,6 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 fn store_rejection(e: StoreError) -> Rejection {
     Rejection::new("store_error", e.to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,7 @@
 //! channel so a slow store never stalls keep-alives. The client reconnects by itself and
 //! re-subscribes on every ConnAck.
 
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, MAX_BATCH};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::store::{NodeRow, Store};
@@ -256,14 +256,18 @@ pub fn start(
         }
     });
 
-    // Ingest worker: applies node messages in arrival order; sends a lagging node its target
-    // as soon as it says hello.
+    // Ingest worker: takes whatever is queued (up to MAX_BATCH messages) and hands it to
+    // ingest, which applies it in arrival order in one store transaction; sends a lagging node
+    // its target as soon as it says hello.
     let worker_link = link.clone();
     let worker_store = store.clone();
     tokio::spawn(async move {
-        while let Some((t, payload)) = rx.recv().await {
+        let mut queued = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
             let now = lattice_wire::now_ms();
-            if let Ok(a) = ingest.handle(&t, &payload, now).await {
+            let results = ingest.handle_batch(&queued, now).await;
+            queued.clear();
+            for a in results.into_iter().flatten() {
                 if a.kind == MessageKind::Hello {
                     if let Ok(Some(node)) = worker_store.node(&a.node_id).await {
                         if node.applied_revision < node.target_revision {

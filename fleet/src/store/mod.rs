@@ -17,7 +17,7 @@ mod workloads;
 
 pub use accounts::{AccountRow, ApiTokenRow};
 pub use audit::{AuditEntry, AuditFilter};
-pub use ingest::{Effect, IngestOutcome};
+pub use ingest::{Effect, IngestItem, IngestOutcome};
 pub use nodes::{NewNode, NodeRow, NodeState};
 pub use tokens::{TokenProblem, TokenRow};
 pub use workloads::{Listed, NextVersion, Placement, WorkloadEvent, WorkloadRow};
