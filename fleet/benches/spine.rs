@@ -1,6 +1,7 @@
 //! Spine benchmark: registration latency, heartbeat-to-stored latency with N simulated nodes
 //! (real MQTT clients over TLS, real keys, real embedded broker, real SQLite store), signature
-//! checks per second, and latticed's RSS while idle and connected.
+//! checks per second, the store's status rate one transaction per status and batched, and
+//! latticed's RSS while idle and connected.
 //!
 //! Run: `cargo build --release -p latticed && cargo bench -p lattice-fleet --bench spine`
 //! (env: `NODES` (default 1000), `SECS` measuring window (default 60), `HEARTBEAT` (10)).
@@ -190,6 +191,66 @@ fn signature_checks_per_sec() -> f64 {
     iters as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The store alone (SQLite file, WAL, as the fleet opens it): statuses of `nodes` nodes
+/// stored one transaction each, then in transactions of `MAX_BATCH` (the ingest worker's
+/// group commit when messages queue up). Returns (one by one, batched) in statuses/s.
+async fn store_ingest_rates(dir: &std::path::Path, nodes: usize) -> (f64, f64) {
+    use lattice_fleet::store::{Effect, IngestItem, NewNode, Store, TokenRow};
+    let url = format!("sqlite://{}", dir.join("store-only.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let token = TokenRow {
+        id: "t".into(),
+        secret_hash: "h".into(),
+        owner: None,
+        max_uses: nodes as u64,
+        uses: 0,
+        expires_ms: u64::MAX / 2,
+        created_ms: 0,
+    };
+    store.insert_token(&token).await.unwrap();
+    for i in 0..nodes {
+        let n = NewNode {
+            id: format!("n-{i}"),
+            identity_key: format!("k-{i}"),
+            encryption_key: format!("e-{i}"),
+            broker_secret_hash: "b".into(),
+            inventory: "{}".into(),
+        };
+        store.register_node("h", &n, 0).await.unwrap();
+    }
+    let items = |counter: u64| -> Vec<IngestItem> {
+        (0..nodes)
+            .map(|i| IngestItem {
+                node_id: format!("n-{i}"),
+                epoch: 1,
+                counter,
+                effect: Effect::Status {
+                    usage_json: format!("{{\"cpu_percent_x100\":{counter}}}"),
+                    applied_revision: 0,
+                    workloads_json: "[]".into(),
+                },
+                now_ms: lattice_wire::now_ms(),
+            })
+            .collect()
+    };
+    let t = Instant::now();
+    for counter in 1..=2 {
+        for it in items(counter) {
+            let o = store.ingest(&it.node_id, it.epoch, it.counter, it.effect, it.now_ms);
+            o.await.unwrap();
+        }
+    }
+    let one_by_one = (2 * nodes) as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for counter in 3..=4 {
+        for chunk in items(counter).chunks(lattice_fleet::ingest::MAX_BATCH) {
+            store.ingest_batch(chunk).await.unwrap();
+        }
+    }
+    let batched = (2 * nodes) as f64 / t.elapsed().as_secs_f64();
+    (one_by_one, batched)
+}
+
 fn main() {
     let nodes_n = env_u64("NODES", 1000) as usize;
     let secs = env_u64("SECS", 60);
@@ -198,6 +259,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sig_rate = signature_checks_per_sec();
     println!("signature checks (decode + verify + decode body): {sig_rate:.0}/s on one core");
+    let (one_by_one, batched) = rt.block_on(store_ingest_rates(dir.path(), nodes_n));
+    println!(
+        "store alone (SQLite file): {one_by_one:.0} statuses/s one transaction each, \
+         {batched:.0}/s in transactions of {}",
+        lattice_fleet::ingest::MAX_BATCH
+    );
 
     let result = rt.block_on(async {
         let mut cfg = FleetConfig::local(dir.path().join("fleet"));
@@ -300,6 +367,7 @@ fn main() {
             "heartbeats_stored_per_sec": stored / secs as f64,
             "heartbeat_to_stored_ms": {"p50": p50, "p99": p99},
             "signature_checks_per_sec": sig_rate,
+            "store_statuses_per_sec": {"one_by_one": one_by_one, "batched": batched},
             "bench_process_rss_mib": rss / 1024,
             "bench_process_cpu_percent": cpu_pct,
             "latticed_rss_kib": latticed_rss,
