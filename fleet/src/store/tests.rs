@@ -799,3 +799,21 @@ async fn overlapping_batches_at_once_accept_each_message_once(s: Store) {
         assert_eq!(s.node(node).await.unwrap().unwrap().applied_revision, 20);
     }
 }
+
+/// The bundled SQLite is built without its global memory statistics (`.cargo/config.toml`'s
+/// `LIBSQLITE3_FLAGS`): with them, every allocation SQLite makes takes one process-wide mutex.
+#[tokio::test]
+async fn sqlite_is_built_without_memstatus() {
+    let s = sqlite().await;
+    let options: Vec<String> = sqlx::query("PRAGMA compile_options")
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).unwrap())
+        .collect();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "SQLite built without -DSQLITE_DEFAULT_MEMSTATUS=0: {options:?}"
+    );
+}
