@@ -116,14 +116,32 @@ pub async fn record(
     target: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    let entry = AuditEntry {
+    let e = entry(actor, action, target, detail);
+    log(&e);
+    store.insert_audit(&e).await
+}
+
+/// A new entry (now, a fresh id), for a write that stores it in its own transaction
+/// ([`crate::store::Write::audit`]) and [`log`]s it once that commits.
+pub fn entry(actor: &str, action: Action, target: &str, detail: &str) -> AuditEntry {
+    AuditEntry {
         id: format!("au-{}", hex::encode(rand::random::<[u8; 8]>())),
         at_ms: lattice_wire::now_ms(),
         actor: actor.to_string(),
         action: action.as_str().to_string(),
         target: target.to_string(),
         detail: detail.to_string(),
-    };
-    tracing::info!(target: "audit", actor, action = action.as_str(), target_id = target, detail, "audit");
-    store.insert_audit(&entry).await
+    }
+}
+
+/// Logs entry `e` at INFO under the `audit` target.
+pub fn log(e: &AuditEntry) {
+    tracing::info!(
+        target: "audit",
+        actor = e.actor.as_str(),
+        action = e.action.as_str(),
+        target_id = e.target.as_str(),
+        detail = e.detail.as_str(),
+        "audit"
+    );
 }

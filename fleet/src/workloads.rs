@@ -13,11 +13,12 @@
 //! come from the provider's offer ([`crate::offers`]); reliability is the node's uptime since it
 //! registered ([`NodeRow::reliability`]).
 
+use crate::audit::{self, Action};
 use crate::gateway::upstream::NodeRegistry;
 use crate::offers::{NodeOffer, Placement};
 use crate::scheduler::{self, Class, NodeView, Reason, Request, Resources};
 use crate::store::{
-    NextVersion, NodeRow, NodeState, Store, StoreError, WorkloadEvent, WorkloadRow,
+    NextVersion, NodeRow, NodeState, Store, StoreError, WorkloadEvent, WorkloadRow, Write,
 };
 use lattice_wire::msg::{
     Inventory, RestartPolicy, UpstreamSpec, WorkloadClass, WorkloadSpec, WorkloadState,
@@ -484,20 +485,31 @@ pub async fn retarget(
     node: &str,
     rewrite: Option<&NodeRegistry>,
 ) -> Result<u64, StoreError> {
+    let mut tx = store.write().await?;
+    let revision = retarget_in(&mut tx, node, rewrite).await?;
+    tx.commit().await?;
+    Ok(revision)
+}
+
+/// [`retarget`] as a step of write `tx` (committed with the change it follows from).
+pub async fn retarget_in(
+    tx: &mut Write,
+    node: &str,
+    rewrite: Option<&NodeRegistry>,
+) -> Result<u64, StoreError> {
     // In one transaction with the read of what it is built from (Store::rewrite_target): a
     // writer that read the placements before another change committed (a PATCH on one
     // replica, the leader's delayed retarget) can no longer write the older list last.
-    store
-        .rewrite_target(node, |placed| {
-            let specs = placed
-                .iter()
-                .map(|w| spec_on(w, node, rewrite))
-                .collect::<Result<Vec<_>, _>>()?;
-            serde_json::to_string(&specs)
-                .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))
-        })
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("no node {node} to retarget")))
+    tx.rewrite_target(node, |placed| {
+        let specs = placed
+            .iter()
+            .map(|w| spec_on(w, node, rewrite))
+            .collect::<Result<Vec<_>, _>>()?;
+        serde_json::to_string(&specs)
+            .map_err(|e| StoreError::Corrupt(format!("target of {node}: {e}")))
+    })
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("no node {node} to retarget")))
 }
 
 /// Asks the scheduler for a node with room for `needs`, never one of `avoid`. The error says
@@ -707,19 +719,44 @@ pub async fn deploy(
     if let Some((r, event)) = &replica {
         rows.push((r, event.as_str()));
     }
-    if !store.insert_workloads(&rows).await? {
+    // The rows, their nodes' new targets and the audit row in one transaction.
+    let audit = audit::entry(
+        account,
+        Action::WorkloadCreated,
+        &row.id,
+        &format!("kind={} plan={} name={}", row.kind, row.plan, row.name),
+    );
+    let mut tx = store.write().await?;
+    if !tx.insert_workloads(&rows).await? {
         return Err(FrameError::Exists(format!(
             "a workload named {:?} exists already",
             req.name
         )));
     }
+    let mut targets = vec![node.as_str()];
+    targets.extend(replica.as_ref().and_then(|(r, _)| r.node_id.as_deref()));
+    retarget_all_in(&mut tx, targets, rewrite).await?;
+    tx.audit(&audit).await?;
+    tx.commit().await?;
     // Its reservation is stored: the next placement sees it.
     drop(placing);
-    retarget(store, &node, rewrite).await?;
-    if let Some(to) = replica.as_ref().and_then(|(r, _)| r.node_id.as_deref()) {
-        retarget(store, to, rewrite).await?;
-    }
+    audit::log(&audit);
     Ok(row)
+}
+
+/// [`retarget_in`] for each of `nodes`, in id order and once each (on PostgreSQL each node's
+/// row stays locked until `tx` ends: two writes never wait for each other's second node).
+async fn retarget_all_in(
+    tx: &mut Write,
+    mut nodes: Vec<&str>,
+    rewrite: Option<&NodeRegistry>,
+) -> Result<(), StoreError> {
+    nodes.sort_unstable();
+    nodes.dedup();
+    for node in nodes {
+        retarget_in(tx, node, rewrite).await?;
+    }
+    Ok(())
 }
 
 /// A new workload id.
@@ -776,21 +813,35 @@ pub async fn delete(
     };
     let mut ids = vec![w.id.clone()];
     // Both nodes of a move in progress hold it.
-    let mut nodes: Vec<String> = w
+    let mut nodes: Vec<&str> = w
         .node_id
         .iter()
         .chain(w.moving_to.iter())
-        .cloned()
+        .map(String::as_str)
         .collect();
     if let Some(r) = &replica {
         ids.push(r.id.clone());
-        nodes.extend(r.node_id.iter().chain(r.moving_to.iter()).cloned());
+        nodes.extend(
+            r.node_id
+                .iter()
+                .chain(r.moving_to.iter())
+                .map(String::as_str),
+        );
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    store.delete_workloads(&ids).await?;
-    for node in &nodes {
-        retarget(store, node, rewrite).await?;
-    }
+    // The rows, their nodes' new targets and the audit row in one transaction.
+    let audit = audit::entry(
+        account,
+        Action::WorkloadDeleted,
+        &w.id,
+        &format!("name={}", w.name),
+    );
+    let mut tx = store.write().await?;
+    tx.delete_workloads(&ids).await?;
+    retarget_all_in(&mut tx, nodes, rewrite).await?;
+    tx.audit(&audit).await?;
+    tx.commit().await?;
+    audit::log(&audit);
     Ok(w)
 }
 
@@ -1044,18 +1095,35 @@ pub async fn update(
             cpu_millis: u64::from(plan.cpu_millis),
             memory_bytes: plan.memory_bytes,
         };
+        // The change, its node's new target and the audit row in one transaction.
+        let audited = |what: &str| {
+            audit::entry(
+                account,
+                Action::WorkloadChanged,
+                &w.id,
+                &format!("name={} {what}", w.name),
+            )
+        };
         if !may_place {
             let here = w.node_id.as_deref().unwrap_or("no node yet");
             let detail = format!("in place on {here}: {change}");
-            if !store
+            let audit = audited(&format!("in place: {change}"));
+            let mut tx = store.write().await?;
+            if !tx
                 .update_in_place(&w, &next, now_ms, ("updated", &detail))
                 .await?
             {
                 continue;
             }
-            if let Some(n) = &w.node_id {
-                retarget(store, n, rewrite).await?;
-            }
+            retarget_all_in(
+                &mut tx,
+                w.node_id.iter().map(String::as_str).collect(),
+                rewrite,
+            )
+            .await?;
+            tx.audit(&audit).await?;
+            tx.commit().await?;
+            audit::log(&audit);
             let mut w = w;
             w.plan = next.plan;
             w.settings = next.settings;
@@ -1086,13 +1154,18 @@ pub async fn update(
                         "to {to}: {change}; the old version serves on {from} until the new one \
                          runs"
                     );
-                    if !store
+                    let audit = audited(&format!("rolling to {to}: {change}"));
+                    let mut tx = store.write().await?;
+                    if !tx
                         .start_update(&w, &to, &next, now_ms, ("updating", &detail))
                         .await?
                     {
                         return Err(changed_meanwhile());
                     }
-                    retarget(store, &to, rewrite).await?;
+                    retarget_in(&mut tx, &to, rewrite).await?;
+                    tx.audit(&audit).await?;
+                    tx.commit().await?;
+                    audit::log(&audit);
                     let w = store
                         .workload(account, name)
                         .await?
@@ -1122,15 +1195,23 @@ pub async fn update(
         })?;
         let here = w.node_id.as_deref().unwrap_or("no node yet");
         let detail = format!("in place on {here}: {change}{fallback}");
-        if !store
+        let audit = audited(&format!("in place: {change}"));
+        let mut tx = store.write().await?;
+        if !tx
             .update_in_place(&w, &next, now_ms, ("updated", &detail))
             .await?
         {
             return Err(changed_meanwhile());
         }
-        if let Some(n) = &w.node_id {
-            retarget(store, n, rewrite).await?;
-        }
+        retarget_all_in(
+            &mut tx,
+            w.node_id.iter().map(String::as_str).collect(),
+            rewrite,
+        )
+        .await?;
+        tx.audit(&audit).await?;
+        tx.commit().await?;
+        audit::log(&audit);
         let w = store
             .workload(account, name)
             .await?

@@ -38,17 +38,17 @@ async fn send_targets(s: &AppState, w: &crate::store::WorkloadRow) {
     }
 }
 
-/// Phase timings of a write at debug level (target `lattice_fleet::timing`): the store work,
-/// the target send, the audit row and the answer's view, in microseconds.
-fn timing(what: &str, t0: std::time::Instant, marks: [std::time::Instant; 3]) {
+/// Phase timings of a write at debug level (target `lattice_fleet::timing`): the store work
+/// (with its targets' rewrite and audit row, one transaction), the target send and the
+/// answer's view, in microseconds.
+fn timing(what: &str, t0: std::time::Instant, marks: [std::time::Instant; 2]) {
     let us = |a: std::time::Instant, b: std::time::Instant| b.duration_since(a).as_micros() as u64;
     tracing::debug!(
         target: "lattice_fleet::timing",
         what,
         store_us = us(t0, marks[0]),
         send_us = us(marks[0], marks[1]),
-        audit_us = us(marks[1], marks[2]),
-        view_us = marks[2].elapsed().as_micros() as u64,
+        view_us = marks[1].elapsed().as_micros() as u64,
         "write"
     );
 }
@@ -96,17 +96,8 @@ pub async fn create(
     let t1 = std::time::Instant::now();
     send_targets(&s, &w).await;
     let t2 = std::time::Instant::now();
-    audit::record(
-        &s.store,
-        &p.account_id,
-        Action::WorkloadCreated,
-        &w.id,
-        &format!("kind={} plan={} name={}", w.kind, w.plan, w.name),
-    )
-    .await?;
-    let t3 = std::time::Instant::now();
     let v = view(&s, &w).await?;
-    timing("deploy", t0, [t1, t2, t3]);
+    timing("deploy", t0, [t1, t2]);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -228,28 +219,13 @@ pub async fn update(
         lattice_wire::now_ms(),
     )
     .await?;
-    let change = match &done {
-        Updated::Unchanged => None,
-        Updated::Rolling { to, change } => Some(format!("rolling to {to}: {change}")),
-        Updated::InPlace { change } => Some(format!("in place: {change}")),
-    };
     let t1 = std::time::Instant::now();
-    let mut t2 = t1;
-    if let Some(change) = change {
+    if !matches!(done, Updated::Unchanged) {
         send_targets(&s, &w).await;
-        t2 = std::time::Instant::now();
-        audit::record(
-            &s.store,
-            &p.account_id,
-            Action::WorkloadChanged,
-            &w.id,
-            &format!("name={} {change}", w.name),
-        )
-        .await?;
     }
-    let t3 = std::time::Instant::now();
+    let t2 = std::time::Instant::now();
     let v = view(&s, &w).await?;
-    timing("update", t0, [t1, t2, t3]);
+    timing("update", t0, [t1, t2]);
     Ok(Json(v))
 }
 
@@ -268,15 +244,6 @@ pub async fn delete(
     let w = workloads::delete(&s.store, &p.account_id, &name, s.node_registry.as_ref()).await?;
     let t1 = std::time::Instant::now();
     send_targets(&s, &w).await;
-    let t2 = std::time::Instant::now();
-    audit::record(
-        &s.store,
-        &p.account_id,
-        Action::WorkloadDeleted,
-        &w.id,
-        &format!("name={}", w.name),
-    )
-    .await?;
-    timing("delete", t0, [t1, t2, std::time::Instant::now()]);
+    timing("delete", t0, [t1, std::time::Instant::now()]);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -47,20 +47,32 @@ fn entry_from_row(r: &AnyRow) -> Result<AuditEntry, sqlx::Error> {
     })
 }
 
+/// The insert of entry `e`.
+fn insert_query(e: &AuditEntry) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at_ms, actor, action, target, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&e.id)
+    .bind(to_db(e.at_ms))
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.detail)
+}
+
+/// Inserts entry `e` in transaction `tx` (a write's own, see [`super::Write::audit`]).
+pub(super) async fn insert_audit_on(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &AuditEntry,
+) -> Result<(), sqlx::Error> {
+    insert_query(e).execute(&mut **tx).await?;
+    Ok(())
+}
+
 impl Store {
     pub async fn insert_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, at_ms, actor, action, target, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&e.id)
-        .bind(to_db(e.at_ms))
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.detail)
-        .execute(self.pool())
-        .await?;
+        insert_query(e).execute(self.pool()).await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ pub use audit::{AuditEntry, AuditFilter};
 pub use ingest::{Effect, IngestItem, IngestOutcome};
 pub use nodes::{NewNode, NodeRow, NodeState};
 pub use tokens::{TokenProblem, TokenRow};
-pub use workloads::{Listed, NextVersion, Placement, WorkloadEvent, WorkloadRow};
+pub use workloads::{Listed, NextVersion, Placement, WorkloadEvent, WorkloadRow, Write};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};

@@ -114,14 +114,23 @@ impl Store {
     /// Stores new workloads, each with its first event, all or none (an S3 primary and its
     /// replica). `Ok(false)`: one of the names is taken in its account; nothing is stored.
     pub async fn insert_workloads(&self, ws: &[(&WorkloadRow, &str)]) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        for (w, event) in ws {
-            if !insert_on(&mut tx, w, event).await? {
-                return Ok(false);
-            }
+        let mut tx = self.write().await?;
+        if !tx.insert_workloads(ws).await? {
+            return Ok(false);
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Starts a write of several steps in one transaction on the writer connection (a
+    /// workload's change, its nodes' target rewrites and its audit row): one `BEGIN`, one
+    /// `COMMIT` and one trip through the pool instead of one each per step. Dropped without
+    /// [`Write::commit`], nothing of it is stored.
+    pub async fn write(&self) -> Result<Write, StoreError> {
+        Ok(Write {
+            tx: self.pool().begin().await?,
+            backend: self.backend(),
+        })
     }
 
     /// The workload with id `id`, whatever its account.
@@ -214,7 +223,15 @@ impl Store {
             .bind(&primary.id)
             .execute(&mut *tx)
             .await?;
-        insert_event(&mut tx, &replica.id, at_ms, event.0, event.1).await?;
+        insert_event(
+            &mut tx,
+            self.backend(),
+            &replica.id,
+            at_ms,
+            event.0,
+            event.1,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -317,32 +334,10 @@ impl Store {
     where
         F: FnOnce(&[WorkloadRow]) -> Result<String, StoreError>,
     {
-        let mut tx = self.pool().begin().await?;
-        let lock = match self.backend() {
-            Backend::Postgres => "SELECT target_revision FROM nodes WHERE id = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT target_revision FROM nodes WHERE id = $1",
-        };
-        let Some(seen) = sqlx::query(lock)
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let mut tx = self.write().await?;
+        let Some(revision) = tx.rewrite_target(node, build).await? else {
             return Ok(None);
         };
-        let revision = from_db(seen.try_get("target_revision")?) + 1;
-        let rows =
-            sqlx::query("SELECT * FROM workloads WHERE node_id = $1 OR moving_to = $1 ORDER BY id")
-                .bind(node)
-                .fetch_all(&mut *tx)
-                .await?;
-        let placed = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
-        let json = build(&placed)?;
-        sqlx::query("UPDATE nodes SET target = $1, target_revision = $2 WHERE id = $3")
-            .bind(json)
-            .bind(to_db(revision))
-            .bind(node)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(Some(revision))
     }
@@ -355,11 +350,8 @@ impl Store {
     /// Deletes workloads with their events and replication reports, all in one transaction
     /// (an S3 primary and its replica); how many were there.
     pub async fn delete_workloads(&self, ids: &[&str]) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let mut gone = 0;
-        for id in ids {
-            gone += delete_on(&mut tx, id).await?;
-        }
+        let mut tx = self.write().await?;
+        let gone = tx.delete_workloads(ids).await?;
         tx.commit().await?;
         Ok(gone)
     }
@@ -395,11 +387,19 @@ impl Store {
             delete_on(&mut tx, id).await?;
         }
         if let Some((w, first)) = add {
-            if !insert_on(&mut tx, w, first).await? {
+            if !insert_on(&mut tx, w, first, self.backend()).await? {
                 return Ok(false);
             }
         }
-        insert_event(&mut tx, &primary.id, at_ms, event.0, event.1).await?;
+        insert_event(
+            &mut tx,
+            self.backend(),
+            &primary.id,
+            at_ms,
+            event.0,
+            event.1,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -413,7 +413,7 @@ impl Store {
         detail: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        insert_event(&mut tx, id, at_ms, kind, detail).await?;
+        insert_event(&mut tx, self.backend(), id, at_ms, kind, detail).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -504,7 +504,7 @@ impl Store {
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, id, at_ms, event.0, event.1).await?;
+        insert_event(&mut tx, self.backend(), id, at_ms, event.0, event.1).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -524,7 +524,126 @@ impl Store {
         at_ms: u64,
         event: (&str, &str),
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write().await?;
+        if !tx.start_update(seen, to, next, at_ms, event).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces a workload's plan and settings where it is (its node recreates it), while it is
+    /// where `seen` says (node, no move in progress) and still `seen`'s plan and settings.
+    /// `Ok(false)`: it was changed, moved or deleted meanwhile; nothing was written.
+    pub async fn update_in_place(
+        &self,
+        seen: &WorkloadRow,
+        new: &NextVersion,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        if !tx.update_in_place(seen, new, at_ms, event).await? {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Several writes in one transaction on the writer connection (see [`Store::write`]); each
+/// step is the [`Store`] method of the same name without its own transaction. A step that
+/// answers `false` (a compare-and-set that lost) wrote nothing, but the steps before it did:
+/// drop the write to undo them.
+pub struct Write {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+}
+
+impl Write {
+    /// Commits every step.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::insert_workloads`]: `Ok(false)` when one of the names is taken.
+    pub async fn insert_workloads(
+        &mut self,
+        ws: &[(&WorkloadRow, &str)],
+    ) -> Result<bool, StoreError> {
+        for (w, event) in ws {
+            if !insert_on(&mut self.tx, w, event, self.backend).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// [`Store::delete_workloads`]: how many were there.
+    pub async fn delete_workloads(&mut self, ids: &[&str]) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        for id in ids {
+            gone += delete_on(&mut self.tx, id).await?;
+        }
+        Ok(gone)
+    }
+
+    /// Appends an audit entry, stored only if the write commits: a write that fails leaves
+    /// none claiming it was done.
+    pub async fn audit(&mut self, e: &super::AuditEntry) -> Result<(), StoreError> {
+        super::audit::insert_audit_on(&mut self.tx, e).await?;
+        Ok(())
+    }
+
+    /// [`Store::rewrite_target`]. On PostgreSQL the node's row stays locked until the write
+    /// ends: a write that rewrites several nodes' targets does them in id order, so two such
+    /// writes cannot each hold the node the other waits for.
+    pub async fn rewrite_target<F>(
+        &mut self,
+        node: &str,
+        build: F,
+    ) -> Result<Option<u64>, StoreError>
+    where
+        F: FnOnce(&[WorkloadRow]) -> Result<String, StoreError>,
+    {
+        let lock = match self.backend {
+            Backend::Postgres => "SELECT target_revision FROM nodes WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT target_revision FROM nodes WHERE id = $1",
+        };
+        let Some(seen) = sqlx::query(lock)
+            .bind(node)
+            .fetch_optional(&mut *self.tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let revision = from_db(seen.try_get("target_revision")?) + 1;
+        let rows =
+            sqlx::query("SELECT * FROM workloads WHERE node_id = $1 OR moving_to = $1 ORDER BY id")
+                .bind(node)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        let placed = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        let json = build(&placed)?;
+        sqlx::query("UPDATE nodes SET target = $1, target_revision = $2 WHERE id = $3")
+            .bind(json)
+            .bind(to_db(revision))
+            .bind(node)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(Some(revision))
+    }
+
+    /// [`Store::start_update`].
+    pub async fn start_update(
+        &mut self,
+        seen: &WorkloadRow,
+        to: &str,
+        next: &NextVersion,
+        at_ms: u64,
+        event: (&str, &str),
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE workloads SET moving_to = $1, next_plan = $2, next_settings = $3, \
              next_cpu_millis = $4, next_memory_bytes = $5, updated_ms = $6 \
@@ -541,28 +660,32 @@ impl Store {
         .bind(seen.node_id.as_deref().unwrap_or(""))
         .bind(&seen.plan)
         .bind(&seen.settings)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, &seen.id, at_ms, event.0, event.1).await?;
-        tx.commit().await?;
+        insert_event(
+            &mut self.tx,
+            self.backend,
+            &seen.id,
+            at_ms,
+            event.0,
+            event.1,
+        )
+        .await?;
         Ok(true)
     }
 
-    /// Replaces a workload's plan and settings where it is (its node recreates it), while it is
-    /// where `seen` says (node, no move in progress) and still `seen`'s plan and settings.
-    /// `Ok(false)`: it was changed, moved or deleted meanwhile; nothing was written.
+    /// [`Store::update_in_place`].
     pub async fn update_in_place(
-        &self,
+        &mut self,
         seen: &WorkloadRow,
         new: &NextVersion,
         at_ms: u64,
         event: (&str, &str),
     ) -> Result<bool, StoreError> {
         let id = seen.id.as_str();
-        let mut tx = self.pool().begin().await?;
         let r = sqlx::query(
             "UPDATE workloads SET plan = $1, settings = $2, cpu_millis = $3, memory_bytes = $4, \
              updated_ms = $5 WHERE id = $6 AND COALESCE(node_id, '') = $7 AND moving_to IS NULL \
@@ -577,13 +700,12 @@ impl Store {
         .bind(seen.node_id.as_deref().unwrap_or(""))
         .bind(&seen.plan)
         .bind(&seen.settings)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, id, at_ms, event.0, event.1).await?;
-        tx.commit().await?;
+        insert_event(&mut self.tx, self.backend, id, at_ms, event.0, event.1).await?;
         Ok(true)
     }
 }
@@ -740,6 +862,7 @@ async fn insert_on(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     w: &WorkloadRow,
     event: &str,
+    backend: Backend,
 ) -> Result<bool, sqlx::Error> {
     let exists = sqlx::query("SELECT id FROM workloads WHERE account_id = $1 AND name = $2")
         .bind(&w.account_id)
@@ -768,37 +891,47 @@ async fn insert_on(
     .bind(to_db(w.updated_ms))
     .execute(&mut **tx)
     .await?;
-    insert_event(tx, &w.id, w.created_ms, "created", event).await?;
+    insert_event(tx, backend, &w.id, w.created_ms, "created", event).await?;
     Ok(true)
 }
 
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     id: &str,
     at_ms: u64,
     kind: &str,
     detail: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO workload_events (workload_id, at_ms, kind, detail) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(to_db(at_ms))
-    .bind(kind)
-    .bind(detail)
-    .execute(&mut **tx)
-    .await?;
+    let insert =
+        "INSERT INTO workload_events (workload_id, at_ms, kind, detail) VALUES ($1, $2, $3, $4)";
     // Only the newest events are kept: every change adds one, and every show and list
     // returns them all.
-    sqlx::query(&format!(
+    let trim = format!(
         "DELETE FROM workload_events WHERE workload_id = $1 AND at_ms < \
          (SELECT at_ms FROM workload_events WHERE workload_id = $1 ORDER BY at_ms DESC \
          LIMIT 1 OFFSET {})",
         KEPT_EVENTS - 1
-    ))
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    );
+    // SQLite: both statements in one round trip to the connection's worker thread (it runs a
+    // query's statements one after the other, binding `$N` to the same argument in each).
+    // PostgreSQL takes one statement per prepared query (and a data-modifying CTE would trim
+    // from the snapshot before the insert).
+    let both = format!("{insert}; {trim}");
+    let first = match backend {
+        Backend::Sqlite => both.as_str(),
+        Backend::Postgres => insert,
+    };
+    sqlx::query(first)
+        .bind(id)
+        .bind(to_db(at_ms))
+        .bind(kind)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    if backend == Backend::Postgres {
+        sqlx::query(&trim).bind(id).execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

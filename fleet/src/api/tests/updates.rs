@@ -497,3 +497,73 @@ async fn at(s: &Arc<AppState>, ms: u64) {
         .await
         .unwrap();
 }
+
+/// A workload's change, its nodes' new target and its audit row are one transaction: when the
+/// audit row cannot be stored, a deploy, an update and a delete each answer an error and store
+/// nothing (no workload, event or target revision that the audit log does not account for);
+/// once it can, the update is stored with exactly one audit row.
+#[tokio::test]
+async fn a_write_whose_audit_row_is_refused_stores_nothing() {
+    let s = state().await;
+    online_node(&s).await;
+    let (token, id, node) = deployed(&s).await;
+    let before = s.store.workload_by_id(&id).await.unwrap().unwrap();
+    let events = s.store.workload_events(&id).await.unwrap();
+    let revision = s.store.node(&node).await.unwrap().unwrap().target_revision;
+    let changed = crate::store::AuditFilter {
+        action: Some("workload.changed".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    sqlx::query(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+    )
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    let patch = json!({"set_env": {"MSG": "v2"}, "strategy": "in_place"}).to_string();
+    let other = json!({"kind": "container", "name": "other", "image": IMAGE_V1, "port": 8080});
+    for (method, path, body) in [
+        ("PATCH", "/api/v1/workloads/web", Some(patch.clone())),
+        ("DELETE", "/api/v1/workloads/web", None),
+        ("POST", "/api/v1/workloads", Some(other.to_string())),
+    ] {
+        let (st, v) = call(&s, method, path, Some(&token), body).await;
+        assert!(st.is_server_error(), "{method}: {st} {v}");
+    }
+    assert_eq!(s.store.workloads(None).await.unwrap(), vec![before.clone()]);
+    assert_eq!(s.store.workload_events(&id).await.unwrap(), events);
+    assert_eq!(
+        s.store.node(&node).await.unwrap().unwrap().target_revision,
+        revision
+    );
+    assert!(s.store.audit(&changed).await.unwrap().is_empty());
+
+    sqlx::query("DROP TRIGGER no_audit")
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+    let (st, v) = call(
+        &s,
+        "PATCH",
+        "/api/v1/workloads/web",
+        Some(&token),
+        Some(patch),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let after = s.store.workload_by_id(&id).await.unwrap().unwrap();
+    assert!(after.settings.contains("v2"), "{}", after.settings);
+    assert_eq!(
+        s.store.node(&node).await.unwrap().unwrap().target_revision,
+        revision + 1
+    );
+    let audited = s.store.audit(&changed).await.unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].target, id);
+    assert!(
+        audited[0].detail.starts_with("name=web in place: "),
+        "{audited:?}"
+    );
+}
