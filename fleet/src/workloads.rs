@@ -486,17 +486,18 @@ pub async fn retarget(
     rewrite: Option<&NodeRegistry>,
 ) -> Result<u64, StoreError> {
     let mut tx = store.write().await?;
-    let revision = retarget_in(&mut tx, node, rewrite).await?;
+    let written = retarget_in(&mut tx, node, rewrite).await?;
     tx.commit().await?;
-    Ok(revision)
+    Ok(written.target_revision)
 }
 
-/// [`retarget`] as a step of write `tx` (committed with the change it follows from).
+/// [`retarget`] as a step of write `tx` (committed with the change it follows from); the
+/// node's row as written.
 pub async fn retarget_in(
     tx: &mut Write,
     node: &str,
     rewrite: Option<&NodeRegistry>,
-) -> Result<u64, StoreError> {
+) -> Result<NodeRow, StoreError> {
     // In one transaction with the read of what it is built from (Store::rewrite_target): a
     // writer that read the placements before another change committed (a PATCH on one
     // replica, the leader's delayed retarget) can no longer write the older list last.
@@ -619,7 +620,8 @@ pub fn relocation(kind: &str) -> Relocation {
     }
 }
 
-/// Deploys a workload for `account`: checked, placed, stored, sent.
+/// Deploys a workload for `account`: checked, placed, stored (with its audit row). Returns it
+/// and the rows of the nodes whose target it rewrote, as written (for sending them).
 pub async fn deploy(
     store: &Store,
     account: &str,
@@ -627,7 +629,7 @@ pub async fn deploy(
     kinds: &crate::kinds::KindConfig,
     rewrite: Option<&NodeRegistry>,
     now_ms: u64,
-) -> Result<WorkloadRow, FrameError> {
+) -> Result<(WorkloadRow, Vec<NodeRow>), FrameError> {
     req.placement().check().map_err(FrameError::Invalid)?;
     let (plan, settings, disk_bytes) = if req.kind == "s3" {
         let (plan, s) = crate::kinds::s3::prepare(req, kinds.s3_image.as_deref())?;
@@ -735,28 +737,30 @@ pub async fn deploy(
     }
     let mut targets = vec![node.as_str()];
     targets.extend(replica.as_ref().and_then(|(r, _)| r.node_id.as_deref()));
-    retarget_all_in(&mut tx, targets, rewrite).await?;
+    let written = retarget_all_in(&mut tx, targets, rewrite).await?;
     tx.audit(&audit).await?;
     tx.commit().await?;
     // Its reservation is stored: the next placement sees it.
     drop(placing);
     audit::log(&audit);
-    Ok(row)
+    Ok((row, written))
 }
 
 /// [`retarget_in`] for each of `nodes`, in id order and once each (on PostgreSQL each node's
-/// row stays locked until `tx` ends: two writes never wait for each other's second node).
+/// row stays locked until `tx` ends: two writes never wait for each other's second node); the
+/// nodes' rows as written.
 async fn retarget_all_in(
     tx: &mut Write,
     mut nodes: Vec<&str>,
     rewrite: Option<&NodeRegistry>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<NodeRow>, StoreError> {
     nodes.sort_unstable();
     nodes.dedup();
+    let mut written = Vec::with_capacity(nodes.len());
     for node in nodes {
-        retarget_in(tx, node, rewrite).await?;
+        written.push(retarget_in(tx, node, rewrite).await?);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// A new workload id.
@@ -787,13 +791,14 @@ pub fn replica_row(
     Ok((replica, node))
 }
 
-/// Deletes `account`'s workload `name` everywhere: off its node's target, out of the store.
+/// Deletes `account`'s workload `name` everywhere: off its node's target, out of the store
+/// (with its audit row). Returns it and the rows of the nodes whose target it rewrote.
 pub async fn delete(
     store: &Store,
     account: &str,
     name: &str,
     rewrite: Option<&NodeRegistry>,
-) -> Result<WorkloadRow, FrameError> {
+) -> Result<(WorkloadRow, Vec<NodeRow>), FrameError> {
     let w = store
         .workload(account, name)
         .await?
@@ -838,11 +843,11 @@ pub async fn delete(
     );
     let mut tx = store.write().await?;
     tx.delete_workloads(&ids).await?;
-    retarget_all_in(&mut tx, nodes, rewrite).await?;
+    let written = retarget_all_in(&mut tx, nodes, rewrite).await?;
     tx.audit(&audit).await?;
     tx.commit().await?;
     audit::log(&audit);
-    Ok(w)
+    Ok((w, written))
 }
 
 /// `PATCH /api/v1/workloads/{name}`: what to change; what is left out stays as it is.
@@ -1037,7 +1042,8 @@ pub enum Updated {
 
 /// Changes `account`'s workload `name` (resize, new configuration, new image version): rolling
 /// onto another node when the strategy and the fleet allow, otherwise in place. Returns the
-/// workload as stored after the change, and what was done.
+/// workload as stored after the change, what was done, and the rows of the nodes whose target
+/// it rewrote, as written (for sending them).
 pub async fn update(
     store: &Store,
     account: &str,
@@ -1045,7 +1051,7 @@ pub async fn update(
     req: &UpdateRequest,
     rewrite: Option<&NodeRegistry>,
     now_ms: u64,
-) -> Result<(WorkloadRow, Updated), FrameError> {
+) -> Result<(WorkloadRow, Updated, Vec<NodeRow>), FrameError> {
     // Held from reading the workload: this process's changes of one workload apply one after
     // the other, in the order they came, each to the latest version (each request names what
     // to change, not a whole version); changes of other workloads run beside them.
@@ -1085,7 +1091,7 @@ pub async fn update(
         }
         let old: ContainerSettings = serde_json::from_str(&w.settings).unwrap_or_default();
         if plan.name == w.plan && new == old {
-            return Ok((w, Updated::Unchanged));
+            return Ok((w, Updated::Unchanged, Vec::new()));
         }
         let change = describe_change(&w.plan, &old, plan.name, &new);
         let next = NextVersion {
@@ -1115,7 +1121,7 @@ pub async fn update(
             {
                 continue;
             }
-            retarget_all_in(
+            let written = retarget_all_in(
                 &mut tx,
                 w.node_id.iter().map(String::as_str).collect(),
                 rewrite,
@@ -1130,7 +1136,7 @@ pub async fn update(
             w.cpu_millis = next.cpu_millis;
             w.memory_bytes = next.memory_bytes;
             w.updated_ms = now_ms;
-            return Ok((w, Updated::InPlace { change }));
+            return Ok((w, Updated::InPlace { change }, written));
         }
         let needs = Resources {
             cpu_millis: next.cpu_millis,
@@ -1162,7 +1168,7 @@ pub async fn update(
                     {
                         return Err(changed_meanwhile());
                     }
-                    retarget_in(&mut tx, &to, rewrite).await?;
+                    let written = vec![retarget_in(&mut tx, &to, rewrite).await?];
                     tx.audit(&audit).await?;
                     tx.commit().await?;
                     audit::log(&audit);
@@ -1170,7 +1176,7 @@ pub async fn update(
                         .workload(account, name)
                         .await?
                         .ok_or_else(changed_meanwhile)?;
-                    return Ok((w, Updated::Rolling { to, change }));
+                    return Ok((w, Updated::Rolling { to, change }, written));
                 }
                 Err(why) if req.strategy == Strategy::Rolling => {
                     return Err(FrameError::NoCapacity(format!(
@@ -1203,7 +1209,7 @@ pub async fn update(
         {
             return Err(changed_meanwhile());
         }
-        retarget_all_in(
+        let written = retarget_all_in(
             &mut tx,
             w.node_id.iter().map(String::as_str).collect(),
             rewrite,
@@ -1216,7 +1222,7 @@ pub async fn update(
             .workload(account, name)
             .await?
             .ok_or_else(changed_meanwhile)?;
-        return Ok((w, Updated::InPlace { change }));
+        return Ok((w, Updated::InPlace { change }, written));
     }
     Err(changed_meanwhile())
 }
@@ -1323,6 +1329,17 @@ pub fn lifecycle_on(
 pub async fn view(store: &Store, w: &WorkloadRow) -> Result<WorkloadView, StoreError> {
     let (node, events) = store.workload_view_parts(w).await?;
     view_of(w, node.as_ref(), events)
+}
+
+/// [`view`] with its node's state known already (the node's row a write just left): only
+/// its events are read.
+pub async fn view_with_node(
+    store: &Store,
+    w: &WorkloadRow,
+    node: NodeState,
+) -> Result<WorkloadView, StoreError> {
+    let events = store.workload_events(&w.id).await?;
+    view_of(w, Some(&node), events)
 }
 
 /// The workload `name` of `account` with its view (`None`: no such workload), read on one

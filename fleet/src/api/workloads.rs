@@ -3,6 +3,7 @@
 
 use super::{ApiError, AppState, Principal};
 use crate::audit::{self, Action};
+use crate::store::{NodeRow, NodeState};
 use crate::workloads::{self, DeployRequest, FrameError, UpdateRequest, Updated, WorkloadView};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -27,9 +28,17 @@ impl From<FrameError> for ApiError {
 
 /// Sends the nodes of `w` (both, during a move) their changed target now; otherwise the link's
 /// re-send timer (up to 10 s with the default heartbeat) would delay every deploy and delete.
-async fn send_targets(s: &AppState, w: &crate::store::WorkloadRow) {
+/// `written`: node rows as the write left them (their new targets), used instead of reading
+/// them again.
+async fn send_targets(s: &AppState, w: &crate::store::WorkloadRow, written: &[NodeRow]) {
     let Some(link) = &s.link else { return };
     for id in w.node_id.iter().chain(w.moving_to.iter()) {
+        if let Some(n) = written.iter().find(|n| &n.id == id) {
+            if n.online && !n.revoked {
+                link.send_target(n).await;
+            }
+            continue;
+        }
         match s.store.node(id).await {
             Ok(Some(n)) if n.online && !n.revoked => link.send_target(&n).await,
             Ok(_) => {}
@@ -53,9 +62,21 @@ fn timing(what: &str, t0: std::time::Instant, marks: [std::time::Instant; 2]) {
     );
 }
 
-/// A workload's view with its address through this process's gateway.
-async fn view(s: &AppState, w: &crate::store::WorkloadRow) -> Result<WorkloadView, ApiError> {
-    let mut v = workloads::view(&s.store, w).await?;
+/// A written workload's view with its address through this process's gateway: its node's
+/// state from `written` (the rows its write left) when there, else read.
+async fn view(
+    s: &AppState,
+    w: &crate::store::WorkloadRow,
+    written: &[NodeRow],
+) -> Result<WorkloadView, ApiError> {
+    let node = written
+        .iter()
+        .find(|n| Some(&n.id) == w.node_id.as_ref())
+        .map(NodeState::from);
+    let mut v = match node {
+        Some(node) => workloads::view_with_node(&s.store, w, node).await?,
+        None => workloads::view(&s.store, w).await?,
+    };
     endpoint(s, w, &mut v);
     Ok(v)
 }
@@ -84,7 +105,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<WorkloadView>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let t0 = std::time::Instant::now();
-    let w = workloads::deploy(
+    let (w, written) = workloads::deploy(
         &s.store,
         &p.account_id,
         &req,
@@ -94,9 +115,9 @@ pub async fn create(
     )
     .await?;
     let t1 = std::time::Instant::now();
-    send_targets(&s, &w).await;
+    send_targets(&s, &w, &written).await;
     let t2 = std::time::Instant::now();
-    let v = view(&s, &w).await?;
+    let v = view(&s, &w, &written).await?;
     timing("deploy", t0, [t1, t2]);
     Ok((StatusCode::CREATED, Json(v)))
 }
@@ -210,7 +231,7 @@ pub async fn update(
 ) -> Result<Json<WorkloadView>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let t0 = std::time::Instant::now();
-    let (w, done) = workloads::update(
+    let (w, done, written) = workloads::update(
         &s.store,
         &p.account_id,
         &name,
@@ -221,10 +242,10 @@ pub async fn update(
     .await?;
     let t1 = std::time::Instant::now();
     if !matches!(done, Updated::Unchanged) {
-        send_targets(&s, &w).await;
+        send_targets(&s, &w, &written).await;
     }
     let t2 = std::time::Instant::now();
-    let v = view(&s, &w).await?;
+    let v = view(&s, &w, &written).await?;
     timing("update", t0, [t1, t2]);
     Ok(Json(v))
 }
@@ -241,9 +262,10 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let t0 = std::time::Instant::now();
-    let w = workloads::delete(&s.store, &p.account_id, &name, s.node_registry.as_ref()).await?;
+    let (w, written) =
+        workloads::delete(&s.store, &p.account_id, &name, s.node_registry.as_ref()).await?;
     let t1 = std::time::Instant::now();
-    send_targets(&s, &w).await;
+    send_targets(&s, &w, &written).await;
     timing("delete", t0, [t1, std::time::Instant::now()]);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -107,7 +107,7 @@ fn state_from_row(r: &AnyRow) -> Result<NodeState, sqlx::Error> {
 
 const STATE_COLUMNS: &str = "id, online, offline_reason, workloads";
 
-fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
+pub(super) fn node_from_row(r: &AnyRow) -> Result<NodeRow, sqlx::Error> {
     Ok(NodeRow {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,

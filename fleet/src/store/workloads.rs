@@ -1,8 +1,8 @@
 //! Workloads: what consumers deployed, where it was placed, and its events.
 
-use super::nodes::{node_state_on, node_states_on};
-use super::NodeState;
+use super::nodes::{node_from_row, node_state_on, node_states_on};
 use super::{from_db, to_db, Backend, Store, StoreError};
+use super::{NodeRow, NodeState};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -335,11 +335,11 @@ impl Store {
         F: FnOnce(&[WorkloadRow]) -> Result<String, StoreError>,
     {
         let mut tx = self.write().await?;
-        let Some(revision) = tx.rewrite_target(node, build).await? else {
+        let Some(n) = tx.rewrite_target(node, build).await? else {
             return Ok(None);
         };
         tx.commit().await?;
-        Ok(Some(revision))
+        Ok(Some(n.target_revision))
     }
 
     /// Deletes a workload, its events and its replication report; `false` if it was not there.
@@ -596,20 +596,22 @@ impl Write {
         Ok(())
     }
 
-    /// [`Store::rewrite_target`]. On PostgreSQL the node's row stays locked until the write
-    /// ends: a write that rewrites several nodes' targets does them in id order, so two such
-    /// writes cannot each hold the node the other waits for.
+    /// [`Store::rewrite_target`]; the node's row as written (the row read in the transaction,
+    /// with its new target and revision), for sending the target without reading it again. On
+    /// PostgreSQL the node's row stays locked until the write ends: a write that rewrites
+    /// several nodes' targets does them in id order, so two such writes cannot each hold the
+    /// node the other waits for.
     pub async fn rewrite_target<F>(
         &mut self,
         node: &str,
         build: F,
-    ) -> Result<Option<u64>, StoreError>
+    ) -> Result<Option<NodeRow>, StoreError>
     where
         F: FnOnce(&[WorkloadRow]) -> Result<String, StoreError>,
     {
         let lock = match self.backend {
-            Backend::Postgres => "SELECT target_revision FROM nodes WHERE id = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT target_revision FROM nodes WHERE id = $1",
+            Backend::Postgres => "SELECT * FROM nodes WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite => "SELECT * FROM nodes WHERE id = $1",
         };
         let Some(seen) = sqlx::query(lock)
             .bind(node)
@@ -618,21 +620,22 @@ impl Write {
         else {
             return Ok(None);
         };
-        let revision = from_db(seen.try_get("target_revision")?) + 1;
+        let mut n = node_from_row(&seen)?;
+        n.target_revision += 1;
         let rows =
             sqlx::query("SELECT * FROM workloads WHERE node_id = $1 OR moving_to = $1 ORDER BY id")
                 .bind(node)
                 .fetch_all(&mut *self.tx)
                 .await?;
         let placed = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
-        let json = build(&placed)?;
+        n.target = build(&placed)?;
         sqlx::query("UPDATE nodes SET target = $1, target_revision = $2 WHERE id = $3")
-            .bind(json)
-            .bind(to_db(revision))
+            .bind(&n.target)
+            .bind(to_db(n.target_revision))
             .bind(node)
             .execute(&mut *self.tx)
             .await?;
-        Ok(Some(revision))
+        Ok(Some(n))
     }
 
     /// [`Store::start_update`].
