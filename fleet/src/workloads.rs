@@ -721,7 +721,10 @@ pub async fn deploy(
     if let Some((r, event)) = &replica {
         rows.push((r, event.as_str()));
     }
-    // The rows, their nodes' new targets and the audit row in one transaction.
+    // The rows with their audit row in one transaction; the nodes' new targets in the next,
+    // once the placement lock is given back: the next placement need not wait for them to
+    // be built (with the rewrite under the lock, deploys on a saturated machine queued
+    // longer for it; docs/benchmarks.md).
     let audit = audit::entry(
         account,
         Action::WorkloadCreated,
@@ -735,14 +738,16 @@ pub async fn deploy(
             req.name
         )));
     }
-    let mut targets = vec![node.as_str()];
-    targets.extend(replica.as_ref().and_then(|(r, _)| r.node_id.as_deref()));
-    let written = retarget_all_in(&mut tx, targets, rewrite).await?;
     tx.audit(&audit).await?;
     tx.commit().await?;
     // Its reservation is stored: the next placement sees it.
     drop(placing);
     audit::log(&audit);
+    let mut targets = vec![node.as_str()];
+    targets.extend(replica.as_ref().and_then(|(r, _)| r.node_id.as_deref()));
+    let mut tx = store.write().await?;
+    let written = retarget_all_in(&mut tx, targets, rewrite).await?;
+    tx.commit().await?;
     Ok((row, written))
 }
 
