@@ -7,6 +7,9 @@
 //! (env: `NODES` (default 1000), `SECS` measuring window (default 60), `HEARTBEAT` (10)).
 //! Prints figures and writes `target/bench/spine.json`.
 
+mod harness;
+
+use harness::metrics::{machine, window_quantile};
 use lattice_fleet::server::{self, FleetConfig};
 use lattice_wire::msg::{Inventory, Message, Status, Usage};
 use lattice_wire::register::{Provisioning, RegisterRequest, RegisterResponse};
@@ -28,61 +31,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// A Prometheus histogram's cumulative buckets, (upper bound, count).
-fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut b: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (le, v) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, v.trim().parse().ok()?))
-        })
-        .collect();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    b
-}
-
-/// Quantile of the observations made between two scrapes, interpolated within the bucket as
-/// Prometheus' histogram_quantile does.
-fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> f64 {
-    let b0 = buckets(before, name);
-    let b1 = buckets(after, name);
-    let diff: Vec<(f64, f64)> = b1
-        .iter()
-        .map(|(le, c)| {
-            (
-                *le,
-                c - b0.iter().find(|(l, _)| l == le).map(|x| x.1).unwrap_or(0.0),
-            )
-        })
-        .collect();
-    let total = diff.last().map(|b| b.1).unwrap_or(0.0);
-    let rank = q * total;
-    let (mut prev_le, mut prev_c) = (0.0, 0.0);
-    for (le, c) in diff {
-        if c >= rank {
-            if le.is_infinite() {
-                return prev_le;
-            }
-            let frac = if c > prev_c {
-                (rank - prev_c) / (c - prev_c)
-            } else {
-                0.0
-            };
-            return prev_le + (le - prev_le) * frac;
-        }
-        prev_le = le;
-        prev_c = c;
-    }
-    f64::NAN
 }
 
 struct SimNode {
@@ -349,8 +297,8 @@ fn main() {
         };
         let stored = count(&after) - count(&before);
         // Quantiles over the measuring window only (warm-up and connection storm excluded).
-        let p50 = window_quantile(&before, &after, "lattice_heartbeat_lag_seconds", 0.5) * 1000.0;
-        let p99 = window_quantile(&before, &after, "lattice_heartbeat_lag_seconds", 0.99) * 1000.0;
+        let p50 = window_quantile(&before, &after, "lattice_heartbeat_lag_seconds", 0.5).0 * 1000.0;
+        let p99 = window_quantile(&before, &after, "lattice_heartbeat_lag_seconds", 0.99).0 * 1000.0;
         let (on, _off) = fleet.state.store.node_counts().await.unwrap();
         let rss = rss_kib(std::process::id());
         let cpu_pct = (cpu1 - cpu0) as f64 / procfs::ticks_per_second() as f64 / secs as f64 * 100.0;
@@ -388,21 +336,6 @@ fn procfs_cpu_ticks() -> u64 {
         .and_then(|p| p.stat())
         .map(|s| s.utime + s.stime)
         .unwrap_or(0)
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    format!("{cpus} x {model}")
 }
 
 async fn latticed_rss(fleet: &server::RunningFleet, data: &std::path::Path) -> Option<u64> {

@@ -4,6 +4,8 @@
 //! chains, envelopes), also when the bench panics.
 #![allow(dead_code)] // each bench uses its own part
 
+pub mod metrics;
+
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
