@@ -1,7 +1,7 @@
 //! `lattice-sim` against a real `lattice fleet` and its embedded broker: simulated nodes
 //! register with real keys, stay online on their heartbeats, take a workload the scheduler
 //! places on one of them and report it running, and leave cleanly (no last will). A token with
-//! too few uses and a file that holds no provisioning string are named in the errors.
+//! too few uses is named in the error (bad files: `fleet/sim/tests/cli.rs`).
 
 mod common;
 
@@ -148,7 +148,7 @@ fn simulated_nodes_register_heartbeat_take_a_workload_and_leave_cleanly() {
 }
 
 #[test]
-fn too_few_token_uses_and_a_bad_provisioning_file_are_named() {
+fn too_few_token_uses_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let f = Fleet::start(
         "fleet",
@@ -171,21 +171,4 @@ fn too_few_token_uses_and_a_bad_provisioning_file_are_named() {
     assert!(err.contains("first error: registration of node"), "{err}");
     // Two nodes registered and the third was refused: the fleet holds exactly two.
     assert_eq!(f.nodes().len(), 2);
-
-    let bad = dir.path().join("bad");
-    std::fs::write(&bad, "not a provisioning string").unwrap();
-    let out = Command::new(workspace_bin("lattice-sim"))
-        .arg("--provisioning-file")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{} does not hold a provisioning string",
-            bad.display()
-        )),
-        "{err}"
-    );
 }
